@@ -1,0 +1,1 @@
+//! A Model Context Protocol proxy (work in progress: see issue 6).

@@ -1,0 +1,1 @@
+//! Attested HTTPS transcripts: TLS over relayed bytes and split AEAD (work in progress: see issue 5).
