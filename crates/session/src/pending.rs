@@ -51,6 +51,12 @@ impl From<i64> for RequestId {
     }
 }
 
+impl From<i32> for RequestId {
+    fn from(n: i32) -> Self {
+        RequestId::Num(i64::from(n))
+    }
+}
+
 impl From<u32> for RequestId {
     fn from(n: u32) -> Self {
         RequestId::Num(i64::from(n))
