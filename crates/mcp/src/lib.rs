@@ -1,1 +1,32 @@
-//! A Model Context Protocol proxy (work in progress: see issue 6).
+//! # tessera-mcp
+//!
+//! A multi-session proxy for the Model Context Protocol, built on the session runtime (`tessera-session`).
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`jsonrpc`] | the JSON-RPC envelope: raw bytes kept, id/method/kind parsed through a borrowed view |
+//! | [`lines`] | newline-delimited framing with a line-size limit (the stdio transport) |
+//! | [`session`] | MCP sessions on the runtime: correlation by (session, direction, id), limits, deadlines, negotiated version, frame metadata and tags |
+//! | [`stdio`] | the stdio proxy: a client's byte streams on one side, a child server on the other |
+//! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) |
+//! | [`tape`] | recordings as JSON lines, with redaction |
+//!
+//! Messages are forwarded as the bytes they came as; the proxy writes only its own replies (limit and
+//! timeout errors, parse errors) and `notifications/cancelled`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod jsonrpc;
+pub mod lines;
+pub mod metrics;
+pub mod outbox;
+pub mod session;
+pub mod stdio;
+pub mod tape;
+pub mod upstream;
+
+pub use error::McpError;
+pub use jsonrpc::{Id, Kind, Message};
+pub use session::{Direction, FrameMeta, McpConfig, McpSession, Negotiated, Sessions, Tags};

@@ -1,0 +1,518 @@
+//! The JSON-RPC 2.0 envelope, and nothing else: no I/O, no state, so it can be fuzzed on its own.
+//!
+//! A [`Message`] keeps the bytes it arrived as and forwards exactly those: ids, unknown fields, `_meta` and
+//! key order pass through untouched. Parsing reads only what a proxy needs — the id (kept as its raw JSON
+//! text), the method, and whether the message is a request, a notification or a response — through a
+//! borrowed view of the bytes ([`serde_json::value::RawValue`]), so nothing else is decoded or copied.
+//!
+//! Messages the proxy writes itself (error replies, `notifications/cancelled`) are built by
+//! [`Message::error_reply`] and [`Message::cancelled`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// JSON-RPC: the bytes are not JSON.
+pub const PARSE_ERROR: i32 = -32700;
+/// JSON-RPC: JSON, but not a valid request.
+pub const INVALID_REQUEST: i32 = -32600;
+/// JSON-RPC: the method does not exist.
+pub const METHOD_NOT_FOUND: i32 = -32601;
+/// JSON-RPC: invalid params (also MCP's "unsupported protocol version" before 2026-07-28).
+pub const INVALID_PARAMS: i32 = -32602;
+/// JSON-RPC: internal error.
+pub const INTERNAL_ERROR: i32 = -32603;
+/// Implementation-defined server error used by the proxy for its own refusals (limits, timeouts, a lost
+/// upstream). `-32000` is in the legacy range that every revision still allows.
+pub const PROXY_ERROR: i32 = -32000;
+
+/// A JSON-RPC id, kept as its raw JSON text (`1`, `"abc"`), so it is echoed exactly as the sender wrote it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Id(Box<str>);
+
+impl Id {
+    /// Validates raw JSON id text: a JSON string or number.
+    pub fn from_raw(raw: &str) -> Option<Id> {
+        let raw = raw.trim();
+        match raw.as_bytes().first()? {
+            b'"' | b'-' | b'0'..=b'9' => Some(Id(raw.into())),
+            _ => None,
+        }
+    }
+
+    /// The id as raw JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// A numeric id.
+    pub fn number(n: i64) -> Id {
+        Id(n.to_string().into())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.0)
+    }
+}
+
+/// What a message is, as far as a proxy cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A request: it has a method and an id, and expects a response.
+    Request {
+        /// Its id.
+        id: Id,
+        /// Its method.
+        method: Box<str>,
+    },
+    /// A notification: a method and no id.
+    Notification {
+        /// Its method.
+        method: Box<str>,
+    },
+    /// A response: a result or an error for the request with this id (`None` for `"id": null`).
+    Response {
+        /// The id of the request it answers.
+        id: Option<Id>,
+        /// `Some(code)` for an error response.
+        error_code: Option<i64>,
+    },
+    /// A JSON-RPC batch (a JSON array; allowed only in 2025-03-26). Forwarded as is, not correlated.
+    Batch,
+}
+
+/// Why bytes are not a JSON-RPC message.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON at all (`-32700`).
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON, but not a JSON-RPC 2.0 message (`-32600`); the id, if one could be read, to answer with.
+    #[error("not a JSON-RPC 2.0 message: {reason}")]
+    Invalid {
+        /// The id to answer with, if the message had a usable one.
+        id: Option<Id>,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl ParseError {
+    /// The JSON-RPC error code for this failure.
+    pub fn code(&self) -> i32 {
+        match self {
+            ParseError::Json(_) => PARSE_ERROR,
+            ParseError::Invalid { .. } => INVALID_REQUEST,
+        }
+    }
+
+    /// The error reply to send to whoever sent the bad bytes.
+    pub fn reply(&self) -> Message {
+        match self {
+            ParseError::Json(_) => Message::error_reply(None, PARSE_ERROR, "Parse error"),
+            ParseError::Invalid { id, reason } => Message::error_reply(
+                id.as_ref(),
+                INVALID_REQUEST,
+                &format!("Invalid Request: {reason}"),
+            ),
+        }
+    }
+}
+
+/// A JSON-RPC message: the exact bytes it came as, and the little that was parsed from them.
+#[derive(Clone)]
+pub struct Message {
+    raw: Bytes,
+    kind: Kind,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind)
+            .field("len", &self.raw.len())
+            .finish()
+    }
+}
+
+/// Keeps a field that is present even when its value is `null` (serde's `Option` would fold `null` into
+/// "absent").
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The borrowed view parsed out of an object. Unknown fields are skipped, not stored.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: i64,
+}
+
+impl Message {
+    /// Parses `raw` (one JSON-RPC message or batch, without framing). The bytes are kept as they are.
+    pub fn parse(raw: Bytes) -> Result<Message, ParseError> {
+        let kind = classify(&raw)?;
+        Ok(Message { raw, kind })
+    }
+
+    /// What the message is.
+    pub fn kind(&self) -> &Kind {
+        &self.kind
+    }
+
+    /// The exact bytes of the message.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The message's bytes, consuming it.
+    pub fn into_bytes(self) -> Bytes {
+        self.raw
+    }
+
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Request { method, .. } | Kind::Notification { method } => Some(method),
+            _ => None,
+        }
+    }
+
+    /// The id of a request or response.
+    pub fn id(&self) -> Option<&Id> {
+        match &self.kind {
+            Kind::Request { id, .. } => Some(id),
+            Kind::Response { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// True for a request.
+    pub fn is_request(&self) -> bool {
+        matches!(self.kind, Kind::Request { .. })
+    }
+
+    /// True for an error response.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Response {
+                error_code: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Decodes the `result` member of a response into `T`, reading only the fields `T` names.
+    pub fn result<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
+        #[derive(Deserialize)]
+        struct R<T> {
+            result: T,
+        }
+        serde_json::from_slice::<R<T>>(&self.raw)
+            .ok()
+            .map(|r| r.result)
+    }
+
+    /// Decodes the `params` member of a request or notification into `T`.
+    pub fn params<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
+        #[derive(Deserialize)]
+        struct P<T> {
+            params: T,
+        }
+        serde_json::from_slice::<P<T>>(&self.raw)
+            .ok()
+            .map(|p| p.params)
+    }
+
+    /// The bytes with every CR and LF replaced by a space, for newline-delimited framing. In valid JSON these
+    /// bytes can only be whitespace between tokens (inside strings they must be escaped), so this changes
+    /// nothing but layout; it copies only when the message has them.
+    pub fn line_safe(&self) -> Bytes {
+        if !self.raw.iter().any(|&b| b == b'\n' || b == b'\r') {
+            return self.raw.clone();
+        }
+        self.raw
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// An error response written by the proxy itself. `id` is `None` when the request's id is unknown.
+    pub fn error_reply(id: Option<&Id>, code: i32, message: &str) -> Message {
+        Self::error_reply_with_data(id, code, message, None)
+    }
+
+    /// An error response with a `data` member.
+    pub fn error_reply_with_data(
+        id: Option<&Id>,
+        code: i32,
+        message: &str,
+        data: Option<&serde_json::Value>,
+    ) -> Message {
+        let id_text = id.map_or("null", Id::as_json);
+        let message = serde_json::Value::from(message);
+        let text = match data {
+            Some(data) => format!(
+                r#"{{"jsonrpc":"2.0","id":{id_text},"error":{{"code":{code},"message":{message},"data":{data}}}}}"#
+            ),
+            None => format!(
+                r#"{{"jsonrpc":"2.0","id":{id_text},"error":{{"code":{code},"message":{message}}}}}"#
+            ),
+        };
+        Message {
+            raw: text.into(),
+            kind: Kind::Response {
+                id: id.cloned(),
+                error_code: Some(i64::from(code)),
+            },
+        }
+    }
+
+    /// `notifications/cancelled` for the request with this id, with a reason.
+    pub fn cancelled(id: &Id, reason: &str) -> Message {
+        let reason = serde_json::Value::from(reason);
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":{reason}}}}}"#
+        );
+        Message {
+            raw: text.into(),
+            kind: Kind::Notification {
+                method: "notifications/cancelled".into(),
+            },
+        }
+    }
+}
+
+fn classify(raw: &[u8]) -> Result<Kind, ParseError> {
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(raw)?;
+            if items.is_empty() {
+                return Err(ParseError::Invalid {
+                    id: None,
+                    reason: "an empty batch",
+                });
+            }
+            return Ok(Kind::Batch);
+        }
+        Some(b'{') => {}
+        _ => {
+            // Let serde say precisely why this is not JSON, or report a JSON non-object as invalid.
+            serde_json::from_slice::<&RawValue>(raw)?;
+            return Err(ParseError::Invalid {
+                id: None,
+                reason: "not a JSON object",
+            });
+        }
+    }
+    let probe: Probe<'_> = match serde_json::from_slice(raw) {
+        Ok(p) => p,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(ParseError::Json(e)),
+        Err(_) => {
+            return Err(ParseError::Invalid {
+                id: None,
+                reason: "a member has the wrong type",
+            });
+        }
+    };
+    let id = match probe.id {
+        None => None,
+        Some(raw_id) if raw_id.get() == "null" => None,
+        Some(raw_id) => match Id::from_raw(raw_id.get()) {
+            Some(id) => Some(id),
+            None => {
+                return Err(ParseError::Invalid {
+                    id: None,
+                    reason: "the id is neither a string nor a number",
+                });
+            }
+        },
+    };
+    if probe.jsonrpc.as_deref() != Some("2.0") {
+        return Err(ParseError::Invalid {
+            id,
+            reason: "jsonrpc is not \"2.0\"",
+        });
+    }
+    match (probe.method, probe.result, probe.error) {
+        (Some(method), None, None) => Ok(match id {
+            Some(id) => Kind::Request {
+                id,
+                method: method.into(),
+            },
+            None => Kind::Notification {
+                method: method.into(),
+            },
+        }),
+        (None, Some(_), None) => Ok(Kind::Response {
+            id,
+            error_code: None,
+        }),
+        (None, None, Some(error)) => {
+            let code = serde_json::from_str::<ErrorCode>(error.get())
+                .map_or(INTERNAL_ERROR.into(), |e| e.code);
+            Ok(Kind::Response {
+                id,
+                error_code: Some(code),
+            })
+        }
+        _ => Err(ParseError::Invalid {
+            id,
+            reason: "needs exactly one of method, result, error",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn classifies_the_three_kinds() {
+        let m = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{}}"#).unwrap();
+        assert_eq!(m.method(), Some("tools/list"));
+        assert_eq!(m.id().unwrap().as_json(), "7");
+        assert!(m.is_request());
+        let n = parse(r#"{"method":"notifications/initialized","jsonrpc":"2.0"}"#).unwrap();
+        assert_eq!(
+            n.kind(),
+            &Kind::Notification {
+                method: "notifications/initialized".into()
+            }
+        );
+        let r = parse(r#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#).unwrap();
+        assert_eq!(r.id().unwrap().as_json(), r#""a\"b""#);
+        let e =
+            parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#).unwrap();
+        assert_eq!(
+            e.kind(),
+            &Kind::Response {
+                id: None,
+                error_code: Some(-32700)
+            }
+        );
+        let null_result = parse(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
+        assert!(matches!(
+            null_result.kind(),
+            Kind::Response {
+                error_code: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse(r#"[{"jsonrpc":"2.0","method":"x"}]"#).unwrap().kind(),
+            &Kind::Batch
+        );
+    }
+
+    #[test]
+    fn keeps_bytes_exactly() {
+        let text = r#"{"zeta":1,"jsonrpc":"2.0","id":1e0,"method":"m","x-unknown":{"b":2,"a":1}}"#;
+        let m = parse(text).unwrap();
+        assert_eq!(m.raw().as_ref(), text.as_bytes());
+        assert_eq!(m.id().unwrap().as_json(), "1e0");
+    }
+
+    #[test]
+    fn rejects_with_the_right_code() {
+        assert_eq!(parse("{not json").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(parse("").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(parse("42").unwrap_err().code(), INVALID_REQUEST);
+        assert_eq!(parse("[]").unwrap_err().code(), INVALID_REQUEST);
+        let e = parse(r#"{"jsonrpc":"1.0","id":3,"method":"m"}"#).unwrap_err();
+        assert_eq!(e.code(), INVALID_REQUEST);
+        let reply = e.reply();
+        assert_eq!(reply.id().unwrap().as_json(), "3");
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#)
+                .unwrap_err()
+                .code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","method":5}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn built_messages_parse_back() {
+        let id = Id::from_raw(r#""x""#).unwrap();
+        let e = Message::error_reply(Some(&id), PROXY_ERROR, "too \"many\"");
+        let back = parse(std::str::from_utf8(e.raw()).unwrap()).unwrap();
+        assert_eq!(back.kind(), e.kind());
+        let c = Message::cancelled(&id, "timeout");
+        let back = parse(std::str::from_utf8(c.raw()).unwrap()).unwrap();
+        assert_eq!(back.method(), Some("notifications/cancelled"));
+        #[derive(Deserialize)]
+        struct P {
+            #[serde(rename = "requestId")]
+            request_id: String,
+        }
+        assert_eq!(back.params::<P>().unwrap().request_id, "x");
+    }
+
+    #[test]
+    fn line_safe_only_touches_layout() {
+        let m = parse("{\"jsonrpc\":\"2.0\",\r\n \"method\":\"a\\nb\"}").unwrap();
+        let safe = m.line_safe();
+        assert!(!safe.contains(&b'\n'));
+        let back = Message::parse(safe).unwrap();
+        assert_eq!(back.method(), Some("a\nb"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Message::parse(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn any_id_round_trips(n in any::<i64>(), s in "[a-zA-Z0-9 _\\-]{0,20}") {
+            for id in [n.to_string(), serde_json::Value::from(s.clone()).to_string()] {
+                let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m"}}"#);
+                let m = parse(&text).unwrap();
+                prop_assert_eq!(m.id().unwrap().as_json(), id.as_str());
+                let reply = Message::error_reply(m.id(), PROXY_ERROR, "x");
+                let back = Message::parse(reply.raw().clone()).unwrap();
+                prop_assert_eq!(back.id(), m.id());
+            }
+        }
+    }
+}

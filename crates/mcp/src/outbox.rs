@@ -1,0 +1,83 @@
+//! The one writer of a newline-framed byte sink (a child's stdin, this process's stdout).
+//!
+//! Every task that writes holds a cloneable [`LineTx`]; one task of the session owns the sink. Unlike a
+//! writer that stops when the session does, this one can be [`LineWriter::finish`]ed: it writes what is
+//! already queued, flushes, closes the sink and reports — so the last reply reaches the peer before exit.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedWrite;
+use tokio_util::sync::CancellationToken;
+
+use crate::jsonrpc::Message;
+use crate::lines::LineCodec;
+use tessera_session::{Session, SessionError};
+
+/// The sending side: queue a message for the writer.
+#[derive(Debug, Clone)]
+pub struct LineTx {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl LineTx {
+    /// Queues a message, waiting while the queue is full. False once the writer has stopped.
+    pub async fn send(&self, message: &Message) -> bool {
+        self.tx.send(message.line_safe()).await.is_ok()
+    }
+}
+
+/// The writer task's handle.
+#[derive(Debug)]
+pub struct LineWriter {
+    finish: CancellationToken,
+    join: JoinHandle<Option<()>>,
+}
+
+impl LineWriter {
+    /// Starts the writer as a task of `session`, with a queue of `queue` messages.
+    pub fn spawn<R, W>(
+        session: &Session<R>,
+        sink: W,
+        queue: usize,
+    ) -> Result<(LineWriter, LineTx), SessionError>
+    where
+        R: Send + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(queue.max(1));
+        let finish = CancellationToken::new();
+        let stop = finish.clone();
+        let join = session.spawn(async move {
+            let mut sink = FramedWrite::new(sink, LineCodec::new(usize::MAX));
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    next = rx.recv() => next,
+                    _ = stop.cancelled() => break,
+                };
+                let Some(line) = next else { break };
+                if let Err(e) = sink.send(line).await {
+                    tracing::debug!(error = %e, "line sink closed");
+                    return;
+                }
+            }
+            // Finishing: write what is already queued, then close.
+            while let Ok(line) = rx.try_recv() {
+                if sink.feed(line).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        })?;
+        Ok((LineWriter { finish, join }, LineTx { tx }))
+    }
+
+    /// Writes what is queued, flushes and closes the sink; completes when done (or the session ended).
+    pub async fn finish(self) {
+        self.finish.cancel();
+        let _ = self.join.await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Recordings ("tapes"): JSON lines, one record per line, written by one task.
+//!
+//! Records:
+//! * `{"type":"init","version":1,"started_unix_ms":…}` — first line;
+//! * `{"type":"session","t_ms":…,"session":"…","transport":"stdio"}` — a session began;
+//! * `{"type":"frame","seq":…,"t_ms":…,"session":"…","dir":"c2s","frame_count":…,"tags":[…],"message":{…}}`
+//!   — a message as it passed (`message` is the raw JSON, after redaction);
+//! * `{"type":"correlation","seq":…,"session":"…","method":"…","rtt_us":…,"error":false}` — the frame `seq`
+//!   answered a request of `method` after `rtt_us`.
+//!
+//! Redaction: every object member whose name is in [`TapeConfig::redact_keys`] (compared without case; by
+//! default `authorization`, `token`, `password`, `secret`, `apiKey`, `api_key`) has its value replaced by
+//! `"[REDACTED]"` in the tape — the forwarded message is never touched. The queue is bounded: when the disk
+//! cannot keep up, records are dropped and counted rather than slowing the proxy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::McpError;
+use crate::jsonrpc::Message;
+use crate::session::{Correlated, Direction, FrameMeta};
+use tessera_session::SessionId;
+
+/// What to record and how.
+#[derive(Debug, Clone)]
+pub struct TapeConfig {
+    /// Member names whose values are redacted (case-insensitive).
+    pub redact_keys: Vec<String>,
+    /// Most records queued for the writer.
+    pub queue: usize,
+}
+
+impl Default for TapeConfig {
+    fn default() -> Self {
+        TapeConfig {
+            redact_keys: [
+                "authorization",
+                "token",
+                "password",
+                "secret",
+                "apiKey",
+                "api_key",
+            ]
+            .map(String::from)
+            .to_vec(),
+            queue: 4096,
+        }
+    }
+}
+
+struct Inner {
+    tx: mpsc::Sender<String>,
+    start: Instant,
+    seq: AtomicU64,
+    dropped: AtomicU64,
+    redact: Vec<String>,
+}
+
+/// A handle for recording; cheap to clone.
+#[derive(Clone)]
+pub struct Tape {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("seq", &self.inner.seq.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The tape's writer task: [`TapeWriter::finish`] waits until every record is on disk.
+#[derive(Debug)]
+pub struct TapeWriter {
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+impl TapeWriter {
+    /// Waits for the writer to write everything and stop; call after every [`Tape`] clone is dropped.
+    pub async fn finish(self) -> std::io::Result<()> {
+        self.join.await.map_err(std::io::Error::other)?
+    }
+}
+
+impl Tape {
+    /// Creates (truncates) the tape file and starts its writer.
+    pub async fn create(path: &Path, config: TapeConfig) -> Result<(Tape, TapeWriter), McpError> {
+        let file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| McpError::Tape(path.display().to_string(), e.to_string()))?;
+        let (tx, mut rx) = mpsc::channel::<String>(config.queue.max(1));
+        let join = tokio::spawn(async move {
+            let mut out = tokio::io::BufWriter::new(file);
+            while let Some(line) = rx.recv().await {
+                out.write_all(line.as_bytes()).await?;
+                out.write_all(b"\n").await?;
+                if rx.is_empty() {
+                    out.flush().await?;
+                }
+            }
+            out.flush().await
+        });
+        let tape = Tape {
+            inner: Arc::new(Inner {
+                tx,
+                start: Instant::now(),
+                seq: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                redact: config
+                    .redact_keys
+                    .iter()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect(),
+            }),
+        };
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        tape.push(serde_json::json!({"type": "init", "version": 1, "started_unix_ms": unix_ms}));
+        Ok((tape, TapeWriter { join }))
+    }
+
+    fn t_ms(&self) -> u64 {
+        u64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn push(&self, record: Value) {
+        if self.inner.tx.try_send(record.to_string()).is_err() {
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records the start of a session.
+    pub fn session_started(&self, session: SessionId, transport: &str) {
+        self.push(serde_json::json!({
+            "type": "session", "t_ms": self.t_ms(), "session": session.to_string(), "transport": transport,
+        }));
+    }
+
+    /// Records a frame, and its correlation if it is a matched response.
+    pub fn frame(
+        &self,
+        meta: &FrameMeta,
+        direction: Direction,
+        message: &Message,
+        correlated: Option<&Correlated>,
+    ) {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut body: Value = serde_json::from_slice(message.raw()).unwrap_or(Value::Null);
+        redact(&mut body, &self.inner.redact);
+        let session = meta.session.to_string();
+        self.push(serde_json::json!({
+            "type": "frame", "seq": seq, "t_ms": self.t_ms(), "session": session, "dir": direction.label(),
+            "frame_count": meta.frame_count, "session_duration_ms": meta.session_duration_ms,
+            "tags": meta.tags.names().collect::<Vec<_>>(), "message": body,
+        }));
+        if let Some(c) = correlated {
+            self.push(serde_json::json!({
+                "type": "correlation", "seq": seq, "session": session, "method": c.method,
+                "rtt_us": u64::try_from(c.rtt.as_micros()).unwrap_or(u64::MAX), "error": message.is_error(),
+            }));
+        }
+    }
+}
+
+/// Replaces the values of members named in `keys` (lowercase) with `"[REDACTED]"`, at any depth.
+pub fn redact(value: &mut Value, keys: &[String]) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if keys.iter().any(|r| r.eq_ignore_ascii_case(k)) {
+                    *v = Value::from("[REDACTED]");
+                } else {
+                    redact(v, keys);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, keys)),
+        _ => {}
+    }
+}

@@ -1,0 +1,3 @@
+//! Upstreams: where the proxy sends what clients say.
+
+pub mod child;
