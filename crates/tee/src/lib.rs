@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod certinfo;
 pub mod content;
 pub mod error;
 pub mod nonce;
@@ -9,7 +10,9 @@ pub mod record;
 pub mod record_layer;
 pub mod split;
 pub mod suite;
+pub mod tls_client;
 
+pub use certinfo::CertificateInfo;
 pub use content::{Alert, HandshakeMessage, RecordContent};
 pub use error::{Result, TeeError};
 pub use record::{ContentType, Record, RecordHeader, RecordSplitter};
@@ -19,3 +22,4 @@ pub use record_layer::{
 };
 pub use split::{Keystream, Tag, TagSecrets, TeeKKeys, compute_tag, verify_tag};
 pub use suite::{AeadAlgorithm, CipherSuite, TlsVersion};
+pub use tls_client::{ConnectRequest, EstablishedSession, RelayedTlsClient, RootStore};
