@@ -1,0 +1,76 @@
+//! client_hello (`-> e`): the client starts; the server answers with server_hello.
+//!
+//! The client's Noise message 1 carries its ephemeral key and, in clear (there is no key yet), the
+//! [`ClientHello`] payload: protocol version and client nonce. The server checks the version before
+//! anything else, so an old client gets "unsupported version" (close 4003) rather than a decryption error.
+
+use snow::HandshakeState;
+
+use super::{ExpectServerHello, builder, expect, random_nonce, write};
+use crate::error::ChannelError;
+use crate::frame::{ClientHello, FrameKind, PROTOCOL_VERSION};
+use crate::handshake::client_auth::ExpectClientAuth;
+use crate::identity::Identity;
+use crate::policy::ServerTrust;
+
+/// Client: builds client_hello. `host` is the `host:port` the trust check uses; `auth_payload` goes into
+/// client_auth. Returns the state awaiting server_hello and the frame to send.
+pub fn start(
+    identity: &Identity,
+    trust: ServerTrust,
+    host: String,
+    auth_payload: Vec<u8>,
+) -> Result<(ExpectServerHello, Vec<u8>), ChannelError> {
+    if auth_payload.len() > crate::frame::MAX_AUTH_PAYLOAD {
+        return Err(ChannelError::TooLarge {
+            size: auth_payload.len(),
+            limit: crate::frame::MAX_AUTH_PAYLOAD,
+        });
+    }
+    let mut hs = builder(identity)?
+        .build_initiator()
+        .map_err(ChannelError::noise)?;
+    let hello = ClientHello {
+        version: PROTOCOL_VERSION,
+        nonce: random_nonce(),
+    };
+    let frame = write(&mut hs, FrameKind::ClientHello, &hello.encode())?;
+    Ok((ExpectServerHello::new(hs, trust, host, auth_payload), frame))
+}
+
+/// Server: waiting for client_hello.
+pub struct ExpectClientHello {
+    hs: HandshakeState,
+    max_auth_payload: usize,
+}
+
+impl ExpectClientHello {
+    /// A fresh responder with the server's identity; client_auth payloads above `max_auth_payload` bytes
+    /// are refused.
+    pub fn new(identity: &Identity, max_auth_payload: usize) -> Result<Self, ChannelError> {
+        let hs = builder(identity)?
+            .build_responder()
+            .map_err(ChannelError::noise)?;
+        Ok(ExpectClientHello {
+            hs,
+            max_auth_payload,
+        })
+    }
+
+    /// Reads client_hello; returns the state awaiting client_auth and the server_hello frame to send.
+    pub fn handle(mut self, bytes: &[u8]) -> Result<(ExpectClientAuth, Vec<u8>), ChannelError> {
+        let frame = expect(bytes, FrameKind::ClientHello, "client_hello")?;
+        let mut payload = [0u8; ClientHello::LEN + 64];
+        let n = self
+            .hs
+            .read_message(frame.noise, &mut payload)
+            .map_err(|_| ChannelError::Decrypt("client_hello"))?;
+        let hello = ClientHello::decode(&payload[..n])?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ChannelError::UnsupportedVersion(hello.version));
+        }
+        let server_nonce = random_nonce();
+        let reply = write(&mut self.hs, FrameKind::ServerHello, &server_nonce)?;
+        Ok((ExpectClientAuth::new(self.hs, self.max_auth_payload), reply))
+    }
+}

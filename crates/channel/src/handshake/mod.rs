@@ -1,0 +1,182 @@
+//! The handshake as typed states, one file per message (sans-IO: bytes in, bytes out).
+//!
+//! ```text
+//! client                                                    server
+//! client_hello::start ──client_hello (-> e)──────────────► ExpectClientHello
+//! ExpectServerHello   ◄─server_hello (<- e, ee, s, es)──── (client_hello.rs)
+//! (server_hello.rs: pin check) ──client_auth (-> s, se)──► ExpectClientAuth (client_auth.rs)
+//!                                                          policy decides, then ClientAuthenticated::establish
+//! ExpectSessionEstablished ◄──session_established─────────  (first transport message)
+//! (session_established.rs) ──► Established ◄───────────────► Established
+//! ```
+//!
+//! Each state's `handle` consumes `self` and returns the next state: a duplicate or out-of-order message
+//! has no state that accepts it, and a failed step leaves nothing behind (the state is gone with the error).
+//! The driver (`listener.rs`, `connect.rs`) only moves frames between a socket and these states, under
+//! one timeout.
+
+pub mod client_auth;
+pub mod client_hello;
+pub mod server_hello;
+pub mod session_established;
+
+pub use client_auth::{ClientAuthenticated, ExpectClientAuth};
+pub use client_hello::ExpectClientHello;
+pub use server_hello::ExpectServerHello;
+pub use session_established::ExpectSessionEstablished;
+
+use snow::{Builder, HandshakeState, StatelessTransportState};
+
+use crate::error::ChannelError;
+use crate::frame::{self, Frame, FrameKind, NOISE_PARAMS, PROLOGUE};
+use crate::identity::{Identity, PublicKey};
+
+/// A finished handshake: the transport keys, the peer's proven identity, and what session_established
+/// carried. Turned into a [`crate::Channel`] by the driver.
+pub struct Established {
+    pub(crate) cipher: StatelessTransportState,
+    pub(crate) send_nonce: u64,
+    pub(crate) recv_nonce: u64,
+    pub(crate) info: HandshakeInfo,
+}
+
+impl std::fmt::Debug for Established {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Established")
+            .field("info", &self.info)
+            .field("send_nonce", &self.send_nonce)
+            .field("recv_nonce", &self.recv_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What both sides learn from the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeInfo {
+    /// The peer's identity, proven by the handshake.
+    pub peer: PublicKey,
+    /// The Noise handshake hash (32 bytes): the channel-binding value, equal on both ends.
+    pub channel_binding: [u8; 32],
+    /// The server's session id, from session_established.
+    pub session_id: [u8; 16],
+    /// Session expiry in seconds since the Unix epoch (0: none), from session_established.
+    pub expires_at: u64,
+    /// The peer's application payload: client_auth's auth payload on the server, session_established's
+    /// welcome payload on the client.
+    pub peer_payload: Vec<u8>,
+}
+
+impl Established {
+    /// The handshake's results.
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.info
+    }
+
+    /// Encrypts one transport plaintext (type byte included) into a frame, using the next send nonce.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        let frame = seal(&self.cipher, self.send_nonce, plaintext)?;
+        self.send_nonce += 1;
+        Ok(frame)
+    }
+
+    /// Decrypts one transport frame with the next receive nonce into `out`; returns the plaintext length.
+    pub fn open(&mut self, bytes: &[u8], out: &mut [u8]) -> Result<usize, ChannelError> {
+        let n = open(&self.cipher, self.recv_nonce, bytes, out)?;
+        self.recv_nonce += 1;
+        Ok(n)
+    }
+}
+
+/// Encrypts a transport plaintext under `nonce` into a complete frame (kind byte included).
+pub(crate) fn seal(
+    cipher: &StatelessTransportState,
+    nonce: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, ChannelError> {
+    if plaintext.len() > frame::MAX_PLAINTEXT {
+        return Err(ChannelError::TooLarge {
+            size: plaintext.len(),
+            limit: frame::MAX_PLAINTEXT,
+        });
+    }
+    let mut out = vec![0u8; 1 + plaintext.len() + frame::TAG_LEN];
+    out[0] = FrameKind::Transport as u8;
+    let n = cipher
+        .write_message(nonce, plaintext, &mut out[1..])
+        .map_err(ChannelError::noise)?;
+    out.truncate(1 + n);
+    Ok(out)
+}
+
+/// Decrypts a transport frame under `nonce` into `out`; returns the plaintext length.
+pub(crate) fn open(
+    cipher: &StatelessTransportState,
+    nonce: u64,
+    bytes: &[u8],
+    out: &mut [u8],
+) -> Result<usize, ChannelError> {
+    let frame = expect(bytes, FrameKind::Transport, "a transport message")?;
+    cipher
+        .read_message(nonce, frame.noise, out)
+        .map_err(|_| ChannelError::Decrypt("transport message"))
+}
+
+/// A Noise builder with our parameters, prologue and static key.
+fn builder(identity: &Identity) -> Result<Builder<'_>, ChannelError> {
+    let params = NOISE_PARAMS.parse().map_err(ChannelError::noise)?;
+    Builder::new(params)
+        .local_private_key(identity.expose_private())
+        .and_then(|b| b.prologue(&PROLOGUE))
+        .map_err(ChannelError::noise)
+}
+
+/// Decodes a frame and checks that it is the one message this state accepts.
+fn expect<'a>(
+    bytes: &'a [u8],
+    kind: FrameKind,
+    state: &'static str,
+) -> Result<Frame<'a>, ChannelError> {
+    let frame = frame::decode(bytes)?;
+    if frame.kind != kind {
+        return Err(ChannelError::Protocol(format!(
+            "unexpected {} while expecting {state}",
+            frame.kind
+        )));
+    }
+    Ok(frame)
+}
+
+/// Writes a handshake message with `payload` into a frame of `kind`.
+fn write(
+    hs: &mut HandshakeState,
+    kind: FrameKind,
+    payload: &[u8],
+) -> Result<Vec<u8>, ChannelError> {
+    let mut buf = vec![0u8; frame::MAX_NOISE_MESSAGE];
+    let n = hs
+        .write_message(payload, &mut buf)
+        .map_err(ChannelError::noise)?;
+    Ok(frame::encode(kind, &buf[..n]))
+}
+
+/// The remote static key, once the handshake has received it.
+fn remote_static(hs: &HandshakeState) -> Result<PublicKey, ChannelError> {
+    hs.get_remote_static()
+        .and_then(PublicKey::from_slice)
+        .ok_or_else(|| ChannelError::Noise("remote static key missing".into()))
+}
+
+fn handshake_hash(hs: &HandshakeState) -> Result<[u8; 32], ChannelError> {
+    hs.get_handshake_hash()
+        .try_into()
+        .map_err(|_| ChannelError::Noise("unexpected handshake hash length".into()))
+}
+
+fn random_nonce() -> [u8; frame::NONCE_LEN] {
+    let mut nonce = [0u8; frame::NONCE_LEN];
+    rand::fill(&mut nonce);
+    nonce
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+//! session_established: the server's first transport message, which ends the handshake on the client.
+//!
+//! It carries the server's session id, the session's expiry and the application's welcome payload. A
+//! client that gets it knows the server admitted it; until then the channel is not usable.
+
+use snow::HandshakeState;
+
+use super::{Established, HandshakeInfo, expect, handshake_hash};
+use crate::error::ChannelError;
+use crate::frame::{self, FrameKind, Plaintext};
+use crate::identity::PublicKey;
+
+/// Client: client_auth sent, waiting for session_established.
+pub struct ExpectSessionEstablished {
+    hs: HandshakeState,
+    server: PublicKey,
+}
+
+impl ExpectSessionEstablished {
+    pub(super) fn new(hs: HandshakeState, server: PublicKey) -> Result<Self, ChannelError> {
+        Ok(ExpectSessionEstablished { hs, server })
+    }
+
+    /// Reads session_established; the channel is ready.
+    pub fn handle(self, bytes: &[u8]) -> Result<Established, ChannelError> {
+        let frame = expect(bytes, FrameKind::Transport, "session_established")?;
+        let channel_binding = handshake_hash(&self.hs)?;
+        let cipher = self
+            .hs
+            .into_stateless_transport_mode()
+            .map_err(ChannelError::noise)?;
+        let mut plaintext = vec![0u8; frame.noise.len()];
+        let n = cipher
+            .read_message(0, frame.noise, &mut plaintext)
+            .map_err(|_| ChannelError::Decrypt("session_established"))?;
+        let Plaintext::SessionEstablished(est) = Plaintext::decode(&plaintext[..n])? else {
+            return Err(ChannelError::Protocol(
+                "expected session_established as the server's first transport message".into(),
+            ));
+        };
+        debug_assert!(n <= frame::MAX_PLAINTEXT);
+        Ok(Established {
+            info: HandshakeInfo {
+                peer: self.server,
+                channel_binding,
+                session_id: est.session_id,
+                expires_at: est.expires_at,
+                peer_payload: est.payload.to_vec(),
+            },
+            cipher,
+            send_nonce: 0,
+            recv_nonce: 1,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! In-memory handshake tests: every attack here runs against the same states the network drivers use.
+
+use super::*;
+use crate::policy::ServerTrust;
+
+struct Run {
+    client_hello: Vec<u8>,
+    server_hello: Vec<u8>,
+    client_auth: Vec<u8>,
+    client: Established,
+    server: Established,
+}
+
+fn full(client: &Identity, server: &Identity) -> Run {
+    let (expect_sh, client_hello) = client_hello::start(
+        client,
+        ServerTrust::Key(server.public_key()),
+        "h:1".into(),
+        b"token".to_vec(),
+    )
+    .expect("start");
+    let (expect_ca, server_hello) = ExpectClientHello::new(server, 1024)
+        .expect("responder")
+        .handle(&client_hello)
+        .expect("client_hello");
+    let (expect_se, client_auth) = expect_sh.handle(&server_hello).expect("server_hello");
+    let authenticated = expect_ca.handle(&client_auth).expect("client_auth");
+    assert_eq!(authenticated.peer(), client.public_key());
+    assert_eq!(authenticated.auth_payload(), b"token");
+    let (server_est, established) = authenticated
+        .establish([9; 16], 42, b"welcome")
+        .expect("establish");
+    let client_est = expect_se.handle(&established).expect("session_established");
+    Run {
+        client_hello,
+        server_hello,
+        client_auth,
+        client: client_est,
+        server: server_est,
+    }
+}
+
+#[test]
+fn handshake_succeeds_and_both_sides_agree() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let mut run = full(&c, &s);
+    assert_eq!(run.client.info.peer, s.public_key());
+    assert_eq!(run.server.info.peer, c.public_key());
+    assert_eq!(
+        run.client.info.channel_binding,
+        run.server.info.channel_binding
+    );
+    assert_eq!(run.client.info.session_id, [9; 16]);
+    assert_eq!(run.client.info.expires_at, 42);
+    assert_eq!(run.client.info.peer_payload, b"welcome");
+    assert_eq!(run.server.info.peer_payload, b"token");
+    // Transport works both ways.
+    let frame = run.client.seal(&[frame::TYPE_DATA, 1, 2, 3]).expect("seal");
+    let mut out = [0u8; 64];
+    let n = run.server.open(&frame, &mut out).expect("open");
+    assert_eq!(&out[..n], &[frame::TYPE_DATA, 1, 2, 3]);
+    let frame = run.server.seal(&[frame::TYPE_DATA, 4]).expect("seal");
+    let n = run.client.open(&frame, &mut out).expect("open");
+    assert_eq!(&out[..n], &[frame::TYPE_DATA, 4]);
+    // A replayed transport frame fails (the nonce moved on).
+    assert!(matches!(
+        run.client.open(&frame, &mut out),
+        Err(ChannelError::Decrypt(_))
+    ));
+}
+
+#[test]
+fn wrong_pinned_key_is_rejected_before_client_auth() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let other = Identity::generate().public_key();
+    let (expect_sh, hello) =
+        client_hello::start(&c, ServerTrust::Key(other), "h:1".into(), vec![]).expect("start");
+    let (_, server_hello) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&hello)
+        .expect("hello");
+    let err = expect_sh.handle(&server_hello).err().expect("must fail");
+    assert!(
+        matches!(err, ChannelError::ServerKeyMismatch { presented, .. } if presented == s.public_key())
+    );
+    assert_eq!(err.close_code(), crate::error::close_code::REJECTED);
+}
+
+#[test]
+fn mitm_swapping_the_ephemeral_key_fails() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let (expect_sh, mut hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    // The attacker replaces the client's ephemeral key with its own.
+    let attacker_e = Identity::generate().public_key();
+    hello[1..33].copy_from_slice(attacker_e.as_bytes());
+    let (_, server_hello) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&hello)
+        .expect("server cannot tell");
+    // ee no longer matches: the client cannot decrypt the server's static key.
+    let err = expect_sh.handle(&server_hello).err().expect("must fail");
+    assert!(
+        matches!(err, ChannelError::Decrypt("server_hello")),
+        "{err}"
+    );
+}
+
+#[test]
+fn active_mitm_with_its_own_static_key_is_refused_by_the_pin() {
+    let (c, s, m) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let (expect_sh, hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    // The attacker terminates the client's handshake itself.
+    let (_, server_hello) = ExpectClientHello::new(&m, 1024)
+        .expect("responder")
+        .handle(&hello)
+        .expect("hello");
+    assert!(matches!(
+        expect_sh.handle(&server_hello),
+        Err(ChannelError::ServerKeyMismatch { .. })
+    ));
+}
+
+#[test]
+fn client_auth_relayed_under_another_ephemeral_fails() {
+    let (c, s, attacker) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    // The victim runs a handshake with the server and produces client_auth.
+    let (victim_sh, victim_hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    let (_, victim_server_hello) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&victim_hello)
+        .expect("hello");
+    let (_, victim_auth) = victim_sh.handle(&victim_server_hello).expect("sh");
+    // The attacker opens its own connection (its own ephemeral) and relays the victim's client_auth.
+    let (_, attacker_hello) =
+        client_hello::start(&attacker, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    let (server_state, _) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&attacker_hello)
+        .expect("hello");
+    assert!(matches!(
+        server_state.handle(&victim_auth),
+        Err(ChannelError::Decrypt("client_auth"))
+    ));
+}
+
+#[test]
+fn client_auth_replayed_on_a_new_connection_fails() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let run = full(&c, &s);
+    // Replay the whole recorded client side against a fresh server state.
+    let (state, _) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&run.client_hello)
+        .expect("a replayed hello looks fresh");
+    assert!(matches!(
+        state.handle(&run.client_auth),
+        Err(ChannelError::Decrypt("client_auth"))
+    ));
+}
+
+#[test]
+fn duplicate_and_out_of_order_messages_are_protocol_errors() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let run = full(&c, &s);
+    // Server waiting for client_auth gets a second client_hello.
+    let (state, _) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&run.client_hello)
+        .expect("hello");
+    let err = state.handle(&run.client_hello).err().expect("dup");
+    assert!(
+        err.to_string()
+            .contains("unexpected client_hello while expecting client_auth"),
+        "{err}"
+    );
+    assert_eq!(err.close_code(), crate::error::close_code::PROTOCOL);
+    // Client waiting for session_established gets a second server_hello.
+    let (sh, hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    let (_, server_hello) = ExpectClientHello::new(&s, 1024)
+        .expect("responder")
+        .handle(&hello)
+        .expect("hello");
+    let (se, _) = sh.handle(&server_hello).expect("sh");
+    assert!(matches!(
+        se.handle(&server_hello),
+        Err(ChannelError::Protocol(_))
+    ));
+    // A server waiting for client_hello gets client_auth first.
+    assert!(matches!(
+        ExpectClientHello::new(&s, 1024)
+            .expect("responder")
+            .handle(&run.client_auth),
+        Err(ChannelError::Protocol(_))
+    ));
+    // server_hello sent to a server.
+    assert!(
+        ExpectClientHello::new(&s, 1024)
+            .expect("responder")
+            .handle(&run.server_hello)
+            .is_err()
+    );
+}
+
+#[test]
+fn unsupported_version_is_reported_as_such() {
+    let s = Identity::generate();
+    let params: snow::params::NoiseParams = NOISE_PARAMS.parse().expect("params");
+    let mut hs = snow::Builder::new(params)
+        .local_private_key(Identity::generate().expose_private())
+        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.build_initiator())
+        .expect("hs");
+    let hello = crate::frame::ClientHello {
+        version: 7,
+        nonce: [0; 32],
+    };
+    let frame = write(&mut hs, FrameKind::ClientHello, &hello.encode()).expect("write");
+    assert!(matches!(
+        ExpectClientHello::new(&s, 1024).expect("r").handle(&frame),
+        Err(ChannelError::UnsupportedVersion(7))
+    ));
+}
+
+#[test]
+fn oversized_auth_payload_is_refused() {
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let (sh, hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![0; 2000]).expect("start");
+    let (ca, server_hello) = ExpectClientHello::new(&s, 1024)
+        .expect("r")
+        .handle(&hello)
+        .expect("hello");
+    let (_, auth) = sh.handle(&server_hello).expect("sh");
+    assert!(matches!(
+        ca.handle(&auth),
+        Err(ChannelError::TooLarge {
+            size: 2000,
+            limit: 1024
+        })
+    ));
+}

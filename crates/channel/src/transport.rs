@@ -1,0 +1,542 @@
+//! After the handshake: every frame is a Noise transport message.
+//!
+//! Two tasks per connection, both spawned on the connection's session ([`Session::spawn`]):
+//!
+//! * the **writer task** is the only writer of the socket. It owns the send nonce and the session guard;
+//!   [`ChannelWriter::send`] queues plaintext (bounded), the task fragments, encrypts, writes and flushes in
+//!   batches, sends pings, and sends the close frame. When it ends, the session ends.
+//! * the **reader task** is the only reader. It owns the receive nonce, decrypts, reassembles fragments up
+//!   to [`ChannelConfig::max_message_size`] and queues messages (bounded) for the [`ChannelReader`]. An
+//!   undecryptable, oversized or unexpected frame makes it ask the writer to close with the matching code.
+//!
+//! The two share the Noise cipher states read-only (`snow`'s stateless transport takes the nonce as an
+//! argument), so neither waits for the other.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use snow::StatelessTransportState;
+use tessera_session::{FailureReason, Session, SessionGuard, SessionId, SessionState};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ChannelConfig;
+use crate::error::{ChannelError, close_code};
+use crate::frame::{self, MAX_FRAGMENT, Plaintext};
+use crate::handshake::{self, Established, HandshakeInfo};
+use crate::identity::PublicKey;
+use crate::ws::{WsMsg, WsSink, WsStream};
+
+/// Frames written between two flushes, at most.
+const BATCH: usize = 64;
+
+/// Why a channel ended, recorded once by whoever saw it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cause {
+    /// We close with this code (1000 for a normal local close).
+    Local { code: u16, reason: String },
+    /// The peer sent a close frame.
+    Peer { code: u16, reason: String },
+    /// The connection broke.
+    Lost(String),
+}
+
+impl Cause {
+    fn to_error(&self) -> Option<ChannelError> {
+        match self {
+            Cause::Local { code, .. } | Cause::Peer { code, .. } if *code == close_code::NORMAL => {
+                None
+            }
+            Cause::Local { code, reason } => Some(ChannelError::Aborted {
+                code: *code,
+                reason: reason.clone(),
+            }),
+            Cause::Peer { code, reason } => Some(ChannelError::PeerClosed {
+                code: *code,
+                reason: reason.clone(),
+            }),
+            Cause::Lost(text) => Some(ChannelError::WebSocket(text.clone())),
+        }
+    }
+}
+
+/// What the halves and the tasks share.
+struct Shared {
+    info: HandshakeInfo,
+    session: Session,
+    cause: Mutex<Option<Cause>>,
+    closing: CancellationToken,
+    max_message_size: usize,
+}
+
+impl Shared {
+    /// Records the cause (the first one wins) and wakes the writer.
+    fn end(&self, cause: Cause) {
+        let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(cause);
+        }
+        drop(slot);
+        self.closing.cancel();
+    }
+
+    fn cause(&self) -> Option<Cause> {
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The error to report once the channel is over: its cause, or why its session ended.
+    fn ended_error(&self) -> Option<ChannelError> {
+        match self.cause() {
+            Some(cause) => cause.to_error(),
+            None => match self.session.state() {
+                SessionState::Failed(reason) => {
+                    Some(ChannelError::SessionEnded(reason.to_string()))
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+/// An established channel: the peer's proven identity, and a reader and a writer.
+#[derive(Debug)]
+pub struct Channel {
+    reader: ChannelReader,
+    writer: ChannelWriter,
+}
+
+/// The receiving half of a [`Channel`].
+pub struct ChannelReader {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Bytes>,
+    /// Keeps the writer task running while this half lives.
+    _keep: mpsc::Sender<Bytes>,
+}
+
+/// The sending half of a [`Channel`]. Clones share the one writer task.
+#[derive(Clone)]
+pub struct ChannelWriter {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Channel {
+    /// The handshake's results (peer, channel binding, session id, expiry, peer payload).
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.writer.shared.info
+    }
+
+    /// The peer's identity, proven by the handshake.
+    pub fn peer(&self) -> PublicKey {
+        self.info().peer
+    }
+
+    /// The channel-binding value (the Noise handshake hash), equal on both ends.
+    pub fn channel_binding(&self) -> &[u8; 32] {
+        &self.info().channel_binding
+    }
+
+    /// The local session this connection is.
+    pub fn session(&self) -> &Session {
+        &self.writer.shared.session
+    }
+
+    /// The server's session id (from session_established); on the server, this connection's session id.
+    pub fn session_id(&self) -> SessionId {
+        SessionId::from_bytes(self.info().session_id)
+    }
+
+    /// Sends one message (see [`ChannelWriter::send`]).
+    pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
+        self.writer.send(message).await
+    }
+
+    /// Receives one message (see [`ChannelReader::recv`]).
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        self.reader.recv().await
+    }
+
+    /// Closes the channel normally (close code 1000) and waits until its session has ended.
+    pub async fn close(self) {
+        let session = self.writer.shared.session.clone();
+        self.writer.close();
+        drop(self);
+        session.ended().await;
+    }
+
+    /// Ends the channel with a close code of our choice (e.g. 1013 when it cannot be served).
+    pub(crate) fn abort(self, code: u16, reason: &str) {
+        self.writer.shared.end(Cause::Local {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Splits into halves usable from different tasks. The channel stays open while either half lives.
+    pub fn split(self) -> (ChannelReader, ChannelWriter) {
+        (self.reader, self.writer)
+    }
+}
+
+impl ChannelWriter {
+    /// Queues one message for the writer task, waiting while the queue is full. Messages above
+    /// [`ChannelConfig::max_message_size`] are refused (the channel stays open).
+    pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
+        let message = message.into();
+        if message.len() > self.shared.max_message_size {
+            return Err(ChannelError::TooLarge {
+                size: message.len(),
+                limit: self.shared.max_message_size,
+            });
+        }
+        if self.shared.closing.is_cancelled() {
+            return Err(self.shared.ended_error().unwrap_or(ChannelError::Closed));
+        }
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| self.shared.ended_error().unwrap_or(ChannelError::Closed))
+    }
+
+    /// Asks the writer task to close the channel normally (close code 1000) after the queued messages.
+    pub fn close(&self) {
+        self.shared.end(Cause::Local {
+            code: close_code::NORMAL,
+            reason: String::new(),
+        });
+    }
+
+    /// The peer's identity.
+    pub fn peer(&self) -> PublicKey {
+        self.shared.info.peer
+    }
+}
+
+impl ChannelReader {
+    /// The next message. `Ok(None)` once the channel closed normally; an error if it ended otherwise
+    /// (the peer's close code, a protocol error we closed for, a lost connection, the session's end).
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        match self.rx.recv().await {
+            Some(message) => Ok(Some(message)),
+            None => match self.shared.ended_error() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The peer's identity.
+    pub fn peer(&self) -> PublicKey {
+        self.shared.info.peer
+    }
+}
+
+impl std::fmt::Debug for ChannelReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelReader")
+            .field("peer", &self.shared.info.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ChannelWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelWriter")
+            .field("peer", &self.shared.info.peer)
+            .finish()
+    }
+}
+
+/// Turns a finished handshake into a channel: activates the session and spawns its two tasks.
+pub(crate) fn start(
+    guard: SessionGuard,
+    sink: WsSink,
+    stream: WsStream,
+    established: Established,
+    config: &ChannelConfig,
+) -> Result<Channel, ChannelError> {
+    let Established {
+        cipher,
+        send_nonce,
+        recv_nonce,
+        info,
+    } = established;
+    let session = guard.session().clone();
+    session.activate()?;
+    let cipher = Arc::new(cipher);
+    let shared = Arc::new(Shared {
+        info,
+        session: session.clone(),
+        cause: Mutex::new(None),
+        closing: CancellationToken::new(),
+        max_message_size: config.max_message_size,
+    });
+    let (tx, out_rx) = mpsc::channel::<Bytes>(config.send_queue.max(1));
+    let (in_tx, rx) = mpsc::channel::<Bytes>(config.recv_queue.max(1));
+    let reader = Reader {
+        shared: shared.clone(),
+        cipher: cipher.clone(),
+        nonce: recv_nonce,
+        max_messages: config.max_messages,
+        partial: BytesMut::new(),
+    };
+    session.spawn(reader.run(stream, in_tx))?;
+    let writer = Writer {
+        shared: shared.clone(),
+        cipher,
+        nonce: send_nonce,
+        max_messages: config.max_messages,
+        scratch: Vec::new(),
+    };
+    session.spawn(writer.run(guard, sink, out_rx, config.clone()))?;
+    Ok(Channel {
+        reader: ChannelReader {
+            shared: shared.clone(),
+            rx,
+            _keep: tx.clone(),
+        },
+        writer: ChannelWriter { shared, tx },
+    })
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    cipher: Arc<StatelessTransportState>,
+    nonce: u64,
+    max_messages: u64,
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        guard: SessionGuard,
+        mut sink: WsSink,
+        mut rx: mpsc::Receiver<Bytes>,
+        config: ChannelConfig,
+    ) {
+        let session = guard.session().clone();
+        let shutdown = session.shutdown_requested();
+        tokio::pin!(shutdown);
+        let closing = self.shared.closing.clone();
+        let mut pings = config.keepalive.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let ping = async |pings: &mut Option<tokio::time::Interval>| match pings {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => break,
+                _ = &mut shutdown => {
+                    self.shared.end(Cause::Local {
+                        code: close_code::GOING_AWAY,
+                        reason: "server shutting down".into(),
+                    });
+                    break;
+                }
+                message = rx.recv() => {
+                    let Some(message) = message else {
+                        // Both halves dropped: a normal close.
+                        self.shared.end(Cause::Local { code: close_code::NORMAL, reason: String::new() });
+                        break;
+                    };
+                    if let Err(cause) = self.write_batch(&mut sink, message, &mut rx).await {
+                        self.shared.end(cause);
+                        break;
+                    }
+                    session.touch();
+                }
+                _ = ping(&mut pings) => {
+                    if let Err(e) = sink.send(WsMsg::Ping(Bytes::new())).await {
+                        self.shared.end(Cause::Lost(format!("{e:?}")));
+                        break;
+                    }
+                }
+            }
+        }
+        // Send what the close needs, then end the session with the matching outcome.
+        let cause = self.shared.cause();
+        match &cause {
+            Some(Cause::Local { code, reason }) => {
+                crate::ws::close(&mut sink, *code, reason.clone(), config.close_timeout).await;
+            }
+            Some(Cause::Peer { .. }) => {
+                // The WebSocket layer queued its close reply; flush it.
+                let _ = tokio::time::timeout(config.close_timeout, sink.close()).await;
+            }
+            Some(Cause::Lost(_)) | None => {}
+        }
+        match cause {
+            Some(Cause::Local { code, .. } | Cause::Peer { code, .. })
+                if code == close_code::NORMAL =>
+            {
+                guard.close()
+            }
+            Some(Cause::Local { code, reason } | Cause::Peer { code, reason }) => {
+                guard.fail(FailureReason::error(format!("closed {code}: {reason}")))
+            }
+            Some(Cause::Lost(_)) | None => guard.fail(FailureReason::ConnectionLost),
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to [`BATCH`] messages), then flushes once.
+    async fn write_batch(
+        &mut self,
+        sink: &mut WsSink,
+        first: Bytes,
+        rx: &mut mpsc::Receiver<Bytes>,
+    ) -> Result<(), Cause> {
+        self.write_message(sink, &first).await?;
+        for _ in 1..BATCH {
+            match rx.try_recv() {
+                Ok(message) => self.write_message(sink, &message).await?,
+                Err(_) => break,
+            }
+        }
+        sink.flush()
+            .await
+            .map_err(|e| Cause::Lost(format!("{e:?}")))
+    }
+
+    /// Fragments, encrypts and feeds one application message.
+    async fn write_message(&mut self, sink: &mut WsSink, message: &[u8]) -> Result<(), Cause> {
+        let mut chunks = message.chunks(MAX_FRAGMENT).peekable();
+        if message.is_empty() {
+            return self.write_fragment(sink, frame::TYPE_DATA, &[]).await;
+        }
+        while let Some(chunk) = chunks.next() {
+            let ty = if chunks.peek().is_some() {
+                frame::TYPE_DATA_MORE
+            } else {
+                frame::TYPE_DATA
+            };
+            self.write_fragment(sink, ty, chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_fragment(
+        &mut self,
+        sink: &mut WsSink,
+        ty: u8,
+        body: &[u8],
+    ) -> Result<(), Cause> {
+        if self.nonce >= self.max_messages {
+            return Err(local(&ChannelError::NonceExhausted));
+        }
+        self.scratch.clear();
+        self.scratch.push(ty);
+        self.scratch.extend_from_slice(body);
+        let frame =
+            handshake::seal(&self.cipher, self.nonce, &self.scratch).map_err(|e| local(&e))?;
+        self.nonce += 1;
+        sink.feed(WsMsg::Binary(frame.into()))
+            .await
+            .map_err(|e| Cause::Lost(format!("{e:?}")))
+    }
+}
+
+fn local(error: &ChannelError) -> Cause {
+    Cause::Local {
+        code: error.close_code(),
+        reason: error.close_reason(),
+    }
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    cipher: Arc<StatelessTransportState>,
+    nonce: u64,
+    max_messages: u64,
+    partial: BytesMut,
+}
+
+impl Reader {
+    async fn run(mut self, mut stream: WsStream, tx: mpsc::Sender<Bytes>) {
+        let closing = self.shared.closing.clone();
+        let mut delivering = true;
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = closing.cancelled() => return,
+                item = stream.next() => item,
+            };
+            let cause = match item {
+                Some(Ok(WsMsg::Binary(bytes))) => match self.open(&bytes) {
+                    Ok(None) => continue,
+                    Ok(Some(message)) => {
+                        self.shared.session.touch();
+                        // If the reader half was dropped, keep draining the socket (for pings and
+                        // the close frame) but discard data.
+                        if delivering && tx.send(message).await.is_err() {
+                            delivering = false;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %self.shared.session.id(), error = %e, "closing channel");
+                        local(&e)
+                    }
+                },
+                Some(Ok(WsMsg::Ping(_) | WsMsg::Pong)) => {
+                    self.shared.session.touch();
+                    continue;
+                }
+                Some(Ok(WsMsg::Text)) => local(&ChannelError::Protocol(
+                    "text WebSocket message (the channel uses binary messages only)".into(),
+                )),
+                Some(Ok(WsMsg::Close(frame))) => {
+                    let (code, reason) = frame.unwrap_or((close_code::NORMAL, String::new()));
+                    Cause::Peer { code, reason }
+                }
+                Some(Err(e)) => match ChannelError::from(e) {
+                    e @ ChannelError::TooLarge { .. } => local(&e),
+                    e => Cause::Lost(e.to_string()),
+                },
+                None => Cause::Lost("connection closed without a close frame".into()),
+            };
+            self.shared.end(cause);
+            return;
+        }
+    }
+
+    /// Decrypts one frame; returns a complete message when its last fragment arrives.
+    fn open(&mut self, bytes: &[u8]) -> Result<Option<Bytes>, ChannelError> {
+        if self.nonce >= self.max_messages {
+            return Err(ChannelError::NonceExhausted);
+        }
+        let mut out = BytesMut::zeroed(bytes.len());
+        let n = handshake::open(&self.cipher, self.nonce, bytes, &mut out)?;
+        self.nonce += 1;
+        out.truncate(n);
+        let (last, len) = match Plaintext::decode(&out)? {
+            Plaintext::Data { last, body } => (last, body.len()),
+            Plaintext::SessionEstablished(_) => {
+                return Err(ChannelError::Protocol(
+                    "unexpected session_established after the handshake".into(),
+                ));
+            }
+        };
+        let total = self.partial.len() + len;
+        if total > self.shared.max_message_size {
+            return Err(ChannelError::TooLarge {
+                size: total,
+                limit: self.shared.max_message_size,
+            });
+        }
+        out.advance(1);
+        if self.partial.is_empty() && last {
+            return Ok(Some(out.freeze()));
+        }
+        self.partial.extend_from_slice(&out);
+        Ok(last.then(|| self.partial.split().freeze()))
+    }
+}
