@@ -1,4 +1,43 @@
+//! # tessera-tee
+//!
 //! Attested HTTPS transcripts: TLS over relayed bytes and split AEAD between TEE_K and TEE_T.
+//!
+//! TEE_K runs the TLS handshake in rustls over bytes the client relays ([`RelayedTlsClient`]), extracts the
+//! traffic keys, and from then on every record goes through the split AEAD: TEE_K produces keystreams and tag
+//! secrets ([`TeeKKeys`], [`TeeKWriter`], [`TeeKReader`]), TEE_T makes and checks tags from tag secrets alone
+//! ([`compute_tag`], [`verify_tag`]). The composition equals AES-GCM / ChaCha20-Poly1305 byte for byte for all
+//! nine TLS 1.2 and 1.3 AEAD suites ([`CipherSuite`]). Formats: `docs/tee-split-aead.md`.
+//!
+//! | module | protocol concept |
+//! |---|---|
+//! | [`record`] | record framing, the [`RecordSplitter`] (TCP chunks → whole records, size limit) |
+//! | [`nonce`] | per-record nonces and AADs, TLS 1.2 and 1.3 |
+//! | [`split`] | TEE_K's keystreams and tag secrets; TEE_T's GHASH / Poly1305 tags |
+//! | [`record_layer`] | the two traffic directions with sequence numbers; one record through the split path |
+//! | [`content`] | TLS 1.3 inner content type and padding; post-handshake messages and alerts |
+//! | [`tls_client`] | rustls over relayed bytes, root store, forced version/suite, SNI, ALPN |
+//! | [`certinfo`] | subject/issuer CN, validity, DNS names |
+//!
+//! ```no_run
+//! # fn relay(_: &[u8]) -> Vec<u8> { Vec::new() }
+//! use tessera_tee::{ConnectRequest, RelayedTlsClient, RootStore, open_via_split, seal_via_split};
+//! use tessera_tee::record::ContentType;
+//! # fn main() -> tessera_tee::Result<()> {
+//! let mut client = RelayedTlsClient::new(&ConnectRequest::new("example.com"), &RootStore::webpki())?;
+//! while !client.is_handshake_complete() {
+//!     let from_server = relay(&client.take_outgoing()?); // the client carries the bytes
+//!     client.feed(&from_server)?;
+//! }
+//! relay(&client.take_outgoing()?); // the client Finished
+//! let mut session = client.finish()?;
+//! let request = b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
+//! let record = seal_via_split(&mut session.writer, ContentType::ApplicationData, request)?;
+//! for record in session.splitter.push(&relay(&record.to_bytes()))? {
+//!     let content = open_via_split(&mut session.reader, &record)?;
+//!     println!("{content:?}");
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

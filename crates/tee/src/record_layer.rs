@@ -5,7 +5,7 @@
 //! TEE_K sees only what it needs: to encrypt, the (redacted) plaintext; to open, a record's header and
 //! explicit nonce — never the response ciphertext. TEE_T sees ciphertext, AAD and tag secrets — never a key.
 
-use crate::content::{RecordContent, build_inner_plaintext, parse_content};
+use crate::content::{RecordContent, parse_content};
 use crate::error::{Result, TeeError};
 use crate::nonce::{NONCE_LEN, gcm_tls12_nonce, record_overhead, tls12_aad, tls13_aad, xor_nonce};
 use crate::record::{
@@ -82,11 +82,10 @@ pub struct OutgoingRecord {
 impl OutgoingRecord {
     /// Frames the record with TEE_T's tag: header ‖ [explicit nonce] ‖ ciphertext ‖ tag.
     pub fn into_record(self, tag: &Tag) -> Result<Record> {
-        let mut payload = Vec::with_capacity(usize::from(self.header.length));
+        let mut payload = self.ciphertext;
         if let Some(explicit) = self.explicit_nonce {
-            payload.extend_from_slice(&explicit);
+            payload.splice(0..0, explicit);
         }
-        payload.extend_from_slice(&self.ciphertext);
         payload.extend_from_slice(tag);
         Record::new(self.header.content_type, payload)
     }
@@ -122,10 +121,18 @@ impl TeeKWriter {
             TlsVersion::Tls13 => MAX_PLAINTEXT + 1,
             TlsVersion::Tls12 => MAX_PLAINTEXT,
         };
-        let mut data = match version {
-            TlsVersion::Tls13 => build_inner_plaintext(content_type, plaintext, padding),
-            TlsVersion::Tls12 => plaintext.to_vec(),
-        };
+        let gcm = d.suite.aead().is_gcm();
+        let overhead = record_overhead(version, gcm);
+        // One buffer for the whole payload: room for the explicit nonce and the tag, so framing never copies.
+        let mut data = Vec::with_capacity(overhead + plaintext.len() + 1 + padding);
+        match version {
+            TlsVersion::Tls13 => {
+                data.extend_from_slice(plaintext);
+                data.push(content_type.to_u8());
+                data.resize(plaintext.len() + 1 + padding, 0);
+            }
+            TlsVersion::Tls12 => data.extend_from_slice(plaintext),
+        }
         if data.len() > max {
             return Err(TeeError::RecordTooLarge {
                 len: data.len(),
@@ -133,8 +140,7 @@ impl TeeKWriter {
             });
         }
         let seq = d.take_seq()?;
-        let gcm = d.suite.aead().is_gcm();
-        let payload_len = data.len() + record_overhead(version, gcm);
+        let payload_len = data.len() + overhead;
         let too_large = |_| TeeError::RecordTooLarge {
             len: payload_len,
             max: version.max_ciphertext(),
@@ -160,8 +166,7 @@ impl TeeKWriter {
                 (content_type, aad, explicit)
             }
         };
-        let (keystream, tag_secrets) = d.keys.record_secrets(&nonce, data.len());
-        keystream.apply(&mut data)?;
+        let tag_secrets = d.keys.encrypt_in_place(&nonce, &mut data);
         Ok(OutgoingRecord {
             seq,
             header: RecordHeader {

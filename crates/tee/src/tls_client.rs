@@ -14,7 +14,7 @@ use crate::certinfo::CertificateInfo;
 use crate::error::{Result, TeeError};
 use crate::record::{Record, RecordSplitter};
 use crate::record_layer::{TeeKReader, TeeKWriter};
-use crate::suite::{CipherSuite, TlsVersion};
+use crate::suite::{AeadAlgorithm, CipherSuite, TlsVersion};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ConnectionTrafficSecrets, RootCertStore};
@@ -263,24 +263,22 @@ impl RelayedTlsClient {
     }
 }
 
+/// Key and IV of one extracted direction; the AEAD must be the negotiated suite's.
 fn traffic_parts(suite: CipherSuite, secrets: &ConnectionTrafficSecrets) -> Result<(&[u8], &[u8])> {
-    let (key, iv) = match secrets {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+    let (algorithm, key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (AeadAlgorithm::Aes128Gcm, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (AeadAlgorithm::Aes256Gcm, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            (AeadAlgorithm::ChaCha20Poly1305, key, iv)
+        }
         _ => return Err(TeeError::Unsupported("extracted AEAD".into())),
     };
-    Ok((key.as_ref(), iv.as_ref())).and_then(|(k, i): (&[u8], &[u8])| {
-        if k.len() == suite.aead().key_len() {
-            Ok((k, i))
-        } else {
-            Err(TeeError::KeyLength {
-                what: "extracted key",
-                expected: suite.aead().key_len(),
-                got: k.len(),
-            })
-        }
-    })
+    if algorithm != suite.aead() {
+        return Err(TeeError::Unsupported(format!(
+            "extracted {algorithm:?} keys for {suite}"
+        )));
+    }
+    Ok((key.as_ref(), iv.as_ref()))
 }
 
 /// A finished handshake: what TEE_K keeps to run the split record layer.

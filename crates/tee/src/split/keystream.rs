@@ -67,29 +67,34 @@ impl TeeKKeys {
         len: usize,
     ) -> (Keystream, TagSecrets) {
         let mut stream = vec![0u8; len];
+        let secrets = self.xor_keystream(nonce, offset, &mut stream);
+        (Keystream(SecretBytes::new(stream)), secrets)
+    }
+
+    /// Encrypts (or decrypts) `data` in place with the record's keystream and returns the tag secrets: what
+    /// TEE_K does with data it holds itself (the redacted request), without materializing the keystream.
+    pub fn encrypt_in_place(&self, nonce: &[u8; NONCE_LEN], data: &mut [u8]) -> TagSecrets {
+        self.xor_keystream(nonce, 0, data)
+    }
+
+    /// XORs the keystream from `offset` into `buf` (whole buffer at once) and derives the tag secrets.
+    fn xor_keystream(&self, nonce: &[u8; NONCE_LEN], offset: u64, buf: &mut [u8]) -> TagSecrets {
         let mut secrets = [0u8; TAG_SECRETS_LEN];
         match &self.cipher {
-            Cipher::Aes128(aes) => {
-                gcm_secrets(aes.as_ref(), nonce, offset, &mut stream, &mut secrets)
-            }
-            Cipher::Aes256(aes) => {
-                gcm_secrets(aes.as_ref(), nonce, offset, &mut stream, &mut secrets)
-            }
+            Cipher::Aes128(aes) => gcm_secrets(aes.as_ref(), nonce, offset, buf, &mut secrets),
+            Cipher::Aes256(aes) => gcm_secrets(aes.as_ref(), nonce, offset, buf, &mut secrets),
             Cipher::ChaCha20(key) => {
                 let mut chacha = chacha20::ChaCha20::new(key.expose_secret().into(), nonce.into());
                 // Block 0: the first 32 bytes are the one-time Poly1305 key (r ‖ s).
                 chacha.apply_keystream(&mut secrets);
                 chacha.seek(64 + offset);
-                chacha.apply_keystream(&mut stream);
+                chacha.apply_keystream(buf);
             }
         }
-        (
-            Keystream(SecretBytes::new(stream)),
-            TagSecrets {
-                algorithm: self.algorithm,
-                bytes: Secret::new(secrets),
-            },
-        )
+        TagSecrets {
+            algorithm: self.algorithm,
+            bytes: Secret::new(secrets),
+        }
     }
 }
 
@@ -249,5 +254,20 @@ mod tests {
             hex::encode(&secrets.expose_secret()[16..]),
             "58e2fccefa7e3061367f1d57a4e7455a"
         );
+    }
+}
+
+#[cfg(test)]
+mod zeroize_tests {
+    fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    /// Every field that holds key material zeroizes itself when dropped, so the types holding them do too.
+    #[test]
+    fn key_material_fields_zeroize_on_drop() {
+        zeroized_on_drop::<aes::Aes128>();
+        zeroized_on_drop::<aes::Aes256>();
+        zeroized_on_drop::<tessera_session::Secret<32>>();
+        zeroized_on_drop::<tessera_session::Secret<12>>();
+        zeroized_on_drop::<tessera_session::SecretBytes>();
     }
 }

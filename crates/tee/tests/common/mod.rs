@@ -155,6 +155,7 @@ pub fn split_exchange(
         }
         let n = stream.read(&mut buf)?;
         if n == 0 {
+            eprintln!("{}: TCP EOF without close_notify", exchange.suite);
             assert!(session.splitter.is_empty(), "stream ended inside a record");
             return Ok(exchange);
         }

@@ -1,0 +1,190 @@
+//! Interop with a TLS stack not written in Rust: OpenSSL `s_server -www`, for every suite and version it
+//! offers. The handshake runs in rustls over the relayed TCP bytes; the request is encrypted through the split
+//! path (OpenSSL accepting it proves the record, nonce, AAD and tag right), and OpenSSL's response is decrypted
+//! through keystreams after TEE_T-style tag verification.
+//!
+//! Needs the `openssl` binary (`apt-get install -y openssl`); without it the test says so loudly and skips.
+
+mod common;
+
+use common::{HOSTNAME, TestPki, get_request, split_exchange};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use tessera_tee::{CipherSuite, ConnectRequest, HandshakeMessage, TlsVersion};
+
+const OPENSSL: &str = "openssl";
+
+fn openssl_available() -> bool {
+    let ok = Command::new(OPENSSL)
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "\n!!!!!!!!!! SKIPPED: the `openssl` binary is missing; OpenSSL interop was NOT tested. \
+             Install it with `apt-get install -y openssl`. !!!!!!!!!!\n"
+        );
+    }
+    ok
+}
+
+/// True if this OpenSSL build offers `suite` in its version.
+fn openssl_offers(suite: CipherSuite) -> bool {
+    let mut cmd = Command::new(OPENSSL);
+    cmd.args(["ciphers", "-s"]);
+    match suite.version() {
+        TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
+        TlsVersion::Tls12 => cmd.args(["-tls1_2", suite.openssl_name()]),
+    };
+    cmd.output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(suite.openssl_name())
+    })
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tessera-tee-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An `openssl s_server` child, killed on drop.
+struct SServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SServer {
+    /// Starts `s_server -www` for exactly `suite`, and returns once it printed ACCEPT (it listens).
+    fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> SServer {
+        let leaf = pki.leaf_for(suite);
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        // A free loopback port: bind :0, read it, release it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(OPENSSL);
+        cmd.arg("s_server")
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(["-www", "-naccept", "1", "-alpn", "http/1.1"]);
+        match suite.version() {
+            TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
+            TlsVersion::Tls12 => cmd.args(["-tls1_2", "-cipher", suite.openssl_name()]),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server");
+        let stdout = child.stdout.take().unwrap();
+        let mut server = SServer { child, port };
+        // Wait for the listening socket: s_server prints ACCEPT once it is bound (no sleeps).
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.trim() == "ACCEPT" => break,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let status = server.child.wait();
+                    panic!("openssl s_server for {suite} ended before listening: {status:?}");
+                }
+            }
+        }
+        // Keep draining its stdout so it can never block on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        server
+    }
+}
+
+#[test]
+fn every_suite_openssl_offers_through_the_split_path() {
+    if !openssl_available() {
+        return;
+    }
+    let pki = TestPki::new();
+    let mut tested = Vec::new();
+    for suite in CipherSuite::ALL {
+        if !openssl_offers(suite) {
+            eprintln!("openssl does not offer {suite}; not tested against it");
+            continue;
+        }
+        let dir = TempDir::new(&format!("openssl-{}", suite.openssl_name()));
+        let server = SServer::start(&dir.0, &pki, suite);
+        let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let request = ConnectRequest::new(HOSTNAME).with_suite(suite);
+        let exchange = split_exchange(stream, &request, &pki.roots(), &get_request("/"))
+            .unwrap_or_else(|e| panic!("{suite}: {e}"));
+        drop(server);
+
+        assert_eq!(exchange.suite, suite);
+        assert_eq!(
+            exchange.alpn.as_deref(),
+            Some(&b"http/1.1"[..]),
+            "{suite}: ALPN"
+        );
+        assert_eq!(exchange.certificates[0].dns_names, [HOSTNAME]);
+        let page = String::from_utf8_lossy(&exchange.response);
+        // OpenSSL parsed our split-encrypted GET (else no 200 page) and reports the suite it used.
+        assert!(
+            page.starts_with("HTTP/1.0 200 ok\r\n"),
+            "{suite}: {page:.200}"
+        );
+        assert!(
+            page.contains(&format!("Cipher is {}", suite.openssl_name())),
+            "{suite}: {page}"
+        );
+        assert!(
+            page.trim_end().ends_with("</HTML>"),
+            "{suite}: the whole page arrived"
+        );
+        if suite.version() == TlsVersion::Tls13 {
+            // OpenSSL sends two NewSessionTickets in two records: skipped, never part of the response.
+            let tickets = exchange
+                .post_handshake
+                .iter()
+                .filter(|m| **m == HandshakeMessage::NewSessionTicket)
+                .count();
+            assert!(tickets >= 1, "{suite}: tickets seen {tickets}");
+            assert!(!page.contains('\u{4}'), "{suite}");
+        }
+        tested.push(suite);
+    }
+    eprintln!(
+        "OpenSSL interop tested for {} suites: {tested:?}",
+        tested.len()
+    );
+    // Debian's OpenSSL 3 offers all nine; at the very least the mandatory TLS 1.3 and 1.2 GCM suites.
+    assert!(tested.contains(&CipherSuite::Tls13Aes128GcmSha256));
+    assert!(tested.contains(&CipherSuite::Tls12EcdheEcdsaAes128GcmSha256));
+}
