@@ -67,7 +67,6 @@ fn sessions(c: &mut Criterion) {
     g.bench_function("registry/2 threads", |b| {
         b.iter_custom(|iters| {
             contended(2, iters, |_, _| {
-                let _enter = rt.enter();
                 let guard = registry.create("bench").expect("create");
                 guard.close();
             })

@@ -30,6 +30,36 @@ pub enum RequestId {
     Str(Arc<str>),
 }
 
+/// A cheap hasher for a session's pending table. Request ids are chosen by peers, so a weak hash could be
+/// steered into collisions; the per-session limit (1000 by default) bounds what that can cost, which is why
+/// the table does not pay for SipHash.
+#[derive(Default)]
+pub(crate) struct RequestIdHasher(u64);
+
+impl std::hash::Hasher for RequestIdHasher {
+    fn finish(&self) -> u64 {
+        // Final avalanche (from splitmix64) so both the low bits (bucket) and high bits (tag) vary.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x0100_0000_01b3);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

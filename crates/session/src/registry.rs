@@ -36,7 +36,7 @@ pub struct RegistryConfig {
     pub name: &'static str,
     /// Most sessions alive at once (default 10,000).
     pub max_sessions: usize,
-    /// A session with no activity for this long is ended (default 30 s).
+    /// A session with no activity and no request in flight for this long is ended (default 30 s).
     pub idle_timeout: Duration,
     /// A session older than this is ended, however active (default 24 h; `None` for no limit).
     pub max_age: Option<Duration>,
@@ -63,16 +63,24 @@ impl RegistryConfig {
     }
 }
 
-/// What sessions share with their registry: configuration, the global pending count, metrics, and the tracker
-/// of every session task. Sessions hold it strongly; it holds no sessions, so there is no cycle.
-pub(crate) struct Shared {
+/// What sessions share with their registry: configuration, the session map and counters, metrics, and the
+/// tracker of every session task. A session holds it strongly and takes itself out of the map when it ends,
+/// which is also what breaks the session → shared → map → session cycle; dropping the last [`Registry`]
+/// handle ends every session still live.
+pub(crate) struct Shared<R> {
     pub(crate) config: RegistryConfig,
+    shards: [Shard<R>; SHARDS],
+    live: AtomicUsize,
+    accepting: AtomicBool,
+    empty: Notify,
+    /// How many [`Registry::wait_empty`] calls are waiting: `remove` only wakes them when there are some.
+    empty_waiters: AtomicUsize,
     pending_global: AtomicUsize,
     pub(crate) metrics: Metrics,
     pub(crate) tracker: TaskTracker,
 }
 
-impl Shared {
+impl<R> Shared<R> {
     /// Reserves one slot under the global pending limit, in one atomic step.
     pub(crate) fn reserve_pending(&self) -> bool {
         let limit = self.config.pending.global;
@@ -93,6 +101,30 @@ impl Shared {
     pub(crate) fn release_pending(&self, n: usize) {
         self.pending_global.fetch_sub(n, Ordering::AcqRel);
         self.metrics.pending.decrement(n as f64);
+    }
+
+    fn shard(&self, id: SessionId) -> &Shard<R> {
+        &self.shards[(id.as_u128() as usize) % SHARDS]
+    }
+
+    /// Takes an ended session out of the map. Called once per session, by its end.
+    pub(crate) fn remove(&self, id: SessionId) {
+        if lock(self.shard(id)).remove(&id).is_some() {
+            self.metrics.live.decrement(1.0);
+            if self.live.fetch_sub(1, Ordering::SeqCst) == 1
+                && self.empty_waiters.load(Ordering::SeqCst) > 0
+            {
+                self.empty.notify_waiters();
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Session<R>> {
+        let mut all = Vec::with_capacity(self.live.load(Ordering::Relaxed));
+        for shard in &self.shards {
+            all.extend(lock(shard).values().cloned());
+        }
+        all
     }
 }
 
@@ -116,47 +148,17 @@ impl Hasher for IdHasher {
 
 type Shard<R> = Mutex<HashMap<SessionId, Session<R>, BuildHasherDefault<IdHasher>>>;
 
+/// Behind every [`Registry`] handle; when the last handle goes, so do the sweeper and every live session.
 pub(crate) struct RegistryInner<R> {
-    shared: Arc<Shared>,
-    shards: [Shard<R>; SHARDS],
-    live: AtomicUsize,
-    accepting: AtomicBool,
-    empty: Notify,
+    shared: Arc<Shared<R>>,
     sweeper: CancellationToken,
-}
-
-impl<R> RegistryInner<R> {
-    fn shard(&self, id: SessionId) -> &Shard<R> {
-        &self.shards[(id.as_u128() as usize) % SHARDS]
-    }
-
-    /// Takes an ended session out of the map. Called once per session, by its end.
-    pub(crate) fn remove(&self, id: SessionId) {
-        if lock(self.shard(id)).remove(&id).is_some() {
-            self.shared.metrics.live.decrement(1.0);
-            if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.empty.notify_waiters();
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Session<R>> {
-        let mut all = Vec::with_capacity(self.live.load(Ordering::Relaxed));
-        for shard in &self.shards {
-            all.extend(lock(shard).values().cloned());
-        }
-        all
-    }
 }
 
 impl<R> Drop for RegistryInner<R> {
     fn drop(&mut self) {
         self.sweeper.cancel();
-        for shard in &self.shards {
-            let sessions: Vec<Session<R>> = lock(shard).drain().map(|(_, s)| s).collect();
-            for session in sessions {
-                session.fail(FailureReason::Shutdown);
-            }
+        for session in self.shared.snapshot() {
+            session.fail(FailureReason::Shutdown);
         }
     }
 }
@@ -199,7 +201,7 @@ impl<R> fmt::Debug for Registry<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("name", &self.inner.shared.config.name)
-            .field("live", &self.inner.live.load(Ordering::Relaxed))
+            .field("live", &self.inner.shared.live.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -210,23 +212,23 @@ impl<R: Send + 'static> Registry<R> {
         let shared = Arc::new(Shared {
             metrics: Metrics::new(config.name),
             config,
-            pending_global: AtomicUsize::new(0),
-            tracker: TaskTracker::new(),
-        });
-        let inner = Arc::new(RegistryInner {
-            shared,
             shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
             live: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             empty: Notify::new(),
-            sweeper: CancellationToken::new(),
+            empty_waiters: AtomicUsize::new(0),
+            pending_global: AtomicUsize::new(0),
+            tracker: TaskTracker::new(),
         });
+        let sweeper = CancellationToken::new();
         spawn_sweeper(
-            Arc::downgrade(&inner),
-            inner.sweeper.clone(),
-            inner.shared.config.sweep_interval,
+            Arc::downgrade(&shared),
+            sweeper.clone(),
+            shared.config.sweep_interval,
         );
-        Registry { inner }
+        Registry {
+            inner: Arc::new(RegistryInner { shared, sweeper }),
+        }
     }
 
     /// The configuration this registry runs with.
@@ -238,11 +240,11 @@ impl<R: Send + 'static> Registry<R> {
     /// [`SessionError::TooManySessions`] at the cap and [`SessionError::RegistryShuttingDown`] during
     /// shutdown.
     pub fn create(&self, kind: &'static str) -> Result<SessionGuard<R>, SessionError> {
-        let inner = &*self.inner;
+        let inner = &*self.inner.shared;
         if !inner.accepting.load(Ordering::Acquire) {
             return Err(SessionError::RegistryShuttingDown);
         }
-        let limit = inner.shared.config.max_sessions;
+        let limit = inner.config.max_sessions;
         if inner
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -250,24 +252,20 @@ impl<R: Send + 'static> Registry<R> {
             })
             .is_err()
         {
-            inner.shared.metrics.rejected.increment(1);
+            inner.metrics.rejected.increment(1);
             return Err(SessionError::TooManySessions { limit });
         }
         let session = loop {
             let id = SessionId::random();
             let mut shard = lock(inner.shard(id));
             if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(id) {
-                let session =
-                    Session::new(id, kind, inner.shared.clone(), Arc::downgrade(&self.inner));
+                let session = Session::new(id, kind, self.inner.shared.clone());
                 slot.insert(session.clone());
                 break session;
             }
         };
-        inner.shared.metrics.live.increment(1.0);
-        inner
-            .shared
-            .metrics
-            .moved(None, &SessionState::Initializing);
+        inner.metrics.live.increment(1.0);
+        inner.metrics.moved(None, &SessionState::Initializing);
         Ok(SessionGuard::new(session))
     }
 
@@ -294,12 +292,12 @@ impl<R: Send + 'static> Registry<R> {
 
     /// The live session with this id.
     pub fn get(&self, id: SessionId) -> Option<Session<R>> {
-        lock(self.inner.shard(id)).get(&id).cloned()
+        lock(self.inner.shared.shard(id)).get(&id).cloned()
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.inner.live.load(Ordering::Acquire)
+        self.inner.shared.live.load(Ordering::Acquire)
     }
 
     /// True if no session is live.
@@ -314,7 +312,7 @@ impl<R: Send + 'static> Registry<R> {
 
     /// A snapshot of the live sessions.
     pub fn sessions(&self) -> Vec<Session<R>> {
-        self.inner.snapshot()
+        self.inner.shared.snapshot()
     }
 
     /// The tracker of every task of every session of this registry; `len()` counts the live ones.
@@ -343,16 +341,25 @@ impl<R: Send + 'static> Registry<R> {
     /// One sweep: ends idle and over-age sessions and expires overdue pending requests. The sweeper task
     /// calls this every `sweep_interval`; it is public so a caller can force a sweep.
     pub fn sweep(&self) -> SweepReport {
-        sweep(&self.inner)
+        sweep(&self.inner.shared)
     }
 
     /// Completes when no session is live.
     pub async fn wait_empty(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let shared = &*self.inner.shared;
+        shared.empty_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&shared.empty_waiters);
         loop {
-            let notified = self.inner.empty.notified();
+            let notified = shared.empty.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.is_empty() {
+            if shared.live.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -363,7 +370,7 @@ impl<R: Send + 'static> Registry<R> {
     /// within `grace`, then cancel the rest, and wait until every task of every session has stopped.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
-        inner.accepting.store(false, Ordering::Release);
+        inner.shared.accepting.store(false, Ordering::Release);
         let at_start = self.sessions();
         for session in &at_start {
             let _ = session.transition(SessionState::ShuttingDown);
@@ -385,8 +392,8 @@ impl<R: Send + 'static> Registry<R> {
     }
 }
 
-fn sweep<R>(inner: &RegistryInner<R>) -> SweepReport {
-    let config = &inner.shared.config;
+fn sweep<R>(inner: &Shared<R>) -> SweepReport {
+    let config = &inner.config;
     let now = Instant::now();
     let mut report = SweepReport::default();
     for session in inner.snapshot() {
@@ -394,7 +401,7 @@ fn sweep<R>(inner: &RegistryInner<R>) -> SweepReport {
             if session.fail(FailureReason::MaxAge) {
                 report.aged += 1;
             }
-        } else if session.idle_for() >= config.idle_timeout {
+        } else if session.idle_for() >= config.idle_timeout && session.pending_len() == 0 {
             if session.fail(FailureReason::IdleTimeout) {
                 report.idle += 1;
             }
@@ -409,7 +416,7 @@ fn sweep<R>(inner: &RegistryInner<R>) -> SweepReport {
 }
 
 fn spawn_sweeper<R: Send + 'static>(
-    registry: Weak<RegistryInner<R>>,
+    registry: Weak<Shared<R>>,
     stop: CancellationToken,
     every: Duration,
 ) {

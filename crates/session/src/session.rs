@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::mem;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -24,8 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{LimitScope, PendingError, SessionEnd, SessionError};
 use crate::id::SessionId;
-use crate::pending::{Entry, Pending, RequestId, RequestInfo, Taken, duplicate};
-use crate::registry::{RegistryInner, Shared};
+use crate::pending::{Entry, Pending, RequestId, RequestIdHasher, RequestInfo, Taken, duplicate};
+use crate::registry::Shared;
 use crate::state::{FailureReason, SessionState};
 
 /// Locks a mutex, recovering from poisoning: nothing inside our critical sections can leave the data
@@ -34,10 +35,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+type PendingMap<R> = HashMap<RequestId, Entry<R>, BuildHasherDefault<RequestIdHasher>>;
+
 /// State and pending table under one lock: "still open?" and "record this request" are one step.
 struct Core<R> {
     state: SessionState,
-    pending: HashMap<RequestId, Entry<R>>,
+    pending: PendingMap<R>,
     next_generation: u64,
 }
 
@@ -50,10 +53,12 @@ pub(crate) struct Inner<R> {
     core: Mutex<Core<R>>,
     token: CancellationToken,
     tracker: TaskTracker,
+    /// Set (inside the core lock) when the session reaches a terminal state: a lock-free `is_ended`.
+    ended: AtomicBool,
+    /// Woken on non-terminal transitions (ShuttingDown); the end is signalled by the token.
     state_changed: Notify,
     connections: AtomicUsize,
-    shared: Arc<Shared>,
-    registry: Weak<RegistryInner<R>>,
+    shared: Arc<Shared<R>>,
 }
 
 /// A handle to a live (or just ended) session. Clone it freely; all clones see the same session.
@@ -80,12 +85,7 @@ impl<R> fmt::Debug for Session<R> {
 }
 
 impl<R> Session<R> {
-    pub(crate) fn new(
-        id: SessionId,
-        kind: &'static str,
-        shared: Arc<Shared>,
-        registry: Weak<RegistryInner<R>>,
-    ) -> Self {
+    pub(crate) fn new(id: SessionId, kind: &'static str, shared: Arc<Shared<R>>) -> Self {
         Session {
             inner: Arc::new(Inner {
                 id,
@@ -94,15 +94,15 @@ impl<R> Session<R> {
                 last_activity_ms: AtomicU64::new(0),
                 core: Mutex::new(Core {
                     state: SessionState::Initializing,
-                    pending: HashMap::new(),
+                    pending: HashMap::default(),
                     next_generation: 0,
                 }),
                 token: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                ended: AtomicBool::new(false),
                 state_changed: Notify::new(),
                 connections: AtomicUsize::new(0),
                 shared,
-                registry,
             }),
         }
     }
@@ -124,7 +124,7 @@ impl<R> Session<R> {
 
     /// True once the session is Closed or Failed.
     pub fn is_ended(&self) -> bool {
-        self.inner.token.is_cancelled()
+        self.inner.ended.load(Ordering::Acquire)
     }
 
     /// How long the session has existed.
@@ -140,7 +140,12 @@ impl<R> Session<R> {
 
     /// Records activity, postponing the idle timeout.
     pub fn touch(&self) {
-        let ms = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.touch_at(Instant::now());
+    }
+
+    fn touch_at(&self, now: Instant) {
+        let since = now.saturating_duration_since(self.inner.created);
+        let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
         self.inner.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
@@ -164,7 +169,10 @@ impl<R> Session<R> {
             if !lock(&self.inner.core).state.accepts_work() {
                 return;
             }
-            notified.await;
+            tokio::select! {
+                _ = notified => {}
+                _ = self.inner.token.cancelled() => return,
+            }
         }
     }
 
@@ -187,6 +195,7 @@ impl<R> Session<R> {
             return Ok(());
         }
         let drained = mem::take(&mut core.pending);
+        self.inner.ended.store(true, Ordering::Release);
         drop(core);
         self.finish_end(prev, next, drained);
         Ok(())
@@ -207,17 +216,11 @@ impl<R> Session<R> {
         self.transition(SessionState::Failed(reason)).is_ok()
     }
 
-    fn finish_end(
-        &self,
-        prev: SessionState,
-        end: SessionState,
-        drained: HashMap<RequestId, Entry<R>>,
-    ) {
+    fn finish_end(&self, prev: SessionState, end: SessionState, drained: PendingMap<R>) {
         let inner = &*self.inner;
         inner.shared.metrics.moved(Some(&prev), &end);
         inner.token.cancel();
         inner.tracker.close();
-        inner.state_changed.notify_waiters();
         let why = match &end {
             SessionState::Failed(reason) => SessionEnd::Failed(reason.clone()),
             _ => SessionEnd::Closed,
@@ -230,9 +233,7 @@ impl<R> Session<R> {
                     .send(Err(PendingError::SessionEnded(why.clone())));
             }
         }
-        if let Some(registry) = inner.registry.upgrade() {
-            registry.remove(inner.id);
-        }
+        inner.shared.remove(inner.id);
         tracing::debug!(session = %inner.id, kind = inner.kind, end = %why, "session ended");
     }
 
@@ -322,7 +323,7 @@ impl<R> Session<R> {
             core.next_generation += 1;
             generation
         };
-        self.touch();
+        self.touch_at(started);
         Ok(Pending {
             session: self.clone(),
             id,
@@ -334,11 +335,11 @@ impl<R> Session<R> {
     }
 
     /// Takes a pending request out of the table in one atomic step, for its response. `None` if no such
-    /// request is pending (never sent, answered already, timed out, or the session ended).
+    /// request is pending (never sent, answered already, timed out, or the session ended). A session with
+    /// requests in flight is never idle (see the sweeper), so taking a response needs no clock read.
     pub fn take_pending(&self, id: &RequestId) -> Option<Taken<R>> {
         let entry = lock(&self.inner.core).pending.remove(id)?;
         self.inner.shared.release_pending(1);
-        self.touch();
         Some(Taken::new(entry.info, entry.waiter))
     }
 
