@@ -1,1 +1,216 @@
-fn main() {}
+//! Channel benchmarks, each beside its ceiling measured in the same run: the same work done by `snow`
+//! alone, in memory.
+//!
+//! * `handshake/snow_in_memory` — a full XX handshake (both sides) with snow, no I/O.
+//! * `handshake/websocket_loopback` — `Connector::connect` to a server on 127.0.0.1: TCP connect, WebSocket
+//!   upgrade, the four handshake messages, session set-up on both sides, one at a time.
+//! * `transport/<size>/snow_in_memory` — encrypt and decrypt one message of `size` bytes, fragmented as the
+//!   channel does (65,518-byte bodies behind a type byte).
+//! * `transport/<size>/websocket_loopback` — one-way stream of `size`-byte messages from a client to a
+//!   server over loopback; the server acknowledges the end of each batch.
+//!
+//! Run: `cargo bench -p tessera-channel --bench channel -- --warm-up-time 1 --measurement-time 3`
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use snow::{Builder, StatelessTransportState};
+use tessera_channel::frame::{MAX_FRAGMENT, NOISE_PARAMS, PROLOGUE, TYPE_DATA, TYPE_DATA_MORE};
+use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, serve};
+use tessera_session::{Registry, RegistryConfig};
+
+fn registry(name: &'static str) -> Registry {
+    let mut config = RegistryConfig::new(name);
+    config.max_sessions = 100_000;
+    Registry::new(config)
+}
+
+fn snow_handshake(
+    client: &Identity,
+    server: &Identity,
+) -> (StatelessTransportState, StatelessTransportState) {
+    let params = || NOISE_PARAMS.parse().expect("params");
+    let mut i = Builder::new(params())
+        .local_private_key(client.expose_private())
+        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.build_initiator())
+        .expect("initiator");
+    let mut r = Builder::new(params())
+        .local_private_key(server.expose_private())
+        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.build_responder())
+        .expect("responder");
+    let (mut buf, mut payload) = (vec![0u8; 1024], vec![0u8; 1024]);
+    let n = i.write_message(&[0u8; 34], &mut buf).expect("m1");
+    r.read_message(&buf[..n], &mut payload).expect("m1");
+    let n = r.write_message(&[0u8; 32], &mut buf).expect("m2");
+    i.read_message(&buf[..n], &mut payload).expect("m2");
+    let n = i.write_message(&[], &mut buf).expect("m3");
+    r.read_message(&buf[..n], &mut payload).expect("m3");
+    (
+        i.into_stateless_transport_mode().expect("i"),
+        r.into_stateless_transport_mode().expect("r"),
+    )
+}
+
+fn handshakes(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("handshake");
+    group.throughput(Throughput::Elements(1));
+    let (client, server_id) = (Identity::generate(), Identity::generate());
+    group.bench_function("snow_in_memory", |b| {
+        b.iter(|| snow_handshake(&client, &server_id))
+    });
+
+    let (url, key) = rt.block_on(async {
+        let (server, listener) = Server::new(
+            server_id.clone(),
+            AnyKey,
+            ChannelConfig::default(),
+            registry("bench-hs"),
+        );
+        let serving = serve("127.0.0.1:0".parse().expect("addr"), &server)
+            .await
+            .expect("bind");
+        tokio::spawn(tessera_channel::echo(listener));
+        let url = format!("ws://{}/", serving.local_addr());
+        std::mem::forget(serving);
+        (url, server.public_key())
+    });
+    let connector = rt
+        .block_on(async { Connector::new(registry("bench-hs-client"), ChannelConfig::default()) });
+    group.bench_function("websocket_loopback", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let channel = connector
+                        .connect(&url, key, &client)
+                        .await
+                        .expect("connect");
+                    drop(channel);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// snow alone: one sender, one receiver, the channel's fragmentation, no I/O.
+struct SnowPipe {
+    sender: StatelessTransportState,
+    receiver: StatelessTransportState,
+    nonce: u64,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl SnowPipe {
+    fn send(&mut self, message: &[u8]) {
+        let mut chunks = message.chunks(MAX_FRAGMENT).peekable();
+        while let Some(chunk) = chunks.next() {
+            self.scratch.clear();
+            self.scratch.push(if chunks.peek().is_some() {
+                TYPE_DATA_MORE
+            } else {
+                TYPE_DATA
+            });
+            self.scratch.extend_from_slice(chunk);
+            let n = self
+                .sender
+                .write_message(self.nonce, &self.scratch, &mut self.out)
+                .expect("encrypt");
+            self.receiver
+                .read_message(self.nonce, &self.out[..n], &mut self.plain)
+                .expect("decrypt");
+            self.nonce += 1;
+        }
+    }
+}
+
+fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let (client, server_id) = (Identity::generate(), Identity::generate());
+    let (url, key) = rt.block_on(async {
+        let (server, mut listener) = Server::new(
+            server_id.clone(),
+            AnyKey,
+            ChannelConfig::default(),
+            registry("bench-tx"),
+        );
+        let serving = serve("127.0.0.1:0".parse().expect("addr"), &server)
+            .await
+            .expect("bind");
+        // A sink: counts messages; an empty message asks for an acknowledgement.
+        tokio::spawn(async move {
+            while let Some(channel) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut reader, writer) = channel.split();
+                    while let Ok(Some(m)) = reader.recv().await {
+                        if m.is_empty() && writer.send(&b"ack"[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let url = format!("ws://{}/", serving.local_addr());
+        std::mem::forget(serving);
+        (url, server.public_key())
+    });
+    let connector = rt
+        .block_on(async { Connector::new(registry("bench-tx-client"), ChannelConfig::default()) });
+    let mut channel = rt
+        .block_on(connector.connect(&url, key, &client))
+        .expect("connect");
+
+    for size in [100usize, 1024, 64 * 1024] {
+        let mut group = c.benchmark_group(format!("transport/{size}"));
+        group.throughput(Throughput::Bytes(size as u64));
+        let message = bytes::Bytes::from(vec![0x5au8; size]);
+        let (sender, receiver) = snow_handshake(&client, &server_id);
+        let mut pipe = SnowPipe {
+            sender,
+            receiver,
+            nonce: 0,
+            scratch: Vec::new(),
+            out: vec![0u8; 65_535],
+            plain: vec![0u8; 65_535],
+        };
+        group.bench_function(BenchmarkId::new("snow_in_memory", size), |b| {
+            b.iter(|| pipe.send(&message))
+        });
+        group.bench_function(BenchmarkId::new("websocket_loopback", size), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        channel.send(message.clone()).await.expect("send");
+                    }
+                    channel.send(bytes::Bytes::new()).await.expect("marker");
+                    let ack = channel.recv().await.expect("ack").expect("open");
+                    assert_eq!(&ack[..], b"ack");
+                    started.elapsed()
+                })
+            })
+        });
+        group.finish();
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    handshakes(c, &rt);
+    transport(c, &rt);
+}
+
+criterion_group! {
+    name = channel;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(20);
+    targets = benches
+}
+criterion_main!(channel);

@@ -85,6 +85,7 @@ impl Connector {
         };
         let (mut sink, mut stream) = ws::from_tungstenite(socket);
         let handshake = handshake(
+            guard.session(),
             &mut sink,
             &mut stream,
             identity,
@@ -97,7 +98,14 @@ impl Connector {
             Err(_) => Err(timed_out()),
         };
         match outcome {
-            Ok(established) => transport::start(guard, sink, stream, established, &self.config),
+            Ok(established) => transport::start(
+                &self.registry,
+                guard,
+                sink,
+                stream,
+                established,
+                &self.config,
+            ),
             Err(e) => {
                 ws::close_after(&mut sink, &e, self.config.close_timeout).await;
                 guard.fail(FailureReason::error(format!("handshake: {e}")));
@@ -122,6 +130,7 @@ pub async fn connect(
 
 /// client_hello → server_hello (pin check) → client_auth → session_established.
 async fn handshake(
+    session: &tessera_session::Session,
     sink: &mut WsSink,
     stream: &mut WsStream,
     identity: &Identity,
@@ -132,8 +141,11 @@ async fn handshake(
     let (state, hello) = client_hello::start(identity, trust, host, auth_payload)?;
     send(sink, hello).await?;
     let (state, auth) = state.handle(&ws::next_frame(stream).await?)?;
+    session.touch();
     send(sink, auth).await?;
-    state.handle(&ws::next_frame(stream).await?)
+    let established = state.handle(&ws::next_frame(stream).await?)?;
+    session.touch();
+    Ok(established)
 }
 
 async fn send(sink: &mut WsSink, frame: Vec<u8>) -> Result<(), ChannelError> {

@@ -28,6 +28,7 @@
 
 mod config;
 mod connect;
+mod echo;
 mod error;
 pub mod frame;
 pub mod handshake;
@@ -40,6 +41,7 @@ mod ws;
 
 pub use config::ChannelConfig;
 pub use connect::{Connector, connect};
+pub use echo::{echo, echo_channel};
 pub use error::{ChannelError, close_code};
 pub use handshake::HandshakeInfo;
 pub use identity::{Identity, IdentityError, ParseKeyError, PublicKey};

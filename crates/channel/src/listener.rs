@@ -162,7 +162,14 @@ impl Server {
             };
             match outcome {
                 Ok(established) => {
-                    let channel = match transport::start(guard, sink, stream, established, config) {
+                    let channel = match transport::start(
+                        &inner.registry,
+                        guard,
+                        sink,
+                        stream,
+                        established,
+                        config,
+                    ) {
                         Ok(channel) => channel,
                         Err(e) => {
                             tracing::debug!(error = %e, "channel could not start");
@@ -200,8 +207,10 @@ async fn handshake(
 ) -> Result<Established, ChannelError> {
     let state = ExpectClientHello::new(&inner.identity, inner.config.max_auth_payload)?;
     let (state, server_hello) = state.handle(&ws::next_frame(stream).await?)?;
+    session.touch();
     send(sink, server_hello).await?;
     let authenticated = state.handle(&ws::next_frame(stream).await?)?;
+    session.touch();
     let request = AdmissionRequest {
         peer: authenticated.peer(),
         auth_payload: authenticated.auth_payload(),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use snow::StatelessTransportState;
-use tessera_session::{FailureReason, Session, SessionGuard, SessionId, SessionState};
+use tessera_session::{FailureReason, Registry, Session, SessionGuard, SessionId, SessionState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +68,9 @@ struct Shared {
     cause: Mutex<Option<Cause>>,
     closing: CancellationToken,
     max_message_size: usize,
+    /// Keeps the session's registry alive as long as the channel (a registry's last handle ending
+    /// would end its sessions).
+    _registry: Registry,
 }
 
 impl Shared {
@@ -250,6 +253,7 @@ impl std::fmt::Debug for ChannelWriter {
 
 /// Turns a finished handshake into a channel: activates the session and spawns its two tasks.
 pub(crate) fn start(
+    registry: &Registry,
     guard: SessionGuard,
     sink: WsSink,
     stream: WsStream,
@@ -263,7 +267,10 @@ pub(crate) fn start(
         info,
     } = established;
     let session = guard.session().clone();
-    session.activate()?;
+    session.activate().map_err(|_| match session.state() {
+        SessionState::Failed(reason) => ChannelError::SessionEnded(reason.to_string()),
+        _ => ChannelError::Closed,
+    })?;
     let cipher = Arc::new(cipher);
     let shared = Arc::new(Shared {
         info,
@@ -271,6 +278,7 @@ pub(crate) fn start(
         cause: Mutex::new(None),
         closing: CancellationToken::new(),
         max_message_size: config.max_message_size,
+        _registry: registry.clone(),
     });
     let (tx, out_rx) = mpsc::channel::<Bytes>(config.send_queue.max(1));
     let (in_tx, rx) = mpsc::channel::<Bytes>(config.recv_queue.max(1));
