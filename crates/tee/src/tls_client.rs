@@ -201,7 +201,8 @@ impl RelayedTlsClient {
     }
 
     /// Bytes the relay read from the server, cut anywhere. Handshake records go to rustls; records after the
-    /// handshake completed are kept for the split record layer.
+    /// handshake completed are kept for the split record layer. On a TLS error rustls has usually queued an
+    /// alert: [`RelayedTlsClient::take_outgoing`] still returns it, for the relay to send before closing.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<()> {
         for record in self.splitter.push(chunk)? {
             if !self.conn.is_handshaking() || !self.after_handshake.is_empty() {

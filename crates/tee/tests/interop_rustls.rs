@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use tessera_tee::{CipherSuite, ConnectRequest, HandshakeMessage, TlsVersion};
 
+type ServerResult = Result<String, Box<dyn std::error::Error + Send + Sync>>;
+
 const BODY_LEN: usize = 40_000; // more than two full records
 
 fn expected_response() -> String {
@@ -21,7 +23,7 @@ fn expected_response() -> String {
 }
 
 /// Serves one connection: reads the request (decrypted by rustls), answers, sends close_notify.
-fn spawn_server(leaf: &common::Leaf) -> (SocketAddr, JoinHandle<String>) {
+fn spawn_server(leaf: &common::Leaf) -> (SocketAddr, JoinHandle<ServerResult>) {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -36,26 +38,30 @@ fn spawn_server(leaf: &common::Leaf) -> (SocketAddr, JoinHandle<String>) {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !request.ends_with(b"\r\n\r\n") {
-            let n = tls.read(&mut buf).unwrap();
-            assert!(n > 0, "client closed before the request ended");
-            request.extend_from_slice(&buf[..n]);
-        }
-        // Two writes: the records fall at different places than the HTTP head and body.
-        let response = expected_response();
-        let (head, body) = response.split_at(61);
-        tls.write_all(head.as_bytes()).unwrap();
-        tls.write_all(body.as_bytes()).unwrap();
-        tls.conn.send_close_notify();
-        tls.flush().unwrap();
-        String::from_utf8(request).unwrap()
-    });
+    let handle = std::thread::spawn(
+        move || -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+            let (tcp, _) = listener.accept()?;
+            let conn = rustls::ServerConnection::new(Arc::new(config))?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = tls.read(&mut buf)?;
+                if n == 0 {
+                    return Err("client closed before the request ended".into());
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            // Two writes: the records fall at different places than the HTTP head and body.
+            let response = expected_response();
+            let (head, body) = response.split_at(61);
+            tls.write_all(head.as_bytes())?;
+            tls.write_all(body.as_bytes())?;
+            tls.conn.send_close_notify();
+            tls.flush()?;
+            Ok(String::from_utf8(request)?)
+        },
+    );
     (addr, handle)
 }
 
@@ -64,7 +70,7 @@ fn exchange_with(pki: &TestPki, suite: CipherSuite) {
     let stream = std::net::TcpStream::connect(addr).unwrap();
     let request = ConnectRequest::new(HOSTNAME).with_suite(suite);
     let exchange = split_exchange(stream, &request, &pki.roots(), &get_request("/split")).unwrap();
-    let seen_by_server = server.join().unwrap();
+    let seen_by_server = server.join().unwrap().unwrap();
 
     assert_eq!(exchange.suite, suite);
     assert!(
@@ -118,14 +124,14 @@ fn default_negotiation_picks_tls13_and_forced_version_12_works() {
         &get_request("/"),
     )
     .unwrap();
-    server.join().unwrap();
+    server.join().unwrap().unwrap();
     assert_eq!(ex.suite.version(), TlsVersion::Tls13);
 
     let (addr, server) = spawn_server(&pki.ecdsa);
     let stream = std::net::TcpStream::connect(addr).unwrap();
     let request = ConnectRequest::new(HOSTNAME).with_version(TlsVersion::Tls12);
     let ex = split_exchange(stream, &request, &pki.roots(), &get_request("/")).unwrap();
-    server.join().unwrap();
+    server.join().unwrap().unwrap();
     assert_eq!(ex.suite.version(), TlsVersion::Tls12);
 }
 

@@ -105,6 +105,8 @@ pub fn split_exchange(
     roots: &RootStore,
     http_request: &[u8],
 ) -> tessera_tee::Result<Exchange> {
+    // A guard against a hung peer, not a timing assumption: every read here normally returns at once.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let mut client = RelayedTlsClient::new(request, roots)?;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
