@@ -93,6 +93,33 @@ fn handshakes(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             })
         })
     });
+    // The same, four handshakes in flight at once: what a server sees from many clients, using both cores.
+    group.bench_function("websocket_loopback_4_in_flight", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                let workers: Vec<_> = (0..4u64)
+                    .map(|w| {
+                        let (connector, url, client) =
+                            (connector.clone(), url.clone(), client.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..(iters / 4 + u64::from(w < iters % 4)) {
+                                let channel = connector
+                                    .connect(&url, key, &client)
+                                    .await
+                                    .expect("connect");
+                                drop(channel);
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.await.expect("worker");
+                }
+                started.elapsed()
+            })
+        })
+    });
     group.finish();
 }
 

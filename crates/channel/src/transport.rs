@@ -68,6 +68,7 @@ struct Shared {
     cause: Mutex<Option<Cause>>,
     closing: CancellationToken,
     max_message_size: usize,
+    close_timeout: std::time::Duration,
     /// Keeps the session's registry alive as long as the channel (a registry's last handle ending
     /// would end its sessions).
     _registry: Registry,
@@ -160,12 +161,17 @@ impl Channel {
         self.reader.recv().await
     }
 
-    /// Closes the channel normally (close code 1000) and waits until its session has ended.
+    /// Closes the channel normally (close code 1000) after the queued messages, and waits until its
+    /// session has ended. A peer that does not take the remaining bytes within twice
+    /// [`ChannelConfig::close_timeout`] has its session failed instead.
     pub async fn close(self) {
         let session = self.writer.shared.session.clone();
+        let limit = self.writer.shared.close_timeout * 2;
         self.writer.close();
         drop(self);
-        session.ended().await;
+        if tokio::time::timeout(limit, session.ended()).await.is_err() {
+            session.fail(FailureReason::error("close timed out"));
+        }
     }
 
     /// Ends the channel with a close code of our choice (e.g. 1013 when it cannot be served).
@@ -278,6 +284,7 @@ pub(crate) fn start(
         cause: Mutex::new(None),
         closing: CancellationToken::new(),
         max_message_size: config.max_message_size,
+        close_timeout: config.close_timeout,
         _registry: registry.clone(),
     });
     let (tx, out_rx) = mpsc::channel::<Bytes>(config.send_queue.max(1));
@@ -370,8 +377,18 @@ impl Writer {
                 }
             }
         }
-        // Send what the close needs, then end the session with the matching outcome.
+        // A normal local close still delivers what was queued before it.
         let cause = self.shared.cause();
+        if let Some(Cause::Local { code, .. }) = &cause
+            && *code == close_code::NORMAL
+        {
+            let mut result = Ok(());
+            while let (Ok(()), Ok(message)) = (&result, rx.try_recv()) {
+                result = self.write_message(&mut sink, &message).await;
+            }
+            let _ = sink.flush().await;
+        }
+        // Send what the close needs, then end the session with the matching outcome.
         match &cause {
             Some(Cause::Local { code, reason }) => {
                 crate::ws::close(&mut sink, *code, reason.clone(), config.close_timeout).await;

@@ -310,3 +310,27 @@ async fn connect_convenience_function_works() {
         Some(&b"hi"[..])
     );
 }
+
+#[tokio::test]
+async fn close_delivers_queued_messages_first() {
+    let (server, mut listener) = start_with(AnyKey, ChannelConfig::default()).await;
+    let accept = tokio::spawn(async move { listener.accept().await.expect("accepted") });
+    let client = connector()
+        .connect(
+            &server.url,
+            server.identity.public_key(),
+            &Identity::generate(),
+        )
+        .await
+        .expect("connect");
+    let mut accepted = accept.await.expect("join");
+    for i in 0..40u8 {
+        client.send(vec![i; 5000]).await.expect("send");
+    }
+    client.close().await;
+    for i in 0..40u8 {
+        let m = accepted.recv().await.expect("recv").expect("message");
+        assert_eq!((m[0], m.len()), (i, 5000));
+    }
+    assert_eq!(accepted.recv().await.expect("normal close"), None);
+}
