@@ -13,8 +13,12 @@ pub enum HandshakeMessage {
     HelloRequest,
     /// TLS 1.3 NewSessionTicket (type 4): skipped (no resumption).
     NewSessionTicket,
-    /// TLS 1.3 KeyUpdate (type 24); only reported by [`classify_handshake`], opening fails on it.
-    KeyUpdate,
+    /// TLS 1.3 KeyUpdate (type 24): the sender's next records use the next key generation. If
+    /// `update_requested`, the receiver must send its own KeyUpdate before its next application data.
+    KeyUpdate {
+        /// The peer asked for our KeyUpdate in return.
+        update_requested: bool,
+    },
     /// Any other type (e.g. a CertificateRequest for post-handshake auth).
     Other(u8),
 }
@@ -90,10 +94,19 @@ pub fn classify_handshake(mut bytes: &[u8]) -> Result<Vec<HandshakeMessage>> {
                 "post-handshake message split across records",
             ));
         };
+        let body = &rest[..len];
         messages.push(match ty {
             0 => HandshakeMessage::HelloRequest,
             4 => HandshakeMessage::NewSessionTicket,
-            24 => HandshakeMessage::KeyUpdate,
+            24 => match body {
+                [0] => HandshakeMessage::KeyUpdate {
+                    update_requested: false,
+                },
+                [1] => HandshakeMessage::KeyUpdate {
+                    update_requested: true,
+                },
+                _ => return Err(TeeError::MalformedRecord("malformed KeyUpdate")),
+            },
             other => HandshakeMessage::Other(other),
         });
         bytes = after;
@@ -108,8 +121,10 @@ pub fn classify_handshake(mut bytes: &[u8]) -> Result<Vec<HandshakeMessage>> {
 
 /// Classifies a decrypted record. `outer_type` is the header's type; in TLS 1.3 the real type is inside.
 ///
-/// Fails on a TLS 1.3 KeyUpdate ([`TeeError::KeyUpdateUnsupported`]), a ChangeCipherSpec or heartbeat after the
-/// handshake, a malformed alert, and content longer than 2^14 bytes.
+/// Fails on a KeyUpdate that is not the last message of its TLS 1.3 record (a key change must fall on a record
+/// boundary) or appears in TLS 1.2, a ChangeCipherSpec or heartbeat after the handshake, a malformed alert, and
+/// content longer than 2^14 bytes. Acting on a KeyUpdate is the record layer's job
+/// ([`crate::TeeKReader::update_keys`]).
 pub fn parse_content(
     version: TlsVersion,
     outer_type: ContentType,
@@ -136,8 +151,16 @@ pub fn parse_content(
         },
         ContentType::Handshake => {
             let messages = classify_handshake(&content)?;
-            if version == TlsVersion::Tls13 && messages.contains(&HandshakeMessage::KeyUpdate) {
-                return Err(TeeError::KeyUpdateUnsupported);
+            let is_update = |m: &HandshakeMessage| matches!(m, HandshakeMessage::KeyUpdate { .. });
+            if let Some(pos) = messages.iter().position(is_update) {
+                if version == TlsVersion::Tls12 {
+                    return Err(TeeError::UnexpectedRecord("KeyUpdate in TLS 1.2"));
+                }
+                if pos + 1 != messages.len() {
+                    return Err(TeeError::UnexpectedRecord(
+                        "KeyUpdate not at the end of its record",
+                    ));
+                }
             }
             Ok(RecordContent::Handshake(messages))
         }
@@ -172,11 +195,26 @@ mod tests {
             parse_content(TlsVersion::Tls13, ContentType::ApplicationData, tickets).unwrap(),
             RecordContent::Handshake(vec![HandshakeMessage::NewSessionTicket; 2])
         );
-        let key_update = build_inner_plaintext(ContentType::Handshake, &[24, 0, 0, 1, 0], 0);
-        assert!(matches!(
-            parse_content(TlsVersion::Tls13, ContentType::ApplicationData, key_update),
-            Err(TeeError::KeyUpdateUnsupported)
-        ));
+        let key_update = build_inner_plaintext(ContentType::Handshake, &[24, 0, 0, 1, 1], 0);
+        assert_eq!(
+            parse_content(TlsVersion::Tls13, ContentType::ApplicationData, key_update).unwrap(),
+            RecordContent::Handshake(vec![HandshakeMessage::KeyUpdate {
+                update_requested: true
+            }])
+        );
+        let not_last =
+            build_inner_plaintext(ContentType::Handshake, &[24, 0, 0, 1, 0, 4, 0, 0, 0], 0);
+        assert!(parse_content(TlsVersion::Tls13, ContentType::ApplicationData, not_last).is_err());
+        let bad = build_inner_plaintext(ContentType::Handshake, &[24, 0, 0, 1, 2], 0);
+        assert!(parse_content(TlsVersion::Tls13, ContentType::ApplicationData, bad).is_err());
+        assert!(
+            parse_content(
+                TlsVersion::Tls12,
+                ContentType::Handshake,
+                vec![24, 0, 0, 1, 0]
+            )
+            .is_err()
+        );
         let close = build_inner_plaintext(ContentType::Alert, &[1, 0], 3);
         let content =
             parse_content(TlsVersion::Tls13, ContentType::ApplicationData, close).unwrap();

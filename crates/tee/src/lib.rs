@@ -16,6 +16,7 @@
 //! | [`record_layer`] | the two traffic directions with sequence numbers; one record through the split path |
 //! | [`content`] | TLS 1.3 inner content type and padding; post-handshake messages and alerts |
 //! | [`tls_client`] | rustls over relayed bytes, root store, forced version/suite, SNI, ALPN |
+//! | [`key_update`] | TLS 1.3 traffic secrets and KeyUpdate generations |
 //! | [`certinfo`] | subject/issuer CN, validity, DNS names |
 //!
 //! ```no_run
@@ -44,6 +45,7 @@
 pub mod certinfo;
 pub mod content;
 pub mod error;
+pub mod key_update;
 pub mod nonce;
 pub mod record;
 pub mod record_layer;
@@ -57,7 +59,7 @@ pub use error::{Result, TeeError};
 pub use record::{ContentType, Record, RecordHeader, RecordSplitter};
 pub use record_layer::{
     IncomingSecrets, OutgoingRecord, ProtectedPayload, TeeKReader, TeeKWriter, open_via_split,
-    seal_via_split,
+    seal_key_update_via_split, seal_via_split,
 };
 pub use split::{Keystream, Tag, TagSecrets, TeeKKeys, compute_tag, verify_tag};
 pub use suite::{AeadAlgorithm, CipherSuite, TlsVersion};

@@ -5,8 +5,9 @@
 //! TEE_K sees only what it needs: to encrypt, the (redacted) plaintext; to open, a record's header and
 //! explicit nonce — never the response ciphertext. TEE_T sees ciphertext, AAD and tag secrets — never a key.
 
-use crate::content::{RecordContent, parse_content};
+use crate::content::{HandshakeMessage, RecordContent, parse_content};
 use crate::error::{Result, TeeError};
+use crate::key_update::TrafficSecret;
 use crate::nonce::{NONCE_LEN, gcm_tls12_nonce, record_overhead, tls12_aad, tls13_aad, xor_nonce};
 use crate::record::{
     ContentType, EXPLICIT_NONCE_LEN, LEGACY_VERSION, MAX_PLAINTEXT, Record, RecordHeader, TAG_LEN,
@@ -16,12 +17,14 @@ use crate::suite::{CipherSuite, TlsVersion};
 use std::fmt;
 use tessera_session::Secret;
 
-/// Key, IV and sequence number of one direction, shared by writer and reader.
+/// Key, IV and sequence number of one direction, shared by writer and reader; in TLS 1.3 also the traffic
+/// secret, for KeyUpdate.
 struct Direction {
     suite: CipherSuite,
     keys: TeeKKeys,
     iv: Secret<NONCE_LEN>,
     seq: u64,
+    traffic_secret: Option<TrafficSecret>,
 }
 
 impl Direction {
@@ -36,7 +39,34 @@ impl Direction {
             keys: TeeKKeys::new(suite.aead(), key)?,
             iv,
             seq,
+            traffic_secret: None,
         })
+    }
+
+    fn from_traffic_secret(suite: CipherSuite, secret: &[u8], seq: u64) -> Result<Self> {
+        let secret = TrafficSecret::new(suite, secret)?;
+        let mut d = Direction::new(
+            suite,
+            secret.key()?.expose_secret(),
+            secret.iv()?.expose_secret(),
+            seq,
+        )?;
+        d.traffic_secret = Some(secret);
+        Ok(d)
+    }
+
+    /// Moves to the next key generation (RFC 8446 §7.2); sequence numbers restart at 0.
+    fn update(&mut self) -> Result<()> {
+        let next = self
+            .traffic_secret
+            .as_ref()
+            .ok_or(TeeError::KeyUpdateUnsupported)?
+            .next()?;
+        self.keys = TeeKKeys::new(self.suite.aead(), next.key()?.expose_secret())?;
+        self.iv = next.iv()?;
+        self.traffic_secret = Some(next);
+        self.seq = 0;
+        Ok(())
     }
 
     /// Takes the current sequence number and advances; a record may never reuse one.
@@ -54,6 +84,7 @@ impl fmt::Debug for Direction {
             .field("keys", &self.keys)
             .field("iv", &self.iv)
             .field("seq", &self.seq)
+            .field("traffic_secret", &self.traffic_secret)
             .finish()
     }
 }
@@ -92,9 +123,27 @@ impl OutgoingRecord {
 }
 
 impl TeeKWriter {
-    /// The client-write key and IV extracted after the handshake, and the next sequence number.
+    /// The client-write key and IV extracted after the handshake, and the next sequence number. Such a writer
+    /// cannot follow a TLS 1.3 KeyUpdate; see [`TeeKWriter::from_traffic_secret`].
     pub fn new(suite: CipherSuite, key: &[u8], iv: &[u8], seq: u64) -> Result<Self> {
         Direction::new(suite, key, iv, seq).map(TeeKWriter)
+    }
+
+    /// TLS 1.3: key and IV derived from the client application traffic secret, which also allows KeyUpdate.
+    pub fn from_traffic_secret(suite: CipherSuite, secret: &[u8], seq: u64) -> Result<Self> {
+        Direction::from_traffic_secret(suite, secret, seq).map(TeeKWriter)
+    }
+
+    /// TLS 1.3: encrypts a KeyUpdate message under the current keys, then moves this direction to the next
+    /// generation. Send it before the next application data when the server's KeyUpdate requested one.
+    pub fn encrypt_key_update(&mut self, update_requested: bool) -> Result<OutgoingRecord> {
+        if self.0.traffic_secret.is_none() {
+            return Err(TeeError::KeyUpdateUnsupported);
+        }
+        let message = [24, 0, 0, 1, u8::from(update_requested)];
+        let record = self.encrypt(ContentType::Handshake, &message, 0)?;
+        self.0.update()?;
+        Ok(record)
     }
 
     /// The sequence number the next record will use.
@@ -244,9 +293,21 @@ impl<'a> ProtectedPayload<'a> {
 }
 
 impl TeeKReader {
-    /// The server-write key and IV extracted after the handshake, and the next sequence number.
+    /// The server-write key and IV extracted after the handshake, and the next sequence number. Such a reader
+    /// cannot follow a TLS 1.3 KeyUpdate; see [`TeeKReader::from_traffic_secret`].
     pub fn new(suite: CipherSuite, key: &[u8], iv: &[u8], seq: u64) -> Result<Self> {
         Direction::new(suite, key, iv, seq).map(TeeKReader)
+    }
+
+    /// TLS 1.3: key and IV derived from the server application traffic secret, which also allows KeyUpdate.
+    pub fn from_traffic_secret(suite: CipherSuite, secret: &[u8], seq: u64) -> Result<Self> {
+        Direction::from_traffic_secret(suite, secret, seq).map(TeeKReader)
+    }
+
+    /// TLS 1.3: the record just opened carried the server's KeyUpdate; later records use the next generation
+    /// and restart at sequence number 0. [`open_via_split`] calls this itself.
+    pub fn update_keys(&mut self) -> Result<()> {
+        self.0.update()
     }
 
     /// The sequence number the next record will use.
@@ -338,20 +399,34 @@ pub fn seal_via_split(
 /// One response record through the whole split path: TEE_K derives AAD, keystream and tag secrets from the
 /// header, TEE_T verifies the tag over the ciphertext, the client XORs the keystream, and the content is
 /// classified (application data, post-handshake message or alert).
+///
+/// A TLS 1.3 KeyUpdate moves the reader to the next key generation before this returns; the caller answers
+/// `update_requested` with [`seal_key_update_via_split`] before its next application data.
 pub fn open_via_split(reader: &mut TeeKReader, record: &Record) -> Result<RecordContent> {
     let parts = ProtectedPayload::parse(reader.suite(), record)?;
     let secrets = reader.next_record_secrets(&record.header, parts.explicit_nonce)?; // TEE_K
-    verify_tag(
-        &secrets.tag_secrets,
-        &secrets.aad,
-        parts.ciphertext,
-        parts.tag,
-    )?; // TEE_T
+    let (aad, ciphertext) = (&secrets.aad, parts.ciphertext);
+    verify_tag(&secrets.tag_secrets, aad, ciphertext, parts.tag)?; // TEE_T
     let mut plaintext = parts.ciphertext.to_vec();
     secrets.keystream.apply(&mut plaintext)?; // client
-    parse_content(
-        reader.suite().version(),
-        record.header.content_type,
-        plaintext,
-    )
+    let version = reader.suite().version();
+    let content = parse_content(version, record.header.content_type, plaintext)?;
+    if let RecordContent::Handshake(messages) = &content
+        && messages
+            .iter()
+            .any(|m| matches!(m, HandshakeMessage::KeyUpdate { .. }))
+    {
+        reader.update_keys()?; // TEE_K
+    }
+    Ok(content)
+}
+
+/// Our KeyUpdate through the split path (TEE_K encrypts and moves to the next generation, TEE_T tags).
+pub fn seal_key_update_via_split(
+    writer: &mut TeeKWriter,
+    update_requested: bool,
+) -> Result<Record> {
+    let outgoing = writer.encrypt_key_update(update_requested)?; // TEE_K
+    let tag = compute_tag(&outgoing.tag_secrets, &outgoing.aad, &outgoing.ciphertext); // TEE_T
+    outgoing.into_record(&tag)
 }

@@ -12,6 +12,7 @@
 
 use crate::certinfo::CertificateInfo;
 use crate::error::{Result, TeeError};
+use crate::key_update::TrafficSecret;
 use crate::record::{Record, RecordSplitter};
 use crate::record_layer::{TeeKReader, TeeKWriter};
 use crate::suite::{AeadAlgorithm, CipherSuite, TlsVersion};
@@ -19,7 +20,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ConnectionTrafficSecrets, RootCertStore};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tessera_session::SecretBytes;
 
 /// Largest PEM root file accepted (the Mozilla bundle is about 200 KiB).
 pub const MAX_ROOT_FILE: u64 = 16 * 1024 * 1024;
@@ -161,11 +163,55 @@ impl ConnectRequest {
     }
 }
 
+/// Captures the two TLS 1.3 application traffic secrets from rustls's key log (and nothing else), so the
+/// record layer can follow KeyUpdates. Lives inside TEE_K only; never printed.
+#[derive(Default)]
+struct TrafficSecretLog(Mutex<[Option<SecretBytes>; 2]>);
+
+const CLIENT_TRAFFIC_SECRET_0: &str = "CLIENT_TRAFFIC_SECRET_0";
+const SERVER_TRAFFIC_SECRET_0: &str = "SERVER_TRAFFIC_SECRET_0";
+
+impl TrafficSecretLog {
+    fn take(&self) -> [Option<SecretBytes>; 2] {
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        [slots[0].take(), slots[1].take()]
+    }
+}
+
+impl rustls::KeyLog for TrafficSecretLog {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let slot = match label {
+            CLIENT_TRAFFIC_SECRET_0 => 0,
+            SERVER_TRAFFIC_SECRET_0 => 1,
+            _ => return,
+        };
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots[slot] = Some(SecretBytes::from_slice(secret));
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        matches!(label, CLIENT_TRAFFIC_SECRET_0 | SERVER_TRAFFIC_SECRET_0)
+    }
+}
+
+impl std::fmt::Debug for TrafficSecretLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrafficSecretLog(<redacted>)")
+    }
+}
+
 /// A rustls client connection fed with relayed bytes.
 pub struct RelayedTlsClient {
     conn: ClientConnection,
     splitter: RecordSplitter,
     after_handshake: Vec<Record>,
+    traffic_secrets: Arc<TrafficSecretLog>,
 }
 
 impl std::fmt::Debug for RelayedTlsClient {
@@ -180,7 +226,9 @@ impl std::fmt::Debug for RelayedTlsClient {
 impl RelayedTlsClient {
     /// Starts a handshake; the ClientHello is ready in [`RelayedTlsClient::take_outgoing`].
     pub fn new(request: &ConnectRequest, roots: &RootStore) -> Result<Self> {
-        let config = request.client_config(roots)?;
+        let mut config = request.client_config(roots)?;
+        let traffic_secrets = Arc::new(TrafficSecretLog::default());
+        config.key_log = traffic_secrets.clone();
         let name = ServerName::try_from(request.hostname.clone())
             .map_err(|e| TeeError::InvalidRequest(format!("hostname: {e}")))?;
         let conn = ClientConnection::new(Arc::new(config), name)?;
@@ -188,6 +236,7 @@ impl RelayedTlsClient {
             conn,
             splitter: RecordSplitter::any_version(),
             after_handshake: Vec::new(),
+            traffic_secrets,
         })
     }
 
@@ -246,9 +295,34 @@ impl RelayedTlsClient {
         let (tx_seq, tx) = secrets.tx;
         let (rx_seq, rx) = secrets.rx;
         let (tx_key, tx_iv) = traffic_parts(suite, &tx)?;
-        let writer = TeeKWriter::new(suite, tx_key, tx_iv, tx_seq)?;
         let (rx_key, rx_iv) = traffic_parts(suite, &rx)?;
-        let reader = TeeKReader::new(suite, rx_key, rx_iv, rx_seq)?;
+        let (writer, reader) = match (suite.version(), self.traffic_secrets.take()) {
+            (TlsVersion::Tls13, [Some(client), Some(server)]) => {
+                // Derive key and IV ourselves (so KeyUpdate can follow) and check them against rustls.
+                let writer =
+                    TeeKWriter::from_traffic_secret(suite, client.expose_secret(), tx_seq)?;
+                let reader =
+                    TeeKReader::from_traffic_secret(suite, server.expose_secret(), rx_seq)?;
+                let check =
+                    |kind: &str, key: &[u8], iv: &[u8], secret: &SecretBytes| -> Result<()> {
+                        let ts = TrafficSecret::new(suite, secret.expose_secret())?;
+                        if ts.key()?.expose_secret() == key && ts.iv()?.expose_secret() == iv {
+                            Ok(())
+                        } else {
+                            Err(TeeError::Unsupported(format!(
+                                "{kind} traffic secret does not match the extracted key"
+                            )))
+                        }
+                    };
+                check("client", tx_key, tx_iv, &client)?;
+                check("server", rx_key, rx_iv, &server)?;
+                (writer, reader)
+            }
+            _ => (
+                TeeKWriter::new(suite, tx_key, tx_iv, tx_seq)?,
+                TeeKReader::new(suite, rx_key, rx_iv, rx_seq)?,
+            ),
+        };
         let mut splitter = self.splitter;
         splitter.set_max_payload(suite.version().max_ciphertext());
         tracing::info!(%suite, tx_seq, rx_seq, "TLS handshake complete, traffic keys extracted");

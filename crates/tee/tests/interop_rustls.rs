@@ -165,3 +165,129 @@ fn contradicting_force_is_an_error() {
         tessera_tee::RelayedTlsClient::new(&request, &tessera_tee::RootStore::webpki()).is_err()
     );
 }
+
+/// TLS 1.3 KeyUpdate both ways: the rustls server updates its keys mid-response and requests ours; the split
+/// reader follows (else "part two" would not decrypt), and the split writer answers with its own KeyUpdate and
+/// sends under the next generation (else the server could not echo).
+#[test]
+fn key_update_both_ways_against_a_rustls_server() {
+    use tessera_tee::record::ContentType;
+    use tessera_tee::{RecordContent, open_via_split, seal_key_update_via_split, seal_via_split};
+
+    let pki = TestPki::new();
+    for suite in CipherSuite::ALL
+        .into_iter()
+        .filter(|s| s.version() == TlsVersion::Tls13)
+    {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(pki.ecdsa.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.ecdsa.key_der.clone())),
+        )
+        .unwrap();
+        config.send_tls13_tickets = 0;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || -> ServerResult {
+            let (tcp, _) = listener.accept()?;
+            let conn = rustls::ServerConnection::new(Arc::new(config))?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\n") {
+                let n = tls.read(&mut buf)?;
+                if n == 0 {
+                    return Err("EOF before the request".into());
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            tls.write_all(b"part one|")?;
+            tls.flush()?;
+            tls.conn.refresh_traffic_keys()?; // KeyUpdate(update_requested)
+            tls.write_all(b"part two|")?;
+            tls.flush()?;
+            while !seen.ends_with(b"second\n") {
+                let n = tls.read(&mut buf)?;
+                if n == 0 {
+                    return Err("EOF before the second message".into());
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            tls.write_all(b"echo: second\n")?;
+            tls.conn.send_close_notify();
+            tls.flush()?;
+            Ok(String::from_utf8(seen)?)
+        });
+
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let request = ConnectRequest::new(HOSTNAME).with_suite(suite);
+        let mut session = common::handshake(&mut stream, &request, &pki.roots()).unwrap();
+        let get = get_request("/");
+        let record =
+            seal_via_split(&mut session.writer, ContentType::ApplicationData, &get).unwrap();
+        stream.write_all(&record.to_bytes()).unwrap();
+
+        let mut response = Vec::new();
+        let mut update_requested = false;
+        let mut sent_second = false;
+        let mut closed = false;
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut records = std::mem::take(&mut session.pending_records);
+        while !closed {
+            for record in records.drain(..) {
+                match open_via_split(&mut session.reader, &record).unwrap() {
+                    RecordContent::ApplicationData(data) => response.extend(data),
+                    RecordContent::Handshake(messages) => {
+                        update_requested |= messages.contains(&HandshakeMessage::KeyUpdate {
+                            update_requested: true,
+                        });
+                    }
+                    RecordContent::Alert(alert) => {
+                        assert!(alert.is_close_notify());
+                        closed = true;
+                    }
+                }
+            }
+            if response.ends_with(b"part two|") && !sent_second {
+                assert!(
+                    update_requested,
+                    "{suite}: the server asked for our KeyUpdate"
+                );
+                assert_eq!(
+                    session.reader.next_seq(),
+                    1,
+                    "{suite}: the reader restarted at 0"
+                );
+                let update = seal_key_update_via_split(&mut session.writer, false).unwrap();
+                let second = seal_via_split(
+                    &mut session.writer,
+                    ContentType::ApplicationData,
+                    b"second\n",
+                )
+                .unwrap();
+                assert_eq!(
+                    session.writer.next_seq(),
+                    1,
+                    "{suite}: the writer restarted at 0"
+                );
+                stream
+                    .write_all(&[update.to_bytes(), second.to_bytes()].concat())
+                    .unwrap();
+                sent_second = true;
+            }
+            if !closed {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "{suite}: EOF before close_notify");
+                records = session.splitter.push(&buf[..n]).unwrap();
+            }
+        }
+        let seen = server.join().unwrap().unwrap();
+        assert!(seen.ends_with("\r\n\r\nsecond\n"), "{suite}: {seen}");
+        assert_eq!(response, b"part one|part two|echo: second\n", "{suite}");
+    }
+}

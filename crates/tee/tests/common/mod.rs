@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use tessera_tee::record::ContentType;
 use tessera_tee::{
-    CertificateInfo, CipherSuite, ConnectRequest, HandshakeMessage, RecordContent,
-    RelayedTlsClient, RootStore, open_via_split, seal_via_split,
+    CertificateInfo, CipherSuite, ConnectRequest, EstablishedSession, HandshakeMessage,
+    RecordContent, RelayedTlsClient, RootStore, open_via_split, seal_via_split,
 };
 
 /// The name every test certificate is issued for.
@@ -98,13 +98,12 @@ pub struct Exchange {
     pub records: usize,
 }
 
-/// Handshake through rustls over `stream`, then one request and its response through the split path.
-pub fn split_exchange(
-    mut stream: TcpStream,
+/// The handshake in rustls over `stream` (the test plays the relaying client), then key extraction.
+pub fn handshake(
+    stream: &mut TcpStream,
     request: &ConnectRequest,
     roots: &RootStore,
-    http_request: &[u8],
-) -> tessera_tee::Result<Exchange> {
+) -> tessera_tee::Result<EstablishedSession> {
     // A guard against a hung peer, not a timing assumption: every read here normally returns at once.
     stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let mut client = RelayedTlsClient::new(request, roots)?;
@@ -121,7 +120,18 @@ pub fn split_exchange(
         }
         client.feed(&buf[..n])?;
     }
-    let mut session = client.finish()?;
+    client.finish()
+}
+
+/// Handshake through rustls over `stream`, then one request and its response through the split path.
+pub fn split_exchange(
+    mut stream: TcpStream,
+    request: &ConnectRequest,
+    roots: &RootStore,
+    http_request: &[u8],
+) -> tessera_tee::Result<Exchange> {
+    let mut session = handshake(&mut stream, request, roots)?;
+    let mut buf = vec![0u8; 32 * 1024];
 
     let record = seal_via_split(
         &mut session.writer,
