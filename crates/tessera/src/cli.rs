@@ -18,12 +18,20 @@ pub struct Cli {
 
 /// The systems, each a subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Create a channel identity key file, or show its public key.
+    Keygen(crate::keygen::KeygenArgs),
+    /// The secure channel: echo server and client.
+    Channel(crate::channel::ChannelArgs),
+}
 
 /// Runs the chosen command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(command) => match command {},
+        Some(command) => match command {
+            Command::Keygen(args) => crate::keygen::run(args),
+            Command::Channel(args) => crate::channel::run(args).await,
+        },
         None => anyhow::bail!("no command given; see `tessera --help`"),
     }
 }

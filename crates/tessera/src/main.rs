@@ -1,6 +1,8 @@
 //! The `tessera` binary: a thin command-line layer over the Tessera libraries.
 
+mod channel;
 mod cli;
+mod keygen;
 mod logging;
 
 use clap::Parser;
