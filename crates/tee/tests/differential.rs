@@ -283,3 +283,64 @@ fn tls13_padding_and_post_handshake_records_through_the_split_path() {
         ));
     }
 }
+
+#[test]
+fn key_updates_from_traffic_secrets() {
+    use tessera_tee::{HandshakeMessage, seal_key_update_via_split};
+    for suite in CipherSuite::ALL
+        .into_iter()
+        .filter(|s| s.version() == TlsVersion::Tls13)
+    {
+        let hash_len = if suite == CipherSuite::Tls13Aes256GcmSha384 {
+            48
+        } else {
+            32
+        };
+        let secret = bytes(suite as u64 + 5, hash_len);
+        let mut writer = TeeKWriter::from_traffic_secret(suite, &secret, 7).unwrap();
+        let mut reader = TeeKReader::from_traffic_secret(suite, &secret, 7).unwrap();
+        let mut stale = TeeKReader::from_traffic_secret(suite, &secret, 7).unwrap();
+
+        for generation in 0..3 {
+            let update = seal_key_update_via_split(&mut writer, generation == 1).unwrap();
+            assert_eq!(writer.next_seq(), 0);
+            assert_eq!(
+                open_via_split(&mut reader, &update).unwrap(),
+                RecordContent::Handshake(vec![HandshakeMessage::KeyUpdate {
+                    update_requested: generation == 1
+                }])
+            );
+            assert_eq!(reader.next_seq(), 0);
+            let data = seal_via_split(
+                &mut writer,
+                ContentType::ApplicationData,
+                b"next generation",
+            )
+            .unwrap();
+            assert_eq!(
+                open_via_split(&mut reader, &data).unwrap(),
+                RecordContent::ApplicationData(b"next generation".to_vec())
+            );
+            if generation == 0 {
+                // A reader that skipped the KeyUpdate record cannot open the next generation.
+                assert!(matches!(
+                    open_via_split(&mut stale, &data),
+                    Err(TeeError::BadTag)
+                ));
+            }
+        }
+        // A writer built from key and IV only cannot update.
+        let mut plain =
+            TeeKWriter::new(suite, &vec![1; suite.aead().key_len()], &[1; 12], 0).unwrap();
+        assert!(matches!(
+            plain.encrypt_key_update(false),
+            Err(TeeError::KeyUpdateUnsupported)
+        ));
+        assert_eq!(plain.next_seq(), 0, "nothing was encrypted");
+        // TLS 1.2 suites have no traffic secret.
+        assert!(
+            TeeKWriter::from_traffic_secret(CipherSuite::Tls12EcdheRsaAes128GcmSha256, &secret, 0)
+                .is_err()
+        );
+    }
+}

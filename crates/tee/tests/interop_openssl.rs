@@ -188,3 +188,165 @@ fn every_suite_openssl_offers_through_the_split_path() {
     assert!(tested.contains(&CipherSuite::Tls13Aes128GcmSha256));
     assert!(tested.contains(&CipherSuite::Tls12EcdheEcdsaAes128GcmSha256));
 }
+
+/// An interactive `s_server` (no `-www`): stdin lines go to the client as application data, `K` sends a
+/// KeyUpdate that requests ours; what the client sends appears on stdout. One command at a time: s_server reads
+/// stdin in chunks and takes `K` only as a whole chunk.
+struct Interactive {
+    server: SServer,
+    stdin: std::process::ChildStdin,
+    stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Interactive {
+    fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> Interactive {
+        let leaf = pki.leaf_for(suite);
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(OPENSSL)
+            .arg("s_server")
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args([
+                "-naccept",
+                "1",
+                "-tls1_3",
+                "-ciphersuites",
+                suite.openssl_name(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn openssl s_server");
+        let stdin = child.stdin.take().unwrap();
+        let (tx, stdout) = std::sync::mpsc::channel();
+        // Both streams into one channel: received data and status lines are read alike.
+        let forward = |pipe: Box<dyn std::io::Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        };
+        forward(Box::new(child.stdout.take().unwrap()), tx.clone());
+        forward(Box::new(child.stderr.take().unwrap()), tx);
+        let interactive = Interactive {
+            server: SServer { child, port },
+            stdin,
+            stdout,
+        };
+        interactive.wait_for_line("ACCEPT");
+        interactive
+    }
+
+    /// Blocks until s_server prints a line containing `needle` (a generous guard against hangs, no sleeps).
+    fn wait_for_line(&self, needle: &str) {
+        loop {
+            match self.stdout.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => continue,
+                Err(e) => panic!("s_server never printed {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) {
+        use std::io::Write;
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+/// TLS 1.3 KeyUpdate with OpenSSL: `s_server` updates its keys and requests ours; the split reader follows and
+/// the split writer answers with its own KeyUpdate and writes under the next generation, which OpenSSL reads.
+#[test]
+fn key_update_both_ways_against_openssl() {
+    use std::io::{Read, Write};
+    use tessera_tee::record::ContentType;
+    use tessera_tee::{RecordContent, open_via_split, seal_key_update_via_split, seal_via_split};
+
+    if !openssl_available() {
+        return;
+    }
+    let pki = TestPki::new();
+    for suite in CipherSuite::ALL
+        .into_iter()
+        .filter(|s| s.version() == TlsVersion::Tls13)
+    {
+        if !openssl_offers(suite) {
+            continue;
+        }
+        let dir = TempDir::new(&format!("openssl-ku-{}", suite.openssl_name()));
+        let mut server = Interactive::start(&dir.0, &pki, suite);
+        let mut stream = TcpStream::connect(("127.0.0.1", server.server.port)).unwrap();
+        let request = ConnectRequest::new(HOSTNAME).with_suite(suite);
+        let mut session = common::handshake(&mut stream, &request, &pki.roots()).unwrap();
+
+        let hello = seal_via_split(
+            &mut session.writer,
+            ContentType::ApplicationData,
+            b"hello-from-split\n",
+        );
+        stream.write_all(&hello.unwrap().to_bytes()).unwrap();
+        server.wait_for_line("hello-from-split"); // OpenSSL decrypted our first record
+        server.command("K\n");
+
+        // Read until the KeyUpdate arrives (that is also when s_server is ready for the next stdin line, which
+        // it must not read in the same chunk as "K"), then until the line sent under the new keys arrives.
+        let mut response = Vec::new();
+        let mut update_requested = false;
+        let mut sent_after = false;
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut records = std::mem::take(&mut session.pending_records);
+        while !response.ends_with(b"after-update\n") {
+            for record in records.drain(..) {
+                match open_via_split(&mut session.reader, &record).unwrap() {
+                    RecordContent::ApplicationData(data) => response.extend(data),
+                    RecordContent::Handshake(messages) => {
+                        update_requested |= messages.contains(&HandshakeMessage::KeyUpdate {
+                            update_requested: true,
+                        });
+                    }
+                    RecordContent::Alert(alert) => panic!("{suite}: unexpected {alert:?}"),
+                }
+            }
+            if update_requested && !sent_after {
+                server.command("after-update\n");
+                sent_after = true;
+            }
+            if !response.ends_with(b"after-update\n") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "{suite}: EOF");
+                records = session.splitter.push(&buf[..n]).unwrap();
+            }
+        }
+        assert!(update_requested, "{suite}: OpenSSL requested our KeyUpdate");
+        assert_eq!(response, b"after-update\n", "{suite}");
+
+        let update = seal_key_update_via_split(&mut session.writer, false).unwrap();
+        let reply = seal_via_split(
+            &mut session.writer,
+            ContentType::ApplicationData,
+            b"reply-after-update\n",
+        );
+        stream
+            .write_all(&[update.to_bytes(), reply.unwrap().to_bytes()].concat())
+            .unwrap();
+        server.wait_for_line("reply-after-update"); // OpenSSL decrypted our next generation
+        drop(server);
+    }
+}

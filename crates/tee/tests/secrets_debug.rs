@@ -86,6 +86,34 @@ fn secret_holders_print_no_key_material() {
         assert_hidden("EstablishedSession", &text, &iv);
         assert!(text.contains("redacted"), "{text}");
     }
+    // TLS 1.3 directions that also hold their traffic secret.
+    for suite in CipherSuite::ALL
+        .into_iter()
+        .filter(|s| s.version() == tessera_tee::TlsVersion::Tls13)
+    {
+        let len = if suite == CipherSuite::Tls13Aes256GcmSha384 {
+            48
+        } else {
+            32
+        };
+        let secret = vec![KEY_BYTE; len];
+        let writer = TeeKWriter::from_traffic_secret(suite, &secret, 0).unwrap();
+        let text = both(&writer);
+        assert_hidden("TeeKWriter(traffic secret)", &text, &secret);
+        assert!(text.contains("TrafficSecret"), "{text}");
+        let ts = tessera_tee::key_update::TrafficSecret::new(suite, &secret).unwrap();
+        assert_hidden("TrafficSecret", &both(&ts), &secret);
+        assert_hidden(
+            "derived key",
+            &both(&writer),
+            ts.key().unwrap().expose_secret(),
+        );
+        assert_hidden(
+            "derived iv",
+            &both(&writer),
+            ts.iv().unwrap().expose_secret(),
+        );
+    }
     // Tag secrets received by TEE_T.
     let secrets =
         tessera_tee::TagSecrets::from_bytes(AeadAlgorithm::Aes128Gcm, &[KEY_BYTE; 32]).unwrap();
