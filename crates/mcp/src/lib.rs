@@ -8,7 +8,8 @@
 //! | [`lines`] | newline-delimited framing with a line-size limit (the stdio transport) |
 //! | [`session`] | MCP sessions on the runtime: correlation by (session, direction, id), limits, deadlines, negotiated version, frame metadata and tags |
 //! | [`stdio`] | the stdio proxy: a client's byte streams on one side, a child server on the other |
-//! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) |
+//! | [`http`] | the Streamable HTTP front: POST/GET/DELETE, sessions mapped to upstream sessions, version and Origin checks |
+//! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) or a remote HTTP server ([`upstream::http`]) |
 //! | [`tape`] | recordings as JSON lines, with redaction |
 //!
 //! Messages are forwarded as the bytes they came as; the proxy writes only its own replies (limit and
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod http;
 pub mod jsonrpc;
 pub mod lines;
 pub mod metrics;

@@ -25,6 +25,7 @@ use tessera_session::{
     LimitScope, Pending, PendingError, PendingLimits, Registry, RegistryConfig, RequestId, Session,
     SessionError, SessionGuard, SessionId, SessionState,
 };
+use tokio::sync::Notify;
 
 use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, Message, PROXY_ERROR};
 use crate::metrics;
@@ -165,6 +166,28 @@ pub struct Negotiated {
     pub capabilities: Option<String>,
 }
 
+/// Withdraws a client request when dropped; see [`McpSession::withdraw_on_drop`].
+#[derive(Debug)]
+pub struct Withdraw {
+    mcp: McpSession,
+    id: Option<Id>,
+}
+
+impl Withdraw {
+    /// The request was answered: nothing to withdraw.
+    pub fn disarm(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.mcp.forget(Direction::ClientToServer, &id);
+        }
+    }
+}
+
 /// A request the proxy refused to forward, and the error reply for its sender.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -205,6 +228,7 @@ struct Stats {
 pub struct Sessions {
     registry: Registry<Message>,
     config: Arc<McpConfig>,
+    changed: Arc<Notify>,
 }
 
 impl Sessions {
@@ -218,6 +242,7 @@ impl Sessions {
         Sessions {
             registry: Registry::new(rc),
             config: Arc::new(config),
+            changed: Arc::new(Notify::new()),
         }
     }
 
@@ -230,6 +255,7 @@ impl Sessions {
         let session = McpSession {
             session: guard.session().clone(),
             config: self.config.clone(),
+            changed: self.changed.clone(),
             stats: Arc::new(Stats {
                 frames: AtomicU64::new(0),
                 responses: AtomicU64::new(0),
@@ -250,6 +276,24 @@ impl Sessions {
     pub fn config(&self) -> &McpConfig {
         &self.config
     }
+
+    /// Completes once no request is pending in any session (for orderly shutdown and tests).
+    pub async fn wait_no_pending(&self) {
+        self.wait_pending(|n| n == 0).await;
+    }
+
+    /// Completes once the number of pending requests satisfies `done`.
+    pub async fn wait_pending(&self, done: impl Fn(usize) -> bool) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(self.registry.pending_len()) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// One MCP session: the runtime session plus what MCP adds to it. Cheap to clone.
@@ -257,6 +301,7 @@ impl Sessions {
 pub struct McpSession {
     session: Session<Message>,
     config: Arc<McpConfig>,
+    changed: Arc<Notify>,
     stats: Arc<Stats>,
 }
 
@@ -380,7 +425,11 @@ impl McpSession {
             });
         };
         let kind = metrics::method_label(method);
-        self.session.insert_pending(key(sender, id), kind).map_err(|error| {
+        let inserted = self.session.insert_pending(key(sender, id), kind);
+        if inserted.is_ok() {
+            self.changed.notify_waiters();
+        }
+        inserted.map_err(|error| {
             let (code, text, data) = match &error {
                 SessionError::TooManyRequests { scope, limit } => (
                     PROXY_ERROR,
@@ -420,6 +469,7 @@ impl McpSession {
             self.record_negotiation(&info.kind, message);
         }
         taken.resolve(message.clone());
+        self.changed.notify_waiters();
         Some(Correlated {
             method: info.kind.into_owned(),
             rtt,
@@ -443,6 +493,7 @@ impl McpSession {
         match self.session.take_pending(&key(sender, &id)) {
             Some(taken) => {
                 drop(taken);
+                self.changed.notify_waiters();
                 true
             }
             None => false,
@@ -451,7 +502,23 @@ impl McpSession {
 
     /// Withdraws a request whose sender went away (an HTTP client disconnected): nothing stays pending.
     pub fn forget(&self, sender: Direction, id: &Id) {
-        drop(self.session.take_pending(&key(sender, id)));
+        if self.session.take_pending(&key(sender, id)).is_some() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A guard that withdraws the client's request `id` when dropped, unless disarmed: held by whatever
+    /// waits on behalf of a client that can go away (an HTTP exchange).
+    pub fn withdraw_on_drop(&self, id: Id) -> Withdraw {
+        Withdraw {
+            mcp: self.clone(),
+            id: Some(id),
+        }
+    }
+
+    /// Wakes [`Sessions::wait_no_pending`] waiters (after something left the pending tables).
+    pub(crate) fn notify_change(&self) {
+        self.changed.notify_waiters();
     }
 
     /// Waits for a tracked request's outcome. `Ok` carries the response; `Err(Some(expired))` a deadline

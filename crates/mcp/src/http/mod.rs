@@ -1,0 +1,422 @@
+//! The Streamable HTTP front: many concurrent clients on one endpoint (`/mcp`), each session mapped to its
+//! own upstream session — a child process per session with a command upstream ([`command`]), or the remote
+//! server's own session with a URL upstream ([`crate::upstream::http`]).
+//!
+//! Handlers are thin: [`post`], [`get`] and [`delete`] check the request (Origin, `MCP-Protocol-Version`,
+//! session id) and hand it to the session's upstream link. The proxy mints its own `Mcp-Session-Id` (the
+//! runtime's unguessable id); the upstream's id never reaches the client.
+//!
+//! Every session lives in the runtime registry and in the map here; a task of the session removes it from
+//! the map when the session ends, however it ends (DELETE, idle timeout, upstream exit, shutdown).
+
+pub mod command;
+pub mod delete;
+pub mod get;
+pub mod post;
+pub mod sse;
+pub mod version;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use std::future::IntoFuture;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tessera_session::{SessionGuard, SessionId, ShutdownReport, TaskTracker};
+use tokio::sync::mpsc;
+
+use crate::error::McpError;
+use crate::jsonrpc::{Message, PROXY_ERROR};
+use crate::outbox::LineTx;
+use crate::session::{McpSession, Sessions};
+use crate::tape::Tape;
+use crate::upstream::child::ChildSpec;
+use crate::upstream::http::HttpUpstream;
+
+/// `Mcp-Session-Id`.
+pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `MCP-Protocol-Version`.
+pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// `Last-Event-ID`.
+pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Where the proxy's sessions go.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// A remote Streamable HTTP endpoint (plain HTTP, e.g. on loopback).
+    Url(String),
+    /// A command started once per session, spoken to over stdio.
+    Command(ChildSpec),
+}
+
+/// Configuration of the HTTP front.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The upstream.
+    pub upstream: Upstream,
+    /// Origins accepted besides `http(s)://localhost`, `127.0.0.1` and `[::1]` (any port).
+    pub allowed_origins: Vec<String>,
+    /// The largest POST body, and the largest message read back (default 4 MiB).
+    pub max_body: usize,
+    /// Most server-initiated messages queued for a session's GET stream (default 256).
+    pub stream_queue: usize,
+}
+
+impl HttpConfig {
+    /// Defaults for this upstream.
+    pub fn new(upstream: Upstream) -> Self {
+        HttpConfig {
+            upstream,
+            allowed_origins: Vec::new(),
+            max_body: 4 * 1024 * 1024,
+            stream_queue: 256,
+        }
+    }
+}
+
+/// A session's link to its upstream.
+pub(crate) enum Link {
+    /// The remote server's session, once its `Mcp-Session-Id` is known.
+    Url { upstream_id: OnceLock<HeaderValue> },
+    /// The session's own child process.
+    Child {
+        input: LineTx,
+        /// Server-initiated messages for the GET stream; taken while a stream is open.
+        stream: Mutex<Option<mpsc::Receiver<Message>>>,
+    },
+}
+
+/// One HTTP session.
+pub(crate) struct HttpSession {
+    pub(crate) mcp: McpSession,
+    pub(crate) link: Link,
+}
+
+pub(crate) struct State {
+    pub(crate) sessions: Sessions,
+    pub(crate) config: HttpConfig,
+    pub(crate) map: Mutex<HashMap<SessionId, Arc<HttpSession>>>,
+    pub(crate) upstream: Option<HttpUpstream>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) tape: Option<Tape>,
+}
+
+/// The HTTP proxy: build it, mount [`HttpProxy::router`], and call [`HttpProxy::shutdown`] at the end.
+#[derive(Clone)]
+pub struct HttpProxy {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProxy")
+            .field("sessions", &self.state.sessions.registry().len())
+            .finish()
+    }
+}
+
+impl HttpProxy {
+    /// A proxy with this configuration over these sessions. Must be called within a Tokio runtime.
+    pub fn new(
+        config: HttpConfig,
+        sessions: Sessions,
+        tape: Option<Tape>,
+    ) -> Result<Self, McpError> {
+        let upstream = match &config.upstream {
+            Upstream::Url(url) => Some(HttpUpstream::new(url, config.max_body)?),
+            Upstream::Command(_) => None,
+        };
+        Ok(HttpProxy {
+            state: Arc::new(State {
+                sessions,
+                config,
+                map: Mutex::new(HashMap::new()),
+                upstream,
+                tracker: TaskTracker::new(),
+                tape,
+            }),
+        })
+    }
+
+    /// The routes: POST, GET and DELETE on `/mcp`.
+    pub fn router(&self) -> Router {
+        use axum::routing::post as route_post;
+        Router::new()
+            .route(
+                "/mcp",
+                route_post(post::post).get(get::get).delete(delete::delete),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.state.config.max_body,
+            ))
+            .with_state(self.state.clone())
+    }
+
+    /// The sessions (counts, pending requests).
+    pub fn sessions(&self) -> &Sessions {
+        &self.state.sessions
+    }
+
+    /// Sessions in the HTTP map (equal to the registry's count once every end has been processed).
+    pub fn mapped_sessions(&self) -> usize {
+        self.state
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Serves the proxy's routes and `extra` (e.g. `/health`, `/metrics`) on `listener` until `stop`
+    /// completes; then stops accepting, lets sessions finish within `grace` and stops child servers.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        extra: Router,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> std::io::Result<ShutdownReport> {
+        let accepting = tokio_util::sync::CancellationToken::new();
+        let server = axum::serve(listener, self.router().merge(extra))
+            .with_graceful_shutdown(accepting.clone().cancelled_owned())
+            .into_future();
+        let server = tokio::spawn(server);
+        stop.await;
+        accepting.cancel();
+        let report = self.shutdown(grace).await;
+        server.await.map_err(std::io::Error::other)??;
+        Ok(report)
+    }
+
+    /// Graceful shutdown: sessions get `grace` to finish, then are cancelled; child servers are stopped
+    /// (stdin closed, SIGTERM, SIGKILL) and waited for.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> ShutdownReport {
+        let report = self.state.sessions.registry().shutdown(grace).await;
+        self.state.tracker.close();
+        self.state.tracker.wait().await;
+        report
+    }
+}
+
+/// Removes a session from the map when dropped — held by a task of the session, so it runs on every end.
+struct Unmap {
+    state: Weak<State>,
+    id: SessionId,
+    mcp: McpSession,
+}
+
+impl Drop for Unmap {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            state
+                .map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id);
+        }
+        self.mcp.notify_change();
+    }
+}
+
+impl State {
+    /// Puts a session in the map, tied to the session's life.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        guard: SessionGuard<Message>,
+        session: Arc<HttpSession>,
+    ) -> Result<(), McpError> {
+        let id = session.mcp.id();
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, session.clone());
+        let unmap = Unmap {
+            state: Arc::downgrade(self),
+            id,
+            mcp: session.mcp.clone(),
+        };
+        let spawned = guard.session().clone().spawn(async move {
+            let _unmap = unmap;
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        if let Err(e) = spawned {
+            self.map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The live session named by the request's `Mcp-Session-Id`.
+    #[allow(clippy::result_large_err)] // a handler's early answer
+    pub(crate) fn find(&self, headers: &HeaderMap) -> Result<Arc<HttpSession>, Response> {
+        let Some(value) = headers.get(&MCP_SESSION_ID) else {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required",
+            ));
+        };
+        let id = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<SessionId>().ok());
+        let found = id.and_then(|id| {
+            self.map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .cloned()
+        });
+        match found {
+            Some(s) if !s.mcp.session().is_ended() => Ok(s),
+            _ => Err(error_response_code(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "Session not found",
+            )),
+        }
+    }
+}
+
+/// Rejects a present `Origin` that is not local or explicitly allowed (DNS rebinding): 403.
+#[allow(clippy::result_large_err)] // a handler's early answer
+pub(crate) fn check_origin(headers: &HeaderMap, config: &HttpConfig) -> Result<(), Response> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if config.allowed_origins.iter().any(|o| o == origin) {
+        return Ok(());
+    }
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .map(|rest| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        Ok(())
+    } else {
+        Err(error_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Origin not allowed",
+        ))
+    }
+}
+
+/// An HTTP error whose body is a JSON-RPC error with a null id.
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+    error_response_code(status, PROXY_ERROR, message)
+}
+
+pub(crate) fn error_response_code(status: StatusCode, code: i32, message: &str) -> Response {
+    json_response(status, &Message::error_reply(None, code, message), None)
+}
+
+/// A JSON body, with the proxy's session id when given.
+pub(crate) fn json_response(
+    status: StatusCode,
+    message: &Message,
+    session: Option<SessionId>,
+) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(message.raw().clone()),
+    )
+        .into_response();
+    if let Some(id) = session {
+        set_session_header(&mut response, id);
+    }
+    response
+}
+
+pub(crate) fn set_session_header(response: &mut Response, id: SessionId) {
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(MCP_SESSION_ID.clone(), v);
+    }
+}
+
+/// What the client accepts for a request's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accept {
+    pub(crate) json: bool,
+    pub(crate) sse: bool,
+}
+
+impl Accept {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Accept {
+        let mut accept = Accept {
+            json: false,
+            sse: false,
+        };
+        for value in headers.get_all(header::ACCEPT) {
+            let v = value.to_str().unwrap_or("");
+            accept.json |= v.contains("application/json") || v.contains("*/*");
+            accept.sse |= v.contains("text/event-stream") || v.contains("*/*");
+        }
+        accept
+    }
+}
+
+/// A response body for one message: JSON when the client takes it, else a one-event SSE stream.
+pub(crate) fn message_response(
+    message: &Message,
+    accept: Accept,
+    session: Option<SessionId>,
+) -> Response {
+    if accept.json || !accept.sse {
+        return json_response(StatusCode::OK, message, session);
+    }
+    let event: Bytes = sse::message_event(&message.line_safe(), None);
+    let mut response = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from(event),
+    )
+        .into_response();
+    if let Some(id) = session {
+        set_session_header(&mut response, id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_rules() {
+        let config = HttpConfig {
+            allowed_origins: vec!["https://app.example".into()],
+            ..HttpConfig::new(Upstream::Url("http://127.0.0.1:1/mcp".into()))
+        };
+        let check = |origin: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            check_origin(&h, &config).is_ok()
+        };
+        assert!(check(None));
+        assert!(check(Some("http://localhost:3000")));
+        assert!(check(Some("http://127.0.0.1")));
+        assert!(check(Some("http://[::1]:8080")));
+        assert!(check(Some("https://app.example")));
+        assert!(!check(Some("http://evil.example")));
+        assert!(!check(Some("http://localhost.evil.example")));
+        assert!(!check(Some("null")));
+    }
+}

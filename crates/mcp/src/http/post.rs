@@ -1,0 +1,146 @@
+//! POST: one JSON-RPC message per request. Checks, then hands the message to the session's upstream link.
+//!
+//! * `Origin` not local → 403; `MCP-Protocol-Version` invalid → 400 (absent = 2025-03-26, unknown future
+//!   versions pass through); a body that is not JSON → 400 with `-32700`.
+//! * No `Mcp-Session-Id` and an `initialize` request → a new session (its id is returned with the result).
+//! * An unknown or ended session → 404; no session id on any other message → 400.
+//! * Notifications and responses → 202; requests → the response as JSON or SSE, whichever the client accepts.
+
+use std::sync::Arc;
+
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::{
+    Accept, HttpSession, Link, MCP_PROTOCOL_VERSION, State, check_origin, error_response,
+    json_response, version,
+};
+use crate::jsonrpc::{Kind, Message};
+
+/// The POST handler.
+pub(crate) async fn post(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = check_origin(&headers, &state.config) {
+        return denied;
+    }
+    if let Err(e) = version::parse(headers.get(&MCP_PROTOCOL_VERSION).map(|v| v.as_bytes())) {
+        return error_response(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}"));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let accept = Accept::from_headers(&headers);
+    let message = match Message::parse(body) {
+        Ok(m) => m,
+        Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
+    };
+    if matches!(message.kind(), Kind::Batch) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: JSON-RPC batches are not supported by this proxy",
+        );
+    }
+    if message.is_request() && !(accept.json || accept.sse) {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: accept application/json or text/event-stream",
+        );
+    }
+    let authenticated = headers.contains_key(header::AUTHORIZATION);
+    if !headers.contains_key(&super::MCP_SESSION_ID) {
+        if message.method() == Some("initialize") {
+            return start_session(&state, &headers, message, accept, authenticated).await;
+        }
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        );
+    }
+    let session = match state.find(&headers) {
+        Ok(s) => s,
+        Err(not_found) => return not_found,
+    };
+    if authenticated {
+        session.mcp.set_authenticated();
+    }
+    forward(&state, &session, &headers, message, accept, false).await
+}
+
+async fn forward(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    headers: &HeaderMap,
+    message: Message,
+    accept: Accept,
+    new_session: bool,
+) -> Response {
+    match &session.link {
+        Link::Child { input, .. } => {
+            super::command::post(state, session, input, message, accept, new_session).await
+        }
+        Link::Url { .. } => {
+            crate::upstream::http::post(state, session, headers, message, new_session).await
+        }
+    }
+}
+
+/// `initialize` without a session: create the session and its upstream link, then forward.
+async fn start_session(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    message: Message,
+    accept: Accept,
+    authenticated: bool,
+) -> Response {
+    let (guard, mcp) = match state.sessions.create("mcp-http") {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("Service Unavailable: {e}"),
+            );
+        }
+    };
+    if authenticated {
+        mcp.set_authenticated();
+    }
+    if let Some(tape) = &state.tape {
+        tape.session_started(mcp.id(), "streamable-http");
+    }
+    let session = match &state.config.upstream {
+        super::Upstream::Command(spec) => match super::command::start(state, &guard, mcp, spec) {
+            Ok(s) => s,
+            Err(e) => return error_response(StatusCode::BAD_GATEWAY, &format!("Bad Gateway: {e}")),
+        },
+        super::Upstream::Url(_) => Arc::new(HttpSession {
+            mcp,
+            link: Link::Url {
+                upstream_id: Default::default(),
+            },
+        }),
+    };
+    if let Err(e) = state.register(guard, session.clone()) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Service Unavailable: {e}"),
+        );
+    }
+    let response = forward(state, &session, headers, message, accept, true).await;
+    if !response.status().is_success() {
+        // No session without a successful initialize.
+        session.mcp.session().close();
+    }
+    response
+}

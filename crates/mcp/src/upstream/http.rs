@@ -1,0 +1,472 @@
+//! A remote Streamable HTTP upstream (plain HTTP, e.g. a server on loopback).
+//!
+//! Requests are forwarded with their body unchanged and the standard MCP headers; the proxy's
+//! `Mcp-Session-Id` is swapped for the upstream's. Response bodies stream back chunk by chunk as they arrive
+//! (SSE unbuffered) while an inspector reads the events as they pass to correlate responses, track the
+//! server's own requests and record frames. A request past its deadline gets a JSON-RPC error as the last
+//! thing on its response, and the upstream gets `notifications/cancelled`. A client that goes away drops the
+//! relay, which withdraws its pending request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::McpError;
+use crate::http::{
+    HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, State, error_response,
+    set_session_header, sse,
+};
+use crate::jsonrpc::{Kind, Message};
+use crate::metrics;
+use crate::session::{Direction, Expired, McpSession, Withdraw};
+use crate::tape::Tape;
+
+/// The client for one upstream URL.
+#[derive(Debug, Clone)]
+pub struct HttpUpstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    max_message: usize,
+}
+
+impl HttpUpstream {
+    /// A client for `url` (`http://host:port/path`).
+    pub fn new(url: &str, max_message: usize) -> Result<Self, McpError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| McpError::BadUpstream(url.to_owned(), "not a URL"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(McpError::BadUpstream(
+                url.to_owned(),
+                "only http://host[:port]/path is supported",
+            ));
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http();
+        Ok(HttpUpstream {
+            client,
+            uri,
+            max_message,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        headers: &HeaderMap,
+        session: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri.clone();
+        let out = request.headers_mut();
+        for (name, value) in headers {
+            let n = name.as_str();
+            let forwarded = matches!(
+                n,
+                "accept" | "content-type" | "authorization" | "mcp-method" | "mcp-name"
+            ) || *name == MCP_PROTOCOL_VERSION
+                || *name == LAST_EVENT_ID
+                || n.starts_with("mcp-param-");
+            if forwarded {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(id) = session {
+            out.insert(MCP_SESSION_ID.clone(), id.clone());
+        }
+        self.client.request(request).await
+    }
+}
+
+fn upstream_of(state: &State) -> Option<&HttpUpstream> {
+    state.upstream.as_ref()
+}
+
+fn upstream_session(session: &HttpSession) -> Option<&HeaderValue> {
+    match &session.link {
+        Link::Url { upstream_id } => upstream_id.get(),
+        Link::Child { .. } => None,
+    }
+}
+
+/// Copies the upstream's status and content headers; the session header is the proxy's own or none.
+fn relay_head(upstream: &axum::http::response::Parts, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = upstream.status;
+    for name in [
+        header::CONTENT_TYPE,
+        header::CACHE_CONTROL,
+        header::WWW_AUTHENTICATE,
+        header::RETRY_AFTER,
+    ] {
+        if let Some(v) = upstream.headers.get(&name) {
+            response.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(v) = upstream.headers.get("x-accel-buffering") {
+        response
+            .headers_mut()
+            .insert("x-accel-buffering", v.clone());
+    }
+    response
+}
+
+/// POST a client message upstream and relay the answer.
+pub(crate) async fn post(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    headers: &HeaderMap,
+    message: Message,
+    new_session: bool,
+) -> Response {
+    let Some(up) = upstream_of(state) else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "no upstream URL");
+    };
+    let mcp = &session.mcp;
+    let meta = mcp.observe(&message);
+    metrics::frame(Direction::ClientToServer);
+    if let Some(tape) = &state.tape {
+        tape.frame(&meta, Direction::ClientToServer, &message, None);
+    }
+    let mut waiter = None;
+    match message.kind() {
+        Kind::Request { id, .. } => match mcp.track_request(Direction::ClientToServer, &message) {
+            Ok(pending) => {
+                let id = id.clone();
+                let fut: WaitFuture =
+                    Box::pin(async move { McpSession::outcome(pending, &id).await });
+                waiter = Some(fut);
+            }
+            Err(refusal) => {
+                return crate::http::json_response(StatusCode::OK, &refusal.reply, None);
+            }
+        },
+        Kind::Notification { method } if &**method == "notifications/cancelled" => {
+            mcp.cancelled_by(Direction::ClientToServer, &message);
+        }
+        Kind::Response { .. } => {
+            mcp.correlate_response(Direction::ClientToServer, &message);
+        }
+        _ => {}
+    }
+    // Held from here on: a client that goes away at any point withdraws its request.
+    let forget = message
+        .id()
+        .filter(|_| message.is_request())
+        .cloned()
+        .map(|id| mcp.withdraw_on_drop(id));
+    let result = up
+        .send(
+            Method::POST,
+            headers,
+            upstream_session(session),
+            message.raw().clone(),
+        )
+        .await;
+    let upstream = match result {
+        Ok(r) => r,
+        Err(e) => {
+            drop(forget);
+            tracing::warn!(session = %mcp.id(), error = %e, "upstream POST failed");
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the upstream did not answer",
+            );
+        }
+    };
+    let success = upstream.status().is_success();
+    if new_session
+        && success
+        && let (Link::Url { upstream_id }, Some(v)) =
+            (&session.link, upstream.headers().get(&MCP_SESSION_ID))
+    {
+        let _ = upstream_id.set(v.clone());
+    }
+    let is_sse = is_event_stream(upstream.headers());
+    let cancel = CancelUpstream {
+        upstream: up.clone(),
+        headers: headers.clone(),
+        session: upstream_session(session).cloned(),
+        tracker: state.tracker.clone(),
+    };
+    let (head, body) = upstream.into_parts();
+    let relay = Relay {
+        body: None,
+        inspector: Inspector::new(mcp.clone(), is_sse, up.max_message, state.tape.clone()),
+        waiter,
+        forget,
+        cancel: Some(cancel),
+        sent_any: false,
+        sse: is_sse,
+    };
+    let mut response = relay_head(
+        &head,
+        Body::from_stream(relay.into_stream(body.into_data_stream())),
+    );
+    if new_session && success {
+        set_session_header(&mut response, mcp.id());
+    }
+    response
+}
+
+/// GET the session's server stream from upstream and relay it (until the session ends).
+pub(crate) async fn get(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(up) = upstream_of(state) else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "no upstream URL");
+    };
+    let upstream = match up
+        .send(
+            Method::GET,
+            headers,
+            upstream_session(session),
+            Bytes::new(),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the upstream did not answer",
+            );
+        }
+    };
+    let is_sse = is_event_stream(upstream.headers());
+    let relay = Relay {
+        body: None,
+        inspector: Inspector::new(
+            session.mcp.clone(),
+            is_sse,
+            up.max_message,
+            state.tape.clone(),
+        ),
+        waiter: None,
+        forget: None,
+        cancel: None,
+        sent_any: false,
+        sse: is_sse,
+    };
+    let ended = session.mcp.session().token();
+    let (head, body) = upstream.into_parts();
+    let stream = relay
+        .into_stream(body.into_data_stream())
+        .take_until(ended.cancelled_owned());
+    relay_head(&head, Body::from_stream(stream))
+}
+
+/// DELETE the upstream session.
+pub(crate) async fn delete(state: &Arc<State>, session: &Arc<HttpSession>, headers: &HeaderMap) {
+    if let (Some(up), Some(id)) = (upstream_of(state), upstream_session(session)) {
+        match up
+            .send(Method::DELETE, headers, Some(id), Bytes::new())
+            .await
+        {
+            Ok(r) => drop(r),
+            Err(e) => tracing::debug!(error = %e, "upstream DELETE failed"),
+        }
+    }
+}
+
+fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+type DataStream = http_body_util::BodyDataStream<Incoming>;
+type WaitFuture = Pin<Box<dyn Future<Output = Result<Message, Option<Expired>>> + Send>>;
+
+/// Sends `notifications/cancelled` upstream, from a task of the server.
+struct CancelUpstream {
+    upstream: HttpUpstream,
+    headers: HeaderMap,
+    session: Option<HeaderValue>,
+    tracker: tessera_session::TaskTracker,
+}
+
+impl CancelUpstream {
+    fn send(self, cancel: Message) {
+        self.tracker.clone().spawn(async move {
+            let mut headers = self.headers;
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(r) = self
+                .upstream
+                .send(
+                    Method::POST,
+                    &headers,
+                    self.session.as_ref(),
+                    cancel.into_bytes(),
+                )
+                .await
+            {
+                let _ = r.into_body().collect().await;
+            }
+        });
+    }
+}
+
+/// Reads the messages of a response as they pass.
+struct Inspector {
+    mcp: McpSession,
+    sse: Option<sse::Parser>,
+    json: BytesMut,
+    max: usize,
+    tape: Option<Tape>,
+}
+
+impl Inspector {
+    fn new(mcp: McpSession, is_sse: bool, max: usize, tape: Option<Tape>) -> Self {
+        Inspector {
+            mcp,
+            sse: is_sse.then(|| sse::Parser::new(max)),
+            json: BytesMut::new(),
+            max,
+            tape,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        let (mcp, tape) = (&self.mcp, self.tape.as_ref());
+        match &mut self.sse {
+            Some(parser) => parser.feed(chunk, |event| seen(mcp, tape, Bytes::from(event.data))),
+            None if self.json.len() + chunk.len() <= self.max => self.json.extend_from_slice(chunk),
+            None => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.sse.is_none() && !self.json.is_empty() {
+            let body = std::mem::take(&mut self.json).freeze();
+            seen(&self.mcp, self.tape.as_ref(), body);
+        }
+    }
+}
+
+/// One server message seen on a response or stream.
+fn seen(mcp: &McpSession, tape: Option<&Tape>, data: Bytes) {
+    let Ok(message) = Message::parse(data) else {
+        metrics::malformed(Direction::ServerToClient);
+        return;
+    };
+    let meta = mcp.observe(&message);
+    metrics::frame(Direction::ServerToClient);
+    let mut correlated = None;
+    match message.kind() {
+        Kind::Response { .. } => {
+            correlated = mcp.correlate_response(Direction::ServerToClient, &message)
+        }
+        Kind::Request { .. } => {
+            // Tracked so the client's answer is recognized; the upstream keeps its own deadline.
+            drop(mcp.track_request(Direction::ServerToClient, &message));
+        }
+        Kind::Notification { method } if &**method == "notifications/cancelled" => {
+            mcp.cancelled_by(Direction::ServerToClient, &message);
+        }
+        _ => {}
+    }
+    if let Some(tape) = tape {
+        tape.frame(
+            &meta,
+            Direction::ServerToClient,
+            &message,
+            correlated.as_ref(),
+        );
+    }
+}
+
+/// The relay of one response body.
+struct Relay {
+    body: Option<DataStream>,
+    inspector: Inspector,
+    waiter: Option<WaitFuture>,
+    /// Withdraws the request when the relay is dropped (the client went away); disarmed by the response.
+    forget: Option<Withdraw>,
+    cancel: Option<CancelUpstream>,
+    sent_any: bool,
+    sse: bool,
+}
+
+enum Step {
+    Chunk(Option<Result<Bytes, hyper::Error>>),
+    Outcome(Result<Message, Option<Expired>>),
+}
+
+impl Relay {
+    fn into_stream(
+        mut self,
+        body: DataStream,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, hyper::Error>> + Send {
+        self.body = Some(body);
+        futures_util::stream::unfold(self, |mut relay| async move {
+            loop {
+                let body = relay.body.as_mut()?;
+                let step = match relay.waiter.as_mut() {
+                    Some(waiter) => tokio::select! {
+                        chunk = body.next() => Step::Chunk(chunk),
+                        outcome = waiter => Step::Outcome(outcome),
+                    },
+                    None => Step::Chunk(body.next().await),
+                };
+                match step {
+                    Step::Chunk(Some(Ok(chunk))) => {
+                        relay.inspector.feed(&chunk);
+                        relay.sent_any = true;
+                        return Some((Ok(chunk), relay));
+                    }
+                    Step::Chunk(Some(Err(e))) => {
+                        relay.body = None;
+                        return Some((Err(e), relay));
+                    }
+                    Step::Chunk(None) => {
+                        relay.inspector.finish();
+                        return None;
+                    }
+                    Step::Outcome(Ok(_response)) => {
+                        relay.waiter = None;
+                        if let Some(forget) = relay.forget.as_mut() {
+                            forget.disarm();
+                        }
+                    }
+                    Step::Outcome(Err(None)) => return None,
+                    Step::Outcome(Err(Some(expired))) => {
+                        metrics::expired();
+                        relay.body = None;
+                        if let Some(cancel) = relay.cancel.take() {
+                            cancel.send(expired.cancel);
+                        }
+                        let last = if relay.sse {
+                            sse::message_event(&expired.reply.line_safe(), None)
+                        } else if !relay.sent_any {
+                            expired.reply.into_bytes()
+                        } else {
+                            return None;
+                        };
+                        return Some((Ok(last), relay));
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The Streamable HTTP proxy against real server-everything instances: its own Streamable HTTP mode (URL
+//! upstream) and its stdio mode started per session (command upstream). Loopback only.
+
+mod support;
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use support::http::{Http, server_everything_http};
+use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use tessera_mcp::upstream::child::ChildSpec;
+use tessera_mcp::{McpConfig, Sessions};
+
+struct Running {
+    proxy: HttpProxy,
+    http: Http,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<tessera_session::ShutdownReport>>,
+}
+
+async fn start_proxy(upstream: Upstream) -> Running {
+    let sessions = Sessions::new(McpConfig::default());
+    let proxy = HttpProxy::new(HttpConfig::new(upstream), sessions, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = proxy.clone();
+    let server = tokio::spawn(async move {
+        serving
+            .serve(
+                listener,
+                axum::Router::new(),
+                async move {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(2),
+            )
+            .await
+    });
+    Running {
+        proxy,
+        http: Http::new(url),
+        stop,
+        server,
+    }
+}
+
+impl Running {
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+        assert_eq!(self.proxy.sessions().registry().len(), 0);
+        assert_eq!(self.proxy.mapped_sessions(), 0);
+    }
+}
+
+fn echo(id: u64, text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": text}}})
+}
+
+fn everything_command() -> Upstream {
+    let bin = support::npm::server_everything();
+    Upstream::Command(
+        ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap(),
+    )
+}
+
+async fn session_walkthrough(p: &Running) {
+    let http = &p.http;
+    let (session, result) = http.initialize().await;
+    assert_eq!(session.len(), 32, "the proxy's own session id: {session}");
+    assert_eq!(
+        result["result"]["serverInfo"]["name"],
+        "mcp-servers/everything"
+    );
+
+    let tools = http
+        .post(
+            Some(&session),
+            &json!({"jsonrpc": "2.0", "id": "t", "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(tools.status, 200);
+    assert!(
+        tools.response(&json!("t"))["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo")
+    );
+    let reply = http.post(Some(&session), &echo(1, "hello")).await;
+    assert_eq!(
+        reply.response(&json!(1))["result"]["content"][0]["text"],
+        "Echo: hello"
+    );
+    let pong = http
+        .post(
+            Some(&session),
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        )
+        .await;
+    assert_eq!(pong.response(&json!(2))["result"], json!({}));
+
+    // Protocol version header: absent = 2025-03-26 (accepted), invalid = 400.
+    let no_version = http
+        .send(
+            Method::POST,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &session),
+            ],
+            Some(&json!({"jsonrpc": "2.0", "id": 3, "method": "ping"})),
+        )
+        .await;
+    assert_eq!(no_version.status, 200, "{}", no_version.body);
+    let bad = http
+        .send(
+            Method::POST,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "banana"),
+            ],
+            Some(&json!({"jsonrpc": "2.0", "id": 4, "method": "ping"})),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    // Origin: foreign → 403; local → fine.
+    let foreign = http
+        .send(
+            Method::POST,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &session),
+                ("origin", "http://evil.example"),
+            ],
+            Some(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"})),
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+    // Unknown session → 404; no session on a non-initialize → 400.
+    assert_eq!(
+        http.post(
+            Some(&"0".repeat(32)),
+            &json!({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        http.post(None, &json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}))
+            .await
+            .status,
+        400
+    );
+    // Not JSON → 400 with a parse error.
+    let garbage = http
+        .send(
+            Method::POST,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+                ("mcp-session-id", &session),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(garbage.status, 400);
+
+    // GET opens the session's server stream.
+    assert_eq!(p.proxy.sessions().registry().len(), 1);
+    assert_eq!(http.delete(&session).await.status, 200);
+    assert_eq!(
+        http.post(
+            Some(&session),
+            &json!({"jsonrpc": "2.0", "id": 8, "method": "ping"})
+        )
+        .await
+        .status,
+        404
+    );
+    p.proxy.sessions().registry().wait_empty().await;
+    assert_eq!(p.proxy.sessions().registry().pending_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_upstream_session_lifecycle() {
+    let upstream = server_everything_http().await;
+    let p = start_proxy(Upstream::Url(upstream.url.clone())).await;
+    session_walkthrough(&p).await;
+    p.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_upstream_session_lifecycle() {
+    let p = start_proxy(everything_command()).await;
+    session_walkthrough(&p).await;
+    p.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_sessions_stay_isolated() {
+    let upstream = server_everything_http().await;
+    let p = start_proxy(Upstream::Url(upstream.url.clone())).await;
+    let mut tasks = Vec::new();
+    for n in 0..50u64 {
+        let http = p.http.clone();
+        tasks.push(tokio::spawn(async move {
+            let (session, _) = http.initialize().await;
+            let mut seen = Vec::new();
+            for round in 0..3u64 {
+                let text = format!("client {n} round {round}");
+                let reply = http.post(Some(&session), &echo(round, &text)).await;
+                assert_eq!(
+                    reply.response(&json!(round))["result"]["content"][0]["text"],
+                    format!("Echo: {text}")
+                );
+                seen.push(text);
+            }
+            (session, http)
+        }));
+    }
+    let mut sessions = Vec::new();
+    for t in tasks {
+        sessions.push(t.await.unwrap());
+    }
+    let mut ids: Vec<&String> = sessions.iter().map(|(s, _)| s).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    assert_eq!(p.proxy.sessions().registry().len(), 50);
+    for (session, http) in &sessions {
+        assert_eq!(http.delete(session).await.status, 200);
+    }
+    p.proxy.sessions().registry().wait_empty().await;
+    assert_eq!(p.proxy.sessions().registry().pending_len(), 0);
+    p.finish().await;
+}
+
+async fn disconnect_mid_request(p: &Running) {
+    let (session, _) = p.http.initialize().await;
+    let slow = json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {
+        "name": "trigger-long-running-operation", "arguments": {"duration": 30, "steps": 30}, "_meta": {"progressToken": "p"}}});
+    let http = p.http.clone();
+    let s = session.clone();
+    let request = tokio::spawn(async move { http.post(Some(&s), &slow).await });
+    p.proxy.sessions().wait_pending(|n| n == 1).await;
+    request.abort();
+    let _ = request.await;
+    // The client is gone: its request is withdrawn.
+    p.proxy.sessions().wait_no_pending().await;
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.proxy.sessions().registry().wait_empty().await;
+    assert_eq!(p.proxy.mapped_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_request_leaves_nothing_behind_url() {
+    let upstream = server_everything_http().await;
+    let p = start_proxy(Upstream::Url(upstream.url.clone())).await;
+    disconnect_mid_request(&p).await;
+    p.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_request_leaves_nothing_behind_command() {
+    let p = start_proxy(everything_command()).await;
+    disconnect_mid_request(&p).await;
+    p.finish().await;
+}
