@@ -113,7 +113,7 @@ fn every_suite_against_a_rustls_server() {
 }
 
 #[test]
-fn default_negotiation_picks_tls13_and_forced_version_12_works() {
+fn default_negotiation_picks_tls13_and_forced_version_12_works_with_pem_file_roots() {
     let pki = TestPki::new();
     let (addr, server) = spawn_server(&pki.ecdsa);
     let stream = std::net::TcpStream::connect(addr).unwrap();
@@ -127,10 +127,16 @@ fn default_negotiation_picks_tls13_and_forced_version_12_works() {
     server.join().unwrap().unwrap();
     assert_eq!(ex.suite.version(), TlsVersion::Tls13);
 
+    // Roots from a PEM file this time.
+    let file = std::env::temp_dir().join(format!("tessera-tee-ca-{}.pem", std::process::id()));
+    std::fs::write(&file, &pki.ca_pem).unwrap();
+    let roots = tessera_tee::RootStore::from_pem_file(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(roots.len(), 1);
     let (addr, server) = spawn_server(&pki.ecdsa);
     let stream = std::net::TcpStream::connect(addr).unwrap();
     let request = ConnectRequest::new(HOSTNAME).with_version(TlsVersion::Tls12);
-    let ex = split_exchange(stream, &request, &pki.roots(), &get_request("/")).unwrap();
+    let ex = split_exchange(stream, &request, &roots, &get_request("/")).unwrap();
     server.join().unwrap().unwrap();
     assert_eq!(ex.suite.version(), TlsVersion::Tls12);
 }
