@@ -215,7 +215,7 @@ impl TeeKWriter {
                 (content_type, aad, explicit)
             }
         };
-        let tag_secrets = d.keys.encrypt_in_place(&nonce, &mut data);
+        let tag_secrets = d.keys.encrypt_in_place(&nonce, &mut data)?;
         Ok(OutgoingRecord {
             seq,
             header: RecordHeader {
@@ -374,7 +374,7 @@ impl TeeKReader {
             }
         };
         let seq = d.take_seq()?;
-        let (keystream, tag_secrets) = d.keys.record_secrets(&nonce, ciphertext_len);
+        let (keystream, tag_secrets) = d.keys.record_secrets(&nonce, ciphertext_len)?;
         Ok(IncomingSecrets {
             seq,
             aad,

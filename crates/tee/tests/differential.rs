@@ -70,7 +70,7 @@ fn check_aead(
     let pt = bytes(seed ^ 0xF0, len);
 
     let keys = TeeKKeys::new(alg, &key).unwrap();
-    let (keystream, tag_secrets) = keys.record_secrets(&nonce, len);
+    let (keystream, tag_secrets) = keys.record_secrets(&nonce, len).unwrap();
     let mut ct = pt.clone();
     keystream.apply(&mut ct).unwrap();
     let tag = compute_tag(&tag_secrets, &aad, &ct);

@@ -38,7 +38,7 @@ fn secret_holders_print_no_key_material() {
 
         let keys = TeeKKeys::new(suite.aead(), &key).unwrap();
         assert_hidden("TeeKKeys", &both(&keys), &key);
-        let (keystream, tag_secrets) = keys.record_secrets(&[1; 12], 64);
+        let (keystream, tag_secrets) = keys.record_secrets(&[1; 12], 64).unwrap();
         assert_hidden("Keystream", &both(&keystream), keystream.expose_secret());
         assert_hidden(
             "TagSecrets",

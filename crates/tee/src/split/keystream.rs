@@ -53,8 +53,13 @@ impl TeeKKeys {
         self.algorithm
     }
 
-    /// The keystream for `len` bytes of one record and its tag secrets.
-    pub fn record_secrets(&self, nonce: &[u8; NONCE_LEN], len: usize) -> (Keystream, TagSecrets) {
+    /// The keystream for `len` bytes of one record and its tag secrets. A record is at most
+    /// [`MAX_RECORD_KEYSTREAM`] bytes; longer requests are errors.
+    pub fn record_secrets(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        len: usize,
+    ) -> Result<(Keystream, TagSecrets)> {
         self.record_secrets_at(nonce, 0, len)
     }
 
@@ -65,16 +70,18 @@ impl TeeKKeys {
         nonce: &[u8; NONCE_LEN],
         offset: u64,
         len: usize,
-    ) -> (Keystream, TagSecrets) {
+    ) -> Result<(Keystream, TagSecrets)> {
+        check_range(offset, len)?;
         let mut stream = vec![0u8; len];
         let secrets = self.xor_keystream(nonce, offset, &mut stream);
-        (Keystream(SecretBytes::new(stream)), secrets)
+        Ok((Keystream(SecretBytes::new(stream)), secrets))
     }
 
     /// Encrypts (or decrypts) `data` in place with the record's keystream and returns the tag secrets: what
     /// TEE_K does with data it holds itself (the redacted request), without materializing the keystream.
-    pub fn encrypt_in_place(&self, nonce: &[u8; NONCE_LEN], data: &mut [u8]) -> TagSecrets {
-        self.xor_keystream(nonce, 0, data)
+    pub fn encrypt_in_place(&self, nonce: &[u8; NONCE_LEN], data: &mut [u8]) -> Result<TagSecrets> {
+        check_range(0, data.len())?;
+        Ok(self.xor_keystream(nonce, 0, data))
     }
 
     /// XORs the keystream from `offset` into `buf` (whole buffer at once) and derives the tag secrets.
@@ -95,6 +102,21 @@ impl TeeKKeys {
             algorithm: self.algorithm,
             bytes: Secret::new(secrets),
         }
+    }
+}
+
+/// Largest keystream one record can need: the TLS 1.2 payload limit, 2^14 + 2048.
+pub const MAX_RECORD_KEYSTREAM: usize = crate::record::MAX_CIPHERTEXT_TLS12;
+
+/// Keeps every request inside one record, far from counter wrap-around (and from a panicking seek).
+fn check_range(offset: u64, len: usize) -> Result<()> {
+    let end = offset.checked_add(len as u64);
+    match end {
+        Some(end) if end <= MAX_RECORD_KEYSTREAM as u64 => Ok(()),
+        _ => Err(TeeError::RecordTooLarge {
+            len: usize::try_from(end.unwrap_or(u64::MAX)).unwrap_or(usize::MAX),
+            max: MAX_RECORD_KEYSTREAM,
+        }),
     }
 }
 
@@ -233,10 +255,28 @@ mod tests {
         for alg in AeadAlgorithm::ALL {
             let keys = TeeKKeys::new(alg, &vec![7u8; alg.key_len()]).unwrap();
             let nonce = [3u8; 12];
-            let (whole, s1) = keys.record_secrets(&nonce, 300);
-            let (tail, s2) = keys.record_secrets_at(&nonce, 77, 100);
+            let (whole, s1) = keys.record_secrets(&nonce, 300).unwrap();
+            let (tail, s2) = keys.record_secrets_at(&nonce, 77, 100).unwrap();
             assert_eq!(&whole.expose_secret()[77..177], tail.expose_secret());
             assert_eq!(s1.expose_secret(), s2.expose_secret());
+        }
+    }
+
+    #[test]
+    fn requests_beyond_one_record_are_errors() {
+        for alg in AeadAlgorithm::ALL {
+            let keys = TeeKKeys::new(alg, &vec![7u8; alg.key_len()]).unwrap();
+            assert!(keys.record_secrets(&[0; 12], MAX_RECORD_KEYSTREAM).is_ok());
+            assert!(
+                keys.record_secrets(&[0; 12], MAX_RECORD_KEYSTREAM + 1)
+                    .is_err()
+            );
+            assert!(keys.record_secrets_at(&[0; 12], u64::MAX, 1).is_err());
+            assert!(keys.record_secrets_at(&[0; 12], 1 << 40, 0).is_err());
+            assert!(
+                keys.encrypt_in_place(&[0; 12], &mut vec![0; MAX_RECORD_KEYSTREAM + 1])
+                    .is_err()
+            );
         }
     }
 
@@ -244,7 +284,7 @@ mod tests {
     fn gcm_h_is_the_encrypted_zero_block() {
         // NIST GCM test case 2: K = 0^128 → H = 66e94bd4ef8a2c3b884cfa59ca342b2e.
         let keys = TeeKKeys::new(AeadAlgorithm::Aes128Gcm, &[0u8; 16]).unwrap();
-        let (_, secrets) = keys.record_secrets(&[0u8; 12], 0);
+        let (_, secrets) = keys.record_secrets(&[0u8; 12], 0).unwrap();
         assert_eq!(
             hex::encode(&secrets.expose_secret()[..16]),
             "66e94bd4ef8a2c3b884cfa59ca342b2e"

@@ -12,5 +12,5 @@
 mod keystream;
 pub mod tag;
 
-pub use keystream::{Keystream, TagSecrets, TeeKKeys};
+pub use keystream::{Keystream, MAX_RECORD_KEYSTREAM, TAG_SECRETS_LEN, TagSecrets, TeeKKeys};
 pub use tag::{Tag, compute_tag, verify_tag};
