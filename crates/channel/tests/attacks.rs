@@ -238,3 +238,43 @@ async fn a_replayed_transport_frame_is_refused() {
     assert_eq!(code, close_code::DECRYPT);
     wait_empty(server.registry(), LIMIT).await;
 }
+
+#[tokio::test]
+async fn a_stalled_server_is_cut_at_the_client_timeout() {
+    // A WebSocket server that completes the upgrade and then says nothing.
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (stream, _) = tcp.accept().await.expect("accept");
+        let ws = tokio_tungstenite::accept_async(stream)
+            .await
+            .expect("upgrade");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ws);
+    });
+    let timeout = Duration::from_millis(300);
+    let connector = tessera_channel::Connector::new(
+        registry("stalled-server-client"),
+        ChannelConfig {
+            handshake_timeout: timeout,
+            ..ChannelConfig::default()
+        },
+    );
+    let started = Instant::now();
+    let err = connector
+        .connect(
+            &format!("ws://{addr}/"),
+            Identity::generate().public_key(),
+            &Identity::generate(),
+        )
+        .await
+        .expect_err("must time out");
+    assert!(
+        matches!(err, tessera_channel::ChannelError::HandshakeTimeout(t) if t == timeout),
+        "{err}"
+    );
+    assert!(started.elapsed() < timeout * 5, "{:?}", started.elapsed());
+    wait_empty(connector.registry(), LIMIT).await;
+}
