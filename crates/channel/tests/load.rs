@@ -13,6 +13,13 @@ use common::*;
 use tessera_channel::{ChannelConfig, Identity};
 use tokio::sync::Semaphore;
 
+/// Resident set size of this process, from /proc (Linux only).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A registry whose idle timeout does not cut handshakes that wait their turn for the CPU.
 fn patient_registry(name: &'static str) -> tessera_session::Registry {
     let mut config = tessera_session::RegistryConfig::new(name);
@@ -37,6 +44,7 @@ async fn a_thousand_concurrent_handshakes() {
     tokio::spawn(tessera_channel::echo(listener));
     let connector = tessera_channel::Connector::new(patient_registry("load-client"), config);
     let key = server.identity.public_key();
+    let rss_before = rss_kib();
     let started = Instant::now();
     let tasks: Vec<_> = (0..1000u32)
         .map(|i| {
@@ -60,6 +68,12 @@ async fn a_thousand_concurrent_handshakes() {
         "1,000 concurrent handshakes + echo: {:?}",
         started.elapsed()
     );
+    if let (Some(before), Some(after)) = (rss_before, rss_kib()) {
+        eprintln!(
+            "resident memory per idle connection (client and server end, one process): {} KiB",
+            after.saturating_sub(before) / 1000
+        );
+    }
     assert_eq!(server.registry().len(), 1000);
     assert_eq!(connector.registry().len(), 1000);
     drop(channels);
