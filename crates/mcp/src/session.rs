@@ -516,6 +516,19 @@ impl McpSession {
         }
     }
 
+    /// Completes when the session has no pending request.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.session.pending_len() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Wakes [`Sessions::wait_no_pending`] waiters (after something left the pending tables).
     pub(crate) fn notify_change(&self) {
         self.changed.notify_waiters();

@@ -238,10 +238,13 @@ impl State {
             id,
             mcp: session.mcp.clone(),
         };
+        let mcp = session.mcp.clone();
         let spawned = guard.session().clone().spawn(async move {
             let _unmap = unmap;
-            let _guard = guard;
-            std::future::pending::<()>().await;
+            // At shutdown, a session ends as soon as its in-flight requests are answered.
+            guard.shutdown_requested().await;
+            mcp.wait_idle().await;
+            guard.close();
         });
         if let Err(e) = spawned {
             self.map

@@ -1,0 +1,198 @@
+//! `tessera mcp …`: a thin command-line layer over `tessera-mcp`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use tessera_mcp::stdio::{self, EndedBy};
+use tessera_mcp::tape::{Tape, TapeConfig};
+use tessera_mcp::upstream::child::ChildSpec;
+use tessera_mcp::{McpConfig, Sessions};
+
+/// The MCP proxy.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(subcommand)]
+    command: McpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum McpCommand {
+    /// Proxy this process's stdin/stdout to a server started as a child process.
+    Stdio(StdioArgs),
+    /// Serve Streamable HTTP for many clients, in front of an upstream URL or a command (one child per session).
+    Serve(ServeArgs),
+}
+
+/// Options shared by the proxy commands.
+#[derive(Debug, Args)]
+struct Common {
+    /// Record every frame to this tape (JSON lines).
+    #[arg(long)]
+    tape: Option<PathBuf>,
+    /// Deadline of one request, in seconds: past it the sender gets an error and the receiver a cancel.
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
+    /// Most requests pending in one session.
+    #[arg(long, default_value_t = 1000)]
+    max_pending: usize,
+    /// Most requests pending in all sessions.
+    #[arg(long, default_value_t = 10_000)]
+    max_pending_total: usize,
+    /// The longest message accepted, in bytes.
+    #[arg(long, default_value_t = tessera_mcp::lines::DEFAULT_MAX_LINE)]
+    max_message: usize,
+    /// Grace period for a child server, in milliseconds, after closing its stdin and again after SIGTERM.
+    #[arg(long, default_value_t = 2000)]
+    grace_ms: u64,
+}
+
+impl Common {
+    fn config(&self) -> McpConfig {
+        let mut config = McpConfig::default();
+        config.pending.deadline = Duration::from_secs(self.request_timeout.max(1));
+        config.pending.per_session = self.max_pending;
+        config.pending.global = self.max_pending_total;
+        config
+    }
+
+    fn child(&self, command: &[OsString]) -> anyhow::Result<ChildSpec> {
+        let mut spec = ChildSpec::from_command(command)?;
+        spec.grace = Duration::from_millis(self.grace_ms);
+        spec.max_line = self.max_message;
+        Ok(spec)
+    }
+
+    async fn tape(&self) -> anyhow::Result<Option<(Tape, tessera_mcp::tape::TapeWriter)>> {
+        match &self.tape {
+            Some(path) => Ok(Some(Tape::create(path, TapeConfig::default()).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct StdioArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The server command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8808")]
+    listen: SocketAddr,
+    /// The upstream Streamable HTTP endpoint (plain http://), instead of a command.
+    #[arg(long, conflicts_with = "command")]
+    upstream: Option<String>,
+    /// An Origin to accept besides localhost ones (repeatable).
+    #[arg(long)]
+    allow_origin: Vec<String>,
+    /// A session idle this long (seconds) is ended.
+    #[arg(long, default_value_t = 3600)]
+    idle_timeout: u64,
+    /// On SIGINT/SIGTERM, how long (seconds) sessions get to finish before they are cancelled.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
+    /// The server command (one child per session) and its arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<OsString>,
+}
+
+/// Runs `tessera mcp …`.
+pub async fn run(args: McpArgs) -> anyhow::Result<()> {
+    match args.command {
+        McpCommand::Stdio(args) => run_stdio(args).await,
+        McpCommand::Serve(args) => run_serve(args).await,
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let upstream = match (&args.upstream, args.command.is_empty()) {
+        (Some(url), true) => Upstream::Url(url.clone()),
+        (None, false) => Upstream::Command(args.common.child(&args.command)?),
+        _ => anyhow::bail!("give exactly one upstream: --upstream URL, or a command after `--`"),
+    };
+    let handle = tessera_session::metrics::install_prometheus()
+        .context("installing the metrics recorder")?;
+    let sessions = Sessions::new(McpConfig {
+        name: "mcp-http",
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        ..args.common.config()
+    });
+    let tape = args.common.tape().await?;
+    let mut config = HttpConfig::new(upstream);
+    config.allowed_origins = args.allow_origin.clone();
+    config.max_body = args.common.max_message;
+    let proxy = HttpProxy::new(config, sessions, tape.as_ref().map(|(t, _)| t.clone()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("tessera mcp serve: listening on http://{addr}/mcp");
+    tracing::info!(%addr, "mcp serve listening");
+    let report = proxy
+        .serve(
+            listener,
+            tessera_session::metrics::metrics_router(handle),
+            tessera_session::shutdown::signal(),
+            Duration::from_secs(args.shutdown_grace),
+        )
+        .await?;
+    drop(proxy);
+    if let Some((tape, writer)) = tape {
+        drop(tape);
+        // Every session has ended, so every clone of the tape is gone; bounded all the same.
+        match tokio::time::timeout(Duration::from_secs(5), writer.finish()).await {
+            Ok(done) => done.context("writing the tape")?,
+            Err(_) => tracing::warn!("the tape writer did not finish in time"),
+        }
+    }
+    tracing::info!(
+        finished = report.finished,
+        cancelled = report.cancelled,
+        "mcp serve stopped"
+    );
+    Ok(())
+}
+
+async fn run_stdio(args: StdioArgs) -> anyhow::Result<()> {
+    let spec = args.common.child(&args.command)?;
+    let sessions = Sessions::new(McpConfig {
+        name: "mcp-stdio",
+        idle_timeout: Duration::from_secs(365 * 24 * 3600),
+        ..args.common.config()
+    });
+    let tape = args.common.tape().await?;
+    let exit = stdio::run(
+        &sessions,
+        &spec,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        tape.as_ref().map(|(t, _)| t.clone()),
+    )
+    .await
+    .context("stdio proxy")?;
+    if let Some((tape, writer)) = tape {
+        drop(tape);
+        writer.finish().await.context("writing the tape")?;
+    }
+    tracing::info!(ended_by = ?exit.ended_by, frames = exit.frames, status = ?exit.child_status, "mcp stdio done");
+    let code = match (exit.ended_by, exit.child_status) {
+        (EndedBy::Server, Some(status)) => status.code().unwrap_or(1),
+        _ => 0,
+    };
+    // The runtime's stdin reader is a blocking thread that may never return: leave without waiting for it.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}

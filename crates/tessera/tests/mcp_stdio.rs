@@ -1,0 +1,86 @@
+//! `tessera mcp stdio -- mcp-server-everything stdio`, end to end through the binary.
+
+#[path = "../../mcp/tests/support/npm.rs"]
+mod npm;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+fn read_until(reader: &mut impl BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .expect("read the proxy's stdout");
+        assert!(n > 0, "stdout ended before a line containing {needle}");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn stdio_proxy_binary_with_server_everything() {
+    let server = npm::server_everything();
+    let tape = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-stdio-{}.tape", std::process::id()));
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "stdio", "--tape"])
+        .arg(&tape)
+        .arg("--")
+        .arg(&server)
+        .arg("stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tessera");
+    let mut stdin = proxy.stdin.take().unwrap();
+    let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
+    let mut send = |line: &str| {
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to tessera")
+    };
+    send(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
+    let init = read_until(&mut stdout, r#""id":1"#);
+    assert!(init.contains(r#""protocolVersion":"2025-06-18""#), "{init}");
+    send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    send("not json at all");
+    let parse_error = read_until(&mut stdout, "-32700");
+    assert!(parse_error.contains(r#""id":null"#), "{parse_error}");
+    send(r#"{"jsonrpc":"2.0","id":"tl","method":"tools/list"}"#);
+    assert!(read_until(&mut stdout, r#""id":"tl""#).contains(r#""name":"echo""#));
+    send(
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"über ✓"}}}"#,
+    );
+    assert!(read_until(&mut stdout, r#""id":3"#).contains("Echo: über ✓"));
+    send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+    assert!(read_until(&mut stdout, r#""id":4"#).contains(r#""result":{}"#));
+    drop(stdin);
+    let status = proxy.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let recorded = std::fs::read_to_string(&tape).unwrap();
+    assert!(
+        recorded
+            .lines()
+            .next()
+            .unwrap()
+            .contains(r#""type":"init""#)
+    );
+    assert!(
+        recorded.contains(r#""method":"initialize","rtt_us""#)
+            || recorded.contains(r#""type":"correlation""#)
+    );
+    assert_eq!(
+        recorded
+            .lines()
+            .filter(|l| l.contains(r#""type":"correlation""#))
+            .count(),
+        4
+    );
+    let _ = std::fs::remove_file(&tape);
+}
