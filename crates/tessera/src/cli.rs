@@ -19,6 +19,8 @@ pub struct Cli {
 /// The systems, each a subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The MCP proxy: stdio and Streamable HTTP.
+    Mcp(crate::mcp::McpArgs),
     /// A tour of every working system on loopback, with real peers on both sides.
     Demo,
     /// The MCP proxy: stdio and Streamable HTTP.
@@ -33,6 +35,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(command) => match command {
+            Command::Mcp(args) => crate::mcp::run(args).await,
             Command::Demo => crate::demo::run().await,
             Command::Mcp(args) => crate::mcp::run(args).await,
             Command::Keygen(args) => crate::keygen::run(args),

@@ -35,3 +35,41 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_private_file_that_show_reads() {
+        let dir = std::env::temp_dir().join(format!("tessera-keygen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("id.key");
+        let _ = std::fs::remove_file(&file);
+        run(KeygenArgs {
+            out: Some(file.clone()),
+            show: None,
+        })
+        .expect("keygen");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        run(KeygenArgs {
+            out: None,
+            show: Some(file.clone()),
+        })
+        .expect("show");
+        // Never overwrites.
+        assert!(
+            run(KeygenArgs {
+                out: Some(file.clone()),
+                show: None,
+            })
+            .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -6,6 +6,7 @@ mod demo;
 mod keygen;
 mod logging;
 mod mcp;
+mod mcp;
 
 use clap::Parser;
 
