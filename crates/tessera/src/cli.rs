@@ -21,10 +21,6 @@ pub struct Cli {
 pub enum Command {
     /// The MCP proxy: stdio and Streamable HTTP.
     Mcp(crate::mcp::McpArgs),
-    /// A tour of every working system on loopback, with real peers on both sides.
-    Demo,
-    /// The MCP proxy: stdio and Streamable HTTP.
-    Mcp(crate::mcp::McpArgs),
     /// Create a channel identity key file, or show its public key.
     Keygen(crate::keygen::KeygenArgs),
     /// The secure channel: echo server and client.
@@ -35,8 +31,6 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(command) => match command {
-            Command::Mcp(args) => crate::mcp::run(args).await,
-            Command::Demo => crate::demo::run().await,
             Command::Mcp(args) => crate::mcp::run(args).await,
             Command::Keygen(args) => crate::keygen::run(args),
             Command::Channel(args) => crate::channel::run(args).await,

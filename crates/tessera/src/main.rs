@@ -2,22 +2,15 @@
 
 mod channel;
 mod cli;
-mod demo;
 mod keygen;
 mod logging;
-mod mcp;
 mod mcp;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    // The demo prints its own narrative; its logs stay quiet unless RUST_LOG asks for them.
-    let default_level = match cli.command {
-        Some(cli::Command::Demo) => "warn",
-        _ => "info",
-    };
-    if let Err(e) = logging::init(cli.log_format, default_level) {
+    if let Err(e) = logging::init(cli.log_format) {
         eprintln!("tessera: cannot set up logging: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
