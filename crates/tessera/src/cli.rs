@@ -19,6 +19,8 @@ pub struct Cli {
 /// The systems, each a subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A tour of every working system on loopback, with real peers on both sides.
+    Demo,
     /// The MCP proxy: stdio and Streamable HTTP.
     Mcp(crate::mcp::McpArgs),
     /// Create a channel identity key file, or show its public key.
@@ -31,6 +33,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(command) => match command {
+            Command::Demo => crate::demo::run().await,
             Command::Mcp(args) => crate::mcp::run(args).await,
             Command::Keygen(args) => crate::keygen::run(args),
             Command::Channel(args) => crate::channel::run(args).await,

@@ -2,6 +2,7 @@
 
 mod channel;
 mod cli;
+mod demo;
 mod keygen;
 mod logging;
 mod mcp;
@@ -10,7 +11,12 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(e) = logging::init(cli.log_format) {
+    // The demo prints its own narrative; its logs stay quiet unless RUST_LOG asks for them.
+    let default_level = match cli.command {
+        Some(cli::Command::Demo) => "warn",
+        _ => "info",
+    };
+    if let Err(e) = logging::init(cli.log_format, default_level) {
         eprintln!("tessera: cannot set up logging: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
