@@ -139,7 +139,7 @@ async fn a_stalled_handshake_is_cut_at_the_timeout() {
     let waited = started.elapsed();
     assert_eq!(code, close_code::HANDSHAKE_TIMEOUT, "{reason}");
     assert!(waited >= timeout, "{waited:?}");
-    assert!(waited < timeout * 5, "{waited:?}");
+    assert!(waited < timeout * 10, "{waited:?}");
     wait_empty(server.registry(), LIMIT).await;
 
     // A silent connection (no client_hello at all) is cut too.
@@ -151,7 +151,8 @@ async fn a_stalled_handshake_is_cut_at_the_timeout() {
 
 #[tokio::test]
 async fn a_timely_handshake_is_never_killed_by_the_timer() {
-    let timeout = Duration::from_millis(400);
+    // Long enough for a debug-build handshake on a busy machine; the point is what happens after it.
+    let timeout = Duration::from_secs(2);
     let server = echo_server(ChannelConfig {
         handshake_timeout: timeout,
         ..ChannelConfig::default()
@@ -275,6 +276,6 @@ async fn a_stalled_server_is_cut_at_the_client_timeout() {
         matches!(err, tessera_channel::ChannelError::HandshakeTimeout(t) if t == timeout),
         "{err}"
     );
-    assert!(started.elapsed() < timeout * 5, "{:?}", started.elapsed());
+    assert!(started.elapsed() < timeout * 10, "{:?}", started.elapsed());
     wait_empty(connector.registry(), LIMIT).await;
 }
