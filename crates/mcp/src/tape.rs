@@ -193,3 +193,176 @@ pub fn redact(value: &mut Value, keys: &[String]) {
         _ => {}
     }
 }
+
+/// Latency figures of one method in a tape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodSummary {
+    /// The method.
+    pub method: String,
+    /// Responses matched to its requests.
+    pub count: usize,
+    /// Of those, errors.
+    pub errors: usize,
+    /// Median round trip, µs.
+    pub p50_us: u64,
+    /// 95th percentile round trip, µs.
+    pub p95_us: u64,
+}
+
+/// What `tessera mcp tape show` prints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TapeSummary {
+    /// Sessions recorded.
+    pub sessions: usize,
+    /// Frames recorded.
+    pub frames: usize,
+    /// Error responses among the frames.
+    pub error_frames: usize,
+    /// Lines that were not valid records.
+    pub bad_lines: usize,
+    /// Per method, sorted by name.
+    pub methods: Vec<MethodSummary>,
+}
+
+impl std::fmt::Display for TapeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sessions: {}  frames: {}  error responses: {}",
+            self.sessions, self.frames, self.error_frames
+        )?;
+        if self.bad_lines > 0 {
+            writeln!(f, "unreadable lines: {}", self.bad_lines)?;
+        }
+        writeln!(
+            f,
+            "{:<28} {:>7} {:>7} {:>10} {:>10}",
+            "method", "count", "errors", "p50 µs", "p95 µs"
+        )?;
+        for m in &self.methods {
+            writeln!(
+                f,
+                "{:<28} {:>7} {:>7} {:>10} {:>10}",
+                m.method, m.count, m.errors, m.p50_us, m.p95_us
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Summarizes a tape read line by line (bounded memory per method: the round trips).
+pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> {
+    use std::collections::BTreeMap;
+    let mut summary = TapeSummary::default();
+    let mut per_method: BTreeMap<String, (Vec<u64>, usize)> = BTreeMap::new();
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            summary.bad_lines += 1;
+            continue;
+        };
+        match record.get("type").and_then(Value::as_str) {
+            Some("session") => summary.sessions += 1,
+            Some("frame") => {
+                summary.frames += 1;
+                if record.pointer("/message/error").is_some() {
+                    summary.error_frames += 1;
+                }
+            }
+            Some("correlation") => {
+                let method = record
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned();
+                let rtt = record.get("rtt_us").and_then(Value::as_u64).unwrap_or(0);
+                let entry = per_method.entry(method).or_default();
+                entry.0.push(rtt);
+                if record.get("error").and_then(Value::as_bool) == Some(true) {
+                    entry.1 += 1;
+                }
+            }
+            Some("init") => {}
+            _ => summary.bad_lines += 1,
+        }
+    }
+    summary.methods = per_method
+        .into_iter()
+        .map(|(method, (mut rtts, errors))| {
+            rtts.sort_unstable();
+            MethodSummary {
+                method,
+                count: rtts.len(),
+                errors,
+                p50_us: percentile(&rtts, 50.0),
+                p95_us: percentile(&rtts, 95.0),
+            }
+        })
+        .collect();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_every_depth_and_ignores_case() {
+        let mut v = serde_json::json!({"params": {"arguments": {"Token": "s3cret", "list": [{"apiKey": "k"}], "keep": 1}}});
+        redact(
+            &mut v,
+            &TapeConfig::default()
+                .redact_keys
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(v["params"]["arguments"]["Token"], "[REDACTED]");
+        assert_eq!(v["params"]["arguments"]["list"][0]["apiKey"], "[REDACTED]");
+        assert_eq!(v["params"]["arguments"]["keep"], 1);
+    }
+
+    #[test]
+    fn summary_counts_and_percentiles() {
+        let mut tape = String::from(
+            "{\"type\":\"init\",\"version\":1}\n{\"type\":\"session\",\"session\":\"a\"}\n",
+        );
+        for i in 1..=20u64 {
+            tape.push_str(&format!(
+                "{{\"type\":\"frame\",\"message\":{{\"id\":{i},\"result\":{{}}}}}}\n"
+            ));
+            tape.push_str(&format!("{{\"type\":\"correlation\",\"method\":\"tools/call\",\"rtt_us\":{},\"error\":{}}}\n", i * 100, i == 20));
+        }
+        tape.push_str(
+            "{\"type\":\"frame\",\"message\":{\"id\":0,\"error\":{\"code\":-1}}}\nnot json\n",
+        );
+        let s = summarize(std::io::Cursor::new(tape)).unwrap();
+        assert_eq!(
+            (s.sessions, s.frames, s.error_frames, s.bad_lines),
+            (1, 21, 1, 1)
+        );
+        assert_eq!(
+            s.methods,
+            vec![MethodSummary {
+                method: "tools/call".into(),
+                count: 20,
+                errors: 1,
+                p50_us: 1000,
+                p95_us: 1900
+            }]
+        );
+        assert!(s.to_string().contains("tools/call"));
+    }
+}

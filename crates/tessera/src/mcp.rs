@@ -27,6 +27,20 @@ enum McpCommand {
     Stdio(StdioArgs),
     /// Serve Streamable HTTP for many clients, in front of an upstream URL or a command (one child per session).
     Serve(ServeArgs),
+    /// Recordings made with --tape.
+    Tape {
+        #[command(subcommand)]
+        command: TapeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TapeCommand {
+    /// Summarize a tape: sessions, frames, errors, and p50/p95 latency per method.
+    Show {
+        /// The tape file.
+        file: PathBuf,
+    },
 }
 
 /// Options shared by the proxy commands.
@@ -114,6 +128,15 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
     match args.command {
         McpCommand::Stdio(args) => run_stdio(args).await,
         McpCommand::Serve(args) => run_serve(args).await,
+        McpCommand::Tape {
+            command: TapeCommand::Show { file },
+        } => {
+            let reader = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let summary = tessera_mcp::tape::summarize(std::io::BufReader::new(reader))?;
+            print!("{summary}");
+            Ok(())
+        }
     }
 }
 

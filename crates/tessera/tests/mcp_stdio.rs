@@ -82,5 +82,19 @@ fn stdio_proxy_binary_with_server_everything() {
             .count(),
         4
     );
+    let shown = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "tape", "show"])
+        .arg(&tape)
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("sessions: 1"), "{shown}");
+    for method in ["initialize", "tools/list", "tools/call", "ping"] {
+        assert!(
+            shown.lines().any(|l| l.starts_with(method)),
+            "{method} missing in {shown}"
+        );
+    }
     let _ = std::fs::remove_file(&tape);
 }
