@@ -233,6 +233,12 @@ async fn handshake(
         .max_age
         .and_then(|age| (SystemTime::now() + age).duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
+    // The session goes live before the client is told so; a server shutting down says so instead.
+    if session.activate().is_err() {
+        return Err(ChannelError::Session(
+            tessera_session::SessionError::RegistryShuttingDown,
+        ));
+    }
     let (established, frame) =
         authenticated.establish(session.id().to_bytes(), expires_at, &welcome)?;
     send(sink, frame).await?;

@@ -257,7 +257,8 @@ impl std::fmt::Debug for ChannelWriter {
     }
 }
 
-/// Turns a finished handshake into a channel: activates the session and spawns its two tasks.
+/// Turns a finished handshake into a channel: activates the session (if the driver has not) and spawns
+/// its two tasks.
 pub(crate) fn start(
     registry: &Registry,
     guard: SessionGuard,
@@ -273,10 +274,12 @@ pub(crate) fn start(
         info,
     } = established;
     let session = guard.session().clone();
-    session.activate().map_err(|_| match session.state() {
-        SessionState::Failed(reason) => ChannelError::SessionEnded(reason.to_string()),
-        _ => ChannelError::Closed,
-    })?;
+    if session.state() != SessionState::Active {
+        session.activate().map_err(|_| match session.state() {
+            SessionState::Failed(reason) => ChannelError::SessionEnded(reason.to_string()),
+            _ => ChannelError::Closed,
+        })?;
+    }
     let cipher = Arc::new(cipher);
     let shared = Arc::new(Shared {
         info,
