@@ -418,6 +418,17 @@ impl McpSession {
         sender: Direction,
         message: &Message,
     ) -> Result<Pending<Message>, Refusal> {
+        self.track_request_as(sender, message, None)
+    }
+
+    /// [`McpSession::track_request`] under a key the transport chose (`key`), for exchanges that already
+    /// say which request they belong to (a stateless HTTP POST): clients of one group may reuse ids.
+    pub fn track_request_as(
+        &self,
+        sender: Direction,
+        message: &Message,
+        key_id: Option<&Id>,
+    ) -> Result<Pending<Message>, Refusal> {
         let Kind::Request { id, method } = message.kind() else {
             return Err(Refusal {
                 error: SessionError::NotPending(String::new()),
@@ -425,7 +436,9 @@ impl McpSession {
             });
         };
         let kind = metrics::method_label(method);
-        let inserted = self.session.insert_pending(key(sender, id), kind);
+        let inserted = self
+            .session
+            .insert_pending(key(sender, key_id.unwrap_or(id)), kind);
         if inserted.is_ok() {
             self.changed.notify_waiters();
         }
@@ -460,7 +473,17 @@ impl McpSession {
         direction: Direction,
         message: &Message,
     ) -> Option<Correlated> {
-        let id = message.id()?;
+        self.correlate_response_as(direction, message, None)
+    }
+
+    /// [`McpSession::correlate_response`] for a request tracked under `key_id`.
+    pub fn correlate_response_as(
+        &self,
+        direction: Direction,
+        message: &Message,
+        key_id: Option<&Id>,
+    ) -> Option<Correlated> {
+        let id = key_id.or(message.id())?;
         let taken = self.session.take_pending(&key(direction.reverse(), id))?;
         let info = taken.info().clone();
         let rtt = info.elapsed();
@@ -510,6 +533,7 @@ impl McpSession {
     /// A guard that withdraws the client's request `id` when dropped, unless disarmed: held by whatever
     /// waits on behalf of a client that can go away (an HTTP exchange).
     pub fn withdraw_on_drop(&self, id: Id) -> Withdraw {
+        // `id` is the pending key: the request's own id, or the key it was tracked under.
         Withdraw {
             mcp: self.clone(),
             id: Some(id),

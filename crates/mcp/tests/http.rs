@@ -274,3 +274,74 @@ async fn a_client_that_disconnects_mid_request_leaves_nothing_behind_command() {
     disconnect_mid_request(&p).await;
     p.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_requests_are_checked_then_passed_through() {
+    let upstream = server_everything_http().await;
+    let p = start_proxy(Upstream::Url(upstream.url.clone())).await;
+    let discover = json!({"jsonrpc": "2.0", "id": "d1", "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-client", "version": "1"}}}});
+    let base = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    // Headers that do not mirror the body: the proxy answers 400 / -32020 itself.
+    let mismatch = p
+        .http
+        .send(
+            Method::POST,
+            &[
+                base[0],
+                base[1],
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-method", "server/discover"),
+            ],
+            Some(&discover),
+        )
+        .await;
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(mismatch.messages()[0]["error"]["code"], -32020);
+    let wrong_method = p
+        .http
+        .send(
+            Method::POST,
+            &[
+                base[0],
+                base[1],
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
+            Some(&discover),
+        )
+        .await;
+    assert_eq!(wrong_method.messages()[0]["error"]["code"], -32020);
+    // A well-formed modern request needs no session and reaches the upstream — which is legacy-only, and
+    // answers with its own (non-modern) 400: exactly what a dual-era client needs to see to fall back.
+    let passed = p
+        .http
+        .send(
+            Method::POST,
+            &[
+                base[0],
+                base[1],
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "server/discover"),
+            ],
+            Some(&discover),
+        )
+        .await;
+    assert_eq!(passed.status, 400, "{}", passed.body);
+    assert_eq!(
+        passed.messages()[0]["error"]["code"],
+        -32000,
+        "the upstream's own answer: {}",
+        passed.body
+    );
+    assert!(passed.header("mcp-session-id").is_none());
+    p.proxy.sessions().wait_no_pending().await;
+    // The stateless traffic is grouped by client name for observability: one live group session.
+    assert_eq!(p.proxy.sessions().registry().len(), 1);
+    p.finish().await;
+}

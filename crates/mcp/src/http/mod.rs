@@ -14,6 +14,7 @@ pub mod delete;
 pub mod get;
 pub mod post;
 pub mod sse;
+pub mod stateless;
 pub mod version;
 
 use std::collections::HashMap;
@@ -103,6 +104,8 @@ pub(crate) struct State {
     pub(crate) upstream: Option<HttpUpstream>,
     pub(crate) tracker: TaskTracker,
     pub(crate) tape: Option<Tape>,
+    /// Observability groups of stateless (2026-07-28) clients.
+    pub(crate) groups: Mutex<HashMap<String, McpSession>>,
 }
 
 /// The HTTP proxy: build it, mount [`HttpProxy::router`], and call [`HttpProxy::shutdown`] at the end.
@@ -138,6 +141,7 @@ impl HttpProxy {
                 upstream,
                 tracker: TaskTracker::new(),
                 tape,
+                groups: Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -60,6 +60,10 @@ pub(crate) async fn post(
     }
     let authenticated = headers.contains_key(header::AUTHORIZATION);
     if !headers.contains_key(&super::MCP_SESSION_ID) {
+        // The era is decided from the body: a `_meta` version claim is 2026-07-28, `initialize` a session.
+        if let Some(claim) = super::stateless::claim(&message) {
+            return super::stateless::post(&state, &headers, message, claim).await;
+        }
         if message.method() == Some("initialize") {
             return start_session(&state, &headers, message, accept, authenticated).await;
         }
@@ -91,7 +95,7 @@ async fn forward(
             super::command::post(state, session, input, message, accept, new_session).await
         }
         Link::Url { .. } => {
-            crate::upstream::http::post(state, session, headers, message, new_session).await
+            crate::upstream::http::post(state, session, headers, message, new_session, None).await
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::http::{
     HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, State, error_response,
     set_session_header, sse,
 };
-use crate::jsonrpc::{Kind, Message};
+use crate::jsonrpc::{Id, Kind, Message};
 use crate::metrics;
 use crate::session::{Direction, Expired, McpSession, Withdraw};
 use crate::tape::Tape;
@@ -125,13 +125,15 @@ fn relay_head(upstream: &axum::http::response::Parts, body: Body) -> Response {
     response
 }
 
-/// POST a client message upstream and relay the answer.
+/// POST a client message upstream and relay the answer. `key` is the pending key of a stateless request
+/// (clients of one group may reuse ids); `None` tracks the request under its own id.
 pub(crate) async fn post(
     state: &Arc<State>,
     session: &Arc<HttpSession>,
     headers: &HeaderMap,
     message: Message,
     new_session: bool,
+    key: Option<Id>,
 ) -> Response {
     let Some(up) = upstream_of(state) else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, "no upstream URL");
@@ -144,17 +146,19 @@ pub(crate) async fn post(
     }
     let mut waiter = None;
     match message.kind() {
-        Kind::Request { id, .. } => match mcp.track_request(Direction::ClientToServer, &message) {
-            Ok(pending) => {
-                let id = id.clone();
-                let fut: WaitFuture =
-                    Box::pin(async move { McpSession::outcome(pending, &id).await });
-                waiter = Some(fut);
+        Kind::Request { id, .. } => {
+            match mcp.track_request_as(Direction::ClientToServer, &message, key.as_ref()) {
+                Ok(pending) => {
+                    let id = id.clone();
+                    let fut: WaitFuture =
+                        Box::pin(async move { McpSession::outcome(pending, &id).await });
+                    waiter = Some(fut);
+                }
+                Err(refusal) => {
+                    return crate::http::json_response(StatusCode::OK, &refusal.reply, None);
+                }
             }
-            Err(refusal) => {
-                return crate::http::json_response(StatusCode::OK, &refusal.reply, None);
-            }
-        },
+        }
         Kind::Notification { method } if &**method == "notifications/cancelled" => {
             mcp.cancelled_by(Direction::ClientToServer, &message);
         }
@@ -167,8 +171,8 @@ pub(crate) async fn post(
     let forget = message
         .id()
         .filter(|_| message.is_request())
-        .cloned()
-        .map(|id| mcp.withdraw_on_drop(id));
+        .map(|id| mcp.withdraw_on_drop(key.clone().unwrap_or_else(|| id.clone())));
+    let keyed = key.zip(message.id().cloned()).map(|(key, id)| (id, key));
     let result = up
         .send(
             Method::POST,
@@ -206,7 +210,13 @@ pub(crate) async fn post(
     let (head, body) = upstream.into_parts();
     let relay = Relay {
         body: None,
-        inspector: Inspector::new(mcp.clone(), is_sse, up.max_message, state.tape.clone()),
+        inspector: Inspector::new(
+            mcp.clone(),
+            is_sse,
+            up.max_message,
+            state.tape.clone(),
+            keyed,
+        ),
         waiter,
         forget,
         cancel: Some(cancel),
@@ -257,6 +267,7 @@ pub(crate) async fn get(
             is_sse,
             up.max_message,
             state.tape.clone(),
+            None,
         ),
         waiter: None,
         forget: None,
@@ -334,23 +345,34 @@ struct Inspector {
     json: BytesMut,
     max: usize,
     tape: Option<Tape>,
+    /// (request id, pending key) of a request tracked under a key of the proxy's.
+    keyed: Option<(Id, Id)>,
 }
 
 impl Inspector {
-    fn new(mcp: McpSession, is_sse: bool, max: usize, tape: Option<Tape>) -> Self {
+    fn new(
+        mcp: McpSession,
+        is_sse: bool,
+        max: usize,
+        tape: Option<Tape>,
+        keyed: Option<(Id, Id)>,
+    ) -> Self {
         Inspector {
             mcp,
             sse: is_sse.then(|| sse::Parser::new(max)),
             json: BytesMut::new(),
             max,
             tape,
+            keyed,
         }
     }
 
     fn feed(&mut self, chunk: &[u8]) {
-        let (mcp, tape) = (&self.mcp, self.tape.as_ref());
+        let (mcp, tape, keyed) = (&self.mcp, self.tape.as_ref(), self.keyed.as_ref());
         match &mut self.sse {
-            Some(parser) => parser.feed(chunk, |event| seen(mcp, tape, Bytes::from(event.data))),
+            Some(parser) => parser.feed(chunk, |event| {
+                seen(mcp, tape, keyed, Bytes::from(event.data))
+            }),
             None if self.json.len() + chunk.len() <= self.max => self.json.extend_from_slice(chunk),
             None => {}
         }
@@ -359,13 +381,13 @@ impl Inspector {
     fn finish(&mut self) {
         if self.sse.is_none() && !self.json.is_empty() {
             let body = std::mem::take(&mut self.json).freeze();
-            seen(&self.mcp, self.tape.as_ref(), body);
+            seen(&self.mcp, self.tape.as_ref(), self.keyed.as_ref(), body);
         }
     }
 }
 
 /// One server message seen on a response or stream.
-fn seen(mcp: &McpSession, tape: Option<&Tape>, data: Bytes) {
+fn seen(mcp: &McpSession, tape: Option<&Tape>, keyed: Option<&(Id, Id)>, data: Bytes) {
     let Ok(message) = Message::parse(data) else {
         metrics::malformed(Direction::ServerToClient);
         return;
@@ -375,7 +397,10 @@ fn seen(mcp: &McpSession, tape: Option<&Tape>, data: Bytes) {
     let mut correlated = None;
     match message.kind() {
         Kind::Response { .. } => {
-            correlated = mcp.correlate_response(Direction::ServerToClient, &message)
+            let key = keyed
+                .filter(|(id, _)| message.id() == Some(id))
+                .map(|(_, key)| key);
+            correlated = mcp.correlate_response_as(Direction::ServerToClient, &message, key);
         }
         Kind::Request { .. } => {
             // Tracked so the client's answer is recognized; the upstream keeps its own deadline.
