@@ -4,10 +4,14 @@
 use crate::listener::Listener;
 use crate::transport::Channel;
 
-/// Accepts channels until the listener ends, echoing each on its own task.
+/// Accepts channels until the listener ends, echoing each on a task of the channel's own session (so the
+/// task stops when the session ends, and shutdown waits for it).
 pub async fn echo(mut listener: Listener) {
     while let Some(channel) = listener.accept().await {
-        tokio::spawn(echo_channel(channel));
+        let session = channel.session().clone();
+        if session.spawn(echo_channel(channel)).is_err() {
+            tracing::debug!(session = %session.id(), "channel ended before its echo task started");
+        }
     }
 }
 
