@@ -23,6 +23,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tessera_session::SecretBytes;
 
+/// Records [`RelayedTlsClient::feed`] keeps for the split layer between handshake completion and
+/// [`RelayedTlsClient::finish`] (tickets and the first response records); more is an error, so memory stays bounded.
+pub const MAX_RECORDS_BEFORE_FINISH: usize = 64;
+
 /// Largest PEM root file accepted (the Mozilla bundle is about 200 KiB).
 pub const MAX_ROOT_FILE: u64 = 16 * 1024 * 1024;
 
@@ -255,13 +259,20 @@ impl RelayedTlsClient {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<()> {
         for record in self.splitter.push(chunk)? {
             if !self.conn.is_handshaking() || !self.after_handshake.is_empty() {
+                if self.after_handshake.len() >= MAX_RECORDS_BEFORE_FINISH {
+                    return Err(TeeError::UnexpectedRecord(
+                        "too many records after the handshake: call finish() once it completes",
+                    ));
+                }
                 self.after_handshake.push(record);
                 continue;
             }
             let bytes = record.to_bytes();
             let mut rd = bytes.as_slice();
             while !rd.is_empty() {
-                self.conn.read_tls(&mut rd)?;
+                if self.conn.read_tls(&mut rd)? == 0 {
+                    return Err(TeeError::UnexpectedRecord("rustls accepted no bytes"));
+                }
                 self.conn.process_new_packets()?;
             }
         }
