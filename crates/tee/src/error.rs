@@ -44,6 +44,16 @@ pub enum TeeError {
         /// Actual length.
         got: usize,
     },
+    /// Two buffers that must be equally long are not (e.g. a keystream and the ciphertext it is for).
+    #[error("length mismatch for {what}: expected {expected} bytes, got {got}")]
+    LengthMismatch {
+        /// Which value.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
     /// A cipher suite, version or AEAD outside the nine supported suites.
     #[error("unsupported TLS parameters: {0}")]
     Unsupported(String),

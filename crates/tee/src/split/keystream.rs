@@ -182,7 +182,7 @@ impl Keystream {
     pub fn apply(&self, data: &mut [u8]) -> Result<()> {
         let ks = self.0.expose_secret();
         if ks.len() != data.len() {
-            return Err(TeeError::KeyLength {
+            return Err(TeeError::LengthMismatch {
                 what: "keystream",
                 expected: data.len(),
                 got: ks.len(),
