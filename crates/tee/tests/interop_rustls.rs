@@ -297,3 +297,67 @@ fn key_update_both_ways_against_a_rustls_server() {
         assert_eq!(response, b"part one|part two|echo: second\n", "{suite}");
     }
 }
+
+/// The relay may cut the server's bytes anywhere: a handshake fed one byte at a time still completes, and the
+/// response arrives whole.
+#[test]
+fn handshake_fed_one_byte_at_a_time() {
+    use tessera_tee::record::ContentType;
+    use tessera_tee::{RecordContent, RelayedTlsClient, open_via_split, seal_via_split};
+
+    let pki = TestPki::new();
+    for suite in [
+        CipherSuite::Tls13ChaCha20Poly1305Sha256,
+        CipherSuite::Tls12EcdheEcdsaAes128GcmSha256,
+    ] {
+        let (addr, server) = spawn_server(&pki.ecdsa);
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut client = RelayedTlsClient::new(
+            &ConnectRequest::new(HOSTNAME).with_suite(suite),
+            &pki.roots(),
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            stream.write_all(&client.take_outgoing().unwrap()).unwrap();
+            if client.is_handshake_complete() {
+                break;
+            }
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0);
+            for byte in &buf[..n] {
+                client.feed(std::slice::from_ref(byte)).unwrap();
+            }
+        }
+        let mut session = client.finish().unwrap();
+        let record = seal_via_split(
+            &mut session.writer,
+            ContentType::ApplicationData,
+            &get_request("/"),
+        )
+        .unwrap();
+        stream.write_all(&record.to_bytes()).unwrap();
+        let mut response = Vec::new();
+        let mut records = std::mem::take(&mut session.pending_records);
+        'read: loop {
+            for record in records.drain(..) {
+                match open_via_split(&mut session.reader, &record).unwrap() {
+                    RecordContent::ApplicationData(data) => response.extend(data),
+                    RecordContent::Alert(a) if a.is_close_notify() => break 'read,
+                    _ => {}
+                }
+            }
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0);
+            for byte in &buf[..n] {
+                records.extend(session.splitter.push(std::slice::from_ref(byte)).unwrap());
+            }
+        }
+        server.join().unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            expected_response(),
+            "{suite}"
+        );
+    }
+}
