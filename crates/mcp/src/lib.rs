@@ -7,6 +7,7 @@
 //! | [`jsonrpc`] | the JSON-RPC envelope: raw bytes kept, id/method/kind parsed through a borrowed view |
 //! | [`lines`] | newline-delimited framing with a line-size limit (the stdio transport) |
 //! | [`session`] | MCP sessions on the runtime: correlation by (session, direction, id), limits, deadlines, negotiated version, frame metadata and tags |
+//! | [`pipe`] | this process's stdin/stdout as non-blocking pipes on the reactor (no blocking-pool hand-off per message) |
 //! | [`stdio`] | the stdio proxy: a client's byte streams on one side, a child server on the other |
 //! | [`http`] | the Streamable HTTP front: POST/GET/DELETE, sessions mapped to upstream sessions, version and Origin checks |
 //! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) or a remote HTTP server ([`upstream::http`]) |
@@ -24,6 +25,7 @@ pub mod jsonrpc;
 pub mod lines;
 pub mod metrics;
 pub mod outbox;
+pub mod pipe;
 pub mod session;
 pub mod stdio;
 pub mod tape;

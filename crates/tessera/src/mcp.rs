@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use tessera_mcp::pipe::{PipeIn, PipeOut};
 use tessera_mcp::stdio::{self, EndedBy};
 use tessera_mcp::tape::{Tape, TapeConfig};
 use tessera_mcp::upstream::child::ChildSpec;
 use tessera_mcp::{McpConfig, Sessions};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The MCP proxy.
 #[derive(Debug, Args)]
@@ -189,7 +191,18 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One session, two pipes: a single-threaded runtime serves it best (no cross-thread wake-ups per message).
 async fn run_stdio(args: StdioArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the stdio runtime")?;
+    tokio::task::spawn_blocking(move || runtime.block_on(stdio_proxy(args)))
+        .await
+        .context("stdio proxy thread")?
+}
+
+async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     let spec = args.common.child(&args.command)?;
     let sessions = Sessions::new(McpConfig {
         name: "mcp-stdio",
@@ -197,11 +210,19 @@ async fn run_stdio(args: StdioArgs) -> anyhow::Result<()> {
         ..args.common.config()
     });
     let tape = args.common.tape().await?;
+    // Pipes (the usual case under an MCP client) are polled directly; anything else goes through Tokio's.
+    let (client_in, client_out): (
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    ) = match (PipeIn::stdin(), PipeOut::stdout()) {
+        (Ok(input), Ok(output)) => (Box::new(input), Box::new(output)),
+        _ => (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout())),
+    };
     let exit = stdio::run(
         &sessions,
         &spec,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        client_in,
+        client_out,
         tape.as_ref().map(|(t, _)| t.clone()),
     )
     .await

@@ -184,6 +184,11 @@ impl HttpProxy {
         grace: std::time::Duration,
     ) -> std::io::Result<ShutdownReport> {
         let accepting = tokio_util::sync::CancellationToken::new();
+        use axum::serve::ListenerExt;
+        // Replies are small: send them at once (no Nagle).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, self.router().merge(extra))
             .with_graceful_shutdown(accepting.clone().cancelled_owned())
             .into_future();
