@@ -104,6 +104,9 @@ fn main() {
             std::thread::spawn(move || for _ in err.lines() {});
             let direct = format!("http://127.0.0.1:{port}/mcp");
             let proxy = start_serve(&tessera, &["--upstream", &direct]);
+            if let Some(idle) = arg("--idle-sessions").and_then(|n| n.parse::<usize>().ok()) {
+                idle_sessions(&proxy.1, proxy.0.id(), idle).await;
+            }
             for sessions in [1, 50] {
                 http_case(
                     "http direct",
@@ -405,4 +408,36 @@ async fn http_case(
         }
     }
     report(path, upstream, sessions, latencies, wall, cpu);
+}
+
+/// The proxy's resident memory with `n` idle sessions open (HTTP upstream).
+async fn idle_sessions(url: &str, pid: u32, n: usize) {
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let before = rss();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"idle","version":"1"}}}"#;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (session, _) = post(&client, url, None, init.to_owned()).await;
+        ids.push(session.expect("session id"));
+    }
+    println!(
+        "\nproxy RSS: {before} at start, {} with {n} idle sessions (HTTP upstream)\n",
+        rss()
+    );
+    for session in ids {
+        let request = hyper::Request::delete(url)
+            .header("mcp-session-id", session)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        if let Ok(r) = client.request(request).await {
+            let _ = r.into_body().collect().await;
+        }
+    }
 }
