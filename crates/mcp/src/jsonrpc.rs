@@ -263,6 +263,30 @@ impl Message {
             .into()
     }
 
+    /// The same message with another id: the top-level members are re-emitted in their order, every value
+    /// but the id's byte for byte. Used where the proxy must remap ids (many clients sharing one upstream).
+    /// `None` for a message without an id or a batch.
+    pub fn with_id(&self, id: &Id) -> Option<Message> {
+        self.id()?;
+        let Ordered(members) = serde_json::from_slice::<Ordered<'_>>(&self.raw).ok()?;
+        let mut out = String::with_capacity(self.raw.len() + 16);
+        out.push('{');
+        for (i, (name, value)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::Value::from(name.as_ref()).to_string());
+            out.push(':');
+            out.push_str(if name == "id" {
+                id.as_json()
+            } else {
+                value.get()
+            });
+        }
+        out.push('}');
+        Message::parse(Bytes::from(out)).ok()
+    }
+
     /// An error response written by the proxy itself. `id` is `None` when the request's id is unknown.
     pub fn error_reply(id: Option<&Id>, code: i32, message: &str) -> Message {
         Self::error_reply_with_data(id, code, message, None)
@@ -306,6 +330,32 @@ impl Message {
                 method: "notifications/cancelled".into(),
             },
         }
+    }
+}
+
+/// A JSON object's members in their order, values kept raw.
+struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Ordered<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Ordered<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Ordered<'a>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<Cow<'a, str>, &'a RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Ordered(members))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
@@ -486,6 +536,24 @@ mod tests {
             request_id: String,
         }
         assert_eq!(back.params::<P>().unwrap().request_id, "x");
+    }
+
+    #[test]
+    fn with_id_changes_only_the_id() {
+        let m = parse(r#"{"z":1, "id":"a\"b","jsonrpc":"2.0","method":"m","params":{"y":[1,2],"x":"\u00e9"}}"#).unwrap();
+        let n = m.with_id(&Id::number(77)).unwrap();
+        assert_eq!(
+            std::str::from_utf8(n.raw()).unwrap(),
+            r#"{"z":1,"id":77,"jsonrpc":"2.0","method":"m","params":{"y":[1,2],"x":"\u00e9"}}"#
+        );
+        let back = n.with_id(m.id().unwrap()).unwrap();
+        assert_eq!(back.id(), m.id());
+        assert!(
+            parse(r#"{"jsonrpc":"2.0","method":"n"}"#)
+                .unwrap()
+                .with_id(&Id::number(1))
+                .is_none()
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ impl LineTx {
     pub async fn send(&self, message: &Message) -> bool {
         self.tx.send(message.line_safe()).await.is_ok()
     }
+
+    /// Queues a message without waiting (from a destructor); false if the queue is full or closed.
+    pub fn try_send(&self, message: &Message) -> bool {
+        self.tx.try_send(message.line_safe()).is_ok()
+    }
 }
 
 /// The writer task's handle.

@@ -345,3 +345,87 @@ async fn stateless_requests_are_checked_then_passed_through() {
     assert_eq!(p.proxy.sessions().registry().len(), 1);
     p.finish().await;
 }
+
+/// A minimal 2026-07-28 stdio server: echoes, never answers the tool `never`, and reports through the tool
+/// `cancels` how many `notifications/cancelled` it received.
+const STATELESS_SERVER: &str = r#"
+import sys, json
+cancels = 0
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("method") == "notifications/cancelled":
+        cancels += 1
+        continue
+    if "id" not in m:
+        continue
+    params = m.get("params", {})
+    name = params.get("name")
+    if name == "never":
+        continue
+    text = str(cancels) if name == "cancels" else "Echo: " + str(params.get("arguments", {}).get("message"))
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"resultType": "complete", "content": [{"type": "text", "text": text}]}}), flush=True)
+"#;
+
+fn modern_call(id: u64, tool: &str, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"message": message}, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"}}}})
+}
+
+async fn post_modern(http: &Http, body: &Value) -> support::http::Reply {
+    let name = body["params"]["name"].as_str().unwrap().to_owned();
+    http.send(
+        Method::POST,
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", &name),
+        ],
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_clients_share_one_child_with_remapped_ids() {
+    let command: Vec<OsString> = ["python3", "-c", STATELESS_SERVER]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let p = start_proxy(Upstream::Command(
+        ChildSpec::from_command(&command).unwrap(),
+    ))
+    .await;
+    // Ten clients, all using id 1 at once, over one child: each gets its own answer, under its own id.
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let http = p.http.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = post_modern(&http, &modern_call(1, "echo", &format!("client {n}"))).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_eq!(
+                reply.response(&json!(1))["result"]["content"][0]["text"],
+                format!("Echo: client {n}")
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A client that closes its stream mid-request: the request is withdrawn and the child told.
+    let http = p.http.clone();
+    let hanging =
+        tokio::spawn(async move { post_modern(&http, &modern_call(5, "never", "")).await });
+    p.proxy.sessions().wait_pending(|n| n == 1).await;
+    hanging.abort();
+    let _ = hanging.await;
+    p.proxy.sessions().wait_no_pending().await;
+    let cancels = post_modern(&p.http, &modern_call(6, "cancels", "")).await;
+    assert_eq!(
+        cancels.response(&json!(6))["result"]["content"][0]["text"],
+        "1"
+    );
+    p.finish().await;
+}

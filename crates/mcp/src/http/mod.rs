@@ -13,6 +13,7 @@ pub mod command;
 pub mod delete;
 pub mod get;
 pub mod post;
+pub mod shared;
 pub mod sse;
 pub mod stateless;
 pub mod version;
@@ -106,6 +107,8 @@ pub(crate) struct State {
     pub(crate) tape: Option<Tape>,
     /// Observability groups of stateless (2026-07-28) clients.
     pub(crate) groups: Mutex<HashMap<String, McpSession>>,
+    /// The child shared by stateless clients (command upstream).
+    pub(crate) shared: Mutex<Option<Arc<shared::SharedChild>>>,
 }
 
 /// The HTTP proxy: build it, mount [`HttpProxy::router`], and call [`HttpProxy::shutdown`] at the end.
@@ -142,6 +145,7 @@ impl HttpProxy {
                 tracker: TaskTracker::new(),
                 tape,
                 groups: Mutex::new(HashMap::new()),
+                shared: Mutex::new(None),
             }),
         })
     }

@@ -11,7 +11,8 @@
 //!   Requests are tracked under a proxy-unique key, since clients of one group may reuse ids; the HTTP
 //!   exchange itself says which response belongs to which request.
 //! * Cancellation: closing the response stream is the cancel in 2026-07-28; the relay drops its upstream
-//!   exchange, which carries the cancel on to a modern upstream.
+//!   exchange, which carries the cancel on to a modern upstream. A command upstream is one child shared by
+//!   all stateless clients, with ids remapped ([`super::shared`]); there the cancel is said explicitly.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,7 +230,8 @@ fn group(state: &Arc<State>, client: Option<&str>) -> Result<McpSession, Respons
     Ok(mcp)
 }
 
-/// A stateless POST: checked, grouped, forwarded to a URL upstream under a proxy-unique key.
+/// A stateless POST: checked, grouped, forwarded to a URL upstream under a proxy-unique key, or to the
+/// shared child with a remapped id.
 pub(crate) async fn post(
     state: &Arc<State>,
     headers: &HeaderMap,
@@ -239,18 +241,16 @@ pub(crate) async fn post(
     if let Err(rejected) = check(headers, &message, &claim) {
         return rejected;
     }
-    if state.upstream.is_none() {
-        return error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "Not Implemented: 2026-07-28 requests need a URL upstream in this version of the proxy",
-        );
-    }
     let mcp = match group(state, claim.client.as_deref()) {
         Ok(m) => m,
         Err(e) => return e,
     };
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
         mcp.set_authenticated();
+    }
+    if let super::Upstream::Command(spec) = &state.config.upstream {
+        let accept = super::Accept::from_headers(headers);
+        return super::shared::post(state, spec, &mcp, message, accept).await;
     }
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let key = message

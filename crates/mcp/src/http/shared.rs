@@ -1,0 +1,199 @@
+//! 2026-07-28 requests over a command upstream: every stateless client shares one child process (a process
+//! is not a session in 2026-07-28), so the proxy remaps JSON-RPC ids to its own, never colliding, and maps
+//! them back on the response — the one place where a message is not forwarded byte for byte (only its id
+//! changes; see [`Message::with_id`]).
+//!
+//! The child belongs to a runtime session of its own (`mcp-stateless-upstream`), whose pending table holds
+//! the remapped ids; if the child exits, that session ends and the next request starts a new child. A client
+//! that goes away (its stream closed: the 2026 cancel) withdraws the request and the child gets an explicit
+//! `notifications/cancelled`, since on stdio a cancel must be said.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::StreamExt;
+use tessera_session::FailureReason;
+
+use super::{Accept, State, error_response, message_response};
+use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
+use crate::lines::Line;
+use crate::metrics;
+use crate::outbox::LineTx;
+use crate::session::{Direction, McpSession};
+use crate::upstream::child::{self, ChildSpec};
+
+/// The shared child and the session that owns it.
+pub(crate) struct SharedChild {
+    owner: McpSession,
+    input: LineTx,
+    next_id: AtomicU64,
+}
+
+/// The live shared child, started on first use (or again after the last one exited).
+#[allow(clippy::result_large_err)] // a handler's early answer
+fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>, Response> {
+    let mut slot = state.shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = slot.as_ref().filter(|c| !c.owner.session().is_ended()) {
+        return Ok(found.clone());
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        error_response(StatusCode::BAD_GATEWAY, &format!("Bad Gateway: {e}"))
+    };
+    let (guard, owner) = state
+        .sessions
+        .create("mcp-stateless-upstream")
+        .map_err(|e| unavailable(&e))?;
+    let _ = owner.session().activate();
+    let (mut child, input, mut output) =
+        child::spawn(spec, guard.session()).map_err(|e| unavailable(&e))?;
+    let reader = owner.clone();
+    let spawned = guard.session().clone().spawn(async move {
+        while let Some(line) = output.next().await {
+            let Ok(Line::Frame(bytes)) = line else { continue };
+            let Ok(message) = Message::parse(bytes) else {
+                metrics::malformed(Direction::ServerToClient);
+                continue;
+            };
+            match message.kind() {
+                Kind::Response { .. } => {
+                    if reader.correlate_response(Direction::ServerToClient, &message).is_none() {
+                        tracing::debug!(id = ?message.id(), "late or unknown response from the shared child dropped");
+                    }
+                }
+                // Notifications about a request (progress, log) cannot be routed without a stream per request
+                // on stdio; the 2026 server sends them only when asked.
+                _ => tracing::debug!(method = ?message.method(), "shared child message not routed"),
+            }
+        }
+        tracing::info!("the shared stateless child closed its stdout");
+        reader.session().fail(FailureReason::error("the upstream server exited"));
+        drop(guard);
+    });
+    if let Err(e) = spawned {
+        return Err(unavailable(&e));
+    }
+    // At shutdown, the shared child ends as soon as its requests in flight are answered.
+    let (closing, idle) = (owner.session().clone(), owner.clone());
+    let _ = owner.session().spawn(async move {
+        closing.shutdown_requested().await;
+        idle.wait_idle().await;
+        closing.close();
+    });
+    let ended = owner.session().clone();
+    state.tracker.spawn(async move {
+        tokio::select! {
+            _ = ended.ended() => { let _ = child.shutdown().await; }
+            _ = child.wait() => { ended.fail(FailureReason::error("the upstream server exited")); }
+        }
+    });
+    let shared = Arc::new(SharedChild {
+        owner,
+        input,
+        next_id: AtomicU64::new(1),
+    });
+    *slot = Some(shared.clone());
+    Ok(shared)
+}
+
+/// Withdraws a remapped request whose client went away, and tells the child.
+struct CancelOnDrop {
+    shared: Arc<SharedChild>,
+    upstream_id: Option<Id>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.upstream_id.take() {
+            self.shared.owner.forget(Direction::ClientToServer, &id);
+            let _ = self
+                .shared
+                .input
+                .try_send(&Message::cancelled(&id, "the client closed its stream"));
+        }
+    }
+}
+
+/// A stateless message for the shared child. `group` is the client's observability session.
+pub(crate) async fn post(
+    state: &Arc<State>,
+    spec: &ChildSpec,
+    group: &McpSession,
+    message: Message,
+    accept: Accept,
+) -> Response {
+    let shared = match shared_child(state, spec) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let meta = group.observe(&message);
+    metrics::frame(Direction::ClientToServer);
+    if let Some(tape) = &state.tape {
+        tape.frame(&meta, Direction::ClientToServer, &message, None);
+    }
+    let Some(original) = message.id().filter(|_| message.is_request()).cloned() else {
+        // 2026-07-28 defines no client notification over HTTP but `notifications/cancelled`, whose request
+        // id the client cannot know after remapping: accepted and dropped.
+        return axum::response::IntoResponse::into_response(StatusCode::ACCEPTED);
+    };
+    let upstream_id = Id::number(
+        i64::try_from(shared.next_id.fetch_add(1, Ordering::Relaxed)).unwrap_or(i64::MAX),
+    );
+    let Some(remapped) = message.with_id(&upstream_id) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: the request could not be re-identified",
+        );
+    };
+    let pending = match shared
+        .owner
+        .track_request(Direction::ClientToServer, &remapped)
+    {
+        Ok(p) => p,
+        Err(refusal) => {
+            let reply =
+                Message::error_reply(Some(&original), PROXY_ERROR, &refusal.error.to_string());
+            return message_response(&reply, accept, None);
+        }
+    };
+    let mut cancel = CancelOnDrop {
+        shared: shared.clone(),
+        upstream_id: Some(upstream_id.clone()),
+    };
+    if !shared.input.send(&remapped).await {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway: the upstream server is gone",
+        );
+    }
+    let response = match McpSession::outcome(pending, &upstream_id).await {
+        Ok(response) => {
+            cancel.upstream_id = None;
+            response.with_id(&original)
+        }
+        Err(Some(expired)) => {
+            cancel.upstream_id = None;
+            metrics::expired();
+            shared.input.send(&expired.cancel).await;
+            Some(Message::error_reply(
+                Some(&original),
+                PROXY_ERROR,
+                "request timed out",
+            ))
+        }
+        Err(None) => None,
+    };
+    let Some(response) = response else {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway: the upstream server ended before answering",
+        );
+    };
+    let meta = group.observe(&response);
+    metrics::frame(Direction::ServerToClient);
+    if let Some(tape) = &state.tape {
+        tape.frame(&meta, Direction::ServerToClient, &response, None);
+    }
+    message_response(&response, accept, None)
+}
