@@ -1,1 +1,20 @@
-//! End-to-end encrypted messaging relay (work in progress: see issue 7).
+//! # tessera-relay
+//!
+//! An end-to-end encrypted messaging relay for people and AI agents (issue 7), over the Tessera secure
+//! channel. The channel handshake is the authentication: a device *is* its channel (Noise static) key,
+//! and the relay holds no password or other secret of its users. The relay stores and forwards only
+//! what clients give it: public prekeys and per-device ciphertexts.
+//!
+//! * [`protocol`]: the wire messages, and in [`protocol::codec`] their JSON encoding (`docs/relay.md`).
+//! * [`store`]: the durable state behind the [`store::Store`] trait; [`store::SqliteStore`] by default.
+//! * [`server`]: one task per channel; queued messages delivered in order on connect, then pushed live;
+//!   deleted on acknowledgment.
+//! * [`client`]: a minimal client over a channel (request/reply, buffered deliveries).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+pub mod store;

@@ -1,0 +1,243 @@
+//! A minimal relay client over one channel: numbered requests and their replies, with deliveries that
+//! arrive in between kept in order for [`RelayClient::next_delivery`].
+//!
+//! It holds no keys and does no encryption; the end-to-end layer (Olm) sits on top of it.
+
+use std::collections::VecDeque;
+
+use tessera_channel::{Channel, ChannelError};
+
+use crate::protocol::codec::{DecodeError, decode_reply, encode_request};
+use crate::protocol::{
+    DeviceBundle, DeviceId, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request,
+};
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The channel failed.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The relay closed the channel.
+    #[error("the relay closed the channel")]
+    Closed,
+    /// The relay sent something that is not a reply.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The relay refused the request.
+    #[error("relay refused the request ({code:?}): {message}")]
+    Refused {
+        /// The relay's error code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// A reply of the wrong kind for the request.
+    #[error("unexpected reply from the relay: {0}")]
+    Unexpected(String),
+}
+
+/// A message the relay delivered to this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// This device's sequence number of the message.
+    pub seq: u64,
+    /// The sending user.
+    pub from_user: String,
+    /// The sending device.
+    pub from_device: DeviceId,
+    /// The sender's message id.
+    pub message_id: String,
+    /// The ciphertext for this device.
+    pub ciphertext: String,
+}
+
+impl Delivery {
+    /// The reference that acknowledges this delivery.
+    pub fn reference(&self) -> MessageRef {
+        MessageRef {
+            from_device: self.from_device.clone(),
+            message_id: self.message_id.clone(),
+        }
+    }
+}
+
+/// A device's connection to the relay.
+#[derive(Debug)]
+pub struct RelayClient {
+    channel: Channel,
+    next_req: u64,
+    deliveries: VecDeque<Delivery>,
+}
+
+impl RelayClient {
+    /// Wraps an established channel to the relay.
+    pub fn new(channel: Channel) -> Self {
+        RelayClient {
+            channel,
+            next_req: 1,
+            deliveries: VecDeque::new(),
+        }
+    }
+
+    /// Receives one reply; deliveries are queued, `Some(reply)` otherwise.
+    async fn receive(&mut self) -> Result<Reply, ClientError> {
+        let bytes = self.channel.recv().await?.ok_or(ClientError::Closed)?;
+        Ok(decode_reply(&bytes)?)
+    }
+
+    async fn call(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Reply, ClientError> {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.channel.send(encode_request(&make(req))).await?;
+        loop {
+            match self.receive().await? {
+                Reply::Deliver {
+                    seq,
+                    from_user,
+                    from_device,
+                    message_id,
+                    ciphertext,
+                    ..
+                } => {
+                    self.deliveries.push_back(Delivery {
+                        seq,
+                        from_user,
+                        from_device,
+                        message_id,
+                        ciphertext,
+                    });
+                }
+                Reply::Error {
+                    req: Some(r),
+                    code,
+                    message,
+                } if r == req => {
+                    return Err(ClientError::Refused { code, message });
+                }
+                Reply::Error {
+                    req: None,
+                    code,
+                    message,
+                } => return Err(ClientError::Refused { code, message }),
+                reply => return Ok(reply),
+            }
+        }
+    }
+
+    fn expect_ok(reply: Reply) -> Result<(), ClientError> {
+        match reply {
+            Reply::Ok { .. } => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// register_device: binds this channel key to `username` with the device's E2E identity keys.
+    pub async fn register(
+        &mut self,
+        username: &str,
+        identity_key: &str,
+        signing_key: &str,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .call(|req| Request::RegisterDevice {
+                req,
+                username: username.into(),
+                identity_key: identity_key.into(),
+                signing_key: signing_key.into(),
+            })
+            .await?;
+        Self::expect_ok(reply)
+    }
+
+    /// publish_prekeys.
+    pub async fn publish_prekeys(
+        &mut self,
+        one_time_keys: Vec<PreKey>,
+        fallback_key: Option<PreKey>,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .call(|req| Request::PublishPrekeys {
+                req,
+                one_time_keys,
+                fallback_key,
+            })
+            .await?;
+        Self::expect_ok(reply)
+    }
+
+    /// fetch_bundle: `username`'s devices, each with a claimed one-time key when one is left.
+    pub async fn fetch_bundle(&mut self, username: &str) -> Result<Vec<DeviceBundle>, ClientError> {
+        match self
+            .call(|req| Request::FetchBundle {
+                req,
+                username: username.into(),
+            })
+            .await?
+        {
+            Reply::Bundle { devices, .. } => Ok(devices),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// send: returns once the relay has stored every envelope durably; `Ok(true)` if it had already
+    /// stored this message id (a retry).
+    pub async fn send(
+        &mut self,
+        message_id: &str,
+        to: &str,
+        envelopes: Vec<Envelope>,
+    ) -> Result<bool, ClientError> {
+        let reply = self
+            .call(|req| Request::Send {
+                req,
+                message_id: message_id.into(),
+                to: to.into(),
+                envelopes,
+            })
+            .await?;
+        match reply {
+            Reply::Sent { duplicate, .. } => Ok(duplicate),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// ack: the relay deletes these messages.
+    pub async fn ack(&mut self, messages: Vec<MessageRef>) -> Result<(), ClientError> {
+        let reply = self.call(|req| Request::Ack { req, messages }).await?;
+        Self::expect_ok(reply)
+    }
+
+    /// The next delivered message, waiting for the relay to push one.
+    pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
+        loop {
+            if let Some(delivery) = self.deliveries.pop_front() {
+                return Ok(delivery);
+            }
+            match self.receive().await? {
+                Reply::Deliver {
+                    seq,
+                    from_user,
+                    from_device,
+                    message_id,
+                    ciphertext,
+                    ..
+                } => {
+                    self.deliveries.push_back(Delivery {
+                        seq,
+                        from_user,
+                        from_device,
+                        message_id,
+                        ciphertext,
+                    });
+                }
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
+    /// Closes the channel normally.
+    pub async fn close(self) {
+        self.channel.close().await;
+    }
+}

@@ -1,0 +1,197 @@
+//! The relay's wire messages: what a device asks ([`Request`]) and what the relay answers or pushes
+//! ([`Reply`]). The encoding lives apart, in [`codec`], so the codec can be fuzzed alone.
+//!
+//! Every request carries a client-chosen request number `req`, echoed in its reply; pushed
+//! [`Reply::Deliver`] messages carry none. Key material and ciphertexts are opaque strings to the relay
+//! (a client normally puts unpadded base64 there, as vodozemac prints its keys and Olm messages): the
+//! relay stores and forwards them, and never interprets them.
+
+pub mod codec;
+
+use serde::{Deserialize, Serialize};
+
+/// A device's identity on the relay: its channel (Noise static) public key as 64 lowercase hex digits.
+/// The channel handshake proves it, so the relay never takes it from a message body for the caller.
+pub type DeviceId = String;
+
+/// A prekey a device publishes for others to start an Olm session with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreKey {
+    /// The key's id, chosen by the device (unique among its keys).
+    pub key_id: String,
+    /// The public key (opaque to the relay).
+    pub key: String,
+}
+
+/// One device of a user, as another device needs it to encrypt to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBundle {
+    /// The device's id (its channel key).
+    pub device: DeviceId,
+    /// Its long-term E2E identity key (Curve25519 for Olm).
+    pub identity_key: String,
+    /// Its signing key (Ed25519 for Olm), for fingerprints.
+    pub signing_key: String,
+    /// A one-time prekey, claimed for this caller alone and removed from the relay; `None` when the device
+    /// has none left.
+    pub one_time_key: Option<PreKey>,
+    /// The device's fallback prekey, used when no one-time key is left; it is not removed.
+    pub fallback_key: Option<PreKey>,
+}
+
+/// One ciphertext for one recipient device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The recipient device.
+    pub device: DeviceId,
+    /// The ciphertext for that device alone.
+    pub ciphertext: String,
+}
+
+/// Identifies a delivered message for its acknowledgment: the sending device and its message id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// The device that sent the message.
+    pub from_device: DeviceId,
+    /// The sender's message id.
+    pub message_id: String,
+}
+
+/// A request from a device to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// register_device: binds the caller's channel key to `username` (creating the account on first use)
+    /// with its E2E identity keys. Repeating it with the same values is a no-op.
+    RegisterDevice {
+        /// Request number, echoed in the reply.
+        req: u64,
+        /// The account name.
+        username: String,
+        /// The device's E2E identity key (Curve25519).
+        identity_key: String,
+        /// The device's signing key (Ed25519).
+        signing_key: String,
+    },
+    /// publish_prekeys: adds one-time prekeys and replaces the fallback prekey (when given).
+    PublishPrekeys {
+        /// Request number.
+        req: u64,
+        /// New one-time prekeys.
+        one_time_keys: Vec<PreKey>,
+        /// A new fallback prekey, replacing the previous one.
+        fallback_key: Option<PreKey>,
+    },
+    /// fetch_bundle: the devices of `username`, each with one freshly claimed one-time key.
+    FetchBundle {
+        /// Request number.
+        req: u64,
+        /// Whose devices.
+        username: String,
+    },
+    /// send: stores one ciphertext per recipient device; retried with the same `message_id`, it is stored
+    /// once. Recipients may be devices of `to` and the sender's own other devices.
+    Send {
+        /// Request number.
+        req: u64,
+        /// Chosen by the sending device, unique among its messages (e.g. 128 random bits in hex).
+        message_id: String,
+        /// The recipient user.
+        to: String,
+        /// One ciphertext per recipient device.
+        envelopes: Vec<Envelope>,
+    },
+    /// ack: the caller has durably processed these delivered messages; the relay deletes them.
+    Ack {
+        /// Request number.
+        req: u64,
+        /// The acknowledged messages.
+        messages: Vec<MessageRef>,
+    },
+}
+
+impl Request {
+    /// The request number.
+    pub fn req(&self) -> u64 {
+        match self {
+            Request::RegisterDevice { req, .. }
+            | Request::PublishPrekeys { req, .. }
+            | Request::FetchBundle { req, .. }
+            | Request::Send { req, .. }
+            | Request::Ack { req, .. } => *req,
+        }
+    }
+}
+
+/// Machine-readable error codes of [`Reply::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame did not decode as a request.
+    Malformed,
+    /// The caller's channel key is not a registered device (register first).
+    NotRegistered,
+    /// The username is unknown.
+    UnknownUser,
+    /// A recipient device is not a device of the recipient or of the sender.
+    UnknownDevice,
+    /// The device is already registered to another account.
+    DeviceTaken,
+    /// A field is empty, too long or otherwise invalid.
+    Invalid,
+    /// A storage failure on the relay; retry later.
+    Internal,
+}
+
+/// A message from the relay to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    /// The request `req` succeeded (register_device, publish_prekeys, ack).
+    Ok {
+        /// The request number.
+        req: u64,
+    },
+    /// The answer to fetch_bundle.
+    Bundle {
+        /// The request number.
+        req: u64,
+        /// The user.
+        username: String,
+        /// Their devices.
+        devices: Vec<DeviceBundle>,
+    },
+    /// The answer to send, given only once every envelope is durable.
+    Sent {
+        /// The request number.
+        req: u64,
+        /// The message id.
+        message_id: String,
+        /// `true` when this message id had been stored before (a retry): nothing new was stored.
+        duplicate: bool,
+    },
+    /// deliver: a stored message for this device, pushed in sequence order, until acknowledged.
+    Deliver {
+        /// This device's sequence number of the message (increasing).
+        seq: u64,
+        /// The sending user.
+        from_user: String,
+        /// The sending device.
+        from_device: DeviceId,
+        /// The sender's message id.
+        message_id: String,
+        /// The ciphertext for this device.
+        ciphertext: String,
+        /// When the relay stored it (seconds since the Unix epoch).
+        stored_at: i64,
+    },
+    /// The request failed (`req` is absent when the request did not decode).
+    Error {
+        /// The request number, when known.
+        req: Option<u64>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+}

@@ -1,0 +1,374 @@
+//! The relay server: one task per channel, on the channel's session.
+//!
+//! A connection's device is its channel peer key (proven by the Noise handshake). Once the device is
+//! registered (at connect, or by register_device on this connection), the connection delivers every
+//! queued message in sequence order, starting after sequence 0 — that is, every message not yet
+//! acknowledged — and then pushes new ones as they are stored. Delivery is at-least-once: a reconnecting
+//! device receives again whatever it had not acknowledged; acknowledgments delete.
+//!
+//! Live push: each device has a `watch` cell holding its latest stored sequence number; a send updates it
+//! after its transaction commits, and every connection of that device wakes and reads the store from its
+//! own cursor. A wake-up can therefore never be lost between a read and a wait, and the store remains the
+//! only source of the messages.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tessera_channel::{Channel, ChannelWriter, Listener};
+use tokio::sync::watch;
+
+use crate::protocol::codec::{decode_request, encode_reply, salvage_req};
+use crate::protocol::{DeviceId, ErrorCode, Reply, Request};
+use crate::store::{Enqueued, Store, StoreError};
+
+/// Limits the relay enforces on requests.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Queued messages read from the store per delivery batch (default 100).
+    pub delivery_batch: u32,
+    /// Longest username, in bytes (default 64).
+    pub max_username: usize,
+    /// Longest key, key id or message id, in bytes (default 256).
+    pub max_field: usize,
+    /// Most envelopes in one send (default 64).
+    pub max_envelopes: usize,
+    /// Most one-time prekeys in one publish (default 100).
+    pub max_prekeys: usize,
+    /// Most messages acknowledged in one ack (default 1,000).
+    pub max_acks: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            delivery_batch: 100,
+            max_username: 64,
+            max_field: 256,
+            max_envelopes: 64,
+            max_prekeys: 100,
+            max_acks: 1000,
+        }
+    }
+}
+
+/// The relay: a store, limits, and the live-push cells of connected devices. Cheap to clone.
+pub struct Relay<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    config: RelayConfig,
+    wake: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
+}
+
+impl<S> Clone for Relay<S> {
+    fn clone(&self) -> Self {
+        Relay {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Relay<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong with a request: the reply's code and text.
+struct Refusal(ErrorCode, String);
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        let code = match &error {
+            StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
+            StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
+            StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
+            StoreError::NotARecipient { .. } => ErrorCode::UnknownDevice,
+            StoreError::Database(_) => {
+                tracing::error!(%error, "relay store failed");
+                return Refusal(ErrorCode::Internal, "storage failure; retry later".into());
+            }
+        };
+        Refusal(code, error.to_string())
+    }
+}
+
+impl<S: Store> Relay<S> {
+    /// A relay over `store`.
+    pub fn new(store: S, config: RelayConfig) -> Self {
+        Relay {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                wake: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Accepts channels until the listener ends, serving each on a task of its channel's session.
+    pub async fn run(self, mut listener: Listener) {
+        while let Some(channel) = listener.accept().await {
+            let session = channel.session().clone();
+            let relay = self.clone();
+            if let Err(error) = session.spawn(async move { relay.serve_channel(channel).await }) {
+                tracing::debug!(%error, "channel ended before it could be served");
+            }
+        }
+    }
+
+    fn subscribe(&self, device: &str) -> watch::Receiver<u64> {
+        let mut cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cells
+            .entry(device.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn notify(&self, device: &str, seq: u64) {
+        let cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(cell) = cells.get(device) {
+            cell.send_if_modified(|latest| {
+                let newer = seq > *latest;
+                *latest = (*latest).max(seq);
+                newer
+            });
+        }
+    }
+
+    /// Serves one channel until it ends: requests in, replies and deliveries out.
+    pub async fn serve_channel(&self, channel: Channel) {
+        let device = channel.peer().to_string();
+        let (mut reader, writer) = channel.split();
+        let mut wake = self.subscribe(&device);
+        let mut registered = match self.inner.store.device(&device).await {
+            Ok(record) => record.is_some(),
+            Err(error) => {
+                tracing::error!(%error, "relay store failed");
+                return;
+            }
+        };
+        // Deliveries start after sequence 0 on every connection: whatever is still stored is unacknowledged.
+        let mut cursor = 0u64;
+        let mut more = registered;
+        loop {
+            if registered && more {
+                match self.deliver_batch(&device, &mut cursor, &writer).await {
+                    Ok(full) => more = full,
+                    Err(()) => return,
+                }
+            }
+            tokio::select! {
+                biased;
+                incoming = reader.recv() => {
+                    let Ok(Some(bytes)) = incoming else { return };
+                    let (reply, now_registered) = self.handle(&device, &bytes).await;
+                    if writer.send(encode_reply(&reply)).await.is_err() {
+                        return;
+                    }
+                    if now_registered && !registered {
+                        registered = true;
+                        more = true;
+                    }
+                }
+                _ = std::future::ready(()), if registered && more => {}
+                changed = wake.changed(), if registered => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    more = true;
+                }
+            }
+        }
+    }
+
+    /// Sends one batch of queued messages after `cursor`; `Ok(true)` when the batch was full (more may
+    /// follow).
+    async fn deliver_batch(
+        &self,
+        device: &str,
+        cursor: &mut u64,
+        writer: &ChannelWriter,
+    ) -> Result<bool, ()> {
+        let batch = self.inner.config.delivery_batch;
+        let messages = self
+            .inner
+            .store
+            .pending(device, *cursor, batch)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "relay store failed");
+            })?;
+        let full = messages.len() >= batch as usize;
+        for message in messages {
+            *cursor = message.seq;
+            let deliver = Reply::Deliver {
+                seq: message.seq,
+                from_user: message.from_user,
+                from_device: message.from_device,
+                message_id: message.message_id,
+                ciphertext: message.ciphertext,
+                stored_at: message.stored_at,
+            };
+            writer.send(encode_reply(&deliver)).await.map_err(|_| ())?;
+        }
+        Ok(full)
+    }
+
+    /// Handles one frame; returns the reply and whether the device is now registered.
+    async fn handle(&self, device: &str, bytes: &[u8]) -> (Reply, bool) {
+        let request = match decode_request(bytes) {
+            Ok(request) => request,
+            Err(error) => {
+                let reply = Reply::Error {
+                    req: salvage_req(bytes),
+                    code: ErrorCode::Malformed,
+                    message: error.to_string(),
+                };
+                return (reply, false);
+            }
+        };
+        let req = request.req();
+        let registering = matches!(request, Request::RegisterDevice { .. });
+        match self.execute(device, request).await {
+            Ok(reply) => (reply, registering),
+            Err(Refusal(code, message)) => (
+                Reply::Error {
+                    req: Some(req),
+                    code,
+                    message,
+                },
+                false,
+            ),
+        }
+    }
+
+    fn check(&self, what: &str, value: &str, max: usize) -> Result<(), Refusal> {
+        if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+            return Err(Refusal(
+                ErrorCode::Invalid,
+                format!("{what} must be 1 to {max} bytes without control characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, device: &str, request: Request) -> Result<Reply, Refusal> {
+        let config = &self.inner.config;
+        let store = &self.inner.store;
+        match request {
+            Request::RegisterDevice {
+                req,
+                username,
+                identity_key,
+                signing_key,
+            } => {
+                self.check("username", &username, config.max_username)?;
+                self.check("identity_key", &identity_key, config.max_field)?;
+                self.check("signing_key", &signing_key, config.max_field)?;
+                store
+                    .register_device(&username, device, &identity_key, &signing_key)
+                    .await?;
+                Ok(Reply::Ok { req })
+            }
+            Request::PublishPrekeys {
+                req,
+                one_time_keys,
+                fallback_key,
+            } => {
+                if one_time_keys.len() > config.max_prekeys {
+                    return Err(Refusal(
+                        ErrorCode::Invalid,
+                        format!("at most {} one-time keys per request", config.max_prekeys),
+                    ));
+                }
+                for key in one_time_keys.iter().chain(fallback_key.as_ref()) {
+                    self.check("key_id", &key.key_id, config.max_field)?;
+                    self.check("key", &key.key, config.max_field)?;
+                }
+                store
+                    .publish_prekeys(device, &one_time_keys, fallback_key.as_ref())
+                    .await?;
+                Ok(Reply::Ok { req })
+            }
+            Request::FetchBundle { req, username } => {
+                self.check("username", &username, config.max_username)?;
+                self.require_registered(device).await?;
+                let devices = store.fetch_bundles(&username).await?;
+                Ok(Reply::Bundle {
+                    req,
+                    username,
+                    devices,
+                })
+            }
+            Request::Send {
+                req,
+                message_id,
+                to,
+                envelopes,
+            } => {
+                self.check("message_id", &message_id, config.max_field)?;
+                self.check("to", &to, config.max_username)?;
+                if envelopes.is_empty() || envelopes.len() > config.max_envelopes {
+                    return Err(Refusal(
+                        ErrorCode::Invalid,
+                        format!("a send needs 1 to {} envelopes", config.max_envelopes),
+                    ));
+                }
+                match store.enqueue(device, &message_id, &to, &envelopes).await? {
+                    Enqueued::Stored(copies) => {
+                        for (recipient, seq) in copies {
+                            self.notify(&recipient, seq);
+                        }
+                        Ok(Reply::Sent {
+                            req,
+                            message_id,
+                            duplicate: false,
+                        })
+                    }
+                    Enqueued::Duplicate => Ok(Reply::Sent {
+                        req,
+                        message_id,
+                        duplicate: true,
+                    }),
+                }
+            }
+            Request::Ack { req, messages } => {
+                if messages.len() > config.max_acks {
+                    return Err(Refusal(
+                        ErrorCode::Invalid,
+                        format!("at most {} acks per request", config.max_acks),
+                    ));
+                }
+                store.ack(device, &messages).await?;
+                Ok(Reply::Ok { req })
+            }
+        }
+    }
+
+    async fn require_registered(&self, device: &str) -> Result<(), Refusal> {
+        match self.inner.store.device(device).await? {
+            Some(_) => Ok(()),
+            None => Err(Refusal(
+                ErrorCode::NotRegistered,
+                "register this device first".into(),
+            )),
+        }
+    }
+}

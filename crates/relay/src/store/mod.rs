@@ -1,0 +1,157 @@
+//! Durable relay state behind the [`Store`] trait: accounts, devices, prekeys and queued messages.
+//!
+//! The schema (see [`sqlite`]) is plain SQL that PostgreSQL accepts as well, so a second backend can
+//! implement the same trait over the same tables. Every method is one transaction.
+//!
+//! Delivery rules the trait guarantees:
+//! * each queued message gets its recipient device's next sequence number (strictly increasing, never
+//!   reused, even after deletions);
+//! * a message is deleted only by [`Store::ack`];
+//! * [`Store::enqueue`] with a `(sender device, message id)` pair seen before stores nothing, even after
+//!   the first copy was acknowledged and deleted.
+
+pub mod sqlite;
+
+use std::future::Future;
+
+use crate::protocol::{DeviceBundle, DeviceId, Envelope, MessageRef, PreKey};
+
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The device is registered to another account.
+    #[error("device {device} belongs to another account")]
+    DeviceTaken {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device is not registered.
+    #[error("device {device} is not registered")]
+    UnknownDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The user does not exist.
+    #[error("user {username} does not exist")]
+    UnknownUser {
+        /// The user.
+        username: String,
+    },
+    /// A recipient device belongs neither to the recipient nor to the sender's account.
+    #[error("device {device} is not a device of {username} or of the sender")]
+    NotARecipient {
+        /// The device.
+        device: DeviceId,
+        /// The recipient user.
+        username: String,
+    },
+    /// The database failed (I/O, corruption, a full disk).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device id (its channel key).
+    pub device: DeviceId,
+    /// Its account.
+    pub username: String,
+    /// Its E2E identity key.
+    pub identity_key: String,
+    /// Its signing key.
+    pub signing_key: String,
+    /// The highest sequence number it has acknowledged (0 before any).
+    pub last_acked_seq: u64,
+}
+
+/// A queued message for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The recipient device's sequence number.
+    pub seq: u64,
+    /// The sending user.
+    pub from_user: String,
+    /// The sending device.
+    pub from_device: DeviceId,
+    /// The sender's message id.
+    pub message_id: String,
+    /// The ciphertext, exactly as the sender gave it.
+    pub ciphertext: String,
+    /// When it was stored (seconds since the Unix epoch).
+    pub stored_at: i64,
+}
+
+/// The result of [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored: each recipient device with the sequence number its copy got.
+    Stored(Vec<(DeviceId, u64)>),
+    /// This message id was stored before; nothing was stored now.
+    Duplicate,
+}
+
+/// The relay's durable state. Implementations must make each method atomic and durable before it
+/// returns.
+pub trait Store: Send + Sync + 'static {
+    /// Registers `device` for `username` (creating the account), or confirms an identical registration.
+    /// A device registered to another account is refused; the same device re-registering with new keys
+    /// replaces them.
+    fn register_device(
+        &self,
+        username: &str,
+        device: &str,
+        identity_key: &str,
+        signing_key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The device's record, if registered.
+    fn device(
+        &self,
+        device: &str,
+    ) -> impl Future<Output = Result<Option<DeviceRecord>, StoreError>> + Send;
+
+    /// Adds one-time prekeys (ignoring ids the device already published) and replaces the fallback key.
+    fn publish_prekeys(
+        &self,
+        device: &str,
+        one_time: &[PreKey],
+        fallback: Option<&PreKey>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The devices of `username`, each with one one-time key removed from the store (claimed) when any is
+    /// left, and its fallback key.
+    fn fetch_bundles(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Vec<DeviceBundle>, StoreError>> + Send;
+
+    /// Stores one copy per envelope, each under its device's next sequence number, unless `(sender,
+    /// message_id)` was stored before. Every envelope's device must belong to `to` or to the sender's
+    /// account; otherwise nothing is stored.
+    fn enqueue(
+        &self,
+        sender: &str,
+        message_id: &str,
+        to: &str,
+        envelopes: &[Envelope],
+    ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
+
+    /// Up to `limit` queued messages of `device` with a sequence number above `after`, in order.
+    fn pending(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// Deletes the acknowledged messages of `device`; returns how many were deleted. Unknown references
+    /// are ignored (an ack may be repeated).
+    fn ack(
+        &self,
+        device: &str,
+        messages: &[MessageRef],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

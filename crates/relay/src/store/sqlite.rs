@@ -1,0 +1,433 @@
+//! The embedded SQLite backend: one database file, WAL journal, `synchronous = FULL` (a transaction is on
+//! disk when it commits), migrations embedded below as SQL strings and applied in order at open.
+//!
+//! Writes go through a pool of exactly one connection, so write transactions never contend inside the
+//! process (no `SQLITE_BUSY` upgrades); reads use a separate small pool, which WAL lets run beside the
+//! writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use super::{DeviceRecord, Enqueued, Store, StoreError, StoredMessage};
+use crate::protocol::{DeviceBundle, Envelope, MessageRef, PreKey};
+
+/// The schema, one migration per entry; entry `i` is schema version `i + 1`. Never edit an entry: add one.
+/// Plain SQL that PostgreSQL also accepts (`BIGINT`, `TEXT`, composite keys).
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    username    TEXT PRIMARY KEY,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE devices (
+    device_id       TEXT PRIMARY KEY,
+    username        TEXT NOT NULL REFERENCES accounts(username),
+    identity_key    TEXT NOT NULL,
+    signing_key     TEXT NOT NULL,
+    next_seq        BIGINT NOT NULL DEFAULT 0,
+    last_acked_seq  BIGINT NOT NULL DEFAULT 0,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX devices_by_username ON devices(username);
+CREATE TABLE one_time_keys (
+    device_id   TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    key_id      TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    PRIMARY KEY (device_id, key_id)
+);
+CREATE TABLE fallback_keys (
+    device_id   TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+    key_id      TEXT NOT NULL,
+    public_key  TEXT NOT NULL
+);
+CREATE TABLE sent_messages (
+    sender_device   TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    stored_at       BIGINT NOT NULL,
+    PRIMARY KEY (sender_device, message_id)
+);
+CREATE TABLE messages (
+    recipient_device    TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    seq                 BIGINT NOT NULL,
+    sender_device       TEXT NOT NULL,
+    sender_user         TEXT NOT NULL,
+    message_id          TEXT NOT NULL,
+    ciphertext          TEXT NOT NULL,
+    stored_at           BIGINT NOT NULL,
+    PRIMARY KEY (recipient_device, seq),
+    UNIQUE (recipient_device, sender_device, message_id)
+);
+"#];
+
+/// The relay's state in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// The schema version of the open database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get("v")?)
+    }
+
+    /// Closes both pools, waiting for their connections to finish.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        if version <= current {
+            continue;
+        }
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn device_user(
+    conn: &mut SqliteConnection,
+    device: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT username FROM devices WHERE device_id = ?")
+        .bind(device)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get("username")?),
+        None => None,
+    })
+}
+
+impl Store for SqliteStore {
+    async fn register_device(
+        &self,
+        username: &str,
+        device: &str,
+        identity_key: &str,
+        signing_key: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(owner) = device_user(&mut tx, device).await? {
+            if owner != username {
+                return Err(StoreError::DeviceTaken {
+                    device: device.to_owned(),
+                });
+            }
+        }
+        sqlx::query("INSERT INTO accounts (username, created_at) VALUES (?, ?) ON CONFLICT (username) DO NOTHING")
+            .bind(username)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET \
+             identity_key = excluded.identity_key, signing_key = excluded.signing_key",
+        )
+        .bind(device)
+        .bind(username)
+        .bind(identity_key)
+        .bind(signing_key)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device(&self, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT device_id, username, identity_key, signing_key, last_acked_seq \
+             FROM devices WHERE device_id = ?",
+        )
+        .bind(device)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(DeviceRecord {
+            device: row.try_get("device_id")?,
+            username: row.try_get("username")?,
+            identity_key: row.try_get("identity_key")?,
+            signing_key: row.try_get("signing_key")?,
+            last_acked_seq: to_u64(row.try_get("last_acked_seq")?),
+        }))
+    }
+
+    async fn publish_prekeys(
+        &self,
+        device: &str,
+        one_time: &[PreKey],
+        fallback: Option<&PreKey>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if device_user(&mut tx, device).await?.is_none() {
+            return Err(StoreError::UnknownDevice {
+                device: device.to_owned(),
+            });
+        }
+        for key in one_time {
+            sqlx::query(
+                "INSERT INTO one_time_keys (device_id, key_id, public_key) VALUES (?, ?, ?) \
+                 ON CONFLICT (device_id, key_id) DO NOTHING",
+            )
+            .bind(device)
+            .bind(&key.key_id)
+            .bind(&key.key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(key) = fallback {
+            sqlx::query(
+                "INSERT INTO fallback_keys (device_id, key_id, public_key) VALUES (?, ?, ?) \
+                 ON CONFLICT (device_id) DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key",
+            )
+            .bind(device)
+            .bind(&key.key_id)
+            .bind(&key.key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch_bundles(&self, username: &str) -> Result<Vec<DeviceBundle>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM accounts WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownUser {
+                username: username.to_owned(),
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT d.device_id, d.identity_key, d.signing_key, f.key_id AS fb_id, f.public_key AS fb_key \
+             FROM devices d LEFT JOIN fallback_keys f ON f.device_id = d.device_id \
+             WHERE d.username = ? ORDER BY d.device_id",
+        )
+        .bind(username)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut bundles = Vec::with_capacity(rows.len());
+        for row in rows {
+            let device: String = row.try_get("device_id")?;
+            let claimed = sqlx::query(
+                "SELECT key_id, public_key FROM one_time_keys WHERE device_id = ? ORDER BY key_id LIMIT 1",
+            )
+            .bind(&device)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let one_time_key = match claimed {
+                Some(key) => {
+                    let key = PreKey {
+                        key_id: key.try_get("key_id")?,
+                        key: key.try_get("public_key")?,
+                    };
+                    sqlx::query("DELETE FROM one_time_keys WHERE device_id = ? AND key_id = ?")
+                        .bind(&device)
+                        .bind(&key.key_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(key)
+                }
+                None => None,
+            };
+            let fb_id: Option<String> = row.try_get("fb_id")?;
+            let fb_key: Option<String> = row.try_get("fb_key")?;
+            bundles.push(DeviceBundle {
+                device,
+                identity_key: row.try_get("identity_key")?,
+                signing_key: row.try_get("signing_key")?,
+                one_time_key,
+                fallback_key: fb_id
+                    .zip(fb_key)
+                    .map(|(key_id, key)| PreKey { key_id, key }),
+            });
+        }
+        tx.commit().await?;
+        Ok(bundles)
+    }
+
+    async fn enqueue(
+        &self,
+        sender: &str,
+        message_id: &str,
+        to: &str,
+        envelopes: &[Envelope],
+    ) -> Result<Enqueued, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let Some(sender_user) = device_user(&mut tx, sender).await? else {
+            return Err(StoreError::UnknownDevice {
+                device: sender.to_owned(),
+            });
+        };
+        let fresh = sqlx::query(
+            "INSERT INTO sent_messages (sender_device, message_id, stored_at) VALUES (?, ?, ?) \
+             ON CONFLICT (sender_device, message_id) DO NOTHING",
+        )
+        .bind(sender)
+        .bind(message_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            return Ok(Enqueued::Duplicate);
+        }
+        let mut stored = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let owner = device_user(&mut tx, &envelope.device).await?;
+            if owner.as_deref() != Some(to) && owner.as_deref() != Some(sender_user.as_str()) {
+                // Dropping the transaction rolls back the copies already inserted.
+                return Err(StoreError::NotARecipient {
+                    device: envelope.device.clone(),
+                    username: to.to_owned(),
+                });
+            }
+            let seq: i64 = sqlx::query(
+                "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = ? RETURNING next_seq",
+            )
+            .bind(&envelope.device)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("next_seq")?;
+            sqlx::query(
+                "INSERT INTO messages (recipient_device, seq, sender_device, sender_user, message_id, ciphertext, stored_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&envelope.device)
+            .bind(seq)
+            .bind(sender)
+            .bind(&sender_user)
+            .bind(message_id)
+            .bind(&envelope.ciphertext)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            stored.push((envelope.device.clone(), to_u64(seq)));
+        }
+        tx.commit().await?;
+        Ok(Enqueued::Stored(stored))
+    }
+
+    async fn pending(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, sender_user, sender_device, message_id, ciphertext, stored_at FROM messages \
+             WHERE recipient_device = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(device)
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredMessage {
+                    seq: to_u64(row.try_get("seq")?),
+                    from_user: row.try_get("sender_user")?,
+                    from_device: row.try_get("sender_device")?,
+                    message_id: row.try_get("message_id")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                    stored_at: row.try_get("stored_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(&self, device: &str, messages: &[MessageRef]) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut deleted = 0;
+        for message in messages {
+            let row = sqlx::query(
+                "DELETE FROM messages WHERE recipient_device = ? AND sender_device = ? AND message_id = ? \
+                 RETURNING seq",
+            )
+            .bind(device)
+            .bind(&message.from_device)
+            .bind(&message.message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let seq: i64 = row.try_get("seq")?;
+                sqlx::query("UPDATE devices SET last_acked_seq = MAX(last_acked_seq, ?) WHERE device_id = ?")
+                    .bind(seq)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                deleted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}

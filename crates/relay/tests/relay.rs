@@ -1,0 +1,342 @@
+//! The relay over real channels on 127.0.0.1 with a SQLite file: offline delivery, order, live push,
+//! redelivery until acknowledged, multi-device copies, bad input.
+
+use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, Serving, serve};
+use tessera_relay::client::RelayClient;
+use tessera_relay::protocol::codec::decode_reply;
+use tessera_relay::protocol::{Envelope, ErrorCode, PreKey, Reply};
+use tessera_relay::server::{Relay, RelayConfig};
+use tessera_relay::store::{SqliteStore, Store};
+use tessera_session::{Registry, RegistryConfig};
+
+struct TestRelay {
+    url: String,
+    key: tessera_channel::PublicKey,
+    store: SqliteStore,
+    _serving: Serving,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestRelay {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    let identity = Identity::generate();
+    let key = identity.public_key();
+    let registry = Registry::new(RegistryConfig::new("relay-test"));
+    let (server, listener): (Server, _) =
+        Server::new(identity, AnyKey, ChannelConfig::default(), registry);
+    let serving = serve("127.0.0.1:0".parse().expect("addr"), &server)
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/", serving.local_addr());
+    tokio::spawn(Relay::new(store.clone(), RelayConfig::default()).run(listener));
+    TestRelay {
+        url,
+        key,
+        store,
+        _serving: serving,
+        _dir: dir,
+    }
+}
+
+fn connector() -> Connector {
+    Connector::new(
+        Registry::new(RegistryConfig::new("relay-test-client")),
+        ChannelConfig::default(),
+    )
+}
+
+async fn connect(relay: &TestRelay, identity: &Identity) -> RelayClient {
+    let channel = connector()
+        .connect(&relay.url, relay.key, identity)
+        .await
+        .expect("connect");
+    RelayClient::new(channel)
+}
+
+fn env(identity: &Identity, ciphertext: &str) -> Envelope {
+    Envelope {
+        device: identity.public_key().to_string(),
+        ciphertext: ciphertext.into(),
+    }
+}
+
+#[tokio::test]
+async fn offline_then_online_in_order_then_live_and_acks_delete() {
+    let relay = start().await;
+    let (alice_1, alice_2, bob_1) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+
+    let mut bob = connect(&relay, &bob_1).await;
+    bob.register("bob", "bob-ik", "bob-sk")
+        .await
+        .expect("register bob");
+    let one_time = PreKey {
+        key_id: "otk-1".into(),
+        key: "bob-otk-1".into(),
+    };
+    let fallback = PreKey {
+        key_id: "fb-1".into(),
+        key: "bob-fb-1".into(),
+    };
+    bob.publish_prekeys(vec![one_time.clone()], Some(fallback.clone()))
+        .await
+        .expect("prekeys");
+    bob.close().await; // bob goes offline
+
+    let mut alice = connect(&relay, &alice_1).await;
+    alice
+        .register("alice", "alice-ik-1", "alice-sk-1")
+        .await
+        .expect("register a1");
+    let mut alice_other = connect(&relay, &alice_2).await;
+    alice_other
+        .register("alice", "alice-ik-2", "alice-sk-2")
+        .await
+        .expect("register a2");
+
+    // The bundle hands out bob's one-time key once, then only the fallback.
+    let bundle = alice.fetch_bundle("bob").await.expect("bundle");
+    assert_eq!(bundle.len(), 1);
+    assert_eq!(bundle[0].device, bob_1.public_key().to_string());
+    assert_eq!(bundle[0].identity_key, "bob-ik");
+    assert_eq!(bundle[0].one_time_key, Some(one_time));
+    let again = alice.fetch_bundle("bob").await.expect("bundle");
+    assert_eq!(
+        (again[0].one_time_key.clone(), again[0].fallback_key.clone()),
+        (None, Some(fallback))
+    );
+
+    // Three messages while bob is offline, each with a copy for alice's other device; one retried.
+    for i in 1..=3 {
+        let envelopes = vec![
+            env(&bob_1, &format!("ct-bob-{i}")),
+            env(&alice_2, &format!("ct-a2-{i}")),
+        ];
+        assert!(
+            !alice
+                .send(&format!("m{i}"), "bob", envelopes)
+                .await
+                .expect("send")
+        );
+    }
+    assert!(
+        alice
+            .send("m2", "bob", vec![env(&bob_1, "ct-bob-2")])
+            .await
+            .expect("retry")
+    );
+
+    // Alice's other device, online, got its copies pushed in order.
+    for i in 1..=3 {
+        let copy = alice_other.next_delivery().await.expect("copy");
+        assert_eq!(
+            (copy.seq, copy.ciphertext.as_str()),
+            (i, format!("ct-a2-{i}").as_str())
+        );
+        assert_eq!(copy.from_user, "alice");
+    }
+
+    // Bob comes online: the queue arrives in order, then a live message is pushed.
+    let mut bob = connect(&relay, &bob_1).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let delivery = bob.next_delivery().await.expect("deliver");
+        assert_eq!(delivery.from_device, alice_1.public_key().to_string());
+        seen.push((
+            delivery.seq,
+            delivery.message_id.clone(),
+            delivery.ciphertext.clone(),
+        ));
+        if delivery.seq <= 2 {
+            bob.ack(vec![delivery.reference()]).await.expect("ack");
+        }
+    }
+    let expected: Vec<_> = (1..=3)
+        .map(|i| (i, format!("m{i}"), format!("ct-bob-{i}")))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(
+        !alice
+            .send("m4", "bob", vec![env(&bob_1, "ct-bob-4")])
+            .await
+            .expect("live send")
+    );
+    let live = bob.next_delivery().await.expect("live");
+    assert_eq!((live.seq, live.ciphertext.as_str()), (4, "ct-bob-4"));
+
+    // The relay holds exactly what was not acknowledged, byte for byte as the sender gave it.
+    let bob_id = bob_1.public_key().to_string();
+    let stored: Vec<_> = relay
+        .store
+        .pending(&bob_id, 0, 100)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|m| (m.seq, m.ciphertext))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![(3, "ct-bob-3".to_string()), (4, "ct-bob-4".to_string())]
+    );
+    bob.close().await;
+
+    // Unacknowledged messages come again on reconnect; acknowledged ones never do.
+    let mut bob = connect(&relay, &bob_1).await;
+    let first = bob.next_delivery().await.expect("redeliver 3");
+    let second = bob.next_delivery().await.expect("redeliver 4");
+    assert_eq!((first.seq, second.seq), (3, 4));
+    bob.ack(vec![first.reference(), second.reference()])
+        .await
+        .expect("ack");
+    assert!(
+        relay
+            .store
+            .pending(&bob_id, 0, 100)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    let record = relay
+        .store
+        .device(&bob_id)
+        .await
+        .expect("device")
+        .expect("bob");
+    assert_eq!(
+        (
+            record.username.as_str(),
+            record.identity_key.as_str(),
+            record.last_acked_seq
+        ),
+        ("bob", "bob-ik", 4)
+    );
+    bob.close().await;
+    alice.close().await;
+    alice_other.close().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_replies() {
+    let relay = start().await;
+    let stranger = Identity::generate();
+    let mut channel = connector()
+        .connect(&relay.url, relay.key, &stranger)
+        .await
+        .expect("connect");
+    channel.send(b"not json".to_vec()).await.expect("send");
+    let reply = decode_reply(&channel_recv(&mut channel).await).expect("reply");
+    assert!(
+        matches!(
+            reply,
+            Reply::Error {
+                req: None,
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    channel
+        .send(br#"{"type":"nope","req":5}"#.to_vec())
+        .await
+        .expect("send");
+    let reply = decode_reply(&channel_recv(&mut channel).await).expect("reply");
+    assert!(
+        matches!(
+            reply,
+            Reply::Error {
+                req: Some(5),
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+
+    // Unregistered devices cannot send or fetch; a device cannot be moved to another account.
+    let mut client = RelayClient::new(channel);
+    let refused = client.send("m1", "bob", vec![env(&stranger, "x")]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::NotRegistered,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let refused = client.fetch_bundle("bob").await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::NotRegistered,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    client
+        .register("carol", "ik", "sk")
+        .await
+        .expect("register");
+    let refused = client.register("mallory", "ik", "sk").await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::DeviceTaken,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let refused = client.register("", "ik", "sk").await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::Invalid,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let refused = client.fetch_bundle("nobody").await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::UnknownUser,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // An envelope for a device of neither party stores nothing.
+    let refused = client
+        .send("m1", "carol", vec![env(&Identity::generate(), "x")])
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::UnknownDevice,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    client.close().await;
+}
+
+async fn channel_recv(channel: &mut tessera_channel::Channel) -> Vec<u8> {
+    channel.recv().await.expect("recv").expect("open").to_vec()
+}

@@ -1,0 +1,264 @@
+//! The SQLite store against a real database file in a temporary directory.
+
+use tessera_relay::protocol::{Envelope, MessageRef, PreKey};
+use tessera_relay::store::{Enqueued, SqliteStore, Store, StoreError};
+
+fn env(device: &str, ciphertext: &str) -> Envelope {
+    Envelope {
+        device: device.into(),
+        ciphertext: ciphertext.into(),
+    }
+}
+
+fn key(id: &str) -> PreKey {
+    PreKey {
+        key_id: id.into(),
+        key: format!("pub-{id}"),
+    }
+}
+
+fn acked(from: &str, id: &str) -> MessageRef {
+    MessageRef {
+        from_device: from.into(),
+        message_id: id.into(),
+    }
+}
+
+async fn two_users(store: &SqliteStore) {
+    store
+        .register_device("alice", "a1", "ik-a1", "sk-a1")
+        .await
+        .expect("a1");
+    store
+        .register_device("alice", "a2", "ik-a2", "sk-a2")
+        .await
+        .expect("a2");
+    store
+        .register_device("bob", "b1", "ik-b1", "sk-b1")
+        .await
+        .expect("b1");
+}
+
+#[tokio::test]
+async fn registration_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    // Identical re-registration is a no-op; another account cannot take the device.
+    store
+        .register_device("alice", "a1", "ik-a1", "sk-a1")
+        .await
+        .expect("again");
+    let taken = store.register_device("mallory", "a1", "x", "y").await;
+    assert!(
+        matches!(taken, Err(StoreError::DeviceTaken { .. })),
+        "{taken:?}"
+    );
+    let record = store.device("a1").await.expect("device").expect("some");
+    assert_eq!(record.username, "alice");
+    assert_eq!(record.identity_key, "ik-a1");
+    assert!(store.device("zz").await.expect("device").is_none());
+    assert!(matches!(
+        store.fetch_bundles("nobody").await,
+        Err(StoreError::UnknownUser { .. })
+    ));
+}
+
+#[tokio::test]
+async fn one_time_keys_are_claimed_once_fallback_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    store
+        .publish_prekeys("b1", &[key("1"), key("2")], Some(&key("f1")))
+        .await
+        .expect("publish");
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let bundles = store.fetch_bundles("bob").await.expect("bundle");
+        assert_eq!(bundles.len(), 1);
+        assert_eq!(bundles[0].identity_key, "ik-b1");
+        assert_eq!(bundles[0].fallback_key, Some(key("f1")));
+        claimed.push(bundles[0].one_time_key.clone());
+    }
+    assert_eq!(claimed, vec![Some(key("1")), Some(key("2")), None]);
+    // A new fallback replaces the old one.
+    store
+        .publish_prekeys("b1", &[], Some(&key("f2")))
+        .await
+        .expect("publish");
+    let bundles = store.fetch_bundles("bob").await.expect("bundle");
+    assert_eq!(bundles[0].fallback_key, Some(key("f2")));
+    assert!(matches!(
+        store.publish_prekeys("zz", &[key("9")], None).await,
+        Err(StoreError::UnknownDevice { .. })
+    ));
+}
+
+#[tokio::test]
+async fn sequences_idempotence_and_ack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    // To bob's device and a copy to alice's other device.
+    let first = store
+        .enqueue(
+            "a1",
+            "m1",
+            "bob",
+            &[env("b1", "c-b1-1"), env("a2", "c-a2-1")],
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        first,
+        Enqueued::Stored(vec![("b1".into(), 1), ("a2".into(), 1)])
+    );
+    let retry = store
+        .enqueue("a1", "m1", "bob", &[env("b1", "other")])
+        .await
+        .expect("retry");
+    assert_eq!(retry, Enqueued::Duplicate);
+    let second = store
+        .enqueue("a1", "m2", "bob", &[env("b1", "c-b1-2")])
+        .await
+        .expect("m2");
+    assert_eq!(second, Enqueued::Stored(vec![("b1".into(), 2)]));
+
+    // A device that is not bob's nor alice's: nothing stored, and the id stays usable.
+    store
+        .register_device("carol", "c1", "ik", "sk")
+        .await
+        .expect("c1");
+    let stray = store
+        .enqueue("a1", "m3", "bob", &[env("b1", "x"), env("c1", "y")])
+        .await;
+    assert!(
+        matches!(stray, Err(StoreError::NotARecipient { .. })),
+        "{stray:?}"
+    );
+    assert!(
+        store
+            .pending("c1", 0, 10)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+
+    let pending = store.pending("b1", 0, 10).await.expect("pending");
+    let seen: Vec<_> = pending
+        .iter()
+        .map(|m| (m.seq, m.ciphertext.as_str(), m.from_user.as_str()))
+        .collect();
+    assert_eq!(seen, vec![(1, "c-b1-1", "alice"), (2, "c-b1-2", "alice")]);
+    assert_eq!(store.pending("b1", 1, 10).await.expect("after 1").len(), 1);
+
+    assert_eq!(
+        store
+            .ack("b1", &[acked("a1", "m1"), acked("a1", "m1")])
+            .await
+            .expect("ack"),
+        1
+    );
+    assert_eq!(
+        store.ack("b1", &[acked("a1", "nope")]).await.expect("ack"),
+        0
+    );
+    let left = store.pending("b1", 0, 10).await.expect("pending");
+    assert_eq!(left.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        store
+            .device("b1")
+            .await
+            .expect("d")
+            .expect("b1")
+            .last_acked_seq,
+        1
+    );
+
+    // After deletion, a retry of an acknowledged message is still recognised, and sequence numbers
+    // are never reused.
+    assert_eq!(
+        store
+            .enqueue("a1", "m1", "bob", &[env("b1", "z")])
+            .await
+            .expect("r"),
+        Enqueued::Duplicate
+    );
+    let third = store
+        .enqueue("a1", "m4", "bob", &[env("b1", "c-b1-4")])
+        .await
+        .expect("m4");
+    assert_eq!(third, Enqueued::Stored(vec![("b1".into(), 3)]));
+}
+
+#[tokio::test]
+async fn state_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    {
+        let store = SqliteStore::open(&path).await.expect("open");
+        two_users(&store).await;
+        store
+            .publish_prekeys("b1", &[key("1")], Some(&key("f")))
+            .await
+            .expect("publish");
+        for i in 1..=5 {
+            store
+                .enqueue(
+                    "a1",
+                    &format!("m{i}"),
+                    "bob",
+                    &[env("b1", &format!("c{i}"))],
+                )
+                .await
+                .expect("enqueue");
+        }
+        store
+            .ack("b1", &[acked("a1", "m1"), acked("a1", "m2")])
+            .await
+            .expect("ack");
+        store.close().await;
+    }
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    assert_eq!(store.schema_version().await.expect("version"), 1);
+    let left: Vec<_> = store
+        .pending("b1", 0, 100)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(left, vec![3, 4, 5]);
+    assert_eq!(
+        store
+            .device("b1")
+            .await
+            .expect("d")
+            .expect("b1")
+            .last_acked_seq,
+        2
+    );
+    assert_eq!(
+        store
+            .enqueue("a1", "m5", "bob", &[env("b1", "x")])
+            .await
+            .expect("dup"),
+        Enqueued::Duplicate
+    );
+    assert_eq!(
+        store
+            .enqueue("a1", "m6", "bob", &[env("b1", "c6")])
+            .await
+            .expect("m6"),
+        Enqueued::Stored(vec![("b1".into(), 6)])
+    );
+    let bundles = store.fetch_bundles("bob").await.expect("bundle");
+    assert_eq!(bundles[0].one_time_key, Some(key("1")));
+}
