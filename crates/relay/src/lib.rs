@@ -10,11 +10,13 @@
 //! * [`server`]: one task per channel; queued messages delivered in order on connect, then pushed live;
 //!   deleted on acknowledgment.
 //! * [`client`]: a minimal client over a channel (request/reply, buffered deliveries).
+//! * [`e2e`]: Olm end-to-end encryption (vodozemac) for the client: prekeys, sessions, pins, dedup.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod e2e;
 pub mod protocol;
 pub mod server;
 pub mod store;

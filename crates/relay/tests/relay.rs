@@ -1,60 +1,14 @@
 //! The relay over real channels on 127.0.0.1 with a SQLite file: offline delivery, order, live push,
 //! redelivery until acknowledged, multi-device copies, bad input.
 
-use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, Serving, serve};
+mod common;
+
+use common::{connect, connector, start};
+use tessera_channel::Identity;
 use tessera_relay::client::RelayClient;
 use tessera_relay::protocol::codec::decode_reply;
 use tessera_relay::protocol::{Envelope, ErrorCode, PreKey, Reply};
-use tessera_relay::server::{Relay, RelayConfig};
-use tessera_relay::store::{SqliteStore, Store};
-use tessera_session::{Registry, RegistryConfig};
-
-struct TestRelay {
-    url: String,
-    key: tessera_channel::PublicKey,
-    store: SqliteStore,
-    _serving: Serving,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> TestRelay {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path().join("relay.db"))
-        .await
-        .expect("open");
-    let identity = Identity::generate();
-    let key = identity.public_key();
-    let registry = Registry::new(RegistryConfig::new("relay-test"));
-    let (server, listener): (Server, _) =
-        Server::new(identity, AnyKey, ChannelConfig::default(), registry);
-    let serving = serve("127.0.0.1:0".parse().expect("addr"), &server)
-        .await
-        .expect("bind");
-    let url = format!("ws://{}/", serving.local_addr());
-    tokio::spawn(Relay::new(store.clone(), RelayConfig::default()).run(listener));
-    TestRelay {
-        url,
-        key,
-        store,
-        _serving: serving,
-        _dir: dir,
-    }
-}
-
-fn connector() -> Connector {
-    Connector::new(
-        Registry::new(RegistryConfig::new("relay-test-client")),
-        ChannelConfig::default(),
-    )
-}
-
-async fn connect(relay: &TestRelay, identity: &Identity) -> RelayClient {
-    let channel = connector()
-        .connect(&relay.url, relay.key, identity)
-        .await
-        .expect("connect");
-    RelayClient::new(channel)
-}
+use tessera_relay::store::Store;
 
 fn env(identity: &Identity, ciphertext: &str) -> Envelope {
     Envelope {

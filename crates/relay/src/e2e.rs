@@ -1,0 +1,255 @@
+//! End-to-end encryption with Olm (vodozemac): the device-side layer on top of [`crate::client`].
+//!
+//! An [`OlmDevice`] holds a device's Olm account and its sessions with other devices. The relay only
+//! ever sees what it produces: public identity keys, public prekeys, and Olm messages.
+//!
+//! * A session starts while the recipient is offline: the sender uses the one-time key (or, when none is
+//!   left, the fallback key) from the recipient's bundle, and its first messages are pre-key messages.
+//! * Each peer device's Curve25519 identity key is pinned on first contact; a later message under another
+//!   key is refused with [`E2eError::IdentityChanged`].
+//! * Deliveries are deduplicated by `(sender device, message id)`, so a redelivered or replayed message
+//!   (including a pre-key message built on a fallback key, which Olm would accept again) reaches the
+//!   application once.
+//!
+//! Ciphertext format on the relay: vodozemac's JSON form of an Olm message, `{"type":0|1,"body":base64}`.
+//!
+//! Not yet: persistence of the account and sessions (pickles encrypted at rest), a bounded dedup window.
+
+use std::collections::{HashMap, HashSet};
+
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{Account, OlmMessage, Session, SessionConfig};
+
+use crate::client::Delivery;
+use crate::protocol::{DeviceBundle, DeviceId, Envelope, PreKey};
+
+/// An end-to-end failure.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    /// A key in a bundle or message is not a valid Curve25519 key.
+    #[error("invalid key from {device}: {reason}")]
+    BadKey {
+        /// The device whose key it is.
+        device: DeviceId,
+        /// Why.
+        reason: String,
+    },
+    /// The peer's bundle has neither a one-time key nor a fallback key.
+    #[error("device {0} has no prekey left; it must publish more")]
+    NoPrekey(DeviceId),
+    /// The ciphertext is not an Olm message.
+    #[error("malformed ciphertext from {0}")]
+    Malformed(DeviceId),
+    /// A message from a device came under an identity key other than the one pinned for it.
+    #[error("identity key of {device} changed (pinned {pinned}, got {presented}): refusing")]
+    IdentityChanged {
+        /// The device.
+        device: DeviceId,
+        /// The pinned key.
+        pinned: String,
+        /// The key the message carries.
+        presented: String,
+    },
+    /// No session could decrypt the message.
+    #[error("cannot decrypt a message from {device}: {reason}")]
+    Decrypt {
+        /// The sending device.
+        device: DeviceId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A device's Olm state: account, sessions per peer device, identity pins, and delivered message ids.
+pub struct OlmDevice {
+    account: Account,
+    /// Sessions per peer device, the most recently used last.
+    sessions: HashMap<DeviceId, Vec<Session>>,
+    pins: HashMap<DeviceId, Curve25519PublicKey>,
+    seen: HashSet<(DeviceId, String)>,
+}
+
+impl std::fmt::Debug for OlmDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OlmDevice")
+            .field("identity_key", &self.identity_key())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OlmDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn key(device: &str, text: &str) -> Result<Curve25519PublicKey, E2eError> {
+    Curve25519PublicKey::from_base64(text).map_err(|e| E2eError::BadKey {
+        device: device.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl OlmDevice {
+    /// A new device with fresh identity keys.
+    pub fn new() -> Self {
+        OlmDevice {
+            account: Account::new(),
+            sessions: HashMap::new(),
+            pins: HashMap::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// The Curve25519 identity key (base64), registered as the device's `identity_key`.
+    pub fn identity_key(&self) -> String {
+        self.account.curve25519_key().to_base64()
+    }
+
+    /// The Ed25519 signing key (base64), registered as the device's `signing_key`.
+    pub fn signing_key(&self) -> String {
+        self.account.ed25519_key().to_base64()
+    }
+
+    /// Generates `count` one-time keys and a new fallback key, marks them published, and returns their
+    /// public halves for publish_prekeys.
+    pub fn prekeys(&mut self, count: usize) -> (Vec<PreKey>, Option<PreKey>) {
+        self.account.generate_one_time_keys(count);
+        self.account.generate_fallback_key();
+        let as_prekey = |(id, key): (vodozemac::KeyId, Curve25519PublicKey)| PreKey {
+            key_id: id.to_base64(),
+            key: key.to_base64(),
+        };
+        let one_time = self
+            .account
+            .one_time_keys()
+            .into_iter()
+            .map(as_prekey)
+            .collect();
+        let fallback = self
+            .account
+            .fallback_key()
+            .into_iter()
+            .map(as_prekey)
+            .next();
+        self.account.mark_keys_as_published();
+        (one_time, fallback)
+    }
+
+    /// Encrypts `plaintext` for one device of a bundle, starting a session from its prekeys when there
+    /// is none yet.
+    pub fn encrypt_for(
+        &mut self,
+        bundle: &DeviceBundle,
+        plaintext: &[u8],
+    ) -> Result<Envelope, E2eError> {
+        let device = &bundle.device;
+        let identity = key(device, &bundle.identity_key)?;
+        self.pin(device, identity)?;
+        if self.sessions.get(device).is_none_or(Vec::is_empty) {
+            let prekey = bundle
+                .one_time_key
+                .as_ref()
+                .or(bundle.fallback_key.as_ref())
+                .ok_or_else(|| E2eError::NoPrekey(device.clone()))?;
+            let session = self
+                .account
+                .create_outbound_session(
+                    SessionConfig::version_1(),
+                    identity,
+                    key(device, &prekey.key)?,
+                )
+                .map_err(|e| E2eError::BadKey {
+                    device: device.clone(),
+                    reason: e.to_string(),
+                })?;
+            self.sessions
+                .entry(device.clone())
+                .or_default()
+                .push(session);
+        }
+        self.encrypt_existing(device, plaintext)
+    }
+
+    /// Encrypts for a device this device already has a session with (e.g. to reply).
+    pub fn encrypt_existing(
+        &mut self,
+        device: &str,
+        plaintext: &[u8],
+    ) -> Result<Envelope, E2eError> {
+        let session = self
+            .sessions
+            .get_mut(device)
+            .and_then(|sessions| sessions.last_mut())
+            .ok_or_else(|| E2eError::NoPrekey(device.to_owned()))?;
+        let message = session.encrypt(plaintext).map_err(|e| E2eError::Decrypt {
+            device: device.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let ciphertext =
+            serde_json::to_string(&message).map_err(|_| E2eError::Malformed(device.to_owned()))?;
+        Ok(Envelope {
+            device: device.to_owned(),
+            ciphertext,
+        })
+    }
+
+    fn pin(&mut self, device: &str, presented: Curve25519PublicKey) -> Result<(), E2eError> {
+        match self.pins.get(device) {
+            Some(pinned) if *pinned != presented => Err(E2eError::IdentityChanged {
+                device: device.to_owned(),
+                pinned: pinned.to_base64(),
+                presented: presented.to_base64(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.pins.insert(device.to_owned(), presented);
+                Ok(())
+            }
+        }
+    }
+
+    /// Decrypts a delivery. `Ok(None)` when this message was already decrypted (a redelivery or a replay):
+    /// the caller acknowledges it and shows nothing.
+    pub fn decrypt(&mut self, delivery: &Delivery) -> Result<Option<Vec<u8>>, E2eError> {
+        let device = &delivery.from_device;
+        let id = (device.clone(), delivery.message_id.clone());
+        if self.seen.contains(&id) {
+            return Ok(None);
+        }
+        let message: OlmMessage = serde_json::from_str(&delivery.ciphertext)
+            .map_err(|_| E2eError::Malformed(device.clone()))?;
+        if let OlmMessage::PreKey(pre_key) = &message {
+            self.pin(device, pre_key.identity_key())?;
+        }
+        let sessions = self.sessions.entry(device.clone()).or_default();
+        for index in (0..sessions.len()).rev() {
+            if let Ok(plaintext) = sessions[index].decrypt(&message) {
+                let session = sessions.remove(index);
+                sessions.push(session);
+                self.seen.insert(id);
+                return Ok(Some(plaintext));
+            }
+        }
+        let OlmMessage::PreKey(pre_key) = &message else {
+            return Err(E2eError::Decrypt {
+                device: device.clone(),
+                reason: "no session decrypts it".into(),
+            });
+        };
+        let created = self
+            .account
+            .create_inbound_session(SessionConfig::version_1(), pre_key.identity_key(), pre_key)
+            .map_err(|e| E2eError::Decrypt {
+                device: device.clone(),
+                reason: e.to_string(),
+            })?;
+        self.sessions
+            .entry(device.clone())
+            .or_default()
+            .push(created.session);
+        self.seen.insert(id);
+        Ok(Some(created.plaintext))
+    }
+}
