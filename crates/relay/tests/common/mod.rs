@@ -11,12 +11,16 @@ pub struct TestRelay {
     pub url: String,
     pub key: tessera_channel::PublicKey,
     pub store: SqliteStore,
-    _serving: Serving,
+    pub serving: Serving,
     pub dir: tempfile::TempDir,
 }
 
 pub async fn start() -> TestRelay {
-    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(tempfile::tempdir().expect("tempdir")).await
+}
+
+/// Starts a relay over `dir/relay.db` (existing state is kept).
+pub async fn start_in(dir: tempfile::TempDir) -> TestRelay {
     let store = SqliteStore::open(dir.path().join("relay.db"))
         .await
         .expect("open");
@@ -34,7 +38,7 @@ pub async fn start() -> TestRelay {
         url,
         key,
         store,
-        _serving: serving,
+        serving,
         dir,
     }
 }
@@ -52,4 +56,15 @@ pub async fn connect(relay: &TestRelay, identity: &Identity) -> RelayClient {
         .await
         .expect("connect");
     RelayClient::new(channel)
+}
+
+impl TestRelay {
+    /// Stops the server and closes the database, keeping the directory for a restart.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.serving
+            .shutdown(std::time::Duration::from_secs(1))
+            .await;
+        self.store.close().await;
+        self.dir
+    }
 }
