@@ -202,6 +202,22 @@ impl RelayClient {
         }
     }
 
+    /// ping: a heartbeat round trip.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        match self.call(|req| Request::Ping { req }).await? {
+            Reply::Pong { .. } => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// remove_device: removes `device` of this account, or this device when `None`.
+    pub async fn remove_device(&mut self, device: Option<DeviceId>) -> Result<(), ClientError> {
+        let reply = self
+            .call(|req| Request::RemoveDevice { req, device })
+            .await?;
+        Self::expect_ok(reply)
+    }
+
     /// ack: the relay deletes these messages.
     pub async fn ack(&mut self, messages: Vec<MessageRef>) -> Result<(), ClientError> {
         let reply = self.call(|req| Request::Ack { req, messages }).await?;

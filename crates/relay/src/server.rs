@@ -36,6 +36,9 @@ pub struct RelayConfig {
     pub max_prekeys: usize,
     /// Most messages acknowledged in one ack (default 1,000).
     pub max_acks: usize,
+    /// How long an undelivered message is kept, and how long a message id is remembered for idempotent
+    /// retries (default 30 days). Applied by [`Relay::expire`].
+    pub message_ttl: std::time::Duration,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +50,7 @@ impl Default for RelayConfig {
             max_envelopes: 64,
             max_prekeys: 100,
             max_acks: 1000,
+            message_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -87,7 +91,9 @@ impl From<StoreError> for Refusal {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
-            StoreError::NotARecipient { .. } => ErrorCode::UnknownDevice,
+            StoreError::NotARecipient { .. } | StoreError::NotYourDevice { .. } => {
+                ErrorCode::UnknownDevice
+            }
             StoreError::Database(_) => {
                 tracing::error!(%error, "relay store failed");
                 return Refusal(ErrorCode::Internal, "storage failure; retry later".into());
@@ -123,6 +129,13 @@ impl<S: Store> Relay<S> {
                 tracing::debug!(%error, "channel ended before it could be served");
             }
         }
+    }
+
+    /// Deletes what has outlived [`RelayConfig::message_ttl`] as of `now` (seconds since the Unix
+    /// epoch); returns how many queued messages expired. Call it periodically.
+    pub async fn expire(&self, now: i64) -> Result<u64, StoreError> {
+        let ttl = i64::try_from(self.inner.config.message_ttl.as_secs()).unwrap_or(i64::MAX);
+        self.inner.store.expire(now.saturating_sub(ttl)).await
     }
 
     fn subscribe(&self, device: &str) -> watch::Receiver<u64> {
@@ -348,6 +361,21 @@ impl<S: Store> Relay<S> {
                         duplicate: true,
                     }),
                 }
+            }
+            Request::Ping { req } => Ok(Reply::Pong { req }),
+            Request::RemoveDevice {
+                req,
+                device: target,
+            } => {
+                let target = target.unwrap_or_else(|| device.to_owned());
+                self.check("device", &target, config.max_field)?;
+                if !store.remove_device(device, &target).await? {
+                    return Err(Refusal(
+                        ErrorCode::UnknownDevice,
+                        format!("no device {target}"),
+                    ));
+                }
+                Ok(Reply::Ok { req })
             }
             Request::Ack { req, messages } => {
                 if messages.len() > config.max_acks {

@@ -288,6 +288,20 @@ async fn bad_input_gets_error_replies() {
         ),
         "{refused:?}"
     );
+    // Heartbeat, then the device removes itself and is no longer registered.
+    client.ping().await.expect("pong");
+    client.remove_device(None).await.expect("remove");
+    let refused = client.fetch_bundle("carol").await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::NotRegistered,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     client.close().await;
 }
 

@@ -262,3 +262,63 @@ async fn state_survives_reopening() {
     let bundles = store.fetch_bundles("bob").await.expect("bundle");
     assert_eq!(bundles[0].one_time_key, Some(key("1")));
 }
+
+#[tokio::test]
+async fn remove_device_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    store
+        .publish_prekeys("a2", &[key("1")], Some(&key("f")))
+        .await
+        .expect("publish");
+    store
+        .enqueue("b1", "m1", "alice", &[env("a1", "x"), env("a2", "y")])
+        .await
+        .expect("send");
+    // Another account's device cannot be removed; one's own other device can, with what it held.
+    assert!(matches!(
+        store.remove_device("b1", "a2").await,
+        Err(StoreError::NotYourDevice { .. })
+    ));
+    assert!(store.remove_device("a1", "a2").await.expect("remove"));
+    assert!(!store.remove_device("a1", "a2").await.expect("again"));
+    assert!(store.device("a2").await.expect("device").is_none());
+    assert!(
+        store
+            .pending("a2", 0, 10)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    let bundles = store.fetch_bundles("alice").await.expect("bundles");
+    assert_eq!(
+        bundles
+            .iter()
+            .map(|b| b.device.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a1"]
+    );
+
+    // Nothing is younger than a cutoff in the past; everything is older than one in the future.
+    assert_eq!(store.expire(0).await.expect("expire"), 0);
+    assert_eq!(store.pending("a1", 0, 10).await.expect("pending").len(), 1);
+    assert_eq!(store.expire(i64::MAX).await.expect("expire"), 1);
+    assert!(
+        store
+            .pending("a1", 0, 10)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    // The idempotency record expired too: the id may be reused.
+    assert!(matches!(
+        store
+            .enqueue("b1", "m1", "alice", &[env("a1", "z")])
+            .await
+            .expect("reuse"),
+        Enqueued::Stored(_)
+    ));
+}

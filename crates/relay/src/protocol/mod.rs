@@ -101,6 +101,20 @@ pub enum Request {
         /// One ciphertext per recipient device.
         envelopes: Vec<Envelope>,
     },
+    /// remove_device: unregisters a device of the caller's account (the caller itself when `device` is
+    /// absent), with its prekeys and queued messages.
+    RemoveDevice {
+        /// Request number.
+        req: u64,
+        /// The device to remove; the caller when absent.
+        #[serde(default)]
+        device: Option<DeviceId>,
+    },
+    /// ping: heartbeat; answered with pong.
+    Ping {
+        /// Request number.
+        req: u64,
+    },
     /// ack: the caller has durably processed these delivered messages; the relay deletes them.
     Ack {
         /// Request number.
@@ -118,6 +132,8 @@ impl Request {
             | Request::PublishPrekeys { req, .. }
             | Request::FetchBundle { req, .. }
             | Request::Send { req, .. }
+            | Request::RemoveDevice { req, .. }
+            | Request::Ping { req }
             | Request::Ack { req, .. } => *req,
         }
     }
@@ -147,8 +163,13 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {
-    /// The request `req` succeeded (register_device, publish_prekeys, ack).
+    /// The request `req` succeeded (register_device, publish_prekeys, remove_device, ack).
     Ok {
+        /// The request number.
+        req: u64,
+    },
+    /// The answer to ping.
+    Pong {
         /// The request number.
         req: u64,
     },

@@ -27,6 +27,12 @@ pub enum StoreError {
         /// The device.
         device: DeviceId,
     },
+    /// The device belongs to another account than the caller's.
+    #[error("device {device} is not a device of your account")]
+    NotYourDevice {
+        /// The device.
+        device: DeviceId,
+    },
     /// The device is not registered.
     #[error("device {device} is not registered")]
     UnknownDevice {
@@ -154,4 +160,16 @@ pub trait Store: Send + Sync + 'static {
         device: &str,
         messages: &[MessageRef],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Removes `device`, which must belong to the same account as `caller` (or be the caller), with its
+    /// prekeys and queued messages. Returns whether it existed.
+    fn remove_device(
+        &self,
+        caller: &str,
+        device: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes queued messages stored before `cutoff` (seconds since the Unix epoch) — undeliverable ones
+    /// past their TTL — and the idempotency records of sends older than it. Returns the messages deleted.
+    fn expire(&self, cutoff: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -430,4 +430,44 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn remove_device(&self, caller: &str, device: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let Some(account) = device_user(&mut tx, caller).await? else {
+            return Err(StoreError::UnknownDevice {
+                device: caller.to_owned(),
+            });
+        };
+        match device_user(&mut tx, device).await? {
+            None => return Ok(false),
+            Some(owner) if owner != account => {
+                return Err(StoreError::NotYourDevice {
+                    device: device.to_owned(),
+                });
+            }
+            Some(_) => {}
+        }
+        // Foreign keys cascade to prekeys and queued messages.
+        sqlx::query("DELETE FROM devices WHERE device_id = ?")
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn expire(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let deleted = sqlx::query("DELETE FROM messages WHERE stored_at < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM sent_messages WHERE stored_at < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
 }
