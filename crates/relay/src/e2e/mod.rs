@@ -13,7 +13,9 @@
 //!
 //! Ciphertext format on the relay: vodozemac's JSON form of an Olm message, `{"type":0|1,"body":base64}`.
 //!
-//! Not yet: persistence of the account and sessions (pickles encrypted at rest), a bounded dedup window.
+//! The state persists sealed under a key ([`state`]). Not yet: a bounded dedup window, fingerprints.
+
+pub mod state;
 
 use std::collections::{HashMap, HashSet};
 
@@ -50,6 +52,9 @@ pub enum E2eError {
         /// The key the message carries.
         presented: String,
     },
+    /// A sealed client state could not be opened (wrong key, altered, truncated or malformed).
+    #[error("client state: {0}")]
+    State(String),
     /// No session could decrypt the message.
     #[error("cannot decrypt a message from {device}: {reason}")]
     Decrypt {

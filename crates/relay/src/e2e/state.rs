@@ -1,0 +1,223 @@
+//! The client's Olm state at rest: account, sessions, pins and delivered message ids, sealed as one blob
+//! under a 32-byte [`StateKey`].
+//!
+//! ```text
+//! sealed = 0x01 (format version) || nonce (12) || ChaCha20-Poly1305(key, nonce, state JSON, aad)
+//! aad    = "tessera-relay client state v1"
+//! ```
+//!
+//! A wrong key, a truncated or altered blob all fail with [`E2eError::State`]; nothing is partly loaded.
+//! Deriving the key from a passphrase (a password hash) is left to the caller for now.
+
+use std::collections::{HashMap, HashSet};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{Account, AccountPickle, Session, SessionPickle};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{E2eError, OlmDevice};
+use crate::protocol::DeviceId;
+
+const VERSION: u8 = 1;
+const AAD: &[u8] = b"tessera-relay client state v1";
+const NONCE_LEN: usize = 12;
+
+/// The key that seals a client's state. Never printed; wiped when dropped.
+pub struct StateKey([u8; 32]);
+
+impl StateKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        StateKey(key)
+    }
+
+    /// A key from its 32 bytes (e.g. read from a key file).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        StateKey(bytes)
+    }
+}
+
+impl Drop for StateKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateKey(<redacted>)")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    account: AccountPickle,
+    sessions: HashMap<DeviceId, Vec<SessionPickle>>,
+    pins: HashMap<DeviceId, String>,
+    seen: Vec<(DeviceId, String)>,
+}
+
+fn state_error(reason: &str) -> E2eError {
+    E2eError::State(reason.to_owned())
+}
+
+impl OlmDevice {
+    /// Seals the whole state under `key`.
+    pub fn seal(&self, key: &StateKey) -> Result<Vec<u8>, E2eError> {
+        let snapshot = Snapshot {
+            account: self.account.pickle(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(device, sessions)| {
+                    (
+                        device.clone(),
+                        sessions.iter().map(Session::pickle).collect(),
+                    )
+                })
+                .collect(),
+            pins: self
+                .pins
+                .iter()
+                .map(|(device, key)| (device.clone(), key.to_base64()))
+                .collect(),
+            seen: self.seen.iter().cloned().collect(),
+        };
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&snapshot).map_err(|_| state_error("cannot serialize"))?,
+        );
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| state_error("cannot encrypt"))?;
+        let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        sealed.push(VERSION);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    /// Opens a state sealed by [`OlmDevice::seal`].
+    pub fn unseal(sealed: &[u8], key: &StateKey) -> Result<Self, E2eError> {
+        let (&version, rest) = sealed.split_first().ok_or_else(|| state_error("empty"))?;
+        if version != VERSION {
+            return Err(state_error("unknown format version"));
+        }
+        if rest.len() < NONCE_LEN {
+            return Err(state_error("truncated"));
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+        let plaintext = Zeroizing::new(
+            cipher
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: AAD,
+                    },
+                )
+                .map_err(|_| state_error("wrong key or altered state"))?,
+        );
+        let snapshot: Snapshot =
+            serde_json::from_slice(&plaintext).map_err(|_| state_error("malformed state"))?;
+        let mut pins = HashMap::new();
+        for (device, key) in snapshot.pins {
+            let key =
+                Curve25519PublicKey::from_base64(&key).map_err(|_| state_error("malformed pin"))?;
+            pins.insert(device, key);
+        }
+        Ok(OlmDevice {
+            account: Account::from_pickle(snapshot.account),
+            sessions: snapshot
+                .sessions
+                .into_iter()
+                .map(|(device, pickles)| {
+                    (
+                        device,
+                        pickles.into_iter().map(Session::from_pickle).collect(),
+                    )
+                })
+                .collect(),
+            pins,
+            seen: snapshot.seen.into_iter().collect::<HashSet<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Delivery;
+    use crate::protocol::DeviceBundle;
+
+    #[test]
+    fn sealed_state_round_trips_and_keeps_sessions_pins_and_dedup() {
+        let mut alice = OlmDevice::new();
+        let mut bob = OlmDevice::new();
+        let (one_time, fallback) = bob.prekeys(2);
+        let bundle = DeviceBundle {
+            device: "bob".into(),
+            identity_key: bob.identity_key(),
+            signing_key: bob.signing_key(),
+            one_time_key: one_time.into_iter().next(),
+            fallback_key: fallback,
+        };
+        let envelope = alice.encrypt_for(&bundle, b"first").expect("encrypt");
+        let delivery = |id: &str, ciphertext: String| Delivery {
+            seq: 1,
+            from_user: "alice".into(),
+            from_device: "alice".into(),
+            message_id: id.into(),
+            ciphertext,
+        };
+        let first = delivery("m1", envelope.ciphertext);
+        assert_eq!(
+            bob.decrypt(&first).expect("decrypt").as_deref(),
+            Some(&b"first"[..])
+        );
+
+        let key = StateKey::generate();
+        let sealed = bob.seal(&key).expect("seal");
+        assert!(!sealed.windows(5).any(|w| w == b"first"));
+        assert!(
+            OlmDevice::unseal(&sealed, &StateKey::generate()).is_err(),
+            "wrong key"
+        );
+        let mut altered = sealed.clone();
+        if let Some(last) = altered.last_mut() {
+            *last ^= 1;
+        }
+        assert!(OlmDevice::unseal(&altered, &key).is_err(), "altered");
+        assert!(OlmDevice::unseal(&sealed[..5], &key).is_err(), "truncated");
+
+        let mut bob = OlmDevice::unseal(&sealed, &key).expect("unseal");
+        assert_eq!(
+            bob.decrypt(&first).expect("dedup"),
+            None,
+            "seen ids survive"
+        );
+        let next = alice.encrypt_for(&bundle, b"second").expect("encrypt");
+        assert_eq!(
+            bob.decrypt(&delivery("m2", next.ciphertext))
+                .expect("decrypt")
+                .as_deref(),
+            Some(&b"second"[..]),
+            "sessions survive"
+        );
+        assert_eq!(format!("{key:?}"), "StateKey(<redacted>)");
+    }
+}
