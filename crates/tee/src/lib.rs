@@ -47,11 +47,14 @@ pub mod content;
 pub mod error;
 pub mod key_update;
 pub mod nonce;
+pub mod proto;
 pub mod record;
 pub mod record_layer;
+pub mod signing;
 pub mod split;
 pub mod suite;
 pub mod tls_client;
+pub mod verify;
 
 pub use certinfo::CertificateInfo;
 pub use content::{Alert, HandshakeMessage, RecordContent};
