@@ -9,7 +9,7 @@ use tessera_channel::{Channel, ChannelError};
 
 use crate::protocol::codec::{DecodeError, decode_reply, encode_request};
 use crate::protocol::{
-    DeviceBundle, DeviceId, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request,
+    DeviceBundle, DeviceId, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request, UserPresence,
 };
 
 /// A client-side failure.
@@ -198,6 +198,14 @@ impl RelayClient {
             .await?;
         match reply {
             Reply::Sent { duplicate, .. } => Ok(duplicate),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// list_users: the users visible to this account, with presence.
+    pub async fn list_users(&mut self) -> Result<Vec<UserPresence>, ClientError> {
+        match self.call(|req| Request::ListUsers { req }).await? {
+            Reply::Users { users, .. } => Ok(users),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

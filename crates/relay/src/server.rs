@@ -18,7 +18,7 @@ use tessera_channel::{Channel, ChannelWriter, Listener};
 use tokio::sync::watch;
 
 use crate::protocol::codec::{decode_request, encode_reply, salvage_req};
-use crate::protocol::{DeviceId, ErrorCode, Reply, Request};
+use crate::protocol::{DeviceId, ErrorCode, Reply, Request, UserPresence};
 use crate::store::{Enqueued, Store, StoreError};
 
 /// Limits the relay enforces on requests.
@@ -64,6 +64,31 @@ struct Inner<S> {
     store: S,
     config: RelayConfig,
     wake: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
+    /// Open channels per device, for presence.
+    online: Mutex<HashMap<DeviceId, usize>>,
+}
+
+/// Counts a device's channel as online while it lives.
+struct OnlineGuard<S> {
+    relay: Relay<S>,
+    device: DeviceId,
+}
+
+impl<S> Drop for OnlineGuard<S> {
+    fn drop(&mut self) {
+        let mut online = self
+            .relay
+            .inner
+            .online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = online.get_mut(&self.device) {
+            *count -= 1;
+            if *count == 0 {
+                online.remove(&self.device);
+            }
+        }
+    }
 }
 
 impl<S> Clone for Relay<S> {
@@ -111,6 +136,7 @@ impl<S: Store> Relay<S> {
                 store,
                 config,
                 wake: Mutex::new(HashMap::new()),
+                online: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -170,6 +196,17 @@ impl<S: Store> Relay<S> {
         let device = channel.peer().to_string();
         let (mut reader, writer) = channel.split();
         let mut wake = self.subscribe(&device);
+        *self
+            .inner
+            .online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(device.clone())
+            .or_insert(0) += 1;
+        let _online = OnlineGuard {
+            relay: self.clone(),
+            device: device.clone(),
+        };
         let mut registered = match self.inner.store.device(&device).await {
             Ok(record) => record.is_some(),
             Err(error) => {
@@ -363,6 +400,18 @@ impl<S: Store> Relay<S> {
                 }
             }
             Request::Ping { req } => Ok(Reply::Pong { req }),
+            Request::ListUsers { req } => {
+                let visible = store.visible_users(device).await?;
+                let online = self.inner.online.lock().unwrap_or_else(|p| p.into_inner());
+                let users = visible
+                    .into_iter()
+                    .map(|(username, devices)| UserPresence {
+                        online: devices.iter().any(|d| online.contains_key(d)),
+                        username,
+                    })
+                    .collect();
+                Ok(Reply::Users { req, users })
+            }
             Request::RemoveDevice {
                 req,
                 device: target,

@@ -308,3 +308,55 @@ async fn bad_input_gets_error_replies() {
 async fn channel_recv(channel: &mut tessera_channel::Channel) -> Vec<u8> {
     channel.recv().await.expect("recv").expect("open").to_vec()
 }
+
+#[tokio::test]
+async fn list_users_shows_only_conversations_with_presence() {
+    use tessera_relay::protocol::UserPresence;
+    let relay = start().await;
+    let (alice_key, bob_key, carol_key) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    // Bob exists but has never connected.
+    relay
+        .store
+        .register_device("bob", &bob_key.public_key().to_string(), "ik", "sk")
+        .await
+        .expect("bob");
+    let mut alice = connect(&relay, &alice_key).await;
+    alice.register("alice", "ik", "sk").await.expect("alice");
+    let mut carol = connect(&relay, &carol_key).await;
+    carol.register("carol", "ik", "sk").await.expect("carol");
+    let presence = |name: &str, online: bool| UserPresence {
+        username: name.into(),
+        online,
+    };
+
+    assert_eq!(
+        alice.list_users().await.expect("list"),
+        vec![presence("alice", true)]
+    );
+    alice
+        .send("m1", "bob", vec![env(&bob_key, "x")])
+        .await
+        .expect("send");
+    assert_eq!(
+        alice.list_users().await.expect("list"),
+        vec![presence("alice", true), presence("bob", false)]
+    );
+    let mut bob = connect(&relay, &bob_key).await;
+    bob.ping().await.expect("ping"); // the relay has counted bob's channel once it answers
+    assert_eq!(
+        alice.list_users().await.expect("list"),
+        vec![presence("alice", true), presence("bob", true)]
+    );
+    // Carol has no conversation: she sees only herself.
+    assert_eq!(
+        carol.list_users().await.expect("list"),
+        vec![presence("carol", true)]
+    );
+    bob.close().await;
+    alice.close().await;
+    carol.close().await;
+}

@@ -227,7 +227,10 @@ async fn state_survives_reopening() {
         store.close().await;
     }
     let store = SqliteStore::open(&path).await.expect("reopen");
-    assert_eq!(store.schema_version().await.expect("version"), 1);
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        tessera_relay::store::sqlite::MIGRATIONS.len() as i64
+    );
     let left: Vec<_> = store
         .pending("b1", 0, 100)
         .await
@@ -320,5 +323,51 @@ async fn remove_device_and_expire() {
             .await
             .expect("reuse"),
         Enqueued::Stored(_)
+    ));
+}
+
+#[tokio::test]
+async fn visibility_is_own_account_and_conversations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    store
+        .register_device("carol", "c1", "ik", "sk")
+        .await
+        .expect("c1");
+    let names =
+        |users: Vec<(String, Vec<String>)>| users.into_iter().map(|(u, _)| u).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.visible_users("a1").await.expect("a1")),
+        vec!["alice"]
+    );
+    store
+        .enqueue("a1", "m1", "bob", &[env("b1", "x")])
+        .await
+        .expect("send");
+    let seen_by_bob = store.visible_users("b1").await.expect("b1");
+    assert_eq!(
+        seen_by_bob,
+        vec![
+            (
+                "alice".to_string(),
+                vec!["a1".to_string(), "a2".to_string()]
+            ),
+            ("bob".to_string(), vec!["b1".to_string()])
+        ]
+    );
+    assert_eq!(
+        names(store.visible_users("a2").await.expect("a2")),
+        vec!["alice", "bob"]
+    );
+    assert_eq!(
+        names(store.visible_users("c1").await.expect("c1")),
+        vec!["carol"]
+    );
+    assert!(matches!(
+        store.visible_users("zz").await,
+        Err(StoreError::UnknownDevice { .. })
     ));
 }

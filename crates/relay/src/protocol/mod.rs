@@ -39,6 +39,15 @@ pub struct DeviceBundle {
     pub fallback_key: Option<PreKey>,
 }
 
+/// A visible user and whether any of their devices is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPresence {
+    /// The user.
+    pub username: String,
+    /// `true` while at least one of their devices has a channel open to the relay.
+    pub online: bool,
+}
+
 /// One ciphertext for one recipient device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -110,6 +119,11 @@ pub enum Request {
         #[serde(default)]
         device: Option<DeviceId>,
     },
+    /// list_users: the users visible to the caller (see [`Reply::Users`]).
+    ListUsers {
+        /// Request number.
+        req: u64,
+    },
     /// ping: heartbeat; answered with pong.
     Ping {
         /// Request number.
@@ -134,6 +148,7 @@ impl Request {
             | Request::Send { req, .. }
             | Request::RemoveDevice { req, .. }
             | Request::Ping { req }
+            | Request::ListUsers { req }
             | Request::Ack { req, .. } => *req,
         }
     }
@@ -167,6 +182,14 @@ pub enum Reply {
     Ok {
         /// The request number.
         req: u64,
+    },
+    /// The answer to list_users: the caller's own account and the users it has a conversation with (a
+    /// message sent either way through this relay). There is no enumeration of other users.
+    Users {
+        /// The request number.
+        req: u64,
+        /// The visible users, by name.
+        users: Vec<UserPresence>,
     },
     /// The answer to ping.
     Pong {

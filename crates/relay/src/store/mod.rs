@@ -172,4 +172,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes queued messages stored before `cutoff` (seconds since the Unix epoch) — undeliverable ones
     /// past their TTL — and the idempotency records of sends older than it. Returns the messages deleted.
     fn expire(&self, cutoff: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The users `device`'s account may see, each with their devices: the account itself and every user
+    /// it has exchanged a message with (in either direction). Sorted by name.
+    fn visible_users(
+        &self,
+        device: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Vec<DeviceId>)>, StoreError>> + Send;
 }

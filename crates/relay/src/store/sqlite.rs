@@ -15,11 +15,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 use super::{DeviceRecord, Enqueued, Store, StoreError, StoredMessage};
-use crate::protocol::{DeviceBundle, Envelope, MessageRef, PreKey};
+use crate::protocol::{DeviceBundle, DeviceId, Envelope, MessageRef, PreKey};
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`. Never edit an entry: add one.
 /// Plain SQL that PostgreSQL also accepts (`BIGINT`, `TEXT`, composite keys).
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     username    TEXT PRIMARY KEY,
     created_at  BIGINT NOT NULL
@@ -62,7 +63,15 @@ CREATE TABLE messages (
     PRIMARY KEY (recipient_device, seq),
     UNIQUE (recipient_device, sender_device, message_id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE contacts (
+    username    TEXT NOT NULL REFERENCES accounts(username),
+    contact     TEXT NOT NULL REFERENCES accounts(username),
+    PRIMARY KEY (username, contact)
+);
+"#,
+];
 
 /// The relay's state in one SQLite file.
 #[derive(Debug, Clone)]
@@ -339,6 +348,20 @@ impl Store for SqliteStore {
         if fresh == 0 {
             return Ok(Enqueued::Duplicate);
         }
+        if to != sender_user {
+            for (a, b) in [(sender_user.as_str(), to), (to, sender_user.as_str())] {
+                sqlx::query(
+                    "INSERT INTO contacts (username, contact) SELECT ?, ? \
+                     WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?) \
+                     ON CONFLICT (username, contact) DO NOTHING",
+                )
+                .bind(a)
+                .bind(b)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         let mut stored = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             let owner = device_user(&mut tx, &envelope.device).await?;
@@ -469,5 +492,37 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn visible_users(
+        &self,
+        device: &str,
+    ) -> Result<Vec<(String, Vec<DeviceId>)>, StoreError> {
+        let Some(me) = self.device(device).await? else {
+            return Err(StoreError::UnknownDevice {
+                device: device.to_owned(),
+            });
+        };
+        let rows = sqlx::query(
+            "SELECT u.username AS username, d.device_id AS device_id FROM \
+             (SELECT ? AS username UNION SELECT contact FROM contacts WHERE username = ?) u \
+             LEFT JOIN devices d ON d.username = u.username ORDER BY u.username, d.device_id",
+        )
+        .bind(&me.username)
+        .bind(&me.username)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut users: Vec<(String, Vec<DeviceId>)> = Vec::new();
+        for row in rows {
+            let username: String = row.try_get("username")?;
+            let device: Option<String> = row.try_get("device_id")?;
+            if users.last().is_none_or(|(last, _)| *last != username) {
+                users.push((username, Vec::new()));
+            }
+            if let (Some(device), Some((_, devices))) = (device, users.last_mut()) {
+                devices.push(device);
+            }
+        }
+        Ok(users)
     }
 }
