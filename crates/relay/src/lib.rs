@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod e2e;
+pub mod limit;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tessera_channel::{Channel, ChannelWriter, Listener};
 use tokio::sync::watch;
 
+use crate::limit::TokenBucket;
 use crate::protocol::codec::{decode_request, encode_reply, salvage_req};
 use crate::protocol::{DeviceId, ErrorCode, Reply, Request, UserPresence};
 use crate::store::{Enqueued, Store, StoreError};
@@ -34,6 +35,10 @@ pub struct RelayConfig {
     pub max_envelopes: usize,
     /// Most one-time prekeys in one publish (default 100).
     pub max_prekeys: usize,
+    /// Requests per second a connection may sustain (default 50).
+    pub requests_per_second: f64,
+    /// Requests a connection may send at once before the rate applies (default 100).
+    pub request_burst: u32,
     /// Most messages acknowledged in one ack (default 1,000).
     pub max_acks: usize,
     /// How long an undelivered message is kept, and how long a message id is remembered for idempotent
@@ -50,6 +55,8 @@ impl Default for RelayConfig {
             max_envelopes: 64,
             max_prekeys: 100,
             max_acks: 1000,
+            requests_per_second: 50.0,
+            request_burst: 100,
             message_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -216,6 +223,8 @@ impl<S: Store> Relay<S> {
         };
         // Deliveries start after sequence 0 on every connection: whatever is still stored is unacknowledged.
         let mut cursor = 0u64;
+        let config = &self.inner.config;
+        let mut budget = TokenBucket::new(config.requests_per_second, config.request_burst);
         let mut more = registered;
         loop {
             if registered && more {
@@ -228,7 +237,12 @@ impl<S: Store> Relay<S> {
                 biased;
                 incoming = reader.recv() => {
                     let Ok(Some(bytes)) = incoming else { return };
-                    let (reply, now_registered) = self.handle(&device, &bytes).await;
+                    let (reply, now_registered) = if budget.take() {
+                        self.handle(&device, &bytes).await
+                    } else {
+                        let message = "request rate exceeded; slow down".to_owned();
+                        (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
+                    };
                     if writer.send(encode_reply(&reply)).await.is_err() {
                         return;
                     }

@@ -360,3 +360,33 @@ async fn list_users_shows_only_conversations_with_presence() {
     alice.close().await;
     carol.close().await;
 }
+
+#[tokio::test]
+async fn a_connection_over_its_request_rate_is_told_to_slow_down() {
+    let config = tessera_relay::server::RelayConfig {
+        requests_per_second: 0.001,
+        request_burst: 3,
+        ..Default::default()
+    };
+    let relay = common::start_with(tempfile::tempdir().expect("tempdir"), config).await;
+    let mut client = connect(&relay, &Identity::generate()).await;
+    for _ in 0..3 {
+        client.ping().await.expect("within the burst");
+    }
+    let refused = client.ping().await;
+    assert!(
+        matches!(
+            refused,
+            Err(tessera_relay::client::ClientError::Refused {
+                code: ErrorCode::RateLimited,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // The connection stays open: a fresh connection has its own budget.
+    let mut other = connect(&relay, &Identity::generate()).await;
+    other.ping().await.expect("own budget");
+    client.close().await;
+    other.close().await;
+}

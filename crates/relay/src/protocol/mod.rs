@@ -170,6 +170,8 @@ pub enum ErrorCode {
     DeviceTaken,
     /// A field is empty, too long or otherwise invalid.
     Invalid,
+    /// The connection exceeded its request rate; slow down.
+    RateLimited,
     /// A storage failure on the relay; retry later.
     Internal,
 }

@@ -21,6 +21,16 @@ pub async fn start() -> TestRelay {
 
 /// Starts a relay over `dir/relay.db` (existing state is kept).
 pub async fn start_in(dir: tempfile::TempDir) -> TestRelay {
+    let config = RelayConfig {
+        requests_per_second: 100_000.0,
+        request_burst: 100_000,
+        ..RelayConfig::default()
+    };
+    start_with(dir, config).await
+}
+
+/// Starts a relay over `dir/relay.db` with `config`.
+pub async fn start_with(dir: tempfile::TempDir, config: RelayConfig) -> TestRelay {
     let store = SqliteStore::open(dir.path().join("relay.db"))
         .await
         .expect("open");
@@ -33,7 +43,7 @@ pub async fn start_in(dir: tempfile::TempDir) -> TestRelay {
         .await
         .expect("bind");
     let url = format!("ws://{}/", serving.local_addr());
-    tokio::spawn(Relay::new(store.clone(), RelayConfig::default()).run(listener));
+    tokio::spawn(Relay::new(store.clone(), config).run(listener));
     TestRelay {
         url,
         key,
