@@ -50,6 +50,7 @@ pub mod nonce;
 pub mod proto;
 pub mod record;
 pub mod record_layer;
+pub mod redaction;
 pub mod signing;
 pub mod split;
 pub mod suite;

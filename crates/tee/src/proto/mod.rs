@@ -233,6 +233,10 @@ pub struct EncryptedRequest {
     /// The record's AAD.
     #[prost(bytes = "vec", tag = "7")]
     pub aad: Vec<u8>,
+    /// The redacted bytes of each hidden range, so TEE_T can check the plaintext for CR/LF
+    /// ([`crate::redaction::check_streams`]).
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub masked_ranges: Vec<Vec<u8>>,
 }
 
 /// 7. T→C: the real request ciphertext and its tag.
@@ -409,6 +413,6 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(RedactionStreams {} secret { streams, commitment_keys });
-redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad } secret { tag_secrets });
+redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad, masked_ranges } secret { tag_secrets });
 redacted_debug!(RecordTagSecrets { seq } secret { tag_secrets, tail_keystream });
 redacted_debug!(DecryptionStream { seq } secret { keystream });

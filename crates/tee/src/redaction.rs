@@ -1,0 +1,236 @@
+//! Request redaction (reference step 6): the client masks hidden ranges with fresh streams and commits to
+//! them; TEE_K validates the redacted request; TEE_T checks the commitments and that no hidden range holds a
+//! CR, LF or other control byte (reference gap 11: nothing can smuggle a header or a second request into a
+//! "cookie").
+//!
+//! Hidden bytes: `redacted = real XOR stream` inside each range; `commitment = HMAC-SHA256(key, stream)`.
+
+use crate::proto::{RangeType, RedactedRequest, RedactionStreams, RequestRange};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use thiserror::Error;
+
+/// Why a redacted request or its streams were refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedactionError {
+    /// A range is empty, out of bounds, unsorted, overlapping or of an unknown type.
+    #[error("invalid range: {0}")]
+    Range(&'static str),
+    /// Counts of ranges, streams, keys and commitments disagree, or a stream has the wrong length.
+    #[error("redaction streams do not match the ranges: {0}")]
+    Streams(&'static str),
+    /// A stream does not match its commitment.
+    #[error("commitment of range {0} does not match its stream")]
+    Commitment(usize),
+    /// A hidden range holds a byte that is not allowed in a header value (CR, LF, other control bytes).
+    #[error("hidden range {0} holds a control byte (CR, LF, ...)")]
+    ControlByte(usize),
+    /// The visible request breaks a rule TEE_K enforces.
+    #[error("request refused: {0}")]
+    Request(&'static str),
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn commit(key: &[u8], stream: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail; an empty tag would never verify anyway.
+    HmacSha256::new_from_slice(key)
+        .map(|mut mac| {
+            mac.update(stream);
+            mac.finalize().into_bytes().to_vec()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks ranges against a request length: non-empty, in bounds, sorted, disjoint, of a known type.
+pub fn check_ranges(ranges: &[RequestRange], len: usize) -> Result<(), RedactionError> {
+    let mut end_of_previous = 0usize;
+    for range in ranges {
+        let start = range.start as usize;
+        let end = start
+            .checked_add(range.length as usize)
+            .filter(|&e| e <= len && range.length > 0)
+            .ok_or(RedactionError::Range("empty or out of bounds"))?;
+        if start < end_of_previous {
+            return Err(RedactionError::Range("unsorted or overlapping"));
+        }
+        if !matches!(
+            RangeType::try_from(range.r#type),
+            Ok(RangeType::Sensitive | RangeType::SensitiveProof)
+        ) {
+            return Err(RedactionError::Range("unknown type"));
+        }
+        end_of_previous = end;
+    }
+    Ok(())
+}
+
+/// Client: masks `request` in `ranges` with fresh random streams and commits to them. The first message goes
+/// to TEE_K, the second to TEE_T.
+pub fn redact_request(
+    request: &[u8],
+    ranges: &[RequestRange],
+) -> Result<(RedactedRequest, RedactionStreams), RedactionError> {
+    check_ranges(ranges, request.len())?;
+    let mut redacted = request.to_vec();
+    let mut streams = RedactionStreams::default();
+    let mut commitments = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let mut stream = vec![0u8; range.length as usize];
+        rand::fill(&mut stream[..]);
+        let mut key = vec![0u8; 32];
+        rand::fill(&mut key[..]);
+        let start = range.start as usize;
+        redacted[start..start + stream.len()]
+            .iter_mut()
+            .zip(&stream)
+            .for_each(|(b, s)| *b ^= s);
+        commitments.push(commit(&key, &stream));
+        streams.streams.push(stream);
+        streams.commitment_keys.push(key);
+    }
+    let request = RedactedRequest {
+        redacted,
+        commitments,
+        ranges: ranges.to_vec(),
+    };
+    Ok((request, streams))
+}
+
+/// TEE_T: checks every stream against its commitment and the hidden plaintext against the rule the client
+/// cannot choose: no byte below 0x20 except TAB, no DEL. `masked` holds, range by range, the redacted bytes
+/// of each hidden range as TEE_K saw them (so `masked XOR stream` is the real plaintext).
+pub fn check_streams(
+    ranges: &[RequestRange],
+    commitments: &[Vec<u8>],
+    streams: &RedactionStreams,
+    masked: &[Vec<u8>],
+) -> Result<(), RedactionError> {
+    let n = ranges.len();
+    if commitments.len() != n
+        || streams.streams.len() != n
+        || streams.commitment_keys.len() != n
+        || masked.len() != n
+    {
+        return Err(RedactionError::Streams("counts differ"));
+    }
+    for (i, range) in ranges.iter().enumerate() {
+        let stream = &streams.streams[i];
+        if stream.len() != range.length as usize || masked[i].len() != stream.len() {
+            return Err(RedactionError::Streams(
+                "a stream's length differs from its range",
+            ));
+        }
+        let mut mac = HmacSha256::new_from_slice(&streams.commitment_keys[i])
+            .map_err(|_| RedactionError::Streams("bad commitment key"))?;
+        mac.update(stream);
+        mac.verify_slice(&commitments[i])
+            .map_err(|_| RedactionError::Commitment(i))?;
+        let clean = masked[i]
+            .iter()
+            .zip(stream)
+            .map(|(m, s)| m ^ s)
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80);
+        if !clean {
+            return Err(RedactionError::ControlByte(i));
+        }
+    }
+    Ok(())
+}
+
+/// TEE_K: the visible request must be one HTTP/1.1 GET or POST with an unredacted `Host` equal to
+/// `host` (or `host:port` for ports other than 443), `Connection: close` and `Accept-Encoding: identity`,
+/// and the hidden ranges must lie inside header values after the `Host` line (never in the request line,
+/// a header name or the final CRLF CRLF).
+pub fn validate_redacted_request(
+    request: &RedactedRequest,
+    host: &str,
+    port: u16,
+) -> Result<(), RedactionError> {
+    let bytes = &request.redacted;
+    check_ranges(&request.ranges, bytes.len())?;
+    if request.commitments.len() != request.ranges.len() {
+        return Err(RedactionError::Streams("one commitment per range"));
+    }
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(RedactionError::Request("no end of headers"))?;
+    let hidden = |start: usize, end: usize| {
+        request.ranges.iter().any(|r| {
+            let (rs, re) = (r.start as usize, r.start as usize + r.length as usize);
+            rs < end && start < re
+        })
+    };
+    if request
+        .ranges
+        .iter()
+        .any(|r| r.start as usize + r.length as usize > head_end)
+    {
+        return Err(RedactionError::Request(
+            "a hidden range reaches past the headers",
+        ));
+    }
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while at < head_end {
+        let end = bytes[at..head_end]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(head_end, |p| at + p);
+        lines.push((at, end));
+        at = end + 2;
+    }
+    let (first_start, first_end) = *lines
+        .first()
+        .ok_or(RedactionError::Request("empty request"))?;
+    if hidden(first_start, first_end) {
+        return Err(RedactionError::Request("the request line is hidden"));
+    }
+    let line = &bytes[first_start..first_end];
+    if !(line.starts_with(b"GET ") || line.starts_with(b"POST ")) || !line.ends_with(b" HTTP/1.1") {
+        return Err(RedactionError::Request("only GET or POST over HTTP/1.1"));
+    }
+    let expected_host = if port == 443 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    };
+    let (mut host_ok, mut close_ok, mut identity_ok) = (false, false, false);
+    for &(start, end) in &lines[1..] {
+        let colon = bytes[start..end]
+            .iter()
+            .position(|&b| b == b':')
+            .map(|p| start + p)
+            .ok_or(RedactionError::Request("a header line without a colon"))?;
+        if hidden(start, colon + 1) {
+            return Err(RedactionError::Request("a header name is hidden"));
+        }
+        let name = String::from_utf8_lossy(&bytes[start..colon]).to_ascii_lowercase();
+        let visible = !hidden(colon + 1, end);
+        let value = String::from_utf8_lossy(&bytes[colon + 1..end])
+            .trim()
+            .to_owned();
+        match name.as_str() {
+            "host" if host_ok => return Err(RedactionError::Request("two Host headers")),
+            "host" if visible && value.eq_ignore_ascii_case(&expected_host) => host_ok = true,
+            "host" => {
+                return Err(RedactionError::Request(
+                    "Host differs from the server name or is hidden",
+                ));
+            }
+            "connection" => close_ok = visible && value.eq_ignore_ascii_case("close"),
+            "accept-encoding" => identity_ok = visible && value.eq_ignore_ascii_case("identity"),
+            _ => {}
+        }
+    }
+    match (host_ok, close_ok, identity_ok) {
+        (false, _, _) => Err(RedactionError::Request("no Host header")),
+        (_, false, _) => Err(RedactionError::Request("no visible `Connection: close`")),
+        (_, _, false) => Err(RedactionError::Request(
+            "no visible `Accept-Encoding: identity`",
+        )),
+        _ => Ok(()),
+    }
+}
