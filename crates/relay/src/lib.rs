@@ -11,10 +11,12 @@
 //!   deleted on acknowledgment.
 //! * [`client`]: a minimal client over a channel (request/reply, buffered deliveries).
 //! * [`e2e`]: Olm end-to-end encryption (vodozemac) for the client: prekeys, sessions, pins, dedup.
+//! * [`chat`]: a device that sends and receives text end to end (client + Olm), for programs and agents.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod client;
 pub mod e2e;
 pub mod limit;

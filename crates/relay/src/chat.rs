@@ -1,0 +1,163 @@
+//! A chat device: a [`RelayClient`] and an [`OlmDevice`] together — what a program or an AI agent embeds
+//! to send and receive text end to end.
+//!
+//! * [`ChatDevice::send_text`] encrypts once per device of the recipient and once per other device of
+//!   the sender's own account (the copy that keeps them in sync), under one random message id, and
+//!   returns when the relay has stored all copies.
+//! * [`ChatDevice::receive`] decrypts the next delivery, acknowledges it, and returns it unless it was
+//!   seen before (redelivery or replay): exactly once to the application, as long as the caller persists
+//!   the state ([`ChatDevice::seal`]) before acknowledging matters to it.
+//!
+//! Bundles are fetched (claiming a one-time key per device) only for users this device has no cached
+//! bundle for; a send refused for an unknown device drops the cache and retries once.
+
+use std::collections::HashMap;
+
+use crate::client::{ClientError, RelayClient};
+use crate::e2e::state::StateKey;
+use crate::e2e::{E2eError, OlmDevice};
+use crate::protocol::{DeviceBundle, DeviceId, ErrorCode};
+
+/// A chat failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The relay or the channel failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Encryption or decryption failed.
+    #[error(transparent)]
+    E2e(#[from] E2eError),
+    /// The recipient has no device to send to.
+    #[error("{0} has no registered device")]
+    NoDevice(String),
+}
+
+/// A received, decrypted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The sending user.
+    pub from_user: String,
+    /// The sending device.
+    pub from_device: DeviceId,
+    /// The sender's message id.
+    pub message_id: String,
+    /// The plaintext.
+    pub body: Vec<u8>,
+}
+
+/// One device of a user, connected to a relay.
+#[derive(Debug)]
+pub struct ChatDevice {
+    username: String,
+    device: DeviceId,
+    client: RelayClient,
+    olm: OlmDevice,
+    bundles: HashMap<String, Vec<DeviceBundle>>,
+}
+
+impl ChatDevice {
+    /// Registers this device (`device` = its channel key in hex) for `username` over `client`, and
+    /// publishes `prekeys` one-time keys and a fallback key.
+    pub async fn register(
+        mut client: RelayClient,
+        username: &str,
+        device: DeviceId,
+        mut olm: OlmDevice,
+        prekeys: usize,
+    ) -> Result<Self, ChatError> {
+        client
+            .register(username, &olm.identity_key(), &olm.signing_key())
+            .await?;
+        let (one_time, fallback) = olm.prekeys(prekeys);
+        client.publish_prekeys(one_time, fallback).await?;
+        Ok(ChatDevice {
+            username: username.to_owned(),
+            device,
+            client,
+            olm,
+            bundles: HashMap::new(),
+        })
+    }
+
+    /// Resumes an already registered device with its saved Olm state.
+    pub fn resume(client: RelayClient, username: &str, device: DeviceId, olm: OlmDevice) -> Self {
+        ChatDevice {
+            username: username.to_owned(),
+            device,
+            client,
+            olm,
+            bundles: HashMap::new(),
+        }
+    }
+
+    async fn targets(&mut self, user: &str) -> Result<Vec<DeviceBundle>, ChatError> {
+        if !self.bundles.contains_key(user) {
+            let bundles = self.client.fetch_bundle(user).await?;
+            self.bundles.insert(user.to_owned(), bundles);
+        }
+        Ok(self.bundles.get(user).cloned().unwrap_or_default())
+    }
+
+    /// Sends `text` to `to` end to end; returns the message id.
+    pub async fn send_text(&mut self, to: &str, text: &str) -> Result<String, ChatError> {
+        let message_id = format!("{:032x}", rand::random::<u128>());
+        for attempt in 0..2 {
+            let mut bundles = self.targets(to).await?;
+            if bundles.is_empty() {
+                return Err(ChatError::NoDevice(to.to_owned()));
+            }
+            if to != self.username {
+                bundles.extend(self.targets(&self.username.clone()).await?);
+            }
+            let mut envelopes = Vec::with_capacity(bundles.len());
+            for bundle in bundles.iter().filter(|b| b.device != self.device) {
+                envelopes.push(self.olm.encrypt_for(bundle, text.as_bytes())?);
+            }
+            match self.client.send(&message_id, to, envelopes).await {
+                Ok(_) => return Ok(message_id),
+                Err(ClientError::Refused {
+                    code: ErrorCode::UnknownDevice,
+                    ..
+                }) if attempt == 0 => {
+                    self.bundles.remove(to);
+                    self.bundles.remove(&self.username);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ChatError::NoDevice(to.to_owned()))
+    }
+
+    /// The next new message: decrypted, acknowledged, and never returned twice.
+    pub async fn receive(&mut self) -> Result<ChatMessage, ChatError> {
+        loop {
+            let delivery = self.client.next_delivery().await?;
+            let body = self.olm.decrypt(&delivery)?;
+            self.client.ack(vec![delivery.reference()]).await?;
+            if let Some(body) = body {
+                return Ok(ChatMessage {
+                    from_user: delivery.from_user,
+                    from_device: delivery.from_device,
+                    message_id: delivery.message_id,
+                    body,
+                });
+            }
+        }
+    }
+
+    /// Seals the Olm state for storage (see [`crate::e2e::state`]).
+    pub fn seal(&self, key: &StateKey) -> Result<Vec<u8>, ChatError> {
+        Ok(self.olm.seal(key)?)
+    }
+
+    /// The underlying relay client (for list_users, ping, ...).
+    pub fn client(&mut self) -> &mut RelayClient {
+        &mut self.client
+    }
+
+    /// Closes the connection, returning the Olm state.
+    pub async fn close(self) -> OlmDevice {
+        self.client.close().await;
+        self.olm
+    }
+}

@@ -1,0 +1,96 @@
+//! Two users and a second device end to end through `ChatDevice`: offline start, fan-out to the
+//! recipient's devices and a copy to the sender's other device, real decryption everywhere, a resumed
+//! device from sealed state.
+
+mod common;
+
+use common::{connect, start};
+use tessera_channel::Identity;
+use tessera_relay::chat::ChatDevice;
+use tessera_relay::e2e::OlmDevice;
+use tessera_relay::e2e::state::StateKey;
+
+async fn device(relay: &common::TestRelay, user: &str, key: &Identity) -> ChatDevice {
+    let client = connect(relay, key).await;
+    ChatDevice::register(
+        client,
+        user,
+        key.public_key().to_string(),
+        OlmDevice::new(),
+        10,
+    )
+    .await
+    .expect("register")
+}
+
+#[tokio::test]
+async fn fan_out_offline_start_and_resume() {
+    let relay = start().await;
+    let (a1, a2, b1, b2) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    // Bob's two devices register and go offline, keeping their sealed state.
+    let key = StateKey::generate();
+    let mut sealed = Vec::new();
+    for (identity, name) in [(&b1, "b1"), (&b2, "b2")] {
+        let bob = device(&relay, "bob", identity).await;
+        sealed.push((identity.clone(), name, bob.seal(&key).expect("seal")));
+        bob.close().await;
+    }
+    let mut alice = device(&relay, "alice", &a1).await;
+    let mut alice_phone = device(&relay, "alice", &a2).await;
+
+    let first = alice
+        .send_text("bob", "hi bob, from alice's laptop")
+        .await
+        .expect("send");
+    let second = alice.send_text("bob", "second line").await.expect("send");
+
+    // Alice's phone got the copies.
+    for (id, text) in [
+        (&first, "hi bob, from alice's laptop"),
+        (&second, "second line"),
+    ] {
+        let copy = alice_phone.receive().await.expect("copy");
+        assert_eq!(
+            (&copy.message_id, copy.body.as_slice()),
+            (id, text.as_bytes())
+        );
+    }
+
+    // Each of Bob's devices resumes from its sealed state and reads both, in order.
+    for (identity, _name, state) in sealed {
+        let olm = OlmDevice::unseal(&state, &key).expect("unseal");
+        let client = connect(&relay, &identity).await;
+        let mut bob = ChatDevice::resume(client, "bob", identity.public_key().to_string(), olm);
+        let one = bob.receive().await.expect("one");
+        let two = bob.receive().await.expect("two");
+        assert_eq!(one.body, b"hi bob, from alice's laptop");
+        assert_eq!(two.body, b"second line");
+        assert_eq!(
+            (one.from_user.as_str(), one.message_id.as_str()),
+            ("alice", first.as_str())
+        );
+        // Bob answers from this device; both of Alice's devices get it.
+        let reply = format!("ack from {}", bob_name(&identity, &b1));
+        bob.send_text("alice", &reply).await.expect("reply");
+        for receiver in [&mut alice, &mut alice_phone] {
+            let got = receiver.receive().await.expect("reply");
+            assert_eq!(got.body, reply.as_bytes());
+        }
+        bob.close().await;
+    }
+    alice.close().await;
+    alice_phone.close().await;
+}
+
+fn bob_name(identity: &Identity, b1: &Identity) -> &'static str {
+    if identity.public_key() == b1.public_key() {
+        "b1"
+    } else {
+        "b2"
+    }
+}
