@@ -18,6 +18,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod demo;
 pub mod e2e;
 pub mod limit;
 pub mod protocol;
