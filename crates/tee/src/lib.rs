@@ -56,6 +56,7 @@ pub mod split;
 pub mod suite;
 pub mod tls_client;
 pub mod verify;
+pub mod wire;
 
 pub use certinfo::CertificateInfo;
 pub use content::{Alert, HandshakeMessage, RecordContent};

@@ -405,7 +405,7 @@ macro_rules! redacted_debug {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty))
                     $(.field(stringify!($field), &self.$field))*
-                    $(.field(stringify!($secret), &format_args!("<redacted: {} bytes>", self.$secret.len())))*
+                    $(.field(stringify!($secret), &format_args!("<redacted, len {}>", self.$secret.len())))*
                     .finish()
             }
         }
