@@ -171,6 +171,26 @@ impl<S: Store> Relay<S> {
         self.inner.store.expire(now.saturating_sub(ttl)).await
     }
 
+    /// Spawns a task that calls [`Relay::expire`] every `every` until aborted.
+    pub fn spawn_expiry(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                match relay.expire(now).await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "expired undelivered messages"),
+                    Err(error) => tracing::warn!(%error, "expiry failed"),
+                }
+            }
+        })
+    }
+
     fn subscribe(&self, device: &str) -> watch::Receiver<u64> {
         let mut cells = self
             .inner

@@ -89,6 +89,16 @@ impl Default for OlmDevice {
     }
 }
 
+/// A key written for comparison by people: groups of four characters separated by spaces.
+pub fn fingerprint(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn key(device: &str, text: &str) -> Result<Curve25519PublicKey, E2eError> {
     Curve25519PublicKey::from_base64(text).map_err(|e| E2eError::BadKey {
         device: device.to_owned(),
@@ -115,6 +125,18 @@ impl OlmDevice {
     /// The Ed25519 signing key (base64), registered as the device's `signing_key`.
     pub fn signing_key(&self) -> String {
         self.account.ed25519_key().to_base64()
+    }
+
+    /// This device's fingerprint: its identity key in groups of four characters, for people to compare.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.identity_key())
+    }
+
+    /// The identity key pinned for `device`, as a fingerprint; `None` before first contact.
+    pub fn pinned_fingerprint(&self, device: &str) -> Option<String> {
+        self.pins
+            .get(device)
+            .map(|key| fingerprint(&key.to_base64()))
     }
 
     /// Generates `count` one-time keys and a new fallback key, marks them published, and returns their
