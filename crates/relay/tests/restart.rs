@@ -157,3 +157,47 @@ async fn concurrent_senders_one_sequence_no_misdelivery() {
     bob.close().await;
     carol.close().await;
 }
+
+#[tokio::test]
+async fn two_hundred_clients_each_get_only_their_own_message() {
+    const CLIENTS: usize = 200;
+    let relay = std::sync::Arc::new(start().await);
+    let keys: Vec<Identity> = (0..CLIENTS).map(|_| Identity::generate()).collect();
+    let keys = std::sync::Arc::new(keys);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let (relay, keys, barrier) = (relay.clone(), keys.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(&relay, &keys[i]).await;
+            client
+                .register(&format!("user{i}"), "ik", "sk")
+                .await
+                .expect("register");
+            barrier.wait().await; // every recipient exists
+            let to = (i + 1) % CLIENTS;
+            client
+                .send(
+                    "hello",
+                    &format!("user{to}"),
+                    vec![env(&keys[to], format!("for {to} from {i}"))],
+                )
+                .await
+                .expect("send");
+            let delivery = client.next_delivery().await.expect("deliver");
+            let from = (i + CLIENTS - 1) % CLIENTS;
+            assert_eq!(
+                delivery.ciphertext,
+                format!("for {i} from {from}"),
+                "misdelivered"
+            );
+            assert_eq!(delivery.from_device, keys[from].public_key().to_string());
+            assert_eq!(delivery.from_user, format!("user{from}"));
+            client.ack(vec![delivery.reference()]).await.expect("ack");
+            client.close().await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+}
