@@ -18,6 +18,13 @@
 //! | [`tls_client`] | rustls over relayed bytes, root store, forced version/suite, SNI, ALPN |
 //! | [`key_update`] | TLS 1.3 traffic secrets and KeyUpdate generations |
 //! | [`certinfo`] | subject/issuer CN, validity, DNS names |
+//! | [`proto`] | the session messages and signed outputs of `proto/tee.proto` (prost) |
+//! | [`wire`] | the envelope codec: size limit, session id, unknown message |
+//! | [`redaction`] | redacted request: masks and commitments, TEE_K's and TEE_T's checks |
+//! | [`signing`] | K_OUTPUT / T_OUTPUT signatures (secp256k1, EIP-191), signer addresses |
+//! | [`verify`] | the offline verifier against pinned signers |
+//!
+//! The session protocol and the verifier: `docs/tee-protocol.md`.
 //!
 //! ```no_run
 //! # fn relay(_: &[u8]) -> Vec<u8> { Vec::new() }
