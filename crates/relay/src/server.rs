@@ -35,6 +35,9 @@ pub struct RelayConfig {
     pub max_envelopes: usize,
     /// Most one-time prekeys in one publish (default 100).
     pub max_prekeys: usize,
+    /// Consecutive malformed frames after which the relay closes the channel (default 8); each one
+    /// before that gets an error reply.
+    pub max_malformed: u32,
     /// Requests per second a connection may sustain (default 50).
     pub requests_per_second: f64,
     /// Requests a connection may send at once before the rate applies (default 100).
@@ -55,6 +58,7 @@ impl Default for RelayConfig {
             max_envelopes: 64,
             max_prekeys: 100,
             max_acks: 1000,
+            max_malformed: 8,
             requests_per_second: 50.0,
             request_burst: 100,
             message_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
@@ -245,6 +249,7 @@ impl<S: Store> Relay<S> {
         let mut cursor = 0u64;
         let config = &self.inner.config;
         let mut budget = TokenBucket::new(config.requests_per_second, config.request_burst);
+        let mut malformed = 0u32;
         let mut more = registered;
         loop {
             if registered && more {
@@ -263,7 +268,14 @@ impl<S: Store> Relay<S> {
                         let message = "request rate exceeded; slow down".to_owned();
                         (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
                     };
+                    let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
                     if writer.send(encode_reply(&reply)).await.is_err() {
+                        return;
+                    }
+                    malformed = if violation { malformed + 1 } else { 0 };
+                    if malformed >= config.max_malformed {
+                        tracing::debug!(%device, "closing a channel that keeps sending malformed frames");
+                        writer.close();
                         return;
                     }
                     if now_registered && !registered {

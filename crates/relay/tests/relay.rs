@@ -390,3 +390,29 @@ async fn a_connection_over_its_request_rate_is_told_to_slow_down() {
     client.close().await;
     other.close().await;
 }
+
+#[tokio::test]
+async fn a_stream_of_malformed_frames_closes_the_channel() {
+    let relay = start().await;
+    let mut channel = connector()
+        .connect(&relay.url, relay.key, &Identity::generate())
+        .await
+        .expect("connect");
+    let limit = tessera_relay::server::RelayConfig::default().max_malformed;
+    for _ in 0..limit {
+        channel.send(b"\x00garbage".to_vec()).await.expect("send");
+        let reply = decode_reply(&channel_recv(&mut channel).await).expect("reply");
+        assert!(
+            matches!(
+                reply,
+                Reply::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+    }
+    // After the last error reply the relay closes: the next receive ends.
+    assert!(!matches!(channel.recv().await, Ok(Some(_))));
+}
