@@ -11,6 +11,7 @@
 //! | [`stdio`] | the stdio proxy: a client's byte streams on one side, a child server on the other |
 //! | [`http`] | the Streamable HTTP front: POST/GET/DELETE, sessions mapped to upstream sessions, version and Origin checks |
 //! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) or a remote HTTP server ([`upstream::http`]) |
+//! | [`connect`] | stdio on one side, a remote Streamable HTTP server on the other (`tessera mcp connect`) |
 //! | [`tape`] | recordings as JSON lines, with redaction |
 //!
 //! Messages are forwarded as the bytes they came as; the proxy writes only its own replies (limit and
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connect;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;

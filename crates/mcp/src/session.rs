@@ -94,65 +94,6 @@ impl Default for McpConfig {
     }
 }
 
-/// Session tags, computed from what the session did (never guessed): a small set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tags(u8);
-
-impl Tags {
-    /// Older than [`McpConfig::long_running_after`].
-    pub const LONG_RUNNING: Tags = Tags(1);
-    /// More than [`McpConfig::high_volume_frames`] frames.
-    pub const HIGH_VOLUME: Tags = Tags(2);
-    /// The client presented credentials (an `Authorization` header).
-    pub const AUTHENTICATED: Tags = Tags(4);
-    /// At least [`McpConfig::error_prone_ratio`] of its responses were errors.
-    pub const ERROR_PRONE: Tags = Tags(8);
-    const NAMES: [(Tags, &'static str); 4] = [
-        (Tags::LONG_RUNNING, "long-running"),
-        (Tags::HIGH_VOLUME, "high-volume"),
-        (Tags::AUTHENTICATED, "authenticated"),
-        (Tags::ERROR_PRONE, "error-prone"),
-    ];
-
-    /// True if every tag of `other` is set.
-    pub fn contains(self, other: Tags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// True if no tag is set.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The names of the tags that are set.
-    pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Tags::NAMES
-            .into_iter()
-            .filter(move |(t, _)| self.contains(*t))
-            .map(|(_, n)| n)
-    }
-}
-
-impl std::ops::BitOr for Tags {
-    type Output = Tags;
-    fn bitor(self, rhs: Tags) -> Tags {
-        Tags(self.0 | rhs.0)
-    }
-}
-
-/// The metadata of one frame, for logs, recordings and rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameMeta {
-    /// The session the transport says the frame came on.
-    pub session: SessionId,
-    /// This frame's number in its session, from 1.
-    pub frame_count: u64,
-    /// The session's age when the frame passed.
-    pub session_duration_ms: u64,
-    /// The session's tags at that moment.
-    pub tags: Tags,
-}
-
 /// What the session learned from the `initialize` or `server/discover` result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
@@ -524,10 +465,13 @@ impl McpSession {
     }
 
     /// Withdraws a request whose sender went away (an HTTP client disconnected): nothing stays pending.
-    pub fn forget(&self, sender: Direction, id: &Id) {
-        if self.session.take_pending(&key(sender, id)).is_some() {
+    /// Returns true if the request was still pending.
+    pub fn forget(&self, sender: Direction, id: &Id) -> bool {
+        let was_pending = self.session.take_pending(&key(sender, id)).is_some();
+        if was_pending {
             self.changed.notify_waiters();
         }
+        was_pending
     }
 
     /// A guard that withdraws the client's request `id` when dropped, unless disarmed: held by whatever
@@ -620,6 +564,9 @@ impl McpSession {
             .clone()
     }
 }
+
+mod tags;
+pub use tags::{FrameMeta, Tags};
 
 #[cfg(test)]
 mod tests;

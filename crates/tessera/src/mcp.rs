@@ -29,6 +29,14 @@ enum McpCommand {
     Stdio(StdioArgs),
     /// Serve Streamable HTTP for many clients, in front of an upstream URL or a command (one child per session).
     Serve(ServeArgs),
+    /// Bridge this process's stdin/stdout to a remote Streamable HTTP server.
+    Connect {
+        /// The server's endpoint (plain http://).
+        url: String,
+        /// Deadline of one request, in seconds.
+        #[arg(long, default_value_t = 60)]
+        request_timeout: u64,
+    },
     /// Recordings made with --tape.
     Tape {
         #[command(subcommand)]
@@ -130,6 +138,24 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
     match args.command {
         McpCommand::Stdio(args) => run_stdio(args).await,
         McpCommand::Serve(args) => run_serve(args).await,
+        McpCommand::Connect {
+            url,
+            request_timeout,
+        } => {
+            let mut config = McpConfig {
+                name: "mcp-connect",
+                idle_timeout: Duration::from_secs(365 * 24 * 3600),
+                ..McpConfig::default()
+            };
+            config.pending.deadline = Duration::from_secs(request_timeout.max(1));
+            let sessions = Sessions::new(config);
+            let (client_in, client_out) = client_pipes();
+            let frames = tessera_mcp::connect::run(&sessions, &url, client_in, client_out).await?;
+            tracing::info!(frames, "mcp connect done");
+            let _ = std::io::stdout().flush();
+            // As for stdio: do not wait for a blocking stdin reader that may never return.
+            std::process::exit(0)
+        }
         McpCommand::Tape {
             command: TapeCommand::Show { file },
         } => {
@@ -210,14 +236,7 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
         ..args.common.config()
     });
     let tape = args.common.tape().await?;
-    // Pipes (the usual case under an MCP client) are polled directly; anything else goes through Tokio's.
-    let (client_in, client_out): (
-        Box<dyn AsyncRead + Send + Unpin>,
-        Box<dyn AsyncWrite + Send + Unpin>,
-    ) = match (PipeIn::stdin(), PipeOut::stdout()) {
-        (Ok(input), Ok(output)) => (Box::new(input), Box::new(output)),
-        _ => (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout())),
-    };
+    let (client_in, client_out) = client_pipes();
     let exit = stdio::run(
         &sessions,
         &spec,
@@ -239,4 +258,18 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     // The runtime's stdin reader is a blocking thread that may never return: leave without waiting for it.
     let _ = std::io::stdout().flush();
     std::process::exit(code)
+}
+
+type ClientIo = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+);
+
+/// This process's stdin/stdout: pipes (the usual case under an MCP client) are polled directly; anything
+/// else goes through Tokio's.
+fn client_pipes() -> ClientIo {
+    match (PipeIn::stdin(), PipeOut::stdout()) {
+        (Ok(input), Ok(output)) => (Box::new(input), Box::new(output)),
+        _ => (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout())),
+    }
 }

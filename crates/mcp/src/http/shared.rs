@@ -106,11 +106,13 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(id) = self.upstream_id.take() {
-            self.shared.owner.forget(Direction::ClientToServer, &id);
+            // The cancel is queued before the entry goes, so whoever sees the request gone also finds the
+            // cancel ahead of anything it sends next.
             let _ = self
                 .shared
                 .input
                 .try_send(&Message::cancelled(&id, "the client closed its stream"));
+            self.shared.owner.forget(Direction::ClientToServer, &id);
         }
     }
 }

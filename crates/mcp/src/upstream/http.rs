@@ -65,7 +65,7 @@ impl HttpUpstream {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         headers: &HeaderMap,

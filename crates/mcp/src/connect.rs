@@ -1,0 +1,325 @@
+//! `tessera mcp connect URL`: a stdio client on one side (any byte streams), a remote Streamable HTTP server
+//! on the other.
+//!
+//! Each client line is POSTed as it came. A request's answer — JSON, or an SSE stream of related messages
+//! ending with the response — goes back as lines; notifications and responses expect 202. The session id and
+//! the negotiated version are taken from the `initialize` exchange and sent on every later request; a
+//! 2026-07-28 request (a `_meta` version claim) gets its headers mirrored from the body instead. After
+//! `notifications/initialized` the server's own stream is opened with GET (a 405 is fine). When the client
+//! closes its input the session is ended with DELETE.
+//!
+//! Requests run concurrently (one task each, all of the session); the client's output has one writer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::FramedRead;
+
+use crate::error::McpError;
+use crate::http::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, sse, stateless};
+use crate::jsonrpc::{INVALID_REQUEST, Kind, Message, PROXY_ERROR};
+use crate::lines::{DEFAULT_MAX_LINE, Line, LineCodec};
+use crate::outbox::{LineTx, LineWriter};
+use crate::session::{Direction, McpSession, Sessions};
+use crate::upstream::http::HttpUpstream;
+
+/// What the connection learned from the server.
+#[derive(Default)]
+struct Remote {
+    session: Option<HeaderValue>,
+    version: Option<HeaderValue>,
+}
+
+#[derive(Clone)]
+struct Link {
+    upstream: HttpUpstream,
+    mcp: McpSession,
+    out: LineTx,
+    remote: Arc<Mutex<Remote>>,
+}
+
+/// Runs the bridge until the client closes its input; returns the frames that passed.
+pub async fn run<I, O>(
+    sessions: &Sessions,
+    url: &str,
+    client_in: I,
+    client_out: O,
+) -> Result<u64, McpError>
+where
+    I: AsyncRead + Send + Unpin + 'static,
+    O: AsyncWrite + Send + Unpin + 'static,
+{
+    let upstream = HttpUpstream::new(url, DEFAULT_MAX_LINE)?;
+    let (guard, mcp) = sessions.create("mcp-connect")?;
+    let (writer, out) = LineWriter::spawn(guard.session(), client_out, 1024)?;
+    let link = Link {
+        upstream,
+        mcp: mcp.clone(),
+        out,
+        remote: Arc::new(Mutex::new(Remote::default())),
+    };
+    pump(
+        &link,
+        FramedRead::new(client_in, LineCodec::new(DEFAULT_MAX_LINE)),
+    )
+    .await;
+    mcp.wait_idle().await;
+    let session = link
+        .remote
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .session
+        .clone();
+    if let Some(id) = session {
+        let headers = link.headers(None);
+        if let Ok(r) = link
+            .upstream
+            .send(Method::DELETE, &headers, Some(&id), Bytes::new())
+            .await
+        {
+            let _ = r.into_body().collect().await;
+        }
+    }
+    let frames = mcp.frames();
+    drop(link);
+    writer.finish().await;
+    guard.close();
+    Ok(frames)
+}
+
+async fn pump<S: Stream<Item = std::io::Result<Line>> + Unpin>(link: &Link, mut lines: S) {
+    while let Some(line) = lines.next().await {
+        let bytes = match line {
+            Ok(Line::Frame(bytes)) => bytes,
+            Ok(Line::TooLong) => {
+                link.out
+                    .send(&Message::error_reply(
+                        None,
+                        INVALID_REQUEST,
+                        "message too large",
+                    ))
+                    .await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let message = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                link.out.send(&e.reply()).await;
+                continue;
+            }
+        };
+        link.mcp.observe(&message);
+        let pending = match message.kind() {
+            Kind::Request { .. } => {
+                match link.mcp.track_request(Direction::ClientToServer, &message) {
+                    Ok(p) => Some(p),
+                    Err(refusal) => {
+                        link.out.send(&refusal.reply).await;
+                        continue;
+                    }
+                }
+            }
+            Kind::Response { .. } => {
+                link.mcp
+                    .correlate_response(Direction::ClientToServer, &message);
+                None
+            }
+            _ => None,
+        };
+        let task = link.clone();
+        let _ = link
+            .mcp
+            .session()
+            .spawn(async move { task.exchange(message, pending).await });
+    }
+}
+
+impl Link {
+    fn headers(&self, message: Option<&Message>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let modern = message.and_then(|m| stateless::claim(m).map(|c| (m, c)));
+        match modern {
+            Some((m, claim)) => {
+                let mut put = |name: &'static str, value: &str| {
+                    if let Ok(v) = HeaderValue::from_str(value) {
+                        headers.insert(name, v);
+                    }
+                };
+                put("mcp-protocol-version", &claim.version);
+                if let Some(method) = m.method().filter(|_| m.is_request()) {
+                    put("mcp-method", method);
+                }
+                if let Some(name) = &claim.name {
+                    put("mcp-name", name);
+                }
+            }
+            None => {
+                if let Some(v) = &self
+                    .remote
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .version
+                {
+                    headers.insert(MCP_PROTOCOL_VERSION.clone(), v.clone());
+                }
+            }
+        }
+        headers
+    }
+
+    /// One POST, and what comes back.
+    async fn exchange(self, message: Message, pending: Option<tessera_session::Pending<Message>>) {
+        let headers = self.headers(Some(&message));
+        let session = self
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .session
+            .clone();
+        let id = message.id().cloned().filter(|_| message.is_request());
+        let initialized = message.method() == Some("notifications/initialized");
+        let response = match self
+            .upstream
+            .send(
+                Method::POST,
+                &headers,
+                session.as_ref(),
+                message.raw().clone(),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(id) = &id {
+                    self.mcp.forget(Direction::ClientToServer, id);
+                    let text = format!("the server did not answer: {e}");
+                    self.out
+                        .send(&Message::error_reply(Some(id), PROXY_ERROR, &text))
+                        .await;
+                }
+                return;
+            }
+        };
+        if let Some(v) = response.headers().get(&MCP_SESSION_ID) {
+            self.remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .session = Some(v.clone());
+        }
+        let status = response.status();
+        let is_sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut body = response.into_body().into_data_stream();
+        let mut json = Vec::new();
+        let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
+        while let Some(Ok(chunk)) = body.next().await {
+            if is_sse {
+                let mut events = Vec::new();
+                parser.feed(&chunk, |e| events.push(e.data));
+                for data in events {
+                    self.deliver(Bytes::from(data)).await;
+                }
+            } else if json.len() + chunk.len() <= DEFAULT_MAX_LINE {
+                json.extend_from_slice(&chunk);
+            }
+        }
+        if !is_sse && !json.is_empty() {
+            self.deliver(Bytes::from(json)).await;
+        }
+        if let Some(id) = &id
+            && self.mcp.forget(Direction::ClientToServer, id)
+        {
+            // No response came back (an HTTP error without a JSON-RPC body): answer the client ourselves.
+            let text = format!("the server answered HTTP {status} without a response");
+            self.out
+                .send(&Message::error_reply(Some(id), PROXY_ERROR, &text))
+                .await;
+        }
+        drop(pending);
+        if initialized && status.is_success() {
+            let task = self.clone();
+            let _ = self.mcp.session().spawn(async move { task.listen().await });
+        }
+    }
+
+    /// The server's own stream (GET); a server without one answers 405.
+    async fn listen(self) {
+        let headers = self.headers(None);
+        let session = self
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .session
+            .clone();
+        let Ok(response) = self
+            .upstream
+            .send(Method::GET, &headers, session.as_ref(), Bytes::new())
+            .await
+        else {
+            return;
+        };
+        if !response.status().is_success() {
+            return;
+        }
+        let mut body = response.into_body().into_data_stream();
+        let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
+        while let Some(Ok(chunk)) = body.next().await {
+            let mut events = Vec::new();
+            parser.feed(&chunk, |e| events.push(e.data));
+            for data in events {
+                self.deliver(Bytes::from(data)).await;
+            }
+        }
+    }
+
+    async fn deliver(&self, data: Bytes) {
+        let Ok(message) = Message::parse(data) else {
+            return;
+        };
+        self.mcp.observe(&message);
+        match message.kind() {
+            Kind::Response { .. } => {
+                if self
+                    .mcp
+                    .correlate_response(Direction::ServerToClient, &message)
+                    .is_none()
+                {
+                    return;
+                }
+                if let Some(negotiated) = self.mcp.negotiated()
+                    && let Some(version) = negotiated
+                        .protocol_version
+                        .and_then(|v| HeaderValue::from_str(&v).ok())
+                {
+                    self.remote
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .version
+                        .get_or_insert(version);
+                }
+            }
+            Kind::Request { .. } => {
+                let _ = self.mcp.track_request(Direction::ServerToClient, &message);
+            }
+            _ => {}
+        }
+        self.out.send(&message).await;
+    }
+}
