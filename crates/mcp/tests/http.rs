@@ -429,3 +429,102 @@ async fn stateless_clients_share_one_child_with_remapped_ids() {
     );
     p.finish().await;
 }
+
+/// Reads SSE events (id, data) from a streaming body until `done` says so.
+async fn read_events(
+    body: &mut hyper::body::Incoming,
+    buf: &mut String,
+    mut done: impl FnMut(&[(u64, Value)]) -> bool,
+) -> Vec<(u64, Value)> {
+    use http_body_util::BodyExt;
+    let mut events = Vec::new();
+    while !done(&events) {
+        let frame = body
+            .frame()
+            .await
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            buf.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|i| i.parse().ok());
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, serde_json::from_str(data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+async fn open_stream(
+    url: &str,
+    session: &str,
+    last_event_id: Option<u64>,
+) -> hyper::body::Incoming {
+    use http_body_util::Full;
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut request = hyper::Request::get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session);
+    if let Some(last) = last_event_id {
+        request = request.header("last-event-id", last.to_string());
+    }
+    let response = client
+        .request(request.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
+fn progress(events: &[(u64, Value)]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|(_, m)| m["method"] == "notifications/progress")
+        .filter_map(|(_, m)| m["params"]["progress"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_get_stream_resumes_with_last_event_id() {
+    let p = start_proxy(everything_command()).await;
+    let (session, _) = p.http.initialize().await;
+    let mut first = open_stream(&p.http.url, &session, None).await;
+    let http = p.http.clone();
+    let s = session.clone();
+    let operation = tokio::spawn(async move {
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "trigger-long-running-operation",
+            "arguments": {"duration": 0.3, "steps": 3}, "_meta": {"progressToken": "op"}}});
+        http.post(Some(&s), &call).await
+    });
+    let mut buf = String::new();
+    let seen = read_events(&mut first, &mut buf, |e| !progress(e).is_empty()).await;
+    let last = seen.last().unwrap().0;
+    let first_progress = progress(&seen);
+    drop(first);
+    let reply = operation.await.unwrap();
+    assert!(
+        reply.response(&json!(1))["result"].is_object(),
+        "{}",
+        reply.body
+    );
+    // Resume after the last event seen: the rest of the progress arrives, nothing seen is repeated.
+    let mut second = open_stream(&p.http.url, &session, Some(last)).await;
+    let mut buf = String::new();
+    let rest = read_events(&mut second, &mut buf, |e| progress(e).last() == Some(&3)).await;
+    assert!(rest.iter().all(|(id, _)| *id > last), "{rest:?}");
+    let mut all = first_progress;
+    all.extend(progress(&rest));
+    assert_eq!(all, [1, 2, 3]);
+    drop(second);
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.finish().await;
+}

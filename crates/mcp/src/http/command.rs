@@ -72,6 +72,7 @@ pub(crate) fn start(
         link: Link::Child {
             input,
             stream: Mutex::new(Some(stream_rx)),
+            history: Mutex::new(super::get::History::default()),
         },
     }))
 }

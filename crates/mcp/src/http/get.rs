@@ -1,17 +1,24 @@
 //! GET: the session's stream of server-initiated messages (SSE). One stream at a time per session (a second
 //! gets 409, as the TypeScript SDK answers); the stream ends when the session does.
+//!
+//! Command upstream: event ids are unique per session; the last [`HISTORY`] events are kept, and a GET with
+//! `Last-Event-ID` first replays those after it, then goes on live. (A URL upstream resumes by itself: the
+//! header is forwarded.)
 
+use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError};
 
 use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    HttpSession, Link, MCP_PROTOCOL_VERSION, State, check_origin, error_response, sse, version,
+    HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, State, check_origin, error_response,
+    sse, version,
 };
 use crate::jsonrpc::Message;
 
@@ -38,16 +45,57 @@ pub(crate) async fn get(Extract(state): Extract<Arc<State>>, headers: HeaderMap)
         Err(not_found) => return not_found,
     };
     match &session.link {
-        Link::Child { .. } => child_stream(session),
+        Link::Child { .. } => child_stream(session, last_event_id(&headers)),
         Link::Url { .. } => crate::upstream::http::get(&state, &session, &headers).await,
     }
+}
+
+/// How many past events a session keeps for resumption.
+pub const HISTORY: usize = 256;
+
+/// A session's recent GET-stream events.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    next_id: u64,
+    events: VecDeque<(u64, Bytes)>,
+}
+
+impl History {
+    /// Encodes a message as the next event and keeps it.
+    fn record(&mut self, message: &Message) -> Bytes {
+        self.next_id += 1;
+        let event = sse::message_event(&message.line_safe(), Some(&self.next_id.to_string()));
+        if self.events.len() == HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back((self.next_id, event.clone()));
+        event
+    }
+
+    /// The kept events after `last`.
+    fn after(&self, last: u64) -> Vec<Bytes> {
+        self.events
+            .iter()
+            .filter(|(id, _)| *id > last)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(&LAST_EVENT_ID)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Holds the session's stream receiver while a GET is open and gives it back when the GET ends.
 struct Lease {
     session: Arc<HttpSession>,
     rx: Option<mpsc::Receiver<Message>>,
-    next_id: u64,
 }
 
 impl Drop for Lease {
@@ -58,8 +106,11 @@ impl Drop for Lease {
     }
 }
 
-fn child_stream(session: Arc<HttpSession>) -> Response {
-    let Link::Child { stream, .. } = &session.link else {
+fn child_stream(session: Arc<HttpSession>, resume_after: Option<u64>) -> Response {
+    let Link::Child {
+        stream, history, ..
+    } = &session.link
+    else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not a command session");
     };
     let Some(rx) = stream.lock().unwrap_or_else(PoisonError::into_inner).take() else {
@@ -68,19 +119,33 @@ fn child_stream(session: Arc<HttpSession>) -> Response {
             "Conflict: only one GET stream per session",
         );
     };
+    let replay = resume_after
+        .map(|last| {
+            history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .after(last)
+        })
+        .unwrap_or_default();
     let ended = session.mcp.session().token();
     let lease = Lease {
         session,
         rx: Some(rx),
-        next_id: 0,
     };
-    let events = futures_util::stream::unfold(lease, |mut lease| async move {
+    let live = futures_util::stream::unfold(lease, |mut lease| async move {
         let message = lease.rx.as_mut()?.recv().await?;
-        lease.next_id += 1;
-        let event = sse::message_event(&message.line_safe(), Some(&lease.next_id.to_string()));
+        let event = match &lease.session.link {
+            Link::Child { history, .. } => history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(&message),
+            Link::Url { .. } => return None,
+        };
         Some((Ok::<_, std::convert::Infallible>(event), lease))
-    })
-    .take_until(ended.cancelled_owned());
+    });
+    let events = futures_util::stream::iter(replay.into_iter().map(Ok))
+        .chain(live)
+        .take_until(ended.cancelled_owned());
     (
         StatusCode::OK,
         [
@@ -90,4 +155,26 @@ fn child_stream(session: Arc<HttpSession>) -> Response {
         Body::from_stream(events),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_the_last_events_in_order() {
+        let mut h = History::default();
+        let m = Message::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"x"}"#)).unwrap();
+        for _ in 0..HISTORY + 10 {
+            h.record(&m);
+        }
+        assert_eq!(h.after(0).len(), HISTORY);
+        let tail = h.after((HISTORY + 8) as u64);
+        assert_eq!(tail.len(), 2);
+        assert!(
+            std::str::from_utf8(&tail[0])
+                .unwrap()
+                .starts_with(&format!("id: {}\n", HISTORY + 9))
+        );
+    }
 }

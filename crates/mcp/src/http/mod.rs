@@ -89,6 +89,8 @@ pub(crate) enum Link {
         input: LineTx,
         /// Server-initiated messages for the GET stream; taken while a stream is open.
         stream: Mutex<Option<mpsc::Receiver<Message>>>,
+        /// The last events sent on GET streams (id, encoded event), for `Last-Event-ID` resumption.
+        history: Mutex<get::History>,
     },
 }
 
