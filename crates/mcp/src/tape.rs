@@ -10,7 +10,8 @@
 //!
 //! Redaction: every object member whose name is in [`TapeConfig::redact_keys`] (compared without case; by
 //! default `authorization`, `token`, `password`, `secret`, `apiKey`, `api_key`) has its value replaced by
-//! `"[REDACTED]"` in the tape — the forwarded message is never touched. The queue is bounded: when the disk
+//! `"[REDACTED]"` in the tape, and so has every value at a JSON pointer of [`TapeConfig::redact_paths`]
+//! (e.g. `/params/arguments/query`) — the forwarded message is never touched. The queue is bounded: when the disk
 //! cannot keep up, records are dropped and counted rather than slowing the proxy.
 
 use std::path::Path;
@@ -34,6 +35,8 @@ use tessera_session::SessionId;
 pub struct TapeConfig {
     /// Member names whose values are redacted (case-insensitive).
     pub redact_keys: Vec<String>,
+    /// JSON pointers (RFC 6901) into a message whose values are redacted.
+    pub redact_paths: Vec<String>,
     /// Most records queued for the writer.
     pub queue: usize,
 }
@@ -51,6 +54,7 @@ impl Default for TapeConfig {
             ]
             .map(String::from)
             .to_vec(),
+            redact_paths: Vec::new(),
             queue: 4096,
         }
     }
@@ -62,6 +66,7 @@ struct Inner {
     seq: AtomicU64,
     dropped: AtomicU64,
     redact: Vec<String>,
+    redact_paths: Vec<String>,
 }
 
 /// A handle for recording; cheap to clone.
@@ -120,6 +125,7 @@ impl Tape {
                     .iter()
                     .map(|k| k.to_ascii_lowercase())
                     .collect(),
+                redact_paths: config.redact_paths.clone(),
             }),
         };
         let unix_ms = SystemTime::now()
@@ -162,6 +168,11 @@ impl Tape {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut body: Value = serde_json::from_slice(message.raw()).unwrap_or(Value::Null);
         redact(&mut body, &self.inner.redact);
+        for path in &self.inner.redact_paths {
+            if let Some(v) = body.pointer_mut(path) {
+                *v = Value::from("[REDACTED]");
+            }
+        }
         let session = meta.session.to_string();
         self.push(serde_json::json!({
             "type": "frame", "seq": seq, "t_ms": self.t_ms(), "session": session, "dir": direction.label(),
@@ -317,6 +328,44 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_tape_redacts_by_name_and_by_path_and_keeps_the_message() {
+        let path = std::env::temp_dir().join(format!("tessera-tape-{}.jsonl", std::process::id()));
+        let config = TapeConfig {
+            redact_paths: vec!["/params/arguments/query".into()],
+            ..TapeConfig::default()
+        };
+        let (tape, writer) = Tape::create(&path, config).await.unwrap();
+        let text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"query":"private","password":"pw","n":3}}}"#;
+        let message = Message::parse(bytes::Bytes::from_static(text.as_bytes())).unwrap();
+        let meta = FrameMeta {
+            session: SessionId::random(),
+            frame_count: 1,
+            session_duration_ms: 0,
+            tags: crate::session::Tags::default(),
+        };
+        tape.frame(&meta, Direction::ClientToServer, &message, None);
+        drop(tape);
+        writer.finish().await.unwrap();
+        let recorded = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let frame: Value = serde_json::from_str(recorded.lines().nth(1).unwrap()).unwrap();
+        let args = &frame["message"]["params"]["arguments"];
+        assert_eq!(
+            (
+                args["query"].as_str(),
+                args["password"].as_str(),
+                args["n"].as_u64()
+            ),
+            (Some("[REDACTED]"), Some("[REDACTED]"), Some(3))
+        );
+        assert_eq!(
+            std::str::from_utf8(message.raw()).unwrap(),
+            text,
+            "the forwarded message is untouched"
+        );
+    }
 
     #[test]
     fn redaction_reaches_every_depth_and_ignores_case() {

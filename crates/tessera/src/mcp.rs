@@ -59,6 +59,13 @@ struct Common {
     /// Record every frame to this tape (JSON lines).
     #[arg(long)]
     tape: Option<PathBuf>,
+    /// In the tape, redact the values of members with this name (repeatable; adds to authorization, token,
+    /// password, secret, apiKey, api_key).
+    #[arg(long)]
+    redact_key: Vec<String>,
+    /// In the tape, redact the value at this JSON pointer, e.g. /params/arguments/query (repeatable).
+    #[arg(long)]
+    redact_path: Vec<String>,
     /// Deadline of one request, in seconds: past it the sender gets an error and the receiver a cancel.
     #[arg(long, default_value_t = 60)]
     request_timeout: u64,
@@ -94,7 +101,12 @@ impl Common {
 
     async fn tape(&self) -> anyhow::Result<Option<(Tape, tessera_mcp::tape::TapeWriter)>> {
         match &self.tape {
-            Some(path) => Ok(Some(Tape::create(path, TapeConfig::default()).await?)),
+            Some(path) => {
+                let mut config = TapeConfig::default();
+                config.redact_keys.extend(self.redact_key.iter().cloned());
+                config.redact_paths = self.redact_path.clone();
+                Ok(Some(Tape::create(path, config).await?))
+            }
             None => Ok(None),
         }
     }
