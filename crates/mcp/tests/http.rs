@@ -528,3 +528,77 @@ async fn a_broken_get_stream_resumes_with_last_event_id() {
     assert_eq!(p.http.delete(&session).await.status, 200);
     p.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_http_sse_client_is_served() {
+    use http_body_util::{BodyExt, Full};
+    let p = start_proxy(everything_command()).await;
+    let base = p.http.url.trim_end_matches("/mcp").to_owned();
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let response = client
+        .request(
+            hyper::Request::get(format!("{base}/sse"))
+                .header("accept", "text/event-stream")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut next_data = async |text: &mut String, want: &str| -> String {
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if block.contains(want) {
+                    return block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .unwrap()
+                        .to_owned();
+                }
+                continue;
+            }
+            let frame = body.frame().await.expect("stream open").expect("frame");
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    let endpoint = next_data(&mut text, "event: endpoint").await;
+    assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
+    let post = |body: Value| {
+        let request = hyper::Request::post(format!("{base}{endpoint}"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let r = client.request(request).await.unwrap();
+            let status = r.status();
+            let _ = r.into_body().collect().await;
+            status
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}}});
+    assert_eq!(post(init).await, 202);
+    let result: Value = serde_json::from_str(&next_data(&mut text, r#""id":1"#).await).unwrap();
+    assert_eq!(result["result"]["protocolVersion"], "2024-11-05");
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await,
+        202
+    );
+    assert_eq!(post(echo(2, "old transport")).await, 202);
+    let echoed: Value = serde_json::from_str(&next_data(&mut text, r#""id":2"#).await).unwrap();
+    assert_eq!(
+        echoed["result"]["content"][0]["text"],
+        "Echo: old transport"
+    );
+    // Closing the stream ends the session and its child.
+    drop(body);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+}

@@ -32,6 +32,7 @@ pub(crate) fn start(
     let (stream_tx, stream_rx) = mpsc::channel(state.config.stream_queue.max(1));
     let reader_mcp = mcp.clone();
     let reader_input = input.clone();
+    let to_stream = stream_tx.clone();
     let tape = state.tape.clone();
     session.spawn(async move {
         while let Some(line) = output.next().await {
@@ -72,6 +73,7 @@ pub(crate) fn start(
         link: Link::Child {
             input,
             stream: Mutex::new(Some(stream_rx)),
+            to_stream,
             history: Mutex::new(super::get::History::default()),
         },
     }))

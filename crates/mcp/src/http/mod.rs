@@ -12,6 +12,7 @@
 pub mod command;
 pub mod delete;
 pub mod get;
+pub mod legacy_sse;
 pub mod post;
 pub mod shared;
 pub mod sse;
@@ -89,6 +90,8 @@ pub(crate) enum Link {
         input: LineTx,
         /// Server-initiated messages for the GET stream; taken while a stream is open.
         stream: Mutex<Option<mpsc::Receiver<Message>>>,
+        /// The way into the GET stream (the old HTTP+SSE transport sends responses there too).
+        to_stream: mpsc::Sender<Message>,
         /// The last events sent on GET streams (id, encoded event), for `Last-Event-ID` resumption.
         history: Mutex<get::History>,
     },
@@ -160,6 +163,8 @@ impl HttpProxy {
                 "/mcp",
                 route_post(post::post).get(get::get).delete(delete::delete),
             )
+            .route("/sse", axum::routing::get(legacy_sse::open))
+            .route("/message", route_post(legacy_sse::message))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.state.config.max_body,
             ))

@@ -1,0 +1,172 @@
+//! The old HTTP+SSE transport (2024-11-05), for older clients, over a command upstream: `GET /sse` opens a
+//! session (and its child) whose first event is `endpoint` (`/message?sessionId=…`); the client POSTs each
+//! message there (answered 202), and every server message — responses included — arrives as a `message`
+//! event on the GET stream. Closing the stream ends the session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
+use axum::body::Body;
+use axum::extract::{Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tessera_session::SessionId;
+
+use super::{HttpSession, Link, State, check_origin, error_response, sse};
+use crate::jsonrpc::{Kind, Message};
+use crate::metrics;
+use crate::session::{Direction, McpSession};
+
+/// Ends the session when its stream is dropped: in this transport the stream is the session.
+struct CloseOnDrop(Arc<HttpSession>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.mcp.session().close();
+    }
+}
+
+/// `GET /sse`.
+pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check_origin(&headers, &state.config) {
+        return denied;
+    }
+    let super::Upstream::Command(spec) = &state.config.upstream else {
+        return error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "Not Implemented: HTTP+SSE needs a command upstream",
+        );
+    };
+    let (guard, mcp) = match state.sessions.create("mcp-http-sse") {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("Service Unavailable: {e}"),
+            );
+        }
+    };
+    let session = match super::command::start(&state, &guard, mcp, spec) {
+        Ok(s) => s,
+        Err(e) => return error_response(StatusCode::BAD_GATEWAY, &format!("Bad Gateway: {e}")),
+    };
+    if let Err(e) = state.register(guard, session.clone()) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Service Unavailable: {e}"),
+        );
+    }
+    let Link::Child { stream, .. } = &session.link else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not a command session");
+    };
+    let Some(rx) = stream.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+        return error_response(StatusCode::CONFLICT, "Conflict: stream already open");
+    };
+    let endpoint = Bytes::from(format!(
+        "event: endpoint\ndata: /message?sessionId={}\n\n",
+        session.mcp.id()
+    ));
+    let ended = session.mcp.session().token();
+    let live =
+        futures_util::stream::unfold((rx, CloseOnDrop(session)), |(mut rx, owner)| async move {
+            let message = rx.recv().await?;
+            Some((sse::message_event(&message.line_safe(), None), (rx, owner)))
+        });
+    let events = futures_util::stream::once(async move { endpoint })
+        .chain(live)
+        .map(Ok::<_, std::convert::Infallible>)
+        .take_until(ended.cancelled_owned());
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(events),
+    )
+        .into_response()
+}
+
+/// `POST /message?sessionId=…`.
+pub(crate) async fn message(
+    Extract(state): Extract<Arc<State>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = check_origin(&headers, &state.config) {
+        return denied;
+    }
+    let id = query
+        .get("sessionId")
+        .and_then(|s| s.parse::<SessionId>().ok());
+    let found = id.and_then(|id| {
+        state
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    });
+    let Some(session) = found.filter(|s| !s.mcp.session().is_ended()) else {
+        return error_response(StatusCode::NOT_FOUND, "Session not found");
+    };
+    let Link::Child {
+        input, to_stream, ..
+    } = &session.link
+    else {
+        return error_response(StatusCode::NOT_FOUND, "Session not found");
+    };
+    let message = match Message::parse(body) {
+        Ok(m) => m,
+        Err(e) => return super::json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
+    };
+    let mcp = &session.mcp;
+    mcp.observe(&message);
+    metrics::frame(Direction::ClientToServer);
+    match message.kind() {
+        Kind::Request { id, .. } => match mcp.track_request(Direction::ClientToServer, &message) {
+            Ok(pending) => {
+                let (id, input, to_stream, waiter) =
+                    (id.clone(), input.clone(), to_stream.clone(), mcp.clone());
+                let _ = mcp.session().spawn(async move {
+                    let reply = match McpSession::outcome(pending, &id).await {
+                        Ok(response) => response,
+                        Err(Some(expired)) => {
+                            input.send(&expired.cancel).await;
+                            expired.reply
+                        }
+                        Err(None) => return,
+                    };
+                    if to_stream.send(reply).await.is_err() {
+                        tracing::debug!(session = %waiter.id(), "SSE stream gone before the response");
+                    }
+                });
+            }
+            Err(refusal) => {
+                let _ = to_stream.try_send(refusal.reply);
+                return StatusCode::ACCEPTED.into_response();
+            }
+        },
+        Kind::Response { .. }
+            if mcp
+                .correlate_response(Direction::ClientToServer, &message)
+                .is_none() =>
+        {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        Kind::Notification { method } if &**method == "notifications/cancelled" => {
+            mcp.cancelled_by(Direction::ClientToServer, &message);
+        }
+        _ => {}
+    }
+    if !input.send(&message).await {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway: the upstream server is gone",
+        );
+    }
+    StatusCode::ACCEPTED.into_response()
+}
