@@ -19,6 +19,8 @@ fn the_demo_tours_every_system_and_leaves_no_session_behind() {
         "TLS13_CHACHA20_POLY1305_SHA256",
         "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
         "tags checked by TEE_T code",
+        "(decrypted, acknowledged)",
+        "0 message(s) left queued",
         "All parts passed",
     ] {
         assert!(

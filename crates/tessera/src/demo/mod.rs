@@ -16,6 +16,16 @@ pub async fn run() -> anyhow::Result<()> {
     channel::run().await?;
     section("tee: TLS over relayed bytes, split AEAD between TEE_K and TEE_T");
     tee::run().await?;
+    section(
+        "relay: end-to-end encrypted messages (Olm) through a relay that stores only ciphertext",
+    );
+    let dir = std::env::temp_dir().join(format!("tessera-demo-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let lines = tessera_relay::demo::run(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    for line in lines? {
+        println!("  {line}");
+    }
     println!(
         "\nAll parts passed in {:.2} s. Every session opened by the demo has ended.",
         started.elapsed().as_secs_f64()
