@@ -81,6 +81,27 @@ impl RelayClient {
     }
 
     /// Receives one reply; deliveries are queued, `Some(reply)` otherwise.
+    /// Queues a pushed delivery for [`RelayClient::next_delivery`]; other replies are ignored here.
+    fn queue_delivery(&mut self, reply: Reply) {
+        if let Reply::Deliver {
+            seq,
+            from_user,
+            from_device,
+            message_id,
+            ciphertext,
+            ..
+        } = reply
+        {
+            self.deliveries.push_back(Delivery {
+                seq,
+                from_user,
+                from_device,
+                message_id,
+                ciphertext,
+            });
+        }
+    }
+
     async fn receive(&mut self) -> Result<Reply, ClientError> {
         let bytes = self.channel.recv().await?.ok_or(ClientError::Closed)?;
         Ok(decode_reply(&bytes)?)
@@ -92,22 +113,7 @@ impl RelayClient {
         self.channel.send(encode_request(&make(req))).await?;
         loop {
             match self.receive().await? {
-                Reply::Deliver {
-                    seq,
-                    from_user,
-                    from_device,
-                    message_id,
-                    ciphertext,
-                    ..
-                } => {
-                    self.deliveries.push_back(Delivery {
-                        seq,
-                        from_user,
-                        from_device,
-                        message_id,
-                        ciphertext,
-                    });
-                }
+                reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                 Reply::Error {
                     req: Some(r),
                     code,
@@ -239,22 +245,7 @@ impl RelayClient {
                 return Ok(delivery);
             }
             match self.receive().await? {
-                Reply::Deliver {
-                    seq,
-                    from_user,
-                    from_device,
-                    message_id,
-                    ciphertext,
-                    ..
-                } => {
-                    self.deliveries.push_back(Delivery {
-                        seq,
-                        from_user,
-                        from_device,
-                        message_id,
-                        ciphertext,
-                    });
-                }
+                reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
             }
         }
