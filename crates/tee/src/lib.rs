@@ -23,6 +23,7 @@
 //! | [`redaction`] | redacted request: masks and commitments, TEE_K's and TEE_T's checks |
 //! | [`signing`] | K_OUTPUT / T_OUTPUT signatures (secp256k1, EIP-191), signer addresses |
 //! | [`verify`] | the offline verifier against pinned signers |
+//! | [`proof_file`] | the proof file (`proof.json`): the bundle's exact bytes in JSON |
 //!
 //! The session protocol and the verifier: `docs/tee-protocol.md`.
 //!
@@ -54,6 +55,7 @@ pub mod content;
 pub mod error;
 pub mod key_update;
 pub mod nonce;
+pub mod proof_file;
 pub mod proto;
 pub mod record;
 pub mod record_layer;

@@ -27,6 +27,8 @@ pub enum Command {
     Keygen(crate::keygen::KeygenArgs),
     /// The secure channel: echo server and client.
     Channel(crate::channel::ChannelArgs),
+    /// Verify an attested HTTPS transcript (a `tessera prove` proof file) offline, against pinned signers.
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// Runs the chosen command.
@@ -37,6 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Mcp(args) => crate::mcp::run(args).await,
             Command::Keygen(args) => crate::keygen::run(args),
             Command::Channel(args) => crate::channel::run(args).await,
+            Command::Verify(args) => crate::verify::run(args),
         },
         None => anyhow::bail!("no command given; see `tessera --help`"),
     }

@@ -6,6 +6,7 @@ mod demo;
 mod keygen;
 mod logging;
 mod mcp;
+mod verify;
 
 use clap::Parser;
 

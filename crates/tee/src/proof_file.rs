@@ -1,0 +1,115 @@
+//! The proof file `tessera prove -o proof.json` writes and `tessera verify` reads.
+//!
+//! A small JSON document around the exact protobuf bytes of the [`Bundle`], so the signed bodies travel
+//! byte for byte (re-encoding a protobuf message is not guaranteed to give the signed bytes back):
+//!
+//! ```json
+//! {"format": "tessera-tee-proof/v1", "bundle": "<standard base64 of the Bundle protobuf>"}
+//! ```
+//!
+//! Nothing else in the file is trusted: whatever a verifier shows comes from [`crate::verify`]'s checks of
+//! the signed bodies inside `bundle`. Unknown members are ignored, so a writer may add informational ones.
+
+use crate::proto::Bundle;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The `format` value of version 1.
+pub const FORMAT_V1: &str = "tessera-tee-proof/v1";
+
+/// Largest proof file accepted (a 1 MB response makes a bundle of about 2 MB; base64 adds a third).
+pub const MAX_PROOF_FILE_LEN: usize = 64 * 1024 * 1024;
+
+/// Why a proof file could not be read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProofFileError {
+    /// Larger than [`MAX_PROOF_FILE_LEN`].
+    #[error("proof file is {0} bytes, the limit is {MAX_PROOF_FILE_LEN}")]
+    TooLarge(usize),
+    /// Not the JSON document described above.
+    #[error("proof file is not valid JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A `format` other than [`FORMAT_V1`].
+    #[error("unsupported proof format {0:?} (expected {FORMAT_V1:?})")]
+    Format(String),
+    /// `bundle` is not base64.
+    #[error("bundle is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// `bundle` is not a protobuf `Bundle`.
+    #[error("bundle is not a valid protobuf Bundle")]
+    Protobuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Document {
+    format: String,
+    bundle: String,
+}
+
+/// Serializes a bundle into the proof file's JSON text.
+pub fn to_json(bundle: &Bundle) -> String {
+    let document = Document {
+        format: FORMAT_V1.to_owned(),
+        bundle: STANDARD.encode(bundle.encode_to_vec()),
+    };
+    // A struct of two strings always serializes.
+    serde_json::to_string_pretty(&document).unwrap_or_default()
+}
+
+/// Parses a proof file's bytes; every malformed input is an error, never a panic.
+pub fn from_json(bytes: &[u8]) -> Result<Bundle, ProofFileError> {
+    if bytes.len() > MAX_PROOF_FILE_LEN {
+        return Err(ProofFileError::TooLarge(bytes.len()));
+    }
+    let document: Document = serde_json::from_slice(bytes)?;
+    if document.format != FORMAT_V1 {
+        return Err(ProofFileError::Format(document.format));
+    }
+    let raw = STANDARD.decode(document.bundle.as_bytes())?;
+    Bundle::decode(raw.as_slice()).map_err(|_| ProofFileError::Protobuf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{BodyType, SignedMessage};
+
+    #[test]
+    fn round_trip_keeps_signed_bytes() {
+        let bundle = Bundle {
+            k_output: Some(SignedMessage {
+                body_type: BodyType::KOutput as i32,
+                body: vec![1, 2, 3],
+                signature: vec![9; 65],
+            }),
+            t_output: None,
+            attestations: Vec::new(),
+        };
+        let text = to_json(&bundle);
+        assert_eq!(from_json(text.as_bytes()).expect("parses"), bundle);
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        assert!(matches!(
+            from_json(b"not json"),
+            Err(ProofFileError::Json(_))
+        ));
+        assert!(matches!(
+            from_json(br#"{"format":"other","bundle":""}"#),
+            Err(ProofFileError::Format(_))
+        ));
+        assert!(matches!(
+            from_json(format!(r#"{{"format":"{FORMAT_V1}","bundle":"@@"}}"#).as_bytes()),
+            Err(ProofFileError::Base64(_))
+        ));
+        assert!(matches!(
+            from_json(format!(r#"{{"format":"{FORMAT_V1}","bundle":"/w=="}}"#).as_bytes()),
+            Err(ProofFileError::Protobuf)
+        ));
+    }
+}
