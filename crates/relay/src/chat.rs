@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use crate::client::{ClientError, RelayClient};
 use crate::e2e::state::StateKey;
 use crate::e2e::{E2eError, OlmDevice};
-use crate::protocol::{DeviceBundle, DeviceId, ErrorCode};
+use crate::protocol::{DeviceBundle, DeviceId, ErrorCode, MessageRef};
 
 /// A chat failure.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +59,27 @@ impl ChatDevice {
     /// Registers this device (`device` = its channel key in hex) for `username` over `client`, and
     /// publishes `prekeys` one-time keys and a fallback key.
     pub async fn register(
+        client: RelayClient,
+        username: &str,
+        device: DeviceId,
+        olm: OlmDevice,
+        prekeys: usize,
+    ) -> Result<Self, ChatError> {
+        Self::register_with(client, username, device, olm, prekeys, None).await
+    }
+
+    /// [`ChatDevice::register`] with an invite token (new account, invite-only relay) or a device-link
+    /// token (new device of an existing account).
+    pub async fn register_with(
         mut client: RelayClient,
         username: &str,
         device: DeviceId,
         mut olm: OlmDevice,
         prekeys: usize,
+        invite: Option<&str>,
     ) -> Result<Self, ChatError> {
         client
-            .register(username, &olm.identity_key(), &olm.signing_key())
+            .register_with(username, &olm.identity_key(), &olm.signing_key(), invite)
             .await?;
         let (one_time, fallback) = olm.prekeys(prekeys);
         client.publish_prekeys(one_time, fallback).await?;
@@ -90,9 +103,29 @@ impl ChatDevice {
         }
     }
 
+    /// The devices to encrypt for: from list_devices when this device already has a session with each
+    /// of them (no prekey claimed), else from fetch_bundle (which claims one one-time key per device).
     async fn targets(&mut self, user: &str) -> Result<Vec<DeviceBundle>, ChatError> {
         if !self.bundles.contains_key(user) {
-            let bundles = self.client.fetch_bundle(user).await?;
+            let devices = self.client.list_devices(user).await?;
+            let known = devices
+                .iter()
+                .filter(|d| d.device != self.device)
+                .all(|d| self.olm.has_session(&d.device));
+            let bundles = if known {
+                devices
+                    .into_iter()
+                    .map(|d| DeviceBundle {
+                        device: d.device,
+                        identity_key: d.identity_key,
+                        signing_key: d.signing_key,
+                        one_time_key: None,
+                        fallback_key: None,
+                    })
+                    .collect()
+            } else {
+                self.client.fetch_bundle(user).await?
+            };
             self.bundles.insert(user.to_owned(), bundles);
         }
         Ok(self.bundles.get(user).cloned().unwrap_or_default())
@@ -130,19 +163,57 @@ impl ChatDevice {
 
     /// The next new message: decrypted, acknowledged, and never returned twice.
     pub async fn receive(&mut self) -> Result<ChatMessage, ChatError> {
+        let message = self.receive_unacked(None).await?;
+        self.ack(&message).await?;
+        Ok(message)
+    }
+
+    /// The next new message, decrypted but **not yet acknowledged**: the caller persists its state
+    /// ([`ChatDevice::seal`]) and whatever it did with the message, then calls [`ChatDevice::ack`]. A
+    /// crash in between means a redelivery, which the persisted dedup state then drops. Redeliveries
+    /// and replays already seen are acknowledged here and skipped. With `heartbeat`, a `ping` goes out
+    /// whenever nothing arrived for that long (keeps the relay's idle timeout away while listening).
+    pub async fn receive_unacked(
+        &mut self,
+        heartbeat: Option<std::time::Duration>,
+    ) -> Result<ChatMessage, ChatError> {
         loop {
-            let delivery = self.client.next_delivery().await?;
-            let body = self.olm.decrypt(&delivery)?;
-            self.client.ack(vec![delivery.reference()]).await?;
-            if let Some(body) = body {
-                return Ok(ChatMessage {
-                    from_user: delivery.from_user,
-                    from_device: delivery.from_device,
-                    message_id: delivery.message_id,
-                    body,
-                });
+            let delivery = match heartbeat {
+                Some(every) => self.client.next_delivery_with_heartbeat(every).await?,
+                None => self.client.next_delivery().await?,
+            };
+            match self.olm.decrypt(&delivery)? {
+                Some(body) => {
+                    return Ok(ChatMessage {
+                        from_user: delivery.from_user,
+                        from_device: delivery.from_device,
+                        message_id: delivery.message_id,
+                        body,
+                    });
+                }
+                None => self.client.ack(vec![delivery.reference()]).await?,
             }
         }
+    }
+
+    /// Acknowledges a message returned by [`ChatDevice::receive_unacked`]: the relay deletes it.
+    pub async fn ack(&mut self, message: &ChatMessage) -> Result<(), ChatError> {
+        let reference = MessageRef {
+            from_device: message.from_device.clone(),
+            message_id: message.message_id.clone(),
+        };
+        self.client.ack(vec![reference]).await?;
+        Ok(())
+    }
+
+    /// The Olm state (fingerprints, pins).
+    pub fn olm(&self) -> &OlmDevice {
+        &self.olm
+    }
+
+    /// This device's id (its channel key, hex).
+    pub fn device(&self) -> &str {
+        &self.device
     }
 
     /// Seals the Olm state for storage (see [`crate::e2e::state`]).

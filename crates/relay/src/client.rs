@@ -6,10 +6,12 @@
 use std::collections::VecDeque;
 
 use tessera_channel::{Channel, ChannelError};
+use zeroize::Zeroizing;
 
 use crate::protocol::codec::{DecodeError, decode_reply, encode_request};
 use crate::protocol::{
-    DeviceBundle, DeviceId, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request, UserPresence,
+    DeviceBundle, DeviceId, DeviceKeys, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request,
+    UserPresence,
 };
 
 /// A client-side failure.
@@ -145,15 +147,53 @@ impl RelayClient {
         identity_key: &str,
         signing_key: &str,
     ) -> Result<(), ClientError> {
+        self.register_with(username, identity_key, signing_key, None)
+            .await
+    }
+
+    /// register_device with an invite token (a new account on an invite-only relay) or a device-link
+    /// token (a new device of an existing account).
+    pub async fn register_with(
+        &mut self,
+        username: &str,
+        identity_key: &str,
+        signing_key: &str,
+        invite: Option<&str>,
+    ) -> Result<(), ClientError> {
         let reply = self
             .call(|req| Request::RegisterDevice {
                 req,
                 username: username.into(),
                 identity_key: identity_key.into(),
                 signing_key: signing_key.into(),
+                invite: invite.map(str::to_owned),
             })
             .await?;
         Self::expect_ok(reply)
+    }
+
+    /// list_devices: `username`'s devices and identity keys (claims no prekey).
+    pub async fn list_devices(&mut self, username: &str) -> Result<Vec<DeviceKeys>, ClientError> {
+        match self
+            .call(|req| Request::ListDevices {
+                req,
+                username: username.into(),
+            })
+            .await?
+        {
+            Reply::Devices { devices, .. } => Ok(devices),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// link_device: a single-use token for one new device of this account, and its expiry time.
+    pub async fn link_device(&mut self) -> Result<(Zeroizing<String>, i64), ClientError> {
+        match self.call(|req| Request::LinkDevice { req }).await? {
+            Reply::Link {
+                token, expires_at, ..
+            } => Ok((Zeroizing::new(token), expires_at)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// publish_prekeys.
@@ -247,6 +287,36 @@ impl RelayClient {
             match self.receive().await? {
                 reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
+    /// [`RelayClient::next_delivery`], sending a `ping` whenever nothing arrived for `every` (its `pong`
+    /// is consumed here): a listening client stays within the relay's idle timeout.
+    pub async fn next_delivery_with_heartbeat(
+        &mut self,
+        every: std::time::Duration,
+    ) -> Result<Delivery, ClientError> {
+        loop {
+            if let Some(delivery) = self.deliveries.pop_front() {
+                return Ok(delivery);
+            }
+            match tokio::time::timeout(every, self.channel.recv()).await {
+                Err(_) => {
+                    let req = self.next_req;
+                    self.next_req += 1;
+                    self.channel
+                        .send(encode_request(&Request::Ping { req }))
+                        .await?;
+                }
+                Ok(received) => {
+                    let bytes = received?.ok_or(ClientError::Closed)?;
+                    match decode_reply(&bytes)? {
+                        reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
+                        Reply::Pong { .. } => {}
+                        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                    }
+                }
             }
         }
     }

@@ -18,9 +18,10 @@ use tessera_channel::{Channel, ChannelWriter, Listener};
 use tokio::sync::watch;
 
 use crate::limit::TokenBucket;
+use crate::metrics::{Closed, RelayMetrics};
 use crate::protocol::codec::{decode_request, encode_reply, salvage_req};
 use crate::protocol::{DeviceId, ErrorCode, Reply, Request, UserPresence};
-use crate::store::{Enqueued, Store, StoreError};
+use crate::store::{Admission, Enqueued, Registration, Store, StoreError};
 
 /// Limits the relay enforces on requests.
 #[derive(Debug, Clone)]
@@ -47,6 +48,17 @@ pub struct RelayConfig {
     /// How long an undelivered message is kept, and how long a message id is remembered for idempotent
     /// retries (default 30 days). Applied by [`Relay::expire`].
     pub message_ttl: std::time::Duration,
+    /// Registration policy: when true a new account needs an invite token (see [`crate::invite`]);
+    /// when false (default) anyone may create an account. A new device of an existing account always
+    /// needs a link token from one of its devices.
+    pub invite_only: bool,
+    /// How long a device-link token stays valid (default 10 minutes).
+    pub link_ttl: std::time::Duration,
+    /// A connection that sends no request (a `ping` counts) for this long is closed (default 120 s).
+    /// Clients that only listen send `ping` well within it.
+    pub idle_timeout: std::time::Duration,
+    /// Consecutive `rate_limited` replies after which the relay closes the connection (default 32).
+    pub max_rate_limited: u32,
 }
 
 impl Default for RelayConfig {
@@ -62,6 +74,10 @@ impl Default for RelayConfig {
             requests_per_second: 50.0,
             request_burst: 100,
             message_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
+            invite_only: false,
+            link_ttl: std::time::Duration::from_secs(600),
+            idle_timeout: std::time::Duration::from_secs(120),
+            max_rate_limited: 32,
         }
     }
 }
@@ -77,6 +93,7 @@ struct Inner<S> {
     wake: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
     /// Open channels per device, for presence.
     online: Mutex<HashMap<DeviceId, usize>>,
+    metrics: RelayMetrics,
 }
 
 /// Counts a device's channel as online while it lives.
@@ -125,6 +142,7 @@ impl From<StoreError> for Refusal {
     fn from(error: StoreError) -> Self {
         let code = match &error {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
+            StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
             StoreError::NotARecipient { .. } | StoreError::NotYourDevice { .. } => {
@@ -148,6 +166,7 @@ impl<S: Store> Relay<S> {
                 config,
                 wake: Mutex::new(HashMap::new()),
                 online: Mutex::new(HashMap::new()),
+                metrics: RelayMetrics::new(),
             }),
         }
     }
@@ -248,35 +267,48 @@ impl<S: Store> Relay<S> {
         // Deliveries start after sequence 0 on every connection: whatever is still stored is unacknowledged.
         let mut cursor = 0u64;
         let config = &self.inner.config;
+        let metrics = &self.inner.metrics;
+        let _connected = metrics.connected();
         let mut budget = TokenBucket::new(config.requests_per_second, config.request_burst);
-        let mut malformed = 0u32;
+        let (mut malformed, mut limited) = (0u32, 0u32);
         let mut more = registered;
-        loop {
+        let idle = tokio::time::sleep(config.idle_timeout);
+        tokio::pin!(idle);
+        let closed = loop {
             if registered && more {
                 match self.deliver_batch(&device, &mut cursor, &writer).await {
                     Ok(full) => more = full,
-                    Err(()) => return,
+                    Err(()) => break Closed::Peer,
                 }
             }
             tokio::select! {
                 biased;
                 incoming = reader.recv() => {
-                    let Ok(Some(bytes)) = incoming else { return };
+                    let Ok(Some(bytes)) = incoming else { break Closed::Peer };
+                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     let (reply, now_registered) = if budget.take() {
+                        limited = 0;
                         self.handle(&device, &bytes).await
                     } else {
+                        limited += 1;
                         let message = "request rate exceeded; slow down".to_owned();
                         (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
                     };
+                    if let Reply::Error { code, .. } = &reply {
+                        metrics.refused(*code);
+                    }
                     let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
                     if writer.send(encode_reply(&reply)).await.is_err() {
-                        return;
+                        break Closed::Peer;
                     }
                     malformed = if violation { malformed + 1 } else { 0 };
                     if malformed >= config.max_malformed {
                         tracing::debug!(%device, "closing a channel that keeps sending malformed frames");
-                        writer.close();
-                        return;
+                        break Closed::Malformed;
+                    }
+                    if limited >= config.max_rate_limited {
+                        tracing::debug!(%device, "closing a channel that keeps exceeding its request rate");
+                        break Closed::RateLimited;
                     }
                     if now_registered && !registered {
                         registered = true;
@@ -286,11 +318,19 @@ impl<S: Store> Relay<S> {
                 _ = std::future::ready(()), if registered && more => {}
                 changed = wake.changed(), if registered => {
                     if changed.is_err() {
-                        return;
+                        break Closed::Peer;
                     }
                     more = true;
                 }
+                () = &mut idle => {
+                    tracing::debug!(%device, "closing an idle channel");
+                    break Closed::Idle;
+                }
             }
+        };
+        metrics.closed(closed);
+        if closed != Closed::Peer {
+            writer.close();
         }
     }
 
@@ -323,6 +363,7 @@ impl<S: Store> Relay<S> {
                 stored_at: message.stored_at,
             };
             writer.send(encode_reply(&deliver)).await.map_err(|_| ())?;
+            self.inner.metrics.delivered.increment(1);
         }
         Ok(full)
     }
@@ -374,14 +415,52 @@ impl<S: Store> Relay<S> {
                 username,
                 identity_key,
                 signing_key,
+                invite,
             } => {
                 self.check("username", &username, config.max_username)?;
                 self.check("identity_key", &identity_key, config.max_field)?;
                 self.check("signing_key", &signing_key, config.max_field)?;
-                store
-                    .register_device(&username, device, &identity_key, &signing_key)
-                    .await?;
+                if let Some(token) = &invite {
+                    self.check("invite", token, config.max_field)?;
+                }
+                let token_hash = invite.as_deref().map(crate::invite::token_hash);
+                let registration = Registration {
+                    username: &username,
+                    device,
+                    identity_key: &identity_key,
+                    signing_key: &signing_key,
+                };
+                let admission = Admission {
+                    invite_only: config.invite_only,
+                    token_hash: token_hash.as_deref(),
+                };
+                store.register_device(&registration, &admission).await?;
                 Ok(Reply::Ok { req })
+            }
+            Request::ListDevices { req, username } => {
+                self.check("username", &username, config.max_username)?;
+                self.require_registered(device).await?;
+                let devices = store.list_devices(&username).await?;
+                Ok(Reply::Devices {
+                    req,
+                    username,
+                    devices,
+                })
+            }
+            Request::LinkDevice { req } => {
+                let Some(me) = store.device(device).await? else {
+                    return Err(Refusal(
+                        ErrorCode::NotRegistered,
+                        "register this device first".into(),
+                    ));
+                };
+                let (token, expires_at) =
+                    crate::invite::mint(store, Some(&me.username), config.link_ttl).await?;
+                Ok(Reply::Link {
+                    req,
+                    token: token.to_string(),
+                    expires_at,
+                })
             }
             Request::PublishPrekeys {
                 req,
@@ -429,6 +508,7 @@ impl<S: Store> Relay<S> {
                 }
                 match store.enqueue(device, &message_id, &to, &envelopes).await? {
                     Enqueued::Stored(copies) => {
+                        self.inner.metrics.stored.increment(copies.len() as u64);
                         for (recipient, seq) in copies {
                             self.notify(&recipient, seq);
                         }

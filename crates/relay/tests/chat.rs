@@ -10,14 +10,20 @@ use tessera_relay::chat::ChatDevice;
 use tessera_relay::e2e::OlmDevice;
 use tessera_relay::e2e::state::StateKey;
 
-async fn device(relay: &common::TestRelay, user: &str, key: &Identity) -> ChatDevice {
+async fn device(
+    relay: &common::TestRelay,
+    user: &str,
+    key: &Identity,
+    link: Option<&str>,
+) -> ChatDevice {
     let client = connect(relay, key).await;
-    ChatDevice::register(
+    ChatDevice::register_with(
         client,
         user,
         key.public_key().to_string(),
         OlmDevice::new(),
         10,
+        link,
     )
     .await
     .expect("register")
@@ -35,13 +41,17 @@ async fn fan_out_offline_start_and_resume() {
     // Bob's two devices register and go offline, keeping their sealed state.
     let key = StateKey::generate();
     let mut sealed = Vec::new();
+    let mut link = None;
     for (identity, name) in [(&b1, "b1"), (&b2, "b2")] {
-        let bob = device(&relay, "bob", identity).await;
+        let mut bob = device(&relay, "bob", identity, link.as_deref().map(String::as_str)).await;
+        // The first device mints the link token that lets the second join the account.
+        link = Some(bob.client().link_device().await.expect("link").0);
         sealed.push((identity.clone(), name, bob.seal(&key).expect("seal")));
         bob.close().await;
     }
-    let mut alice = device(&relay, "alice", &a1).await;
-    let mut alice_phone = device(&relay, "alice", &a2).await;
+    let mut alice = device(&relay, "alice", &a1, None).await;
+    let (link, _) = alice.client().link_device().await.expect("link");
+    let mut alice_phone = device(&relay, "alice", &a2, Some(&link)).await;
 
     let first = alice
         .send_text("bob", "hi bob, from alice's laptop")

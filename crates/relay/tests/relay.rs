@@ -5,10 +5,10 @@ mod common;
 
 use common::{connect, connector, start};
 use tessera_channel::Identity;
-use tessera_relay::client::RelayClient;
+use tessera_relay::client::{ClientError, RelayClient};
 use tessera_relay::protocol::codec::decode_reply;
 use tessera_relay::protocol::{Envelope, ErrorCode, PreKey, Reply};
-use tessera_relay::store::Store;
+use tessera_relay::store::{Admission, Registration, Store};
 
 fn env(identity: &Identity, ciphertext: &str) -> Envelope {
     Envelope {
@@ -49,8 +49,23 @@ async fn offline_then_online_in_order_then_live_and_acks_delete() {
         .await
         .expect("register a1");
     let mut alice_other = connect(&relay, &alice_2).await;
-    alice_other
+    // A second device of an account needs a link token from the first; without one it is refused.
+    let refused = alice_other
         .register("alice", "alice-ik-2", "alice-sk-2")
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Refused {
+                code: ErrorCode::InviteRequired,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let (link, _) = alice.link_device().await.expect("link token");
+    alice_other
+        .register_with("alice", "alice-ik-2", "alice-sk-2", Some(&link))
         .await
         .expect("register a2");
 
@@ -321,7 +336,15 @@ async fn list_users_shows_only_conversations_with_presence() {
     // Bob exists but has never connected.
     relay
         .store
-        .register_device("bob", &bob_key.public_key().to_string(), "ik", "sk")
+        .register_device(
+            &Registration {
+                username: "bob",
+                device: &bob_key.public_key().to_string(),
+                identity_key: "ik",
+                signing_key: "sk",
+            },
+            &Admission::default(),
+        )
         .await
         .expect("bob");
     let mut alice = connect(&relay, &alice_key).await;

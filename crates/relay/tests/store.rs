@@ -1,7 +1,19 @@
 //! The SQLite store against a real database file in a temporary directory.
 
+use tessera_relay::invite::token_hash;
 use tessera_relay::protocol::{Envelope, MessageRef, PreKey};
-use tessera_relay::store::{Enqueued, SqliteStore, Store, StoreError};
+use tessera_relay::store::{Admission, Enqueued, Registration, SqliteStore, Store, StoreError};
+
+fn reg<'a>(username: &'a str, device: &'a str, ik: &'a str, sk: &'a str) -> Registration<'a> {
+    Registration {
+        username,
+        device,
+        identity_key: ik,
+        signing_key: sk,
+    }
+}
+
+const FAR: i64 = i64::MAX / 2;
 
 fn env(device: &str, ciphertext: &str) -> Envelope {
     Envelope {
@@ -26,15 +38,24 @@ fn acked(from: &str, id: &str) -> MessageRef {
 
 async fn two_users(store: &SqliteStore) {
     store
-        .register_device("alice", "a1", "ik-a1", "sk-a1")
+        .register_device(&reg("alice", "a1", "ik-a1", "sk-a1"), &Admission::default())
         .await
         .expect("a1");
     store
-        .register_device("alice", "a2", "ik-a2", "sk-a2")
+        .create_invite(&token_hash("link-a"), Some("alice"), FAR)
+        .await
+        .expect("link token");
+    let link = token_hash("link-a");
+    let admission = Admission {
+        invite_only: false,
+        token_hash: Some(&link),
+    };
+    store
+        .register_device(&reg("alice", "a2", "ik-a2", "sk-a2"), &admission)
         .await
         .expect("a2");
     store
-        .register_device("bob", "b1", "ik-b1", "sk-b1")
+        .register_device(&reg("bob", "b1", "ik-b1", "sk-b1"), &Admission::default())
         .await
         .expect("b1");
 }
@@ -48,10 +69,12 @@ async fn registration_rules() {
     two_users(&store).await;
     // Identical re-registration is a no-op; another account cannot take the device.
     store
-        .register_device("alice", "a1", "ik-a1", "sk-a1")
+        .register_device(&reg("alice", "a1", "ik-a1", "sk-a1"), &Admission::default())
         .await
         .expect("again");
-    let taken = store.register_device("mallory", "a1", "x", "y").await;
+    let taken = store
+        .register_device(&reg("mallory", "a1", "x", "y"), &Admission::default())
+        .await;
     assert!(
         matches!(taken, Err(StoreError::DeviceTaken { .. })),
         "{taken:?}"
@@ -133,7 +156,7 @@ async fn sequences_idempotence_and_ack() {
 
     // A device that is not bob's nor alice's: nothing stored, and the id stays usable.
     store
-        .register_device("carol", "c1", "ik", "sk")
+        .register_device(&reg("carol", "c1", "ik", "sk"), &Admission::default())
         .await
         .expect("c1");
     let stray = store
@@ -334,7 +357,7 @@ async fn visibility_is_own_account_and_conversations() {
         .expect("open");
     two_users(&store).await;
     store
-        .register_device("carol", "c1", "ik", "sk")
+        .register_device(&reg("carol", "c1", "ik", "sk"), &Admission::default())
         .await
         .expect("c1");
     let names =
@@ -369,5 +392,112 @@ async fn visibility_is_own_account_and_conversations() {
     assert!(matches!(
         store.visible_users("zz").await,
         Err(StoreError::UnknownDevice { .. })
+    ));
+}
+
+#[tokio::test]
+async fn admission_invites_and_link_tokens_are_single_use_bound_and_expire() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    fn invite_only(hash: Option<&str>) -> Admission<'_> {
+        Admission {
+            invite_only: true,
+            token_hash: hash,
+        }
+    }
+    let hash = |t: &str| token_hash(t);
+    // Invite-only: no token, an unknown token, a link token of another account are all refused.
+    let refused = store
+        .register_device(&reg("alice", "a1", "ik", "sk"), &invite_only(None))
+        .await;
+    assert!(matches!(refused, Err(StoreError::InviteRequired { .. })));
+    let unknown = hash("nope");
+    let refused = store
+        .register_device(
+            &reg("alice", "a1", "ik", "sk"),
+            &invite_only(Some(&unknown)),
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::InviteRequired { .. })));
+    store
+        .create_invite(&hash("inv"), None, FAR)
+        .await
+        .expect("invite");
+    let inv = hash("inv");
+    store
+        .register_device(&reg("alice", "a1", "ik", "sk"), &invite_only(Some(&inv)))
+        .await
+        .expect("invited");
+    // Single use.
+    let again = store
+        .register_device(&reg("bob", "b1", "ik", "sk"), &invite_only(Some(&inv)))
+        .await;
+    assert!(matches!(again, Err(StoreError::InviteRequired { .. })));
+    // The same device re-registering needs nothing.
+    store
+        .register_device(&reg("alice", "a1", "ik2", "sk2"), &invite_only(None))
+        .await
+        .expect("same device");
+    // A second device of alice: an open relay still wants alice's link token.
+    let open = Admission::default();
+    let refused = store
+        .register_device(&reg("alice", "a2", "ik", "sk"), &open)
+        .await;
+    assert!(matches!(refused, Err(StoreError::InviteRequired { .. })));
+    store
+        .create_invite(&hash("link-bob"), Some("bob"), FAR)
+        .await
+        .expect("bob's link");
+    let bobs = hash("link-bob");
+    let with_bobs = Admission {
+        invite_only: false,
+        token_hash: Some(&bobs),
+    };
+    let refused = store
+        .register_device(&reg("alice", "a2", "ik", "sk"), &with_bobs)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InviteRequired { .. })),
+        "a token bound to bob does not admit a device of alice"
+    );
+    store
+        .create_invite(&hash("expired"), Some("alice"), 1)
+        .await
+        .expect("expired link");
+    let expired = hash("expired");
+    let refused = store
+        .register_device(
+            &reg("alice", "a2", "ik", "sk"),
+            &Admission {
+                invite_only: false,
+                token_hash: Some(&expired),
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::InviteRequired { .. })));
+    store
+        .create_invite(&hash("link-alice"), Some("alice"), FAR)
+        .await
+        .expect("alice's link");
+    let alices = hash("link-alice");
+    store
+        .register_device(
+            &reg("alice", "a2", "ik-a2", "sk-a2"),
+            &Admission {
+                invite_only: true,
+                token_hash: Some(&alices),
+            },
+        )
+        .await
+        .expect("linked device");
+    let devices = store.list_devices("alice").await.expect("devices");
+    let ids: Vec<_> = devices.iter().map(|d| d.device.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    assert_eq!(devices[1].identity_key, "ik-a2");
+    assert!(matches!(
+        store.list_devices("nobody").await,
+        Err(StoreError::UnknownUser { .. })
     ));
 }

@@ -29,6 +29,10 @@ pub enum Command {
     Channel(crate::channel::ChannelArgs),
     /// Verify an attested HTTPS transcript (a `tessera prove` proof file) offline, against pinned signers.
     Verify(crate::verify::VerifyArgs),
+    /// The end-to-end encrypted messaging relay: serve, invite.
+    Relay(crate::relay::RelayArgs),
+    /// A chat device of a relay account: register, send, listen, users, fingerprint, devices, link.
+    Chat(crate::chat::ChatArgs),
 }
 
 /// Runs the chosen command.
@@ -40,6 +44,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Keygen(args) => crate::keygen::run(args),
             Command::Channel(args) => crate::channel::run(args).await,
             Command::Verify(args) => crate::verify::run(args),
+            Command::Relay(args) => crate::relay::run(args).await,
+            Command::Chat(args) => crate::chat::run(args).await,
         },
         None => anyhow::bail!("no command given; see `tessera --help`"),
     }

@@ -1,11 +1,13 @@
 //! The `tessera` binary: a thin command-line layer over the Tessera libraries.
 
 mod channel;
+mod chat;
 mod cli;
 mod demo;
 mod keygen;
 mod logging;
 mod mcp;
+mod relay;
 mod verify;
 
 use clap::Parser;

@@ -13,11 +13,16 @@
 //!
 //! Ciphertext format on the relay: vodozemac's JSON form of an Olm message, `{"type":0|1,"body":base64}`.
 //!
-//! The state persists sealed under a key ([`state`]). Not yet: a bounded dedup window, fingerprints.
+//! The state persists sealed under a key ([`state`]); the dedup window is bounded by count
+//! ([`DEDUP_WINDOW`]).
 
+mod dedup;
 pub mod state;
 
-use std::collections::{HashMap, HashSet};
+pub use dedup::DEDUP_WINDOW;
+use dedup::Seen;
+
+use std::collections::HashMap;
 
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{Account, OlmMessage, Session, SessionConfig};
@@ -71,7 +76,7 @@ pub struct OlmDevice {
     /// Sessions per peer device, the most recently used last.
     sessions: HashMap<DeviceId, Vec<Session>>,
     pins: HashMap<DeviceId, Curve25519PublicKey>,
-    seen: HashSet<(DeviceId, String)>,
+    seen: Seen,
 }
 
 impl std::fmt::Debug for OlmDevice {
@@ -113,7 +118,7 @@ impl OlmDevice {
             account: Account::new(),
             sessions: HashMap::new(),
             pins: HashMap::new(),
-            seen: HashSet::new(),
+            seen: Seen::default(),
         }
     }
 
@@ -137,6 +142,11 @@ impl OlmDevice {
         self.pins
             .get(device)
             .map(|key| fingerprint(&key.to_base64()))
+    }
+
+    /// Whether this device has an Olm session with `device` (then no prekey is needed to write to it).
+    pub fn has_session(&self, device: &str) -> bool {
+        self.sessions.get(device).is_some_and(|s| !s.is_empty())
     }
 
     /// Generates `count` one-time keys and a new fallback key, marks them published, and returns their
@@ -265,6 +275,15 @@ impl OlmDevice {
                 reason: "no session decrypts it".into(),
             });
         };
+        // A pre-key message of a session this device already has, that the session cannot decrypt, is a
+        // replay (its message key is used up). Olm would build a second session from it when it rests on
+        // the fallback key, handing the application the same plaintext again: never do that.
+        let session_id = pre_key.session_id();
+        if sessions.iter().any(|s| s.session_id() == session_id) {
+            tracing::warn!(%device, message_id = %delivery.message_id, "dropped a replayed pre-key message");
+            self.seen.insert(id);
+            return Ok(None);
+        }
         let created = self
             .account
             .create_inbound_session(SessionConfig::version_1(), pre_key.identity_key(), pre_key)

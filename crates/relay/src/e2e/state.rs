@@ -9,7 +9,7 @@
 //! A wrong key, a truncated or altered blob all fail with [`E2eError::State`]; nothing is partly loaded.
 //! Deriving the key from a passphrase (a password hash) is left to the caller for now.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -40,6 +40,25 @@ impl StateKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         StateKey(bytes)
     }
+
+    /// Derives a key from a passphrase with Argon2id (`memory_kib`, `passes`, one lane) and `salt`.
+    /// Slow on purpose: a guessed passphrase costs an attacker the same work.
+    pub fn from_passphrase(
+        passphrase: &[u8],
+        salt: &[u8],
+        memory_kib: u32,
+        passes: u32,
+    ) -> Result<Self, E2eError> {
+        let params = argon2::Params::new(memory_kib, passes, 1, Some(32))
+            .map_err(|e| state_error(&format!("key derivation parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        argon
+            .hash_password_into(passphrase, salt, &mut key)
+            .map_err(|e| state_error(&format!("key derivation: {e}")))?;
+        Ok(StateKey(key))
+    }
 }
 
 impl Drop for StateKey {
@@ -54,8 +73,9 @@ impl std::fmt::Debug for StateKey {
     }
 }
 
+/// The serializable form of an [`OlmDevice`] (inside a sealed blob only: it holds private keys).
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     account: AccountPickle,
     sessions: HashMap<DeviceId, Vec<SessionPickle>>,
     pins: HashMap<DeviceId, String>,
@@ -66,10 +86,68 @@ fn state_error(reason: &str) -> E2eError {
     E2eError::State(reason.to_owned())
 }
 
+/// `header || nonce || ChaCha20-Poly1305(key, nonce, plaintext, aad)` with a random nonce.
+pub(crate) fn seal_bytes(
+    key: &StateKey,
+    header: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, E2eError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::fill(&mut nonce);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| state_error("cannot encrypt"))?;
+    let mut sealed = Vec::with_capacity(header.len() + NONCE_LEN + ciphertext.len());
+    sealed.extend_from_slice(header);
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
+}
+
+/// Opens `nonce || ciphertext` sealed by [`seal_bytes`] (the header already split off).
+pub(crate) fn open_bytes(
+    key: &StateKey,
+    rest: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, E2eError> {
+    if rest.len() < NONCE_LEN {
+        return Err(state_error("truncated"));
+    }
+    let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| state_error("wrong key or altered state"))
+}
+
 impl OlmDevice {
     /// Seals the whole state under `key`.
     pub fn seal(&self, key: &StateKey) -> Result<Vec<u8>, E2eError> {
-        let snapshot = Snapshot {
+        let snapshot = self.snapshot();
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&snapshot).map_err(|_| state_error("cannot serialize"))?,
+        );
+        seal_bytes(key, &[VERSION], AAD, &plaintext)
+    }
+
+    /// The whole state in serializable form.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
             account: self.account.pickle(),
             sessions: self
                 .sessions
@@ -87,27 +165,7 @@ impl OlmDevice {
                 .map(|(device, key)| (device.clone(), key.to_base64()))
                 .collect(),
             seen: self.seen.iter().cloned().collect(),
-        };
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&snapshot).map_err(|_| state_error("cannot serialize"))?,
-        );
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::fill(&mut nonce);
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| state_error("cannot encrypt"))?;
-        let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        sealed.push(VERSION);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
+        }
     }
 
     /// Opens a state sealed by [`OlmDevice::seal`].
@@ -116,24 +174,14 @@ impl OlmDevice {
         if version != VERSION {
             return Err(state_error("unknown format version"));
         }
-        if rest.len() < NONCE_LEN {
-            return Err(state_error("truncated"));
-        }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: AAD,
-                    },
-                )
-                .map_err(|_| state_error("wrong key or altered state"))?,
-        );
+        let plaintext = open_bytes(key, rest, AAD)?;
         let snapshot: Snapshot =
             serde_json::from_slice(&plaintext).map_err(|_| state_error("malformed state"))?;
+        Self::from_snapshot(snapshot)
+    }
+
+    /// Rebuilds a device from its serializable form.
+    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Result<Self, E2eError> {
         let mut pins = HashMap::new();
         for (device, key) in snapshot.pins {
             let key =
@@ -153,7 +201,13 @@ impl OlmDevice {
                 })
                 .collect(),
             pins,
-            seen: snapshot.seen.into_iter().collect::<HashSet<_>>(),
+            seen: {
+                let mut seen = super::Seen::default();
+                for id in snapshot.seen {
+                    seen.insert(id);
+                }
+                seen
+            },
         })
     }
 }

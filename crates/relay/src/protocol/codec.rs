@@ -52,6 +52,7 @@ mod tests {
                 username: "alice".into(),
                 identity_key: "ik".into(),
                 signing_key: "sk".into(),
+                invite: Some("t".into()),
             },
             Request::PublishPrekeys {
                 req: 2,

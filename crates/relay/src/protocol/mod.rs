@@ -39,6 +39,17 @@ pub struct DeviceBundle {
     pub fallback_key: Option<PreKey>,
 }
 
+/// A device and its public identity keys, as list_devices returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKeys {
+    /// The device id (its channel key, hex).
+    pub device: DeviceId,
+    /// Its E2E identity key (Curve25519).
+    pub identity_key: String,
+    /// Its signing key (Ed25519).
+    pub signing_key: String,
+}
+
 /// A visible user and whether any of their devices is connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPresence {
@@ -81,6 +92,10 @@ pub enum Request {
         identity_key: String,
         /// The device's signing key (Ed25519).
         signing_key: String,
+        /// An invite or device-link token: needed for a new account when the relay is invite-only, and
+        /// for a new device of an existing account (minted by one of its devices with link_device).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<String>,
     },
     /// publish_prekeys: adds one-time prekeys and replaces the fallback prekey (when given).
     PublishPrekeys {
@@ -124,6 +139,20 @@ pub enum Request {
         /// Request number.
         req: u64,
     },
+    /// list_devices: a user's devices and their identity keys, claiming no prekey (see
+    /// [`Reply::Devices`]).
+    ListDevices {
+        /// Request number.
+        req: u64,
+        /// Whose devices.
+        username: String,
+    },
+    /// link_device: a single-use token that lets one new device join the caller's account (see
+    /// [`Reply::Link`]).
+    LinkDevice {
+        /// Request number.
+        req: u64,
+    },
     /// ping: heartbeat; answered with pong.
     Ping {
         /// Request number.
@@ -149,6 +178,8 @@ impl Request {
             | Request::RemoveDevice { req, .. }
             | Request::Ping { req }
             | Request::ListUsers { req }
+            | Request::ListDevices { req, .. }
+            | Request::LinkDevice { req }
             | Request::Ack { req, .. } => *req,
         }
     }
@@ -174,6 +205,8 @@ pub enum ErrorCode {
     RateLimited,
     /// A storage failure on the relay; retry later.
     Internal,
+    /// The registration needs a valid, unused invite or device-link token.
+    InviteRequired,
 }
 
 /// A message from the relay to a device.
@@ -230,6 +263,24 @@ pub enum Reply {
         ciphertext: String,
         /// When the relay stored it (seconds since the Unix epoch).
         stored_at: i64,
+    },
+    /// list_devices: the user's devices (no prekeys are claimed).
+    Devices {
+        /// Request number.
+        req: u64,
+        /// Whose devices.
+        username: String,
+        /// Device id and identity keys of each device.
+        devices: Vec<DeviceKeys>,
+    },
+    /// link_device: the token a new device of this account presents in register_device's `invite`.
+    Link {
+        /// Request number.
+        req: u64,
+        /// The single-use token (the relay keeps only its SHA-256).
+        token: String,
+        /// When it stops working (seconds since the Unix epoch).
+        expires_at: i64,
     },
     /// The request failed (`req` is absent when the request did not decode).
     Error {

@@ -10,11 +10,12 @@
 //! * [`Store::enqueue`] with a `(sender device, message id)` pair seen before stores nothing, even after
 //!   the first copy was acknowledged and deleted.
 
+mod admission;
 pub mod sqlite;
 
 use std::future::Future;
 
-use crate::protocol::{DeviceBundle, DeviceId, Envelope, MessageRef, PreKey};
+use crate::protocol::{DeviceBundle, DeviceId, DeviceKeys, Envelope, MessageRef, PreKey};
 
 pub use sqlite::SqliteStore;
 
@@ -52,6 +53,12 @@ pub enum StoreError {
         device: DeviceId,
         /// The recipient user.
         username: String,
+    },
+    /// The registration needs a valid invite or device-link token.
+    #[error("{reason}")]
+    InviteRequired {
+        /// What was missing.
+        reason: String,
     },
     /// The database failed (I/O, corruption, a full disk).
     #[error("database error: {0}")]
@@ -99,19 +106,56 @@ pub enum Enqueued {
     Duplicate,
 }
 
+/// A device registration: who and with which public keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The account name.
+    pub username: &'a str,
+    /// The device id (channel key, hex).
+    pub device: &'a str,
+    /// The device's E2E identity key.
+    pub identity_key: &'a str,
+    /// The device's signing key.
+    pub signing_key: &'a str,
+}
+
+/// What a registration brings past the policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admission<'a> {
+    /// The relay admits new accounts only with an invite token.
+    pub invite_only: bool,
+    /// SHA-256 (hex) of the token the device presented, if any.
+    pub token_hash: Option<&'a str>,
+}
+
 /// The relay's durable state. Implementations must make each method atomic and durable before it
 /// returns.
 pub trait Store: Send + Sync + 'static {
-    /// Registers `device` for `username` (creating the account), or confirms an identical registration.
-    /// A device registered to another account is refused; the same device re-registering with new keys
-    /// replaces them.
+    /// Registers `registration.device` for `registration.username` (creating the account on first use)
+    /// under the admission rules: a new device of an account with devices needs that account's link
+    /// token; a new account needs an invite when `admission.invite_only`; a token is consumed in the
+    /// same transaction. A device bound to another account: [`StoreError::DeviceTaken`]; the same
+    /// device re-registering replaces its keys.
     fn register_device(
         &self,
-        username: &str,
-        device: &str,
-        identity_key: &str,
-        signing_key: &str,
+        registration: &Registration<'_>,
+        admission: &Admission<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a single-use token by its hash: an invite for a new account (`username` None), or a
+    /// device-link token for a new device of `username`. It stops working at `expires_at`.
+    fn create_invite(
+        &self,
+        token_hash: &str,
+        username: Option<&str>,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// `username`'s devices with their public identity keys; claims no prekey.
+    fn list_devices(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Vec<DeviceKeys>, StoreError>> + Send;
 
     /// The device's record, if registered.
     fn device(

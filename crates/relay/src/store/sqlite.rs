@@ -14,8 +14,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
-use super::{DeviceRecord, Enqueued, Store, StoreError, StoredMessage};
-use crate::protocol::{DeviceBundle, DeviceId, Envelope, MessageRef, PreKey};
+use super::{
+    Admission, DeviceRecord, Enqueued, Registration, Store, StoreError, StoredMessage, admission,
+};
+use crate::protocol::{DeviceBundle, DeviceId, DeviceKeys, Envelope, MessageRef, PreKey};
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`. Never edit an entry: add one.
 /// Plain SQL that PostgreSQL also accepts (`BIGINT`, `TEXT`, composite keys).
@@ -71,6 +73,14 @@ CREATE TABLE contacts (
     PRIMARY KEY (username, contact)
 );
 "#,
+    r#"
+CREATE TABLE invites (
+    token_hash  TEXT PRIMARY KEY,
+    username    TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The relay's state in one SQLite file.
@@ -80,7 +90,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -156,7 +166,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn device_user(
+pub(super) async fn device_user(
     conn: &mut SqliteConnection,
     device: &str,
 ) -> Result<Option<String>, StoreError> {
@@ -173,38 +183,23 @@ async fn device_user(
 impl Store for SqliteStore {
     async fn register_device(
         &self,
-        username: &str,
-        device: &str,
-        identity_key: &str,
-        signing_key: &str,
+        registration: &Registration<'_>,
+        admission: &Admission<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        if let Some(owner) = device_user(&mut tx, device).await? {
-            if owner != username {
-                return Err(StoreError::DeviceTaken {
-                    device: device.to_owned(),
-                });
-            }
-        }
-        sqlx::query("INSERT INTO accounts (username, created_at) VALUES (?, ?) ON CONFLICT (username) DO NOTHING")
-            .bind(username)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET \
-             identity_key = excluded.identity_key, signing_key = excluded.signing_key",
-        )
-        .bind(device)
-        .bind(username)
-        .bind(identity_key)
-        .bind(signing_key)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        admission::register_device(&self.writer, registration, admission).await
+    }
+
+    async fn create_invite(
+        &self,
+        token_hash: &str,
+        username: Option<&str>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        admission::create_invite(&self.writer, token_hash, username, expires_at).await
+    }
+
+    async fn list_devices(&self, username: &str) -> Result<Vec<DeviceKeys>, StoreError> {
+        admission::list_devices(&self.reader, username).await
     }
 
     async fn device(&self, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -488,6 +483,10 @@ impl Store for SqliteStore {
             .rows_affected();
         sqlx::query("DELETE FROM sent_messages WHERE stored_at < ?")
             .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM invites WHERE expires_at < ?")
+            .bind(now())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -1,0 +1,402 @@
+//! `tessera chat`: a device of a relay account, driven from the command line (people and scripts).
+//!
+//! All state — relay URL and pinned relay key, account, the device's channel private key, Olm account,
+//! sessions, peer pins and the dedup window — is one file (`--state`, default `tessera-chat.state`),
+//! sealed at rest (`tessera_relay::state_file`) under a passphrase (`TESSERA_CHAT_PASSPHRASE`, or
+//! `--passphrase-file`) stretched with Argon2id, or under a 32-byte key file (`--key-file`: 32 raw bytes
+//! or 64 hex digits). Every command that changes the state writes it back atomically.
+//!
+//! `listen` persists the state after printing a message and only then acknowledges it: a crash in
+//! between redelivers the message, and the saved dedup window drops it, unless the crash came between
+//! printing and saving (then it is printed once more: at-least-once to stdout in that window only).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
+use tessera_relay::chat::{ChatDevice, ChatError};
+use tessera_relay::client::RelayClient;
+use tessera_relay::e2e::state::StateKey;
+use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
+use tessera_relay::state_file::{Profile, StateFile, Unlock};
+use tessera_session::{Registry, RegistryConfig};
+use zeroize::Zeroizing;
+
+/// A chat device.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// The sealed state file of this device.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_CHAT_STATE",
+        default_value = "tessera-chat.state"
+    )]
+    state: PathBuf,
+    /// Seal the state under this key file (32 bytes, or 64 hex digits) instead of a passphrase.
+    #[arg(long, global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Read the passphrase from this file (first line) instead of TESSERA_CHAT_PASSPHRASE.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ChatCommand,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Create this device's state and register it with a relay.
+    Register {
+        /// The relay's URL, e.g. ws://127.0.0.1:7400/.
+        #[arg(long)]
+        server: String,
+        /// The relay's channel key (64 hex digits, as `tessera relay serve` prints it); pinned.
+        #[arg(long, value_name = "KEY")]
+        server_key: PublicKey,
+        /// The account name.
+        #[arg(long)]
+        user: String,
+        /// An invite token (invite-only relay) or a device-link token (`tessera chat link` on one of
+        /// the account's devices) for a second device.
+        #[arg(long, value_name = "TOKEN")]
+        invite: Option<String>,
+        /// One-time prekeys to publish.
+        #[arg(long, default_value_t = 50)]
+        prekeys: usize,
+    },
+    /// Send a text to a user (end to end encrypted to each of their devices).
+    Send {
+        /// The recipient.
+        user: String,
+        /// The text.
+        text: String,
+    },
+    /// Print incoming messages (decrypted), each once.
+    Listen {
+        /// One JSON object per line: {"from","from_device","message_id","text"}.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds (an error if --count was not reached).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// The users visible to this account, with presence.
+    Users,
+    /// This device's fingerprint, or each device of USER with its pin status.
+    Fingerprint {
+        /// Whose devices (default: this device).
+        user: Option<String>,
+    },
+    /// The devices of this account (or of USER).
+    Devices {
+        /// Whose devices (default: this account).
+        user: Option<String>,
+    },
+    /// Mint a single-use token that lets one new device join this account.
+    Link,
+}
+
+/// Runs `tessera chat ...`.
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let unlock = unlock(&args)?;
+    if let ChatCommand::Register {
+        server,
+        server_key,
+        user,
+        invite,
+        prekeys,
+    } = &args.command
+    {
+        return register(
+            &args.state,
+            unlock,
+            server,
+            *server_key,
+            user,
+            invite,
+            *prekeys,
+        )
+        .await;
+    }
+    let (file, state) = StateFile::open(&args.state, unlock)?;
+    let profile = state.profile;
+    let mut device = connect(&profile, state.olm).await?;
+    let outcome = command(&args.command, &file, &profile, &mut device).await;
+    // Whatever happened, the Olm state (sessions, pins, dedup) is written back.
+    let olm = device.close().await;
+    file.save(&profile, &olm)?;
+    outcome
+}
+
+fn unlock(args: &ChatArgs) -> anyhow::Result<Unlock> {
+    if let Some(path) = &args.key_file {
+        let bytes = Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let mut key = [0u8; 32];
+        let text = String::from_utf8_lossy(&bytes);
+        if bytes.len() == 32 {
+            key.copy_from_slice(&bytes);
+        } else if hex::decode_to_slice(text.trim(), &mut key).is_err() {
+            bail!(
+                "{}: a key file holds 32 bytes or 64 hex digits",
+                path.display()
+            );
+        }
+        return Ok(Unlock::Key(StateKey::from_bytes(key)));
+    }
+    let passphrase = match &args.passphrase_file {
+        Some(path) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+            Zeroizing::new(text.lines().next().unwrap_or_default().as_bytes().to_vec())
+        }
+        None => match std::env::var("TESSERA_CHAT_PASSPHRASE") {
+            Ok(value) => Zeroizing::new(value.into_bytes()),
+            Err(_) => bail!(
+                "the state is sealed: set TESSERA_CHAT_PASSPHRASE, or give --passphrase-file or --key-file"
+            ),
+        },
+    };
+    if passphrase.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    Ok(Unlock::Passphrase(passphrase))
+}
+
+async fn open_channel(profile: &Profile) -> anyhow::Result<RelayClient> {
+    let server_key: PublicKey = profile
+        .server_key
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the state holds a malformed relay key"))?;
+    let connector = Connector::new(
+        Registry::new(RegistryConfig::new("chat")),
+        ChannelConfig::default(),
+    );
+    let channel = connector
+        .connect(&profile.server_url, server_key, &profile.identity)
+        .await
+        .with_context(|| format!("connecting to {}", profile.server_url))?;
+    Ok(RelayClient::new(channel))
+}
+
+async fn connect(profile: &Profile, olm: OlmDevice) -> anyhow::Result<ChatDevice> {
+    let client = open_channel(profile).await?;
+    Ok(ChatDevice::resume(
+        client,
+        &profile.username,
+        profile.identity.public_key().to_string(),
+        olm,
+    ))
+}
+
+async fn register(
+    state: &Path,
+    unlock: Unlock,
+    server: &str,
+    server_key: PublicKey,
+    user: &str,
+    invite: &Option<String>,
+    prekeys: usize,
+) -> anyhow::Result<()> {
+    let file = StateFile::create(state, unlock)?;
+    let profile = Profile {
+        server_url: server.to_owned(),
+        server_key: server_key.to_string(),
+        username: user.to_owned(),
+        identity: Identity::generate(),
+    };
+    let client = open_channel(&profile).await?;
+    let device = ChatDevice::register_with(
+        client,
+        user,
+        profile.identity.public_key().to_string(),
+        OlmDevice::new(),
+        prekeys.clamp(1, 100),
+        invite.as_deref(),
+    )
+    .await?;
+    let olm = device.close().await;
+    file.save(&profile, &olm)?;
+    println!(
+        "registered {user}: device {}",
+        profile.identity.public_key()
+    );
+    println!("fingerprint: {}", olm.fingerprint());
+    Ok(())
+}
+
+/// The hard warning for a peer whose identity key changed: on stderr, and the command fails.
+fn identity_changed(error: &E2eError) -> Option<anyhow::Error> {
+    if let E2eError::IdentityChanged {
+        device,
+        pinned,
+        presented,
+    } = error
+    {
+        eprintln!(
+            "WARNING: THE IDENTITY KEY OF DEVICE {device} HAS CHANGED.\n\
+             pinned:   {}\nnow:      {}\n\
+             Someone may be impersonating this device (or it was reinstalled). Nothing was sent to it.\n\
+             Compare fingerprints with its owner over another channel.",
+            fingerprint(pinned),
+            fingerprint(presented)
+        );
+        return Some(anyhow::anyhow!(
+            "identity key of {device} changed; refusing"
+        ));
+    }
+    None
+}
+
+fn chat_error(error: ChatError) -> anyhow::Error {
+    if let ChatError::E2e(e2e) = &error
+        && let Some(warning) = identity_changed(e2e)
+    {
+        return warning;
+    }
+    error.into()
+}
+
+async fn command(
+    command: &ChatCommand,
+    file: &StateFile,
+    profile: &Profile,
+    device: &mut ChatDevice,
+) -> anyhow::Result<()> {
+    match command {
+        ChatCommand::Register { .. } => unreachable_register(),
+        ChatCommand::Send { user, text } => {
+            let id = device.send_text(user, text).await.map_err(chat_error)?;
+            println!("sent {id}");
+            Ok(())
+        }
+        ChatCommand::Listen {
+            json,
+            count,
+            timeout,
+        } => {
+            let listening = listen(file, profile, device, *json, *count);
+            match timeout {
+                Some(seconds) => {
+                    match tokio::time::timeout(Duration::from_secs(*seconds), listening).await {
+                        Ok(result) => result,
+                        Err(_) if count.is_none() => Ok(()),
+                        Err(_) => bail!("timed out before {} message(s)", count.unwrap_or(0)),
+                    }
+                }
+                None => listening.await,
+            }
+        }
+        ChatCommand::Users => {
+            for user in device.client().list_users().await? {
+                let presence = if user.online { "online" } else { "offline" };
+                println!("{} ({presence})", user.username);
+            }
+            Ok(())
+        }
+        ChatCommand::Fingerprint { user: None } => {
+            println!("{} device {}", profile.username, device.device());
+            println!("fingerprint: {}", device.olm().fingerprint());
+            Ok(())
+        }
+        ChatCommand::Fingerprint { user: Some(user) } => {
+            let devices = device.client().list_devices(user).await?;
+            let mut changed = None;
+            for listed in &devices {
+                let shown = fingerprint(&listed.identity_key);
+                let status = match device.olm().pinned_fingerprint(&listed.device) {
+                    Some(pinned) if pinned == shown => "pinned, matches".to_owned(),
+                    Some(pinned) => {
+                        changed = identity_changed(&E2eError::IdentityChanged {
+                            device: listed.device.clone(),
+                            pinned: pinned.replace(' ', ""),
+                            presented: listed.identity_key.clone(),
+                        });
+                        "CHANGED".to_owned()
+                    }
+                    None => "not pinned yet (pinned at the first message)".to_owned(),
+                };
+                println!(
+                    "{user} device {}\n  fingerprint: {shown}\n  {status}",
+                    listed.device
+                );
+            }
+            changed.map_or(Ok(()), Err)
+        }
+        ChatCommand::Devices { user } => {
+            let user = user.as_deref().unwrap_or(&profile.username);
+            for listed in device.client().list_devices(user).await? {
+                let this = if listed.device == device.device() {
+                    " (this device)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{} {}{this}",
+                    listed.device,
+                    fingerprint(&listed.identity_key)
+                );
+            }
+            Ok(())
+        }
+        ChatCommand::Link => {
+            let (token, expires_at) = device.client().link_device().await?;
+            println!("{}", token.as_str());
+            eprintln!(
+                "give it to the new device: tessera chat register --user {} --invite TOKEN ... (valid until {expires_at}, Unix time)",
+                profile.username
+            );
+            Ok(())
+        }
+    }
+}
+
+fn unreachable_register() -> anyhow::Result<()> {
+    bail!("register creates a new state; it is handled before the state is opened")
+}
+
+async fn listen(
+    file: &StateFile,
+    profile: &Profile,
+    device: &mut ChatDevice,
+    json: bool,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut received = 0u64;
+    let mut stdout = std::io::stdout();
+    while count.is_none_or(|n| received < n) {
+        let message = device
+            .receive_unacked(Some(Duration::from_secs(30)))
+            .await
+            .map_err(chat_error)?;
+        let text = String::from_utf8_lossy(&message.body);
+        let line = if json {
+            serde_json::json!({
+                "from": message.from_user,
+                "from_device": message.from_device,
+                "message_id": message.message_id,
+                "text": text,
+            })
+            .to_string()
+        } else {
+            format!("{}: {text}", message.from_user)
+        };
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        // Persist (the message is now in the dedup window), then acknowledge.
+        file.save(profile, device.olm())?;
+        device.ack(&message).await?;
+        received += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! `tessera relay serve` / `relay invite` and `tessera chat ...` driven as people and scripts drive them:
+//! an invite-only relay, two users, a message sent while the recipient is offline and one while it
+//! listens (both decrypted by the recipient's `listen --json`), fingerprints, a second device joined with
+//! a link token, the admin port, and a hard warning when the relay presents another identity key for a
+//! pinned device (the key swap seed 002's server could do).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+use tessera_relay::store::{Admission, Registration, SqliteStore, Store};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tessera")
+}
+
+struct Relay {
+    child: Child,
+    url: String,
+    key: String,
+    admin: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Relay {
+    let mut child = Command::new(bin())
+        .args(["relay", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0", "--invite-only", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    out.read_line(&mut banner).expect("banner");
+    // "relay on ws://ADDR/ with key KEY"
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    assert_eq!(words.len(), 6, "{banner}");
+    let mut admin = String::new();
+    out.read_line(&mut admin).expect("admin banner");
+    let admin = admin.split_whitespace().nth(2).expect("admin url");
+    Relay {
+        url: words[2].to_owned(),
+        key: words[5].to_owned(),
+        admin: admin
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        child,
+    }
+}
+
+fn chat(state: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tessera chat")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn invite(data: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["relay", "invite", "--data"])
+        .arg(data)
+        .output()
+        .expect("relay invite");
+    ok(out).trim().to_owned()
+}
+
+fn register(relay: &Relay, state: &Path, user: &str, token: &str) -> String {
+    ok(chat(
+        state,
+        &[
+            "register",
+            "--server",
+            &relay.url,
+            "--server-key",
+            &relay.key,
+            "--user",
+            user,
+            "--invite",
+            token,
+            "--prekeys",
+            "5",
+        ],
+    ))
+}
+
+fn json_line(out: &mut BufReader<ChildStdout>) -> serde_json::Value {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("listen output");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("admin port");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+fn device_of(register_output: &str) -> String {
+    register_output
+        .split_whitespace()
+        .nth(3)
+        .expect("device id")
+        .to_owned()
+}
+
+#[test]
+fn relay_and_chat_from_the_command_line() {
+    let dir: PathBuf = tempfile_dir();
+    let data = dir.join("data");
+    let relay = serve(&data);
+    let (alice, bob, alice_phone) = (
+        dir.join("alice.state"),
+        dir.join("bob.state"),
+        dir.join("alice-phone.state"),
+    );
+
+    // Invite-only: no token, no account.
+    let refused = chat(
+        &alice,
+        &[
+            "register",
+            "--server",
+            &relay.url,
+            "--server-key",
+            &relay.key,
+            "--user",
+            "alice",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invite"));
+    assert!(!alice.exists(), "a refused registration leaves no state");
+
+    let alice_device = device_of(&register(&relay, &alice, "alice", &invite(&data)));
+    let bob_device = device_of(&register(&relay, &bob, "bob", &invite(&data)));
+    let used = invite(&data);
+    register(&relay, &dir.join("carol.state"), "carol", &used);
+    let reused = chat(
+        &dir.join("dave.state"),
+        &[
+            "register",
+            "--server",
+            &relay.url,
+            "--server-key",
+            &relay.key,
+            "--user",
+            "dave",
+            "--invite",
+            &used,
+        ],
+    );
+    assert!(!reused.status.success(), "an invite is single use");
+
+    // Bob is offline: the message waits on the relay, encrypted.
+    let sent = ok(chat(
+        &alice,
+        &["send", "bob", "hello bob, you were offline"],
+    ));
+    assert!(sent.starts_with("sent "), "{sent}");
+
+    let mut listen = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(&bob)
+        .args(["listen", "--json", "--count", "2", "--timeout", "60"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("listen");
+    let mut lines = BufReader::new(listen.stdout.take().expect("stdout"));
+    let first = json_line(&mut lines);
+    assert_eq!(first["from"], "alice");
+    assert_eq!(first["from_device"], alice_device.as_str());
+    assert_eq!(first["text"], "hello bob, you were offline");
+    // Bob is listening now: a live message.
+    ok(chat(&alice, &["send", "bob", "and now you are online"]));
+    let second = json_line(&mut lines);
+    assert_eq!(second["text"], "and now you are online");
+    assert!(listen.wait().expect("listen ends").success());
+
+    // Fingerprints: bob's own, and alice's device as bob has pinned it.
+    let own = ok(chat(&alice, &["fingerprint"]));
+    let alice_fp = own
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("own fingerprint")
+        .to_owned();
+    let seen_by_bob = ok(chat(&bob, &["fingerprint", "alice"]));
+    assert!(seen_by_bob.contains(&alice_fp), "{seen_by_bob}");
+    assert!(seen_by_bob.contains("pinned, matches"), "{seen_by_bob}");
+    let users = ok(chat(&bob, &["users"]));
+    assert!(users.contains("alice") && users.contains("bob"), "{users}");
+    assert!(
+        !users.contains("carol"),
+        "no enumeration of strangers: {users}"
+    );
+
+    // A second device of alice joins with a link token from the first, and gets bob's reply too.
+    let link = ok(chat(&alice, &["link"])).trim().to_owned();
+    let phone_device = device_of(&register(&relay, &alice_phone, "alice", &link));
+    let devices = ok(chat(&alice, &["devices"]));
+    assert!(devices.contains(&alice_device) && devices.contains(&phone_device));
+    ok(chat(&bob, &["send", "alice", "hi both of you"]));
+    for state in [&alice, &alice_phone] {
+        let got = ok(chat(
+            state,
+            &["listen", "--json", "--count", "1", "--timeout", "30"],
+        ));
+        let got: serde_json::Value = serde_json::from_str(got.trim()).expect("json");
+        assert_eq!(got["text"], "hi both of you");
+        assert_eq!(got["from_device"], bob_device.as_str());
+    }
+
+    // The sealed state files hold no plaintext and no readable account name.
+    for state in [&alice, &bob, &alice_phone] {
+        let bytes = std::fs::read(state).expect("state");
+        for needle in [&b"hello bob"[..], b"hi both", b"alice", b"bob"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+
+    // Admin port.
+    assert!(http_get(&relay.admin, "/health").contains("ok"));
+    let metrics = http_get(&relay.admin, "/metrics");
+    assert!(
+        metrics.contains("tessera_relay_messages_stored_total"),
+        "{metrics}"
+    );
+
+    // The relay (compromised, say) now presents another identity key for bob's device.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = SqliteStore::open(data.join("relay.db")).await.expect("db");
+        // Every listen acknowledged what it printed: nothing is left to deliver twice.
+        for device in [&alice_device, &bob_device, &phone_device] {
+            let left = store.pending(device, 0, 10).await.expect("pending");
+            assert!(left.is_empty(), "{device}: {left:?}");
+        }
+        let impostor = tessera_relay::e2e::OlmDevice::new();
+        store
+            .register_device(
+                &Registration {
+                    username: "bob",
+                    device: &bob_device,
+                    identity_key: &impostor.identity_key(),
+                    signing_key: &impostor.signing_key(),
+                },
+                &Admission::default(),
+            )
+            .await
+            .expect("swap bob's key");
+        store.close().await;
+    });
+    let refused = chat(&alice, &["send", "bob", "secret plans"]);
+    assert!(
+        !refused.status.success(),
+        "nothing is sent to a changed key"
+    );
+    let warning = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        warning.contains("WARNING") && warning.contains("CHANGED"),
+        "{warning}"
+    );
+    assert!(warning.contains(&bob_device), "{warning}");
+    let shown = chat(&alice, &["fingerprint", "bob"]);
+    assert!(!shown.status.success());
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("CHANGED"));
+    assert!(String::from_utf8_lossy(&shown.stderr).contains("WARNING"));
+
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-chat-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
