@@ -257,7 +257,7 @@ impl<S: Store> Relay<S> {
             relay: self.clone(),
             device: device.clone(),
         };
-        let mut registered = match self.inner.store.device(&device).await {
+        let mut registered = match Box::pin(self.inner.store.device(&device)).await {
             Ok(record) => record.is_some(),
             Err(error) => {
                 tracing::error!(%error, "relay store failed");
@@ -276,7 +276,9 @@ impl<S: Store> Relay<S> {
         tokio::pin!(idle);
         let closed = loop {
             if registered && more {
-                match self.deliver_batch(&device, &mut cursor, &writer).await {
+                // Boxed: the store's futures are large, and an idle connection should not carry
+                // their space (memory per idle client).
+                match Box::pin(self.deliver_batch(&device, &mut cursor, &writer)).await {
                     Ok(full) => more = full,
                     Err(()) => break Closed::Peer,
                 }
@@ -288,7 +290,7 @@ impl<S: Store> Relay<S> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     let (reply, now_registered) = if budget.take() {
                         limited = 0;
-                        self.handle(&device, &bytes).await
+                        Box::pin(self.handle(&device, &bytes)).await
                     } else {
                         limited += 1;
                         let message = "request rate exceeded; slow down".to_owned();

@@ -143,7 +143,14 @@ async fn serve(
         max_age: None,
         ..RegistryConfig::new("relay")
     });
-    let (server, listener) = Server::new(identity, AnyKey, ChannelConfig::default(), registry);
+    // Small WebSocket buffers (4 KiB): relay messages are small, and an idle connection then costs
+    // under 20 KB (BENCHMARKS.md).
+    let channel = ChannelConfig {
+        ws_read_buffer: 4 * 1024,
+        ws_write_buffer: 4 * 1024,
+        ..ChannelConfig::default()
+    };
+    let (server, listener) = Server::new(identity, AnyKey, channel, registry);
     let serving = tessera_channel::serve(listen, &server)
         .await
         .with_context(|| format!("listening on {listen}"))?;
