@@ -12,6 +12,7 @@
 //! | [`http`] | the Streamable HTTP front: POST/GET/DELETE, sessions mapped to upstream sessions, version and Origin checks |
 //! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) or a remote HTTP server ([`upstream::http`]) |
 //! | [`connect`] | stdio on one side, a remote Streamable HTTP server on the other (`tessera mcp connect`) |
+//! | [`progress`] | progress tokens, rewritten byte for byte, and routes to a request's response stream |
 //! | [`tape`] | recordings as JSON lines, with redaction |
 //!
 //! Messages are forwarded as the bytes they came as; the proxy writes only its own replies (limit and
@@ -28,6 +29,7 @@ pub mod lines;
 pub mod metrics;
 pub mod outbox;
 pub mod pipe;
+pub mod progress;
 pub mod session;
 pub mod stdio;
 pub mod tape;

@@ -503,7 +503,14 @@ async fn a_broken_get_stream_resumes_with_last_event_id() {
     let operation = tokio::spawn(async move {
         let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "trigger-long-running-operation",
             "arguments": {"duration": 0.3, "steps": 3}, "_meta": {"progressToken": "op"}}});
-        http.post(Some(&s), &call).await
+        // A JSON-only client: its request's progress cannot ride on its POST, so it comes on the GET stream.
+        let headers = [
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-session-id", s.as_str()),
+        ];
+        http.send(hyper::Method::POST, &headers, Some(&call)).await
     });
     let mut buf = String::new();
     let seen = read_events(&mut first, &mut buf, |e| !progress(e).is_empty()).await;

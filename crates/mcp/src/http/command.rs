@@ -16,6 +16,7 @@ use crate::jsonrpc::{Kind, Message};
 use crate::lines::Line;
 use crate::metrics;
 use crate::outbox::LineTx;
+use crate::progress::{self, Routes};
 use crate::session::{Direction, McpSession};
 use crate::upstream::child::{self, ChildSpec};
 
@@ -30,6 +31,8 @@ pub(crate) fn start(
     let session = guard.session();
     let (mut child, input, mut output) = child::spawn(spec, session)?;
     let (stream_tx, stream_rx) = mpsc::channel(state.config.stream_queue.max(1));
+    let progress = Routes::new(state.sessions.config().pending.per_session);
+    let reader_routes = progress.clone();
     let reader_mcp = mcp.clone();
     let reader_input = input.clone();
     let to_stream = stream_tx.clone();
@@ -52,7 +55,11 @@ pub(crate) fn start(
                     continue;
                 }
             };
-            from_server(&reader_mcp, &reader_input, &stream_tx, tape.as_ref(), message).await;
+            let to = Outlets {
+                stream: &stream_tx,
+                progress: &reader_routes,
+            };
+            from_server(&reader_mcp, &reader_input, to, tape.as_ref(), message).await;
         }
         tracing::info!(session = %reader_mcp.id(), "the server closed its stdout: ending the session");
         reader_mcp.session().fail(FailureReason::error("the upstream server exited"));
@@ -75,19 +82,30 @@ pub(crate) fn start(
             stream: Mutex::new(Some(stream_rx)),
             to_stream,
             history: Mutex::new(super::get::History::default()),
+            progress,
         },
     }))
 }
 
-/// One message from the child: a response resolves its request's waiter; anything else goes to the GET
-/// stream (dropped, with a warning, when the stream's queue is full).
+/// Where the child's messages go besides responses.
+struct Outlets<'a> {
+    /// The session's GET stream.
+    stream: &'a mpsc::Sender<Message>,
+    /// Response streams of requests that carry a progress token.
+    progress: &'a Routes,
+}
+
+/// One message from the child: a response resolves its request's waiter; a progress notification goes to
+/// its request's response stream when that is an SSE stream; anything else goes to the GET stream
+/// (dropped, with a warning, when the stream's queue is full).
 async fn from_server(
     mcp: &McpSession,
     input: &LineTx,
-    stream: &mpsc::Sender<Message>,
+    to: Outlets<'_>,
     tape: Option<&crate::tape::Tape>,
     message: Message,
 ) {
+    let stream = to.stream;
     let meta = mcp.observe(&message);
     metrics::frame(Direction::ServerToClient);
     let mut correlated = None;
@@ -130,7 +148,14 @@ async fn from_server(
             correlated.as_ref(),
         );
     }
-    if correlated.is_none() && stream.try_send(message).is_err() {
+    if correlated.is_some() {
+        return;
+    }
+    let message = match to.progress.deliver(message) {
+        Ok(()) => return,
+        Err(unrouted) => unrouted,
+    };
+    if stream.try_send(message).is_err() {
         tracing::warn!(session = %mcp.id(), "GET stream queue full: a server message was dropped");
     }
 }
@@ -180,11 +205,41 @@ pub(crate) async fn post(
         Err(refusal) => return message_response(&refusal.reply, accept, None),
     };
     let mut withdraw = mcp.withdraw_on_drop(id.clone());
+    // A request with a progress token, from a client that takes SSE, is answered with a stream carrying
+    // its progress; the route exists before the child can see the request.
+    let routed = match (&session.link, progress::token(&message)) {
+        (Link::Child { progress, .. }, Some(token)) if accept.sse && !new_session => {
+            let (tx, rx) = mpsc::channel(64);
+            progress.add(token, None, tx).map(|guard| (guard, rx))
+        }
+        _ => None,
+    };
     if !input.send(&message).await {
         return error_response(
             StatusCode::BAD_GATEWAY,
             "Bad Gateway: the upstream server is gone",
         );
+    }
+    if let Some((guard, notes)) = routed {
+        let input = input.clone();
+        let outcome = async move {
+            let response = match McpSession::outcome(pending, &id).await {
+                Ok(response) => response,
+                Err(Some(expired)) => {
+                    metrics::expired();
+                    input.send(&expired.cancel).await;
+                    expired.reply
+                }
+                Err(None) => Message::error_reply(
+                    Some(&id),
+                    crate::jsonrpc::PROXY_ERROR,
+                    "the session ended before the response",
+                ),
+            };
+            withdraw.disarm();
+            response
+        };
+        return super::streamed::response(notes, outcome, Some(guard), None);
     }
     let response = match McpSession::outcome(pending, &id).await {
         Ok(response) => response,

@@ -9,6 +9,7 @@
 //! Every session lives in the runtime registry and in the map here; a task of the session removes it from
 //! the map when the session ends, however it ends (DELETE, idle timeout, upstream exit, shutdown).
 
+pub mod batch;
 pub mod command;
 pub mod delete;
 pub mod get;
@@ -17,6 +18,7 @@ pub mod post;
 pub mod shared;
 pub mod sse;
 pub mod stateless;
+mod streamed;
 pub mod version;
 
 use std::collections::HashMap;
@@ -94,6 +96,8 @@ pub(crate) enum Link {
         to_stream: mpsc::Sender<Message>,
         /// The last events sent on GET streams (id, encoded event), for `Last-Event-ID` resumption.
         history: Mutex<get::History>,
+        /// Progress notifications routed to their request's response stream.
+        progress: crate::progress::Routes,
     },
 }
 

@@ -5,6 +5,7 @@
 //! * No `Mcp-Session-Id` and an `initialize` request → a new session (its id is returned with the result).
 //! * An unknown or ended session → 404; no session id on any other message → 400.
 //! * Notifications and responses → 202; requests → the response as JSON or SSE, whichever the client accepts.
+//! * A JSON-RPC batch (2025-03-26) in a session → split and answered per element ([`super::batch`]).
 
 use std::sync::Arc;
 
@@ -46,10 +47,12 @@ pub(crate) async fn post(
         Ok(m) => m,
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
     };
-    if matches!(message.kind(), Kind::Batch) {
+    let is_batch = matches!(message.kind(), Kind::Batch);
+    if is_batch && !headers.contains_key(&super::MCP_SESSION_ID) {
+        // Batches belong to 2025-03-26 sessions: not to `initialize`, nor to the stateless revision.
         return error_response(
             StatusCode::BAD_REQUEST,
-            "Bad Request: JSON-RPC batches are not supported by this proxy",
+            "Bad Request: a JSON-RPC batch needs an Mcp-Session-Id (and may not carry initialize)",
         );
     }
     if message.is_request() && !(accept.json || accept.sse) {
@@ -79,10 +82,14 @@ pub(crate) async fn post(
     if authenticated {
         session.mcp.set_authenticated();
     }
+    if is_batch {
+        return super::batch::post(&state, &session, &headers, message, accept).await;
+    }
     forward(&state, &session, &headers, message, accept, false).await
 }
 
-async fn forward(
+/// One message for the session's upstream link.
+pub(crate) async fn forward(
     state: &Arc<State>,
     session: &Arc<HttpSession>,
     headers: &HeaderMap,

@@ -21,6 +21,7 @@ use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
 use crate::lines::Line;
 use crate::metrics;
 use crate::outbox::LineTx;
+use crate::progress::{self, Routes};
 use crate::session::{Direction, McpSession};
 use crate::upstream::child::{self, ChildSpec};
 
@@ -29,6 +30,8 @@ pub(crate) struct SharedChild {
     owner: McpSession,
     input: LineTx,
     next_id: AtomicU64,
+    /// Progress notifications routed to their request's response stream, by the proxy's own token.
+    progress: Routes,
 }
 
 /// The live shared child, started on first use (or again after the last one exited).
@@ -49,6 +52,8 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
     let (mut child, input, mut output) =
         child::spawn(spec, guard.session()).map_err(|e| unavailable(&e))?;
     let reader = owner.clone();
+    let progress = Routes::new(state.sessions.config().pending.per_session);
+    let routes = progress.clone();
     let spawned = guard.session().clone().spawn(async move {
         while let Some(line) = output.next().await {
             let Ok(Line::Frame(bytes)) = line else { continue };
@@ -62,9 +67,13 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
                         tracing::debug!(id = ?message.id(), "late or unknown response from the shared child dropped");
                     }
                 }
-                // Notifications about a request (progress, log) cannot be routed without a stream per request
-                // on stdio; the 2026 server sends them only when asked.
-                _ => tracing::debug!(method = ?message.method(), "shared child message not routed"),
+                // Progress finds its request by the proxy's token; stdio gives a log message or a listen
+                // notification nothing to route by (see docs/mcp.md).
+                _ => {
+                    if let Err(unrouted) = routes.deliver(message) {
+                        tracing::debug!(method = ?unrouted.method(), "shared child message not routed");
+                    }
+                }
             }
         }
         tracing::info!("the shared stateless child closed its stdout");
@@ -92,6 +101,7 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
         owner,
         input,
         next_id: AtomicU64::new(1),
+        progress,
     });
     *slot = Some(shared.clone());
     Ok(shared)
@@ -142,12 +152,26 @@ pub(crate) async fn post(
     let upstream_id = Id::number(
         i64::try_from(shared.next_id.fetch_add(1, Ordering::Relaxed)).unwrap_or(i64::MAX),
     );
-    let Some(remapped) = message.with_id(&upstream_id) else {
+    let Some(mut remapped) = message.with_id(&upstream_id) else {
         return error_response(
             StatusCode::BAD_REQUEST,
             "Bad Request: the request could not be re-identified",
         );
     };
+    // A progress token is the client's choice and may collide with another client's: the child sees a
+    // token of the proxy's, and the request's SSE response carries its progress with the client's token.
+    let mut routed = None;
+    if let Some(client_token) = progress::token(&message).filter(|_| accept.sse) {
+        let ours = format!("\"tessera-progress-{}\"", upstream_id.as_json());
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        if let (Some(rewritten), Some(guard)) = (
+            progress::with_token(&remapped, &ours),
+            shared.progress.add(&ours, Some(client_token), tx),
+        ) {
+            remapped = rewritten;
+            routed = Some((guard, rx));
+        }
+    }
     let pending = match shared
         .owner
         .track_request(Direction::ClientToServer, &remapped)
@@ -169,33 +193,59 @@ pub(crate) async fn post(
             "Bad Gateway: the upstream server is gone",
         );
     }
-    let response = match McpSession::outcome(pending, &upstream_id).await {
+    if let Some((guard, notes)) = routed {
+        let (state, group) = (state.clone(), group.clone());
+        let outcome = async move {
+            let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
+            record(&state, &group, &response);
+            response
+        };
+        return super::streamed::response(notes, outcome, Some(guard), None);
+    }
+    let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
+    record(state, group, &response);
+    message_response(&response, accept, None)
+}
+
+/// The child's answer to a remapped request, under the client's id (or the proxy's error).
+async fn answer(
+    shared: &SharedChild,
+    cancel: &mut CancelOnDrop,
+    pending: tessera_session::Pending<Message>,
+    upstream_id: &Id,
+    original: &Id,
+) -> Message {
+    let response = match McpSession::outcome(pending, upstream_id).await {
         Ok(response) => {
             cancel.upstream_id = None;
-            response.with_id(&original)
+            response.with_id(original)
         }
         Err(Some(expired)) => {
             cancel.upstream_id = None;
             metrics::expired();
             shared.input.send(&expired.cancel).await;
             Some(Message::error_reply(
-                Some(&original),
+                Some(original),
                 PROXY_ERROR,
                 "request timed out",
             ))
         }
         Err(None) => None,
     };
-    let Some(response) = response else {
-        return error_response(
-            StatusCode::BAD_GATEWAY,
-            "Bad Gateway: the upstream server ended before answering",
-        );
-    };
-    let meta = group.observe(&response);
+    response.unwrap_or_else(|| {
+        Message::error_reply(
+            Some(original),
+            PROXY_ERROR,
+            "the upstream server ended before answering",
+        )
+    })
+}
+
+/// Counts and records a response going back to a stateless client.
+fn record(state: &State, group: &McpSession, response: &Message) {
+    let meta = group.observe(response);
     metrics::frame(Direction::ServerToClient);
     if let Some(tape) = &state.tape {
-        tape.frame(&meta, Direction::ServerToClient, &response, None);
+        tape.frame(&meta, Direction::ServerToClient, response, None);
     }
-    message_response(&response, accept, None)
 }

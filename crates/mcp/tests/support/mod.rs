@@ -1,3 +1,4 @@
 pub mod client;
 pub mod http;
 pub mod npm;
+pub mod proxy;

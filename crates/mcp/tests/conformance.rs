@@ -1,0 +1,256 @@
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance@0.2.0-alpha.12`, on Node 22 from
+//! npm) runs its server scenarios, for 2025-11-25 and for 2026-07-28, against our rmcp fixture server
+//! directly, through `mcp serve` with the fixture as a URL upstream, and through `mcp serve` with the fixture
+//! as a command upstream (stdio). Every scenario that passes directly must pass through the proxy, and
+//! enough must pass directly that the comparison means something.
+//!
+//! A custom harness (`harness = false`): started with `--fixture-stdio`, this binary is the stdio fixture
+//! the command upstream runs.
+
+#[path = "conformance/fixture.rs"]
+mod fixture;
+mod support;
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use tessera_mcp::upstream::child::ChildSpec;
+use tessera_mcp::{McpConfig, Sessions};
+use tokio_util::sync::CancellationToken;
+
+const NAME: &str = "conformance_server_scenarios_direct_vs_proxied";
+
+/// Revisions run, each with the least number of scenarios that must pass directly.
+const REVISIONS: [(&str, usize); 2] = [("2025-11-25", 25), ("2026-07-28", 25)];
+
+/// One whole suite run's safety net (the runs take seconds; this only stops a hang).
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if args.iter().any(|a| a == "--fixture-stdio") {
+        runtime.block_on(fixture::serve_stdio());
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{NAME}: test");
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let ignored_only = args.iter().any(|a| a == "--ignored");
+    if ignored_only || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str()))) {
+        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n");
+        return;
+    }
+    println!("\nrunning 1 test");
+    let outcome = std::panic::catch_unwind(|| runtime.block_on(run()));
+    match outcome {
+        Ok(()) => {
+            println!("test {NAME} ... ok\n");
+            println!(
+                "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+            );
+        }
+        Err(_) => {
+            println!("test {NAME} ... FAILED\n");
+            println!(
+                "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n"
+            );
+            std::process::exit(101);
+        }
+    }
+}
+
+struct Proxy {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_proxy(upstream: Upstream) -> Proxy {
+    let proxy = HttpProxy::new(
+        HttpConfig::new(upstream),
+        Sessions::new(McpConfig::default()),
+        None,
+    )
+    .expect("proxy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    // `localhost`, as the suite's dns-rebinding scenario needs a localhost URL.
+    let url = format!(
+        "http://localhost:{}/mcp",
+        listener.local_addr().expect("proxy address").port()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = proxy
+            .serve(
+                listener,
+                axum::Router::new(),
+                async move {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(2),
+            )
+            .await;
+        served.expect("the proxy serves");
+    });
+    Proxy {
+        url,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Proxy {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// Runs the suite's server scenarios of `revision` against `url`; returns the scenarios whose checks all
+/// passed, and every scenario run.
+async fn run_suite(
+    suite: &support::npm::Conformance,
+    url: &str,
+    revision: &str,
+    out: &Path,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).expect("create the results dir");
+    let mut command = tokio::process::Command::new(&suite.node);
+    command
+        .arg(&suite.cli)
+        .args(["server", "--url", url, "--requirements", revision, "-o"])
+        .arg(out)
+        .stdout(std::fs::File::create(out.join("stdout.log")).expect("log file"))
+        .stderr(std::fs::File::create(out.join("stderr.log")).expect("log file"))
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("start the conformance suite");
+    match tokio::time::timeout(RUN_TIMEOUT, child.wait()).await {
+        Ok(status) => {
+            status.expect("wait for the conformance suite");
+        }
+        Err(_) => panic!("the conformance suite against {url} ({revision}) hung"),
+    }
+    read_results(out)
+}
+
+/// `<out>/server-<scenario>-<timestamp>/checks.json` → (passed, all).
+fn read_results(out: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut passed = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return (passed, all);
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("server-") else {
+            continue;
+        };
+        // Strip the timestamp suffix: the scenario is everything before the last `-<digits…>` run.
+        let scenario = scenario_name(rest);
+        let Ok(text) = std::fs::read_to_string(dir.join("checks.json")) else {
+            continue;
+        };
+        let Ok(Value::Array(checks)) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        all.insert(scenario.clone());
+        let failed = checks
+            .iter()
+            .any(|c| matches!(c["status"].as_str(), Some("FAILURE")));
+        if !checks.is_empty() && !failed {
+            passed.insert(scenario);
+        }
+    }
+    (passed, all)
+}
+
+/// `tools-list-2026-11-22T09-30-00-000Z` → `tools-list`.
+fn scenario_name(dir: &str) -> String {
+    match dir.find("-20") {
+        Some(i) if dir[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => dir[..i].to_owned(),
+        _ => dir.to_owned(),
+    }
+}
+
+async fn run() {
+    let suite = support::npm::conformance();
+    let stop = CancellationToken::new();
+    let fixture = fixture::serve_http(&stop).await;
+    let me = std::env::current_exe().expect("this test binary");
+    let mut spec =
+        ChildSpec::from_command(&[me.into_os_string(), OsString::from("--fixture-stdio")])
+            .expect("child spec");
+    spec.grace = Duration::from_secs(1);
+    let via_url = start_proxy(Upstream::Url(fixture.clone())).await;
+    let via_command = start_proxy(Upstream::Command(spec)).await;
+    let results: PathBuf =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mcp-conformance-results");
+
+    let mut failures = Vec::new();
+    for (revision, floor) in REVISIONS {
+        let targets = [
+            ("direct", fixture.as_str()),
+            ("url-upstream", via_url.url.as_str()),
+            ("command-upstream", via_command.url.as_str()),
+        ];
+        let runs = futures_util::future::join_all(targets.iter().map(|(label, url)| {
+            let out = results.join(format!("{revision}-{label}"));
+            let suite = &suite;
+            async move { (*label, run_suite(suite, url, revision, &out).await) }
+        }))
+        .await;
+        let (direct, direct_all) = runs[0].1.clone();
+        println!(
+            "{revision} direct: {}/{} scenarios pass: {direct:?}",
+            direct.len(),
+            direct_all.len()
+        );
+        if direct.len() < floor {
+            failures.push(format!(
+                "{revision}: only {} scenarios pass directly (floor {floor})",
+                direct.len()
+            ));
+        }
+        for (label, (passed, all)) in &runs[1..] {
+            let lost: Vec<&String> = direct.difference(passed).collect();
+            let gained: Vec<&String> = passed.difference(&direct).collect();
+            println!(
+                "{revision} {label}: {}/{} pass; lost vs direct: {lost:?}; gained: {gained:?}",
+                passed.len(),
+                all.len()
+            );
+            if !lost.is_empty() {
+                failures.push(format!(
+                    "{revision} {label}: fail through the proxy: {lost:?}"
+                ));
+            }
+        }
+    }
+    via_url.stop().await;
+    via_command.stop().await;
+    stop.cancel();
+    assert!(
+        failures.is_empty(),
+        "{failures:#?} (results under {})",
+        results.display()
+    );
+}

@@ -1,0 +1,53 @@
+//! An HTTP proxy on a loopback port for a test, stopped and checked empty by `finish`.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use tessera_mcp::{McpConfig, Sessions};
+
+use super::http::Http;
+
+pub struct Running {
+    pub proxy: HttpProxy,
+    pub http: Http,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<tessera_session::ShutdownReport>>,
+}
+
+pub async fn start(upstream: Upstream) -> Running {
+    let sessions = Sessions::new(McpConfig::default());
+    let proxy = HttpProxy::new(HttpConfig::new(upstream), sessions, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = proxy.clone();
+    let server = tokio::spawn(async move {
+        serving
+            .serve(
+                listener,
+                axum::Router::new(),
+                async move {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(2),
+            )
+            .await
+    });
+    Running {
+        proxy,
+        http: Http::new(url),
+        stop,
+        server,
+    }
+}
+
+impl Running {
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+        assert_eq!(self.proxy.sessions().registry().len(), 0);
+        assert_eq!(self.proxy.mapped_sessions(), 0);
+    }
+}
