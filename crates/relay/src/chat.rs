@@ -131,9 +131,22 @@ impl ChatDevice {
         Ok(self.bundles.get(user).cloned().unwrap_or_default())
     }
 
-    /// Sends `text` to `to` end to end; returns the message id.
+    /// Sends `text` to `to` end to end under a new random message id; returns the id.
     pub async fn send_text(&mut self, to: &str, text: &str) -> Result<String, ChatError> {
         let message_id = format!("{:032x}", rand::random::<u128>());
+        self.send_text_as(to, text, &message_id).await?;
+        Ok(message_id)
+    }
+
+    /// Sends `text` to `to` under `message_id`. To retry a send whose outcome is unknown (the connection
+    /// broke), call it again with the same id: the relay stores a message id once, so the recipient gets
+    /// the text once.
+    pub async fn send_text_as(
+        &mut self,
+        to: &str,
+        text: &str,
+        message_id: &str,
+    ) -> Result<(), ChatError> {
         for attempt in 0..2 {
             let mut bundles = self.targets(to).await?;
             if bundles.is_empty() {
@@ -146,8 +159,8 @@ impl ChatDevice {
             for bundle in bundles.iter().filter(|b| b.device != self.device) {
                 envelopes.push(self.olm.encrypt_for(bundle, text.as_bytes())?);
             }
-            match self.client.send(&message_id, to, envelopes).await {
-                Ok(_) => return Ok(message_id),
+            match self.client.send(message_id, to, envelopes).await {
+                Ok(_) => return Ok(()),
                 Err(ClientError::Refused {
                     code: ErrorCode::UnknownDevice,
                     ..
@@ -219,6 +232,17 @@ impl ChatDevice {
     /// Seals the Olm state for storage (see [`crate::e2e::state`]).
     pub fn seal(&self, key: &StateKey) -> Result<Vec<u8>, ChatError> {
         Ok(self.olm.seal(key)?)
+    }
+
+    /// Carries on over a new connection (after the old one broke), keeping the Olm state.
+    pub fn reconnect(&mut self, client: RelayClient) {
+        self.client = client;
+        self.bundles.clear();
+    }
+
+    /// The underlying relay client, read-only (e.g. its recorded frames).
+    pub fn client_ref(&self) -> &RelayClient {
+        &self.client
     }
 
     /// The underlying relay client (for list_users, ping, ...).

@@ -70,6 +70,16 @@ pub struct RelayClient {
     channel: Channel,
     next_req: u64,
     deliveries: VecDeque<Delivery>,
+    /// Every frame received from the relay, when recording (see [`RelayClient::record`]).
+    transcript: Option<Transcript>,
+}
+
+/// A bounded record of the frames received from the relay.
+#[derive(Debug, Default)]
+struct Transcript {
+    frames: Vec<Vec<u8>>,
+    bytes: usize,
+    limit: usize,
 }
 
 impl RelayClient {
@@ -79,6 +89,31 @@ impl RelayClient {
             channel,
             next_req: 1,
             deliveries: VecDeque::new(),
+            transcript: None,
+        }
+    }
+
+    /// Starts recording every frame received from the relay, up to `limit_bytes` in total (later frames
+    /// are not kept): for audits of what the relay sends, e.g. that it never carries plaintext.
+    pub fn record(&mut self, limit_bytes: usize) {
+        self.transcript = Some(Transcript {
+            limit: limit_bytes,
+            ..Transcript::default()
+        });
+    }
+
+    /// The frames recorded since [`RelayClient::record`], as the relay sent them (after the channel's
+    /// decryption).
+    pub fn recorded(&self) -> &[Vec<u8>] {
+        self.transcript.as_ref().map_or(&[], |t| &t.frames)
+    }
+
+    fn tap(&mut self, bytes: &[u8]) {
+        if let Some(transcript) = &mut self.transcript
+            && transcript.bytes + bytes.len() <= transcript.limit
+        {
+            transcript.bytes += bytes.len();
+            transcript.frames.push(bytes.to_vec());
         }
     }
 
@@ -106,6 +141,7 @@ impl RelayClient {
 
     async fn receive(&mut self) -> Result<Reply, ClientError> {
         let bytes = self.channel.recv().await?.ok_or(ClientError::Closed)?;
+        self.tap(&bytes);
         Ok(decode_reply(&bytes)?)
     }
 
@@ -311,6 +347,7 @@ impl RelayClient {
                 }
                 Ok(received) => {
                     let bytes = received?.ok_or(ClientError::Closed)?;
+                    self.tap(&bytes);
                     match decode_reply(&bytes)? {
                         reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                         Reply::Pong { .. } => {}

@@ -17,6 +17,8 @@
 //! ([`DEDUP_WINDOW`]).
 
 mod dedup;
+#[cfg(test)]
+mod exposure_test;
 pub mod state;
 
 pub use dedup::DEDUP_WINDOW;
@@ -297,5 +299,60 @@ impl OlmDevice {
             .push(created.session);
         self.seen.insert(id);
         Ok(Some(created.plaintext))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, ciphertext: String) -> Delivery {
+        Delivery {
+            seq: 1,
+            from_user: "alice".into(),
+            from_device: "alice-device".into(),
+            message_id: id.into(),
+            ciphertext,
+        }
+    }
+
+    #[test]
+    fn a_replayed_fallback_key_pre_key_message_reaches_the_application_once() {
+        let (mut alice, mut bob) = (OlmDevice::new(), OlmDevice::new());
+        // No one-time key left: the session rests on the fallback key, which Olm accepts again.
+        let (_, fallback) = bob.prekeys(0);
+        let bundle = DeviceBundle {
+            device: "bob-device".into(),
+            identity_key: bob.identity_key(),
+            signing_key: bob.signing_key(),
+            one_time_key: None,
+            fallback_key: fallback,
+        };
+        let first = alice.encrypt_for(&bundle, b"pay 10").expect("encrypt");
+        let second = alice.encrypt_for(&bundle, b"pay 20").expect("encrypt");
+        assert_eq!(
+            bob.decrypt(&delivery("m1", first.ciphertext.clone()))
+                .expect("decrypt"),
+            Some(b"pay 10".to_vec())
+        );
+        assert_eq!(
+            bob.decrypt(&delivery("m2", second.ciphertext))
+                .expect("decrypt"),
+            Some(b"pay 20".to_vec())
+        );
+        // The same delivery again: the dedup window drops it.
+        assert_eq!(
+            bob.decrypt(&delivery("m1", first.ciphertext.clone()))
+                .expect("redelivery"),
+            None
+        );
+        // Replayed under another message id (the relay can alter ids; they are not encrypted): Olm alone
+        // would open a second session from the fallback key and yield "pay 10" again.
+        assert_eq!(
+            bob.decrypt(&delivery("forged-id", first.ciphertext))
+                .expect("replay"),
+            None
+        );
+        assert_eq!(bob.sessions["alice-device"].len(), 1, "no second session");
     }
 }
