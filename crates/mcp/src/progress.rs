@@ -1,5 +1,6 @@
-//! Progress tokens: where they sit in a message, rewriting one byte for byte, and the routes that send a
-//! child's `notifications/progress` to the HTTP response stream of the request that asked for it.
+//! Progress tokens and listen subscription ids: where they sit in a message, rewriting one byte for byte,
+//! and the routes that send a child's `notifications/progress` (or a 2026-07-28 listen notification) to the
+//! HTTP response stream of the request it belongs to.
 //!
 //! On stdio a server says which request a progress notification is about only through the token the
 //! request carried in `params._meta.progressToken` (the notification repeats it as `params.progressToken`).
@@ -36,6 +37,53 @@ struct Params<'a> {
 struct Meta<'a> {
     #[serde(borrow, rename = "progressToken")]
     token: Option<&'a RawValue>,
+    #[serde(borrow, rename = "io.modelcontextprotocol/subscriptionId")]
+    subscription: Option<&'a RawValue>,
+}
+
+/// The raw JSON of a listen notification's `params._meta["io.modelcontextprotocol/subscriptionId"]` (the
+/// JSON-RPC id of the `subscriptions/listen` request it belongs to, 2026-07-28).
+pub fn subscription_id(message: &Message) -> Option<&str> {
+    if message.is_request() {
+        return None;
+    }
+    let outer: Outer<'_> = serde_json::from_slice(message.raw()).ok()?;
+    let params: Params<'_> = serde_json::from_str(outer.params?.get()).ok()?;
+    let meta: Meta<'_> = serde_json::from_str(params.meta?.get()).ok()?;
+    Some(meta.subscription?.get())
+}
+
+/// The key a notification is routed by: its progress token, or its subscription id.
+fn route_key(message: &Message) -> Option<(String, &str)> {
+    if let Some(token) = token(message) {
+        return Some((format!("p{token}"), token));
+    }
+    subscription_id(message).map(|id| (format!("s{id}"), id))
+}
+
+/// The route key of a progress token (raw JSON).
+pub fn progress_key(token: &str) -> String {
+    format!("p{token}")
+}
+
+/// The route key of a listen request's id (raw JSON).
+pub fn subscription_key(id: &str) -> String {
+    format!("s{id}")
+}
+
+/// `message` with the bytes of `old` (a slice of its own bytes) replaced by `new`.
+fn splice(message: &Message, old: &str, new: &str) -> Option<Message> {
+    let raw = message.raw();
+    let start = (old.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let end = start.checked_add(old.len())?;
+    if end > raw.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() - old.len() + new.len());
+    out.extend_from_slice(&raw[..start]);
+    out.extend_from_slice(new.as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    Message::parse(Bytes::from(out)).ok()
 }
 
 /// The raw JSON of a progress token: a request's `params._meta.progressToken`, or a
@@ -59,19 +107,7 @@ pub fn token(message: &Message) -> Option<&str> {
 /// The same message with its progress token replaced by `token_json` (raw JSON), every other byte as it
 /// was. `None` when the message has no token.
 pub fn with_token(message: &Message, token_json: &str) -> Option<Message> {
-    let raw = message.raw();
-    let old = token(message)?;
-    // `old` borrows from `raw`: its offset is where the token's bytes start.
-    let start = (old.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
-    let end = start.checked_add(old.len())?;
-    if end > raw.len() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(raw.len() - old.len() + token_json.len());
-    out.extend_from_slice(&raw[..start]);
-    out.extend_from_slice(token_json.as_bytes());
-    out.extend_from_slice(&raw[end..]);
-    Message::parse(Bytes::from(out)).ok()
+    splice(message, token(message)?, token_json)
 }
 
 /// Where a routed notification goes: the response stream's queue, and the client's own token when the
@@ -115,20 +151,21 @@ impl Routes {
         }
     }
 
-    /// Routes notifications carrying `upstream_token` to `to`, restoring `client_token` when given.
-    /// `None` when the token is already routed or the table is full.
+    /// Routes notifications with the route key `key` ([`progress_key`], [`subscription_key`]) to `to`,
+    /// putting back the client's own value (raw JSON) when given. `None` when the key is already routed or
+    /// the table is full.
     pub fn add(
         &self,
-        upstream_token: &str,
+        key: &str,
         client_token: Option<&str>,
         to: mpsc::Sender<Message>,
     ) -> Option<RouteGuard> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.limit || map.contains_key(upstream_token) {
+        if map.len() >= self.limit || map.contains_key(key) {
             return None;
         }
         map.insert(
-            upstream_token.into(),
+            key.into(),
             Route {
                 to,
                 client_token: client_token.map(Into::into),
@@ -136,23 +173,23 @@ impl Routes {
         );
         Some(RouteGuard {
             routes: self.clone(),
-            token: upstream_token.into(),
+            token: key.into(),
         })
     }
 
-    /// Delivers a `notifications/progress` to its request's stream. Gives the message back when no route
-    /// takes it (no token, no route, or the stream's queue full or closed).
+    /// Delivers a `notifications/progress`, or a listen notification, to its request's stream. Gives the
+    /// message back when no route takes it (no key, no route, or the stream's queue full or closed).
     pub fn deliver(&self, message: Message) -> Result<(), Message> {
-        let Some(token) = token(&message) else {
+        let Some((key, value)) = route_key(&message) else {
             return Err(message);
         };
         let (to, restored) = {
             let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(route) = map.get(token) else {
+            let Some(route) = map.get(key.as_str()) else {
                 return Err(message);
             };
             let restored = match &route.client_token {
-                Some(client) => with_token(&message, client),
+                Some(client) => splice(&message, value, client),
                 None => None,
             };
             (route.to.clone(), restored)
@@ -200,13 +237,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn subscription_ids_are_found_and_rewritten() {
+        let note = msg(
+            r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":17},"x":1}}"#,
+        );
+        assert_eq!(subscription_id(&note), Some("17"));
+        let (key, value) = route_key(&note).unwrap();
+        assert_eq!(key, subscription_key("17"));
+        let back = splice(&note, value, r#""client-1""#).unwrap();
+        assert_eq!(subscription_id(&back), Some(r#""client-1""#));
+    }
+
     #[tokio::test]
     async fn routes_restore_the_client_token_and_unroute_on_drop() {
         let routes = Routes::new(1);
         let (tx, mut rx) = mpsc::channel(4);
-        let guard = routes.add(r#""p-1""#, Some("42"), tx.clone()).unwrap();
+        let guard = routes
+            .add(&progress_key(r#""p-1""#), Some("42"), tx.clone())
+            .unwrap();
         assert!(
-            routes.add(r#""p-2""#, None, tx).is_none(),
+            routes.add(&progress_key(r#""p-2""#), None, tx).is_none(),
             "limit of one route"
         );
         let note = msg(

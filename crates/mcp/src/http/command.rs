@@ -210,7 +210,9 @@ pub(crate) async fn post(
     let routed = match (&session.link, progress::token(&message)) {
         (Link::Child { progress, .. }, Some(token)) if accept.sse && !new_session => {
             let (tx, rx) = mpsc::channel(64);
-            progress.add(token, None, tx).map(|guard| (guard, rx))
+            progress
+                .add(&progress::progress_key(token), None, tx)
+                .map(|guard| (guard, rx))
         }
         _ => None,
     };

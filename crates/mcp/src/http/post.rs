@@ -1,7 +1,9 @@
 //! POST: one JSON-RPC message per request. Checks, then hands the message to the session's upstream link.
 //!
 //! * `Origin` not local → 403; `MCP-Protocol-Version` invalid → 400 (absent = 2025-03-26, unknown future
-//!   versions pass through); a body that is not JSON → 400 with `-32700`.
+//!   versions pass through); a body that is not JSON → 400 with `-32700`. A stateless request's version is
+//!   in its `_meta` and is the upstream's to accept or refuse; a request sent with a 2026-07-28 header but
+//!   no `_meta` version → 400 `-32602`. Errors the proxy writes answer the request by its id.
 //! * No `Mcp-Session-Id` and an `initialize` request → a new session (its id is returned with the result).
 //! * An unknown or ended session → 404; no session id on any other message → 400.
 //! * Notifications and responses → 202; requests → the response as JSON or SSE, whichever the client accepts.
@@ -18,7 +20,13 @@ use super::{
     Accept, HttpSession, Link, MCP_PROTOCOL_VERSION, State, check_origin, error_response,
     json_response, version,
 };
-use crate::jsonrpc::{Kind, Message};
+use crate::jsonrpc::{INVALID_PARAMS, Kind, Message, PROXY_ERROR};
+
+/// A 4xx whose JSON-RPC error answers the request by its id (null for a notification or a batch).
+fn reply_error(status: StatusCode, message: &Message, code: i32, text: &str) -> Response {
+    let id = message.id().filter(|_| message.is_request());
+    json_response(status, &Message::error_reply(id, code, text), None)
+}
 
 /// The POST handler.
 pub(crate) async fn post(
@@ -28,9 +36,6 @@ pub(crate) async fn post(
 ) -> Response {
     if let Err(denied) = check_origin(&headers, &state.config) {
         return denied;
-    }
-    if let Err(e) = version::parse(headers.get(&MCP_PROTOCOL_VERSION).map(|v| v.as_bytes())) {
-        return error_response(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}"));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -47,6 +52,35 @@ pub(crate) async fn post(
         Ok(m) => m,
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
     };
+    let has_session = headers.contains_key(&super::MCP_SESSION_ID);
+    // A stateless (2026-07-28) request says its version in `_meta`; the header must mirror it, and a
+    // version the upstream does not support is the upstream's to refuse (-32022 with the versions it has).
+    let claim = if has_session {
+        None
+    } else {
+        super::stateless::claim(&message)
+    };
+    let header_version = version::parse(headers.get(&MCP_PROTOCOL_VERSION).map(|v| v.as_bytes()));
+    match (&claim, &header_version) {
+        (None, Err(e)) => {
+            return reply_error(
+                StatusCode::BAD_REQUEST,
+                &message,
+                PROXY_ERROR,
+                &format!("Bad Request: {e}"),
+            );
+        }
+        (None, Ok(v)) if v.is_stateless() && !has_session && message.is_request() => {
+            // A 2026-07-28 request whose `_meta` lacks the version (or `_meta` itself): invalid params.
+            return reply_error(
+                StatusCode::BAD_REQUEST,
+                &message,
+                INVALID_PARAMS,
+                "Invalid params: _meta must carry io.modelcontextprotocol/protocolVersion and clientCapabilities",
+            );
+        }
+        _ => {}
+    }
     let is_batch = matches!(message.kind(), Kind::Batch);
     if is_batch && !headers.contains_key(&super::MCP_SESSION_ID) {
         // Batches belong to 2025-03-26 sessions: not to `initialize`, nor to the stateless revision.
@@ -62,9 +96,9 @@ pub(crate) async fn post(
         );
     }
     let authenticated = headers.contains_key(header::AUTHORIZATION);
-    if !headers.contains_key(&super::MCP_SESSION_ID) {
+    if !has_session {
         // The era is decided from the body: a `_meta` version claim is 2026-07-28, `initialize` a session.
-        if let Some(claim) = super::stateless::claim(&message) {
+        if let Some(claim) = claim {
             return super::stateless::post(&state, &headers, message, claim).await;
         }
         if message.method() == Some("initialize") {

@@ -166,9 +166,19 @@ pub(crate) async fn post(
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         if let (Some(rewritten), Some(guard)) = (
             progress::with_token(&remapped, &ours),
-            shared.progress.add(&ours, Some(client_token), tx),
+            shared
+                .progress
+                .add(&progress::progress_key(&ours), Some(client_token), tx),
         ) {
             remapped = rewritten;
+            routed = Some((guard, rx));
+        }
+    } else if message.method() == Some("subscriptions/listen") && accept.sse {
+        // A listen's notifications name it by the id the child saw: routed back under the client's id, on
+        // the stream that stays open until the listen ends (its result) or the client closes it (the cancel).
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let key = progress::subscription_key(upstream_id.as_json());
+        if let Some(guard) = shared.progress.add(&key, Some(original.as_json()), tx) {
             routed = Some((guard, rx));
         }
     }
@@ -204,7 +214,26 @@ pub(crate) async fn post(
     }
     let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
     record(state, group, &response);
-    message_response(&response, accept, None)
+    let mut http = message_response(&response, accept, None);
+    *http.status_mut() = status_of(&response);
+    http
+}
+
+/// The HTTP status of a 2026-07-28 answer, as a Streamable HTTP server gives it (a stdio server cannot):
+/// `-32601` → 404; `-32602`, `-32020` HeaderMismatch, `-32021` MissingRequiredClientCapability and `-32022`
+/// UnsupportedProtocolVersion → 400; anything else → 200.
+pub(crate) fn status_of(response: &Message) -> StatusCode {
+    match response.kind() {
+        Kind::Response {
+            error_code: Some(-32601),
+            ..
+        } => StatusCode::NOT_FOUND,
+        Kind::Response {
+            error_code: Some(-32602 | -32020 | -32021 | -32022),
+            ..
+        } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
 }
 
 /// The child's answer to a remapped request, under the client's id (or the proxy's error).

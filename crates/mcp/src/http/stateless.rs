@@ -23,7 +23,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{HttpSession, Link, MCP_PROTOCOL_VERSION, State, error_response, error_response_code};
+use super::{HttpSession, Link, MCP_PROTOCOL_VERSION, State, error_response};
 use crate::jsonrpc::{INVALID_PARAMS, Id, Message};
 use crate::session::McpSession;
 
@@ -133,16 +133,18 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 /// Checks the headers against the body, as the 2026-07-28 transport requires of an intermediary.
 #[allow(clippy::result_large_err)] // a handler's early answer
 pub fn check(headers: &HeaderMap, message: &Message, claim: &Claim) -> Result<(), Response> {
-    let mismatch = |what: &str| {
-        error_response_code(
+    // The proxy's refusals answer the request by its id.
+    let id = message.id().filter(|_| message.is_request());
+    let refuse = |code: i32, text: &str| {
+        super::json_response(
             StatusCode::BAD_REQUEST,
-            HEADER_MISMATCH,
-            &format!("Header mismatch: {what}"),
+            &Message::error_reply(id, code, text),
+            None,
         )
     };
+    let mismatch = |what: &str| refuse(HEADER_MISMATCH, &format!("Header mismatch: {what}"));
     if !claim.has_capabilities {
-        return Err(error_response_code(
-            StatusCode::BAD_REQUEST,
+        return Err(refuse(
             INVALID_PARAMS,
             "Invalid params: _meta is missing io.modelcontextprotocol/clientCapabilities",
         ));

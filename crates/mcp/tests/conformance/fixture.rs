@@ -23,6 +23,8 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde::de::DeserializeOwned;
+
+use crate::mrtr::{self, StateKey};
 use serde_json::{Value, json};
 
 /// A 1x1 red PNG.
@@ -30,9 +32,20 @@ const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z
 /// A 44-byte WAV header with no samples.
 const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=";
 
-/// The fixture server (stateless: every answer is computed from the request).
-#[derive(Clone, Default)]
-pub struct Fixture;
+/// The fixture server (stateless: every answer is computed from the request and the signed
+/// `requestState` it gets back).
+#[derive(Clone)]
+pub struct Fixture {
+    key: StateKey,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            key: StateKey::new(),
+        }
+    }
+}
 
 fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, rmcp::ErrorData> {
     serde_json::from_value(value).map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
@@ -164,25 +177,45 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, rmcp::ErrorData> {
-        Ok(ListToolsResult::with_all_items(vec![
-            tool("test_simple_text", "Returns simple text", no_args()),
-            tool("test_image_content", "Returns an image", no_args()),
-            tool("test_audio_content", "Returns audio", no_args()),
-            tool("test_embedded_resource", "Returns a resource", no_args()),
-            tool(
-                "test_multiple_content_types",
-                "Returns mixed content",
-                no_args(),
-            ),
-            tool("test_error_handling", "Always fails", no_args()),
-            tool("test_tool_with_progress", "Reports progress", no_args()),
-            tool("test_tool_with_logging", "Logs while it runs", no_args()),
-            tool(
-                "test_sampling",
-                "Asks the client's LLM",
-                string_args(&["prompt"]),
-            ),
-        ]))
+        Ok(ListToolsResult::with_all_items(
+            vec![
+                tool("test_simple_text", "Returns simple text", no_args()),
+                tool("test_image_content", "Returns an image", no_args()),
+                tool("test_audio_content", "Returns audio", no_args()),
+                tool("test_embedded_resource", "Returns a resource", no_args()),
+                tool(
+                    "test_multiple_content_types",
+                    "Returns mixed content",
+                    no_args(),
+                ),
+                tool("test_error_handling", "Always fails", no_args()),
+                tool("test_tool_with_progress", "Reports progress", no_args()),
+                tool("test_tool_with_logging", "Logs while it runs", no_args()),
+                tool(
+                    "test_sampling",
+                    "Asks the client's LLM",
+                    string_args(&["prompt"]),
+                ),
+                tool(
+                    "test_missing_capability",
+                    "Needs the sampling capability",
+                    no_args(),
+                ),
+                tool("test_logging_tool", "Logs when asked to", no_args()),
+                tool(
+                    "test_streaming_elicitation",
+                    "Asks for input (MRTR)",
+                    no_args(),
+                ),
+            ]
+            .into_iter()
+            .chain(
+                mrtr::TOOLS
+                    .iter()
+                    .map(|name| tool(name, "Multi round-trip", no_args())),
+            )
+            .collect(),
+        ))
     }
 
     async fn call_tool(
@@ -190,7 +223,54 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, rmcp::ErrorData> {
+        if let Some(answer) = mrtr::call(
+            &self.key,
+            request.name.as_ref(),
+            request.input_responses.as_ref(),
+            request.request_state.as_deref(),
+        ) {
+            return mrtr::response(answer?);
+        }
         let content = match request.name.as_ref() {
+            "test_missing_capability" => {
+                let meta = serde_json::to_value(&context.meta).unwrap_or_default();
+                let caps = &meta["io.modelcontextprotocol/clientCapabilities"];
+                if caps.get("sampling").is_none() {
+                    return Err(rmcp::ErrorData::new(
+                        rmcp::model::ErrorCode(-32021),
+                        "Missing required client capability",
+                        Some(json!({"requiredCapabilities": {"sampling": {}}})),
+                    ));
+                }
+                json!([{"type": "text", "text": "sampling declared"}])
+            }
+            "test_logging_tool" => {
+                // 2026-07-28: no log unless the request set a level.
+                let meta = serde_json::to_value(&context.meta).unwrap_or_default();
+                if meta.get("io.modelcontextprotocol/logLevel").is_some() {
+                    return self.with_logging(&context).await;
+                }
+                return text_result("Nothing logged: no logLevel");
+            }
+            "test_input_required_result_capabilities" => {
+                let meta = serde_json::to_value(&context.meta).unwrap_or_default();
+                let caps = meta["io.modelcontextprotocol/clientCapabilities"].clone();
+                return mrtr::response(mrtr::by_capability(
+                    &caps,
+                    request.input_responses.as_ref(),
+                ));
+            }
+            "test_streaming_elicitation" => {
+                return mrtr::response(
+                    mrtr::call(
+                        &self.key,
+                        "test_input_required_result_elicitation",
+                        request.input_responses.as_ref(),
+                        None,
+                    )
+                    .unwrap_or_else(|| Ok(json!({})))?,
+                );
+            }
             "test_simple_text" => {
                 return text_result("This is a simple text response for testing.");
             }
@@ -312,7 +392,8 @@ impl ServerHandler for Fixture {
                 {"name": "arg2", "description": "Second test argument", "required": true}]},
             {"name": "test_prompt_with_embedded_resource", "description": "A prompt with a resource", "arguments": [
                 {"name": "resourceUri", "description": "URI of the resource to embed", "required": true}]},
-            {"name": "test_prompt_with_image", "description": "A prompt with an image"}
+            {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+            {"name": "test_input_required_result_prompt", "description": "A prompt that asks for input first"}
         ]}))
     }
 
@@ -338,6 +419,9 @@ impl ServerHandler for Fixture {
                     "mimeType": "text/plain", "text": "Embedded resource content for testing."}}},
                 {"role": "user", "content": {"type": "text", "text": "Please process the embedded resource above."}}
             ]),
+            "test_input_required_result_prompt" => {
+                return mrtr::prompt_response(mrtr::prompt(request.input_responses.as_ref()));
+            }
             "test_prompt_with_image" => json!([
                 {"role": "user", "content": {"type": "image", "data": PNG, "mimeType": "image/png"}},
                 {"role": "user", "content": {"type": "text", "text": "Please analyze the image above."}}
@@ -366,6 +450,13 @@ impl ServerHandler for Fixture {
         result(json!({"completion": {"values": values, "total": values.len(), "hasMore": false}}))
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
     async fn set_level(
         &self,
         _request: SetLevelRequestParams,
@@ -382,7 +473,10 @@ pub async fn serve_http(stop: &tokio_util::sync::CancellationToken) -> String {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let service = StreamableHttpService::new(
-        || Ok(Fixture),
+        {
+            let fixture = Fixture::new();
+            move || Ok(fixture.clone())
+        },
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default()
             .with_sse_keep_alive(None)
@@ -405,7 +499,7 @@ pub async fn serve_http(stop: &tokio_util::sync::CancellationToken) -> String {
 /// Serves the fixture on this process's stdin/stdout until the client closes stdin.
 pub async fn serve_stdio() {
     use rmcp::ServiceExt;
-    match Fixture.serve(rmcp::transport::stdio()).await {
+    match Fixture::new().serve(rmcp::transport::stdio()).await {
         Ok(running) => {
             let _ = running.waiting().await;
         }
