@@ -2,7 +2,8 @@
 //! gets 409, as the TypeScript SDK answers); the stream ends when the session does.
 //!
 //! Command upstream: event ids are unique per session; the last [`HISTORY`] events are kept, and a GET with
-//! `Last-Event-ID` first replays those after it, then goes on live. (A URL upstream resumes by itself: the
+//! `Last-Event-ID` first replays those after it, then goes on live. For a session of 2025-11-25 or later a
+//! fresh stream opens with a priming event (`id` = the last id so far, `retry`, empty `data`). (A URL upstream resumes by itself: the
 //! header is forwarded.)
 
 use std::collections::VecDeque;
@@ -45,7 +46,9 @@ pub(crate) async fn get(Extract(state): Extract<Arc<State>>, headers: HeaderMap)
         Err(not_found) => return not_found,
     };
     match &session.link {
-        Link::Child { .. } => child_stream(session, last_event_id(&headers)),
+        Link::Child { .. } => {
+            child_stream(session, last_event_id(&headers), state.config.sse_retry_ms)
+        }
         Link::Url { .. } => crate::upstream::http::get(&state, &session, &headers).await,
     }
 }
@@ -70,6 +73,11 @@ impl History {
         }
         self.events.push_back((self.next_id, event.clone()));
         event
+    }
+
+    /// The id of the last event recorded (0 before the first).
+    fn last_id(&self) -> u64 {
+        self.next_id
     }
 
     /// The kept events after `last`.
@@ -106,7 +114,16 @@ impl Drop for Lease {
     }
 }
 
-fn child_stream(session: Arc<HttpSession>, resume_after: Option<u64>) -> Response {
+/// True when the session negotiated 2025-11-25 or later (which know priming events and `retry`).
+fn primes(session: &HttpSession) -> bool {
+    session
+        .mcp
+        .negotiated()
+        .and_then(|n| n.protocol_version)
+        .is_some_and(|v| v.as_str() >= "2025-11-25")
+}
+
+fn child_stream(session: Arc<HttpSession>, resume_after: Option<u64>, retry_ms: u64) -> Response {
     let Link::Child {
         stream, history, ..
     } = &session.link
@@ -119,14 +136,19 @@ fn child_stream(session: Arc<HttpSession>, resume_after: Option<u64>) -> Respons
             "Conflict: only one GET stream per session",
         );
     };
-    let replay = resume_after
-        .map(|last| {
-            history
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .after(last)
-        })
-        .unwrap_or_default();
+    let replay = {
+        let history = history.lock().unwrap_or_else(PoisonError::into_inner);
+        match resume_after {
+            Some(last) => history.after(last),
+            // A fresh stream opens with a priming event (the last id so far, and `retry`) for clients
+            // of 2025-11-25 or later.
+            None if primes(&session) => vec![sse::priming_event(
+                &history.last_id().to_string(),
+                Some(retry_ms),
+            )],
+            None => Vec::new(),
+        }
+    };
     let ended = session.mcp.session().token();
     let lease = Lease {
         session,

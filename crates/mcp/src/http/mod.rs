@@ -69,6 +69,9 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// Most server-initiated messages queued for a session's GET stream (default 256).
     pub stream_queue: usize,
+    /// The `retry` (ms) sent in the priming event that opens a command upstream's GET stream for a
+    /// 2025-11-25 (or later) session: how long a client waits before it reconnects (default 3000).
+    pub sse_retry_ms: u64,
 }
 
 impl HttpConfig {
@@ -79,6 +82,7 @@ impl HttpConfig {
             allowed_origins: Vec::new(),
             max_body: 4 * 1024 * 1024,
             stream_queue: 256,
+            sse_retry_ms: 3000,
         }
     }
 }

@@ -100,6 +100,15 @@ pub fn message_event(data: &[u8], id: Option<&str>) -> Bytes {
     out.freeze()
 }
 
+/// A priming event (2025-11-25): an id and an empty `data`, so that a client that loses the stream before any
+/// message can still reconnect with `Last-Event-ID`; with `retry`, how many ms it should wait first.
+pub fn priming_event(id: &str, retry_ms: Option<u64>) -> Bytes {
+    let retry = retry_ms
+        .map(|ms| format!("retry: {ms}\n"))
+        .unwrap_or_default();
+    Bytes::from(format!("id: {id}\n{retry}data:\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +142,17 @@ mod tests {
         let mut got = Vec::new();
         p.feed(b"data: 0123456789abc\n\ndata: ok\n\n", |e| got.push(e.data));
         assert_eq!(got, ["ok"]);
+    }
+
+    #[test]
+    fn a_priming_event_has_an_id_and_no_data() {
+        let mut p = Parser::new(1024);
+        let mut got = Vec::new();
+        let primed = priming_event("4", Some(3000));
+        assert_eq!(&primed[..], b"id: 4\nretry: 3000\ndata:\n\n");
+        // An event with empty data is not dispatched (the SSE rules); only its id counts, client-side.
+        p.feed(&primed, |e| got.push(e));
+        assert!(got.is_empty());
     }
 
     #[test]
