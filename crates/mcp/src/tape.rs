@@ -5,13 +5,17 @@
 //! * `{"type":"session","t_ms":…,"session":"…","transport":"stdio"}` — a session began;
 //! * `{"type":"frame","seq":…,"t_ms":…,"session":"…","dir":"c2s","frame_count":…,"tags":[…],"message":{…}}`
 //!   — a message as it passed (`message` is the raw JSON, after redaction);
+//! * `{"type":"http","t_ms":…,"session":…,"http":"POST","method":…,"id":…,"headers":{…}}` — the headers of
+//!   the HTTP request that carried the next frame (HTTP front only), with credentials redacted;
 //! * `{"type":"correlation","seq":…,"session":"…","method":"…","rtt_us":…,"error":false}` — the frame `seq`
 //!   answered a request of `method` after `rtt_us`.
 //!
 //! Redaction: every object member whose name is in [`TapeConfig::redact_keys`] (compared without case; by
 //! default `authorization`, `token`, `password`, `secret`, `apiKey`, `api_key`) has its value replaced by
 //! `"[REDACTED]"` in the tape, and so has every value at a JSON pointer of [`TapeConfig::redact_paths`]
-//! (e.g. `/params/arguments/query`) — the forwarded message is never touched. The queue is bounded: when the disk
+//! (e.g. `/params/arguments/query`) — the forwarded message is never touched. HTTP request headers named in
+//! [`TapeConfig::redact_headers`] (by default [`DEFAULT_REDACTED_HEADERS`]: `Authorization`, `Cookie`, API
+//! keys, …) are recorded as `"[REDACTED]"`. The queue is bounded: when the disk
 //! cannot keep up, records are dropped and counted rather than slowing the proxy.
 
 use std::path::Path;
@@ -37,6 +41,8 @@ pub struct TapeConfig {
     pub redact_keys: Vec<String>,
     /// JSON pointers (RFC 6901) into a message whose values are redacted.
     pub redact_paths: Vec<String>,
+    /// HTTP request headers whose values are redacted (case-insensitive).
+    pub redact_headers: Vec<String>,
     /// Most records queued for the writer.
     pub queue: usize,
 }
@@ -55,10 +61,27 @@ impl Default for TapeConfig {
             .map(String::from)
             .to_vec(),
             redact_paths: Vec::new(),
+            redact_headers: DEFAULT_REDACTED_HEADERS.map(String::from).to_vec(),
             queue: 4096,
         }
     }
 }
+
+/// Request headers redacted by default: credentials and cookies.
+pub const DEFAULT_REDACTED_HEADERS: [&str; 8] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-amz-security-token",
+];
+
+/// Most headers recorded per request, and the longest value kept (longer ones are cut).
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_VALUE: usize = 1024;
 
 struct Inner {
     tx: mpsc::Sender<String>,
@@ -67,6 +90,7 @@ struct Inner {
     dropped: AtomicU64,
     redact: Vec<String>,
     redact_paths: Vec<String>,
+    redact_headers: Vec<String>,
 }
 
 /// A handle for recording; cheap to clone.
@@ -126,6 +150,11 @@ impl Tape {
                     .map(|k| k.to_ascii_lowercase())
                     .collect(),
                 redact_paths: config.redact_paths.clone(),
+                redact_headers: config
+                    .redact_headers
+                    .iter()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect(),
             }),
         };
         let unix_ms = SystemTime::now()
@@ -154,6 +183,49 @@ impl Tape {
     pub fn session_started(&self, session: SessionId, transport: &str) {
         self.push(serde_json::json!({
             "type": "session", "t_ms": self.t_ms(), "session": session.to_string(), "transport": transport,
+        }));
+    }
+
+    /// Records the headers of an HTTP request that carried `message` (before its frame), redacted:
+    /// `{"type":"http","t_ms":…,"session":…|null,"http":"POST","method":…,"id":…,"headers":{…}}`.
+    /// Repeated headers are joined with ", "; at most 64 headers, values cut at 1024 bytes.
+    pub fn http_request<'a>(
+        &self,
+        session: Option<SessionId>,
+        http_method: &str,
+        message: Option<&Message>,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) {
+        let mut recorded = serde_json::Map::new();
+        for (name, value) in headers {
+            let name = name.to_ascii_lowercase();
+            if !recorded.contains_key(&name) && recorded.len() >= MAX_HEADERS {
+                continue;
+            }
+            let text = if self.inner.redact_headers.contains(&name) {
+                "[REDACTED]".to_owned()
+            } else {
+                let cut = &value[..value.len().min(MAX_HEADER_VALUE)];
+                String::from_utf8_lossy(cut).into_owned()
+            };
+            match recorded.get_mut(&name) {
+                Some(Value::String(previous)) if text != "[REDACTED]" => {
+                    previous.push_str(", ");
+                    previous.push_str(&text);
+                }
+                Some(_) => {}
+                None => {
+                    recorded.insert(name, Value::String(text));
+                }
+            }
+        }
+        let id = message
+            .and_then(Message::id)
+            .and_then(|id| serde_json::from_str::<Value>(id.as_json()).ok());
+        self.push(serde_json::json!({
+            "type": "http", "t_ms": self.t_ms(), "session": session.map(|s| s.to_string()),
+            "http": http_method, "method": message.and_then(Message::method), "id": id,
+            "headers": recorded,
         }));
     }
 
@@ -305,7 +377,7 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
                     entry.1 += 1;
                 }
             }
-            Some("init") => {}
+            Some("init" | "http") => {}
             _ => summary.bad_lines += 1,
         }
     }
@@ -365,6 +437,52 @@ mod tests {
             text,
             "the forwarded message is untouched"
         );
+    }
+
+    #[tokio::test]
+    async fn http_headers_are_recorded_with_credentials_redacted() {
+        let dir = std::env::temp_dir().join(format!("tessera-tape-h-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.tape");
+        let mut config = TapeConfig::default();
+        config.redact_headers.push("X-Tenant".into());
+        let (tape, writer) = Tape::create(&path, config).await.unwrap();
+        let message = Message::parse(bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+        ))
+        .unwrap();
+        tape.http_request(
+            None,
+            "POST",
+            Some(&message),
+            [
+                ("Authorization", &b"Bearer sk-live-123"[..]),
+                ("cookie", b"sid=abc"),
+                ("x-tenant", b"acme"),
+                ("accept", b"application/json"),
+                ("accept", b"text/event-stream"),
+            ],
+        );
+        drop(tape);
+        writer.finish().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("sk-live-123") && !text.contains("sid=abc") && !text.contains("acme")
+        );
+        let record: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(record["type"], "http");
+        assert_eq!(record["method"], "tools/list");
+        assert_eq!(record["id"], 3);
+        assert_eq!(record["headers"]["authorization"], "[REDACTED]");
+        assert_eq!(record["headers"]["cookie"], "[REDACTED]");
+        assert_eq!(record["headers"]["x-tenant"], "[REDACTED]");
+        assert_eq!(
+            record["headers"]["accept"],
+            "application/json, text/event-stream"
+        );
+        let summary = summarize(text.as_bytes()).unwrap();
+        assert_eq!(summary.bad_lines, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

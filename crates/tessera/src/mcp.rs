@@ -66,6 +66,10 @@ struct Common {
     /// In the tape, redact the value at this JSON pointer, e.g. /params/arguments/query (repeatable).
     #[arg(long)]
     redact_path: Vec<String>,
+    /// In the tape, redact this HTTP request header (repeatable; adds to Authorization, Proxy-Authorization,
+    /// Cookie, Set-Cookie, X-Api-Key, Api-Key, X-Auth-Token, X-Amz-Security-Token).
+    #[arg(long)]
+    redact_header: Vec<String>,
     /// Deadline of one request, in seconds: past it the sender gets an error and the receiver a cancel.
     #[arg(long, default_value_t = 60)]
     request_timeout: u64,
@@ -105,6 +109,9 @@ impl Common {
                 let mut config = TapeConfig::default();
                 config.redact_keys.extend(self.redact_key.iter().cloned());
                 config.redact_paths = self.redact_path.clone();
+                config
+                    .redact_headers
+                    .extend(self.redact_header.iter().cloned());
                 Ok(Some(Tape::create(path, config).await?))
             }
             None => Ok(None),

@@ -1,5 +1,6 @@
 //! `tessera mcp serve -- mcp-server-everything stdio`, end to end through the binary: a session over HTTP,
-//! `/health`, `/metrics`, and a graceful stop on SIGTERM.
+//! `/health`, `/metrics`, a tape whose HTTP headers have their credentials redacted, and a graceful stop on
+//! SIGTERM.
 
 #[path = "../../mcp/tests/support/npm.rs"]
 mod npm;
@@ -48,6 +49,10 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 #[test]
 fn serve_binary_with_a_command_upstream() {
     let server = npm::server_everything();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tape = dir.join("serve.tape");
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([
             "mcp",
@@ -56,8 +61,12 @@ fn serve_binary_with_a_command_upstream() {
             "127.0.0.1:0",
             "--shutdown-grace",
             "2",
-            "--",
+            "--redact-header",
+            "X-Tenant",
+            "--tape",
         ])
+        .arg(&tape)
+        .arg("--")
         .arg(&server)
         .arg("stdio")
         .stdin(Stdio::null())
@@ -107,11 +116,20 @@ fn serve_binary_with_a_command_upstream() {
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
     );
     assert_eq!(status, 202);
+    let with_secrets = [
+        with_session[0],
+        with_session[1],
+        with_session[2],
+        with_session[3],
+        ("authorization", "Bearer sk-live-secret-1"),
+        ("cookie", "sid=cookie-secret-2"),
+        ("x-tenant", "tenant-secret-3"),
+    ];
     let (status, _, body) = http(
         &addr,
         "POST",
         "/mcp",
-        &with_session,
+        &with_secrets,
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"via http"}}}"#,
     );
     assert_eq!(status, 200);
@@ -135,4 +153,21 @@ fn serve_binary_with_a_command_upstream() {
     assert!(killed.success());
     let status = proxy.wait().unwrap();
     assert!(status.success(), "{status:?}");
+
+    // The tape has the call's headers, its credentials (and the --redact-header one) redacted.
+    let text = std::fs::read_to_string(&tape).unwrap();
+    for secret in ["sk-live-secret-1", "cookie-secret-2", "tenant-secret-3"] {
+        assert!(!text.contains(secret), "{secret} leaked into the tape");
+    }
+    let call = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["type"] == "http" && r["id"] == 2)
+        .expect("an http record for the call");
+    assert_eq!(call["method"], "tools/call");
+    for name in ["authorization", "cookie", "x-tenant"] {
+        assert_eq!(call["headers"][name], "[REDACTED]", "{call}");
+    }
+    assert_eq!(call["headers"]["mcp-protocol-version"], "2025-06-18");
+    let _ = std::fs::remove_dir_all(&dir);
 }

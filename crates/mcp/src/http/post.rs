@@ -99,6 +99,7 @@ pub(crate) async fn post(
     if !has_session {
         // The era is decided from the body: a `_meta` version claim is 2026-07-28, `initialize` a session.
         if let Some(claim) = claim {
+            record_headers(&state, None, &message, &headers);
             return super::stateless::post(&state, &headers, message, claim).await;
         }
         if message.method() == Some("initialize") {
@@ -116,10 +117,24 @@ pub(crate) async fn post(
     if authenticated {
         session.mcp.set_authenticated();
     }
+    record_headers(&state, Some(session.mcp.id()), &message, &headers);
     if is_batch {
         return super::batch::post(&state, &session, &headers, message, accept).await;
     }
     forward(&state, &session, &headers, message, accept, false).await
+}
+
+/// Records the request's headers in the tape (redacted there), ahead of the frame they carried.
+pub(crate) fn record_headers(
+    state: &State,
+    session: Option<tessera_session::SessionId>,
+    message: &Message,
+    headers: &HeaderMap,
+) {
+    if let Some(tape) = &state.tape {
+        let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        tape.http_request(session, "POST", Some(message), pairs);
+    }
 }
 
 /// One message for the session's upstream link.
@@ -164,6 +179,7 @@ async fn start_session(
     if let Some(tape) = &state.tape {
         tape.session_started(mcp.id(), "streamable-http");
     }
+    record_headers(state, Some(mcp.id()), &message, headers);
     let session = match &state.config.upstream {
         super::Upstream::Command(spec) => match super::command::start(state, &guard, mcp, spec) {
             Ok(s) => s,
