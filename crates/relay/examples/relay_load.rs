@@ -405,10 +405,22 @@ async fn idle_clients(
             let url = server.url.clone();
             joins.push(tokio::spawn(async move {
                 let identity = Identity::generate();
-                let channel = connector.connect(&url, key, &identity).await?;
-                let mut client = RelayClient::new(channel);
-                client.ping().await?;
-                Ok::<_, Error>(client)
+                // A server whose accept queue is full closes new channels with 1013 (try again
+                // later): a client retries.
+                let mut tries = 0;
+                loop {
+                    let attempt = async {
+                        let channel = connector.connect(&url, key, &identity).await?;
+                        let mut client = RelayClient::new(channel);
+                        client.ping().await?;
+                        Ok::<_, Error>(client)
+                    };
+                    match attempt.await {
+                        Ok(client) => break Ok(client),
+                        Err(error) if tries < 5 && error.to_string().contains("1013") => tries += 1,
+                        Err(error) => break Err(error),
+                    }
+                }
             }));
         }
         let mut failed = None;

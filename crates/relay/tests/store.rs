@@ -501,3 +501,45 @@ async fn admission_invites_and_link_tokens_are_single_use_bound_and_expire() {
         Err(StoreError::UnknownUser { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_group_commit_stores_the_good_sends_and_nothing_of_a_refused_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    // Sent all at once, these share group commits; one of them names a device that is not bob's.
+    let sends = (0..40).map(|i| {
+        let store = store.clone();
+        async move {
+            let target = if i == 17 { "nobody" } else { "b1" };
+            let id = format!("g{i}");
+            store
+                .enqueue("a1", &id, "bob", &[env(target, &format!("c{i}"))])
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 17 {
+            assert!(
+                matches!(result, Err(StoreError::NotARecipient { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(Enqueued::Stored(_))), "{i}: {result:?}");
+        }
+    }
+    let stored = store.pending("b1", 0, 100).await.expect("pending");
+    assert_eq!(stored.len(), 39);
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(!stored.iter().any(|m| m.message_id == "g17"));
+    // The refused id was not recorded: sent again to the right device, it is stored.
+    let retried = store
+        .enqueue("a1", "g17", "bob", &[env("b1", "c17")])
+        .await
+        .expect("retry");
+    assert!(matches!(retried, Enqueued::Stored(_)));
+}

@@ -11,6 +11,7 @@
 //!   the first copy was acknowledged and deleted.
 
 mod admission;
+mod batch;
 pub mod sqlite;
 
 use std::future::Future;
