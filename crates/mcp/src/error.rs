@@ -26,4 +26,7 @@ pub enum McpError {
     /// A recording could not be written or read.
     #[error("tape {0}: {1}")]
     Tape(String, String),
+    /// A rule file is not valid.
+    #[error("rules: {0}")]
+    Rules(String),
 }

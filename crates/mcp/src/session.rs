@@ -162,7 +162,12 @@ struct Stats {
     errors: AtomicU64,
     authenticated: AtomicBool,
     negotiated: Mutex<Option<Negotiated>>,
+    /// Tags added by interception rules (at most [`MAX_LABELS`]).
+    labels: Mutex<Vec<Arc<str>>>,
 }
+
+/// Most rule-added tags one session keeps.
+pub const MAX_LABELS: usize = 32;
 
 /// The proxy's sessions: one runtime [`Registry`] whose pending requests await [`Message`]s.
 #[derive(Clone, Debug)]
@@ -203,6 +208,7 @@ impl Sessions {
                 errors: AtomicU64::new(0),
                 authenticated: AtomicBool::new(false),
                 negotiated: Mutex::new(None),
+                labels: Mutex::new(Vec::new()),
             }),
         };
         Ok((guard, session))
@@ -311,7 +317,41 @@ impl McpSession {
             frame_count,
             session_duration_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             tags: self.tags_at(age, frame_count),
+            labels: self.labels(),
         }
+    }
+
+    /// Tags that interception rules added to the session.
+    pub fn labels(&self) -> Vec<Arc<str>> {
+        self.stats
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a rule's tag (ignored past [`MAX_LABELS`] or when already set).
+    pub fn add_label(&self, label: &Arc<str>) {
+        let mut labels = self
+            .stats
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if labels.len() < MAX_LABELS && !labels.contains(label) {
+            labels.push(label.clone());
+        }
+    }
+
+    /// True if the session has this tag, computed or added by a rule.
+    pub fn has_tag(&self, name: &str) -> bool {
+        self.tags().names().any(|n| n == name)
+            || self
+                .stats
+                .labels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|l| &**l == name)
     }
 
     /// Frames that passed through the session so far.

@@ -229,6 +229,26 @@ impl Tape {
         }));
     }
 
+    /// Records the interception rules that matched a message:
+    /// `{"type":"rule","t_ms":…,"session":…,"dir":…,"method":…,"id":…,"rules":[…],"blocked":bool}`.
+    pub fn rules(
+        &self,
+        session: Option<SessionId>,
+        direction: Direction,
+        message: &Message,
+        verdict: &crate::rules::Verdict,
+    ) {
+        let id = message
+            .id()
+            .and_then(|id| serde_json::from_str::<Value>(id.as_json()).ok());
+        self.push(serde_json::json!({
+            "type": "rule", "t_ms": self.t_ms(), "session": session.map(|s| s.to_string()),
+            "dir": direction.label(), "method": message.method(), "id": id,
+            "rules": verdict.matched.iter().map(|m| &**m).collect::<Vec<_>>(),
+            "blocked": verdict.block.is_some(),
+        }));
+    }
+
     /// Records a frame, and its correlation if it is a matched response.
     pub fn frame(
         &self,
@@ -249,7 +269,9 @@ impl Tape {
         self.push(serde_json::json!({
             "type": "frame", "seq": seq, "t_ms": self.t_ms(), "session": session, "dir": direction.label(),
             "frame_count": meta.frame_count, "session_duration_ms": meta.session_duration_ms,
-            "tags": meta.tags.names().collect::<Vec<_>>(), "message": body,
+            "tags": meta.tags.names().map(str::to_owned)
+                .chain(meta.labels.iter().map(|l| l.to_string())).collect::<Vec<_>>(),
+            "message": body,
         }));
         if let Some(c) = correlated {
             self.push(serde_json::json!({
@@ -377,7 +399,7 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
                     entry.1 += 1;
                 }
             }
-            Some("init" | "http") => {}
+            Some("init" | "http" | "rule") => {}
             _ => summary.bad_lines += 1,
         }
     }
@@ -416,6 +438,7 @@ mod tests {
             frame_count: 1,
             session_duration_ms: 0,
             tags: crate::session::Tags::default(),
+            labels: Vec::new(),
         };
         tape.frame(&meta, Direction::ClientToServer, &message, None);
         drop(tape);

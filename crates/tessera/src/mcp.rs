@@ -141,6 +141,9 @@ struct ServeArgs {
     /// An Origin to accept besides localhost ones (repeatable).
     #[arg(long)]
     allow_origin: Vec<String>,
+    /// Interception rules (JSON: method, direction, tool, session tags → block, log or tag); see docs/mcp.md.
+    #[arg(long)]
+    rules: Option<std::path::PathBuf>,
     /// A session idle this long (seconds) is ended.
     #[arg(long, default_value_t = 3600)]
     idle_timeout: u64,
@@ -204,6 +207,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = HttpConfig::new(upstream);
     config.allowed_origins = args.allow_origin.clone();
     config.max_body = args.common.max_message;
+    if let Some(path) = &args.rules {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the rules file {}", path.display()))?;
+        let rules = tessera_mcp::rules::Rules::from_json(&text)
+            .with_context(|| format!("in the rules file {}", path.display()))?;
+        config.rules = Some(std::sync::Arc::new(rules));
+    }
     let proxy = HttpProxy::new(config, sessions, tape.as_ref().map(|(t, _)| t.clone()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -37,6 +37,7 @@ pub(crate) fn start(
     let reader_input = input.clone();
     let to_stream = stream_tx.clone();
     let tape = state.tape.clone();
+    let rules_state = state.clone();
     session.spawn(async move {
         while let Some(line) = output.next().await {
             let bytes = match line {
@@ -55,6 +56,12 @@ pub(crate) fn start(
                     continue;
                 }
             };
+            if let Some(back) = super::intercept::server(&rules_state, &reader_mcp, &message) {
+                if let Some(error) = back {
+                    reader_input.send(&error).await;
+                }
+                continue;
+            }
             let to = Outlets {
                 stream: &stream_tx,
                 progress: &reader_routes,

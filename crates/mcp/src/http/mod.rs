@@ -13,6 +13,7 @@ pub mod batch;
 pub mod command;
 pub mod delete;
 pub mod get;
+mod intercept;
 pub mod legacy_sse;
 pub mod post;
 pub mod shared;
@@ -72,6 +73,8 @@ pub struct HttpConfig {
     /// The `retry` (ms) sent in the priming event that opens a command upstream's GET stream for a
     /// 2025-11-25 (or later) session: how long a client waits before it reconnects (default 3000).
     pub sse_retry_ms: u64,
+    /// Interception rules run over every client message, and over a command upstream's messages.
+    pub rules: Option<Arc<crate::rules::Rules>>,
 }
 
 impl HttpConfig {
@@ -83,6 +86,7 @@ impl HttpConfig {
             max_body: 4 * 1024 * 1024,
             stream_queue: 256,
             sse_retry_ms: 3000,
+            rules: None,
         }
     }
 }

@@ -100,6 +100,9 @@ pub(crate) async fn post(
         // The era is decided from the body: a `_meta` version claim is 2026-07-28, `initialize` a session.
         if let Some(claim) = claim {
             record_headers(&state, None, &message, &headers);
+            if let Some(blocked) = super::intercept::client(&state, None, &message, accept) {
+                return blocked;
+            }
             return super::stateless::post(&state, &headers, message, claim).await;
         }
         if message.method() == Some("initialize") {
@@ -146,6 +149,13 @@ pub(crate) async fn forward(
     accept: Accept,
     new_session: bool,
 ) -> Response {
+    if let Some(blocked) = super::intercept::client(state, Some(&session.mcp), &message, accept) {
+        if new_session {
+            // No session without a successful initialize.
+            session.mcp.session().close();
+        }
+        return blocked;
+    }
     match &session.link {
         Link::Child { input, .. } => {
             super::command::post(state, session, input, message, accept, new_session).await

@@ -59,4 +59,6 @@ pub struct FrameMeta {
     pub session_duration_ms: u64,
     /// The session's tags at that moment.
     pub tags: Tags,
+    /// Tags interception rules had added to the session by then.
+    pub labels: Vec<std::sync::Arc<str>>,
 }

@@ -17,8 +17,13 @@ pub struct Running {
 }
 
 pub async fn start(upstream: Upstream) -> Running {
+    start_with(HttpConfig::new(upstream), None).await
+}
+
+/// A proxy with this configuration, recording to `tape` if given.
+pub async fn start_with(config: HttpConfig, tape: Option<tessera_mcp::tape::Tape>) -> Running {
     let sessions = Sessions::new(McpConfig::default());
-    let proxy = HttpProxy::new(HttpConfig::new(upstream), sessions, None).unwrap();
+    let proxy = HttpProxy::new(config, sessions, tape).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,147 @@
+//! Interception rules through the HTTP proxy, with server-everything per session (command upstream) and a
+//! tape: a tool blocked by name, a tag added by one rule that another rule matches, a server request
+//! (sampling) blocked on its way to the client and answered to the child by the proxy, and the matches in the
+//! tape's frames and rule records.
+
+mod support;
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use support::proxy::start_with;
+use tessera_mcp::http::{HttpConfig, Upstream};
+use tessera_mcp::rules::Rules;
+use tessera_mcp::tape::{Tape, TapeConfig};
+use tessera_mcp::upstream::child::ChildSpec;
+
+const RULES: &str = r#"{"rules": [
+    {"name": "audit-tools", "method": "tools/*", "direction": "c2s", "action": "tag", "tag": "audited"},
+    {"name": "log-calls", "method": "tools/call", "action": "log"},
+    {"name": "no-sum", "method": "tools/call", "tool": "get-sum", "action": "block", "message": "get-sum is not allowed"},
+    {"name": "no-ping-when-audited", "method": "ping", "tags": ["audited"], "action": "block", "code": -32050},
+    {"name": "no-sampling", "method": "sampling/createMessage", "direction": "s2c", "action": "block", "message": "no sampling through this proxy"}
+]}"#;
+
+fn call(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_block_log_and_tag_and_are_recorded() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rules.tape");
+    let (tape, writer) = Tape::create(&path, TapeConfig::default()).await.unwrap();
+    let bin = support::npm::server_everything();
+    let mut config = HttpConfig::new(Upstream::Command(
+        ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap(),
+    ));
+    config.rules = Some(Arc::new(Rules::from_json(RULES).unwrap()));
+    let p = start_with(config, Some(tape.clone())).await;
+
+    // A client that can sample, so server-everything offers its sampling tool.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "rules-test", "version": "0"}}});
+    let reply = p.http.post(None, &init).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session = reply.header("mcp-session-id").unwrap().to_owned();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(p.http.post(Some(&session), &note).await.status, 202);
+
+    // Not yet audited: ping passes.
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let reply = p.http.post(Some(&session), &ping).await;
+    assert_eq!(reply.response(&json!(1))["result"], json!({}));
+    // A tool call passes and tags the session.
+    let reply = p
+        .http
+        .post(Some(&session), &call(2, "echo", json!({"message": "hi"})))
+        .await;
+    assert_eq!(
+        reply.response(&json!(2))["result"]["content"][0]["text"],
+        "Echo: hi"
+    );
+    // get-sum is blocked by name, with the rule's error and the request's id.
+    let reply = p
+        .http
+        .post(Some(&session), &call(3, "get-sum", json!({"a": 1, "b": 2})))
+        .await;
+    assert_eq!(reply.status, 200);
+    let error = &reply.response(&json!(3))["error"];
+    assert_eq!(error["code"], -32003);
+    assert_eq!(error["message"], "get-sum is not allowed");
+    // Audited now: ping is blocked by the tag rule.
+    let ping = json!({"jsonrpc": "2.0", "id": 4, "method": "ping"});
+    let reply = p.http.post(Some(&session), &ping).await;
+    assert_eq!(reply.response(&json!(4))["error"]["code"], -32050);
+    // The server's sampling request is blocked on its way to the client: the proxy answers the child with
+    // the rule's error, so the call completes without the client answering anything.
+    let reply = p
+        .http
+        .post(
+            Some(&session),
+            &call(
+                5,
+                "trigger-sampling-request",
+                json!({"prompt": "hello", "maxTokens": 5}),
+            ),
+        )
+        .await;
+    let answer = reply.response(&json!(5));
+    assert!(
+        answer
+            .to_string()
+            .contains("no sampling through this proxy"),
+        "{answer}"
+    );
+
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+    drop(tape);
+    writer.finish().await.unwrap();
+
+    let records: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rule_records: Vec<&Value> = records.iter().filter(|r| r["type"] == "rule").collect();
+    let blocked = |name: &str| {
+        rule_records.iter().any(|r| {
+            r["blocked"] == true && r["rules"].as_array().unwrap().iter().any(|n| n == name)
+        })
+    };
+    assert!(
+        blocked("no-sum") && blocked("no-ping-when-audited") && blocked("no-sampling"),
+        "{rule_records:?}"
+    );
+    assert!(
+        rule_records
+            .iter()
+            .any(|r| r["dir"] == "s2c" && r["method"] == "sampling/createMessage")
+    );
+    // Frames after the tag carry it; the blocked requests never became frames.
+    let frames: Vec<&Value> = records.iter().filter(|r| r["type"] == "frame").collect();
+    let echo = frames
+        .iter()
+        .find(|f| f["message"]["id"] == 2 && f["dir"] == "c2s")
+        .unwrap();
+    assert!(
+        echo["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "audited"),
+        "{echo}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f["message"]["id"] == 3 && f["dir"] == "c2s")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
