@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::protocol::codec::{DecodeError, decode_reply, encode_request};
 use crate::protocol::{
     DeviceBundle, DeviceId, DeviceKeys, Envelope, ErrorCode, MessageRef, PreKey, Reply, Request,
-    UserPresence,
+    Token, UserPresence,
 };
 
 /// A client-side failure.
@@ -202,7 +202,7 @@ impl RelayClient {
                 username: username.into(),
                 identity_key: identity_key.into(),
                 signing_key: signing_key.into(),
-                invite: invite.map(str::to_owned),
+                invite: invite.map(Token::from),
             })
             .await?;
         Self::expect_ok(reply)
@@ -227,7 +227,7 @@ impl RelayClient {
         match self.call(|req| Request::LinkDevice { req }).await? {
             Reply::Link {
                 token, expires_at, ..
-            } => Ok((Zeroizing::new(token), expires_at)),
+            } => Ok((Zeroizing::new(token.expose().to_owned()), expires_at)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -423,9 +423,11 @@ impl<S: Store> Relay<S> {
                 self.check("identity_key", &identity_key, config.max_field)?;
                 self.check("signing_key", &signing_key, config.max_field)?;
                 if let Some(token) = &invite {
-                    self.check("invite", token, config.max_field)?;
+                    self.check("invite", token.expose(), config.max_field)?;
                 }
-                let token_hash = invite.as_deref().map(crate::invite::token_hash);
+                let token_hash = invite
+                    .as_ref()
+                    .map(|token| crate::invite::token_hash(token.expose()));
                 let registration = Registration {
                     username: &username,
                     device,
@@ -460,7 +462,7 @@ impl<S: Store> Relay<S> {
                     crate::invite::mint(store, Some(&me.username), config.link_ttl).await?;
                 Ok(Reply::Link {
                     req,
-                    token: token.to_string(),
+                    token: token.as_str().into(),
                     expires_at,
                 })
             }

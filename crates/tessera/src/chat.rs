@@ -103,9 +103,61 @@ pub enum ChatCommand {
     Link,
 }
 
+/// Holds `STATE.lock` (with this process's id) while a command uses the state, so that two commands
+/// never write the same state file (the last writer would drop the other's Olm sessions). A lock left by
+/// a process that no longer runs is taken over.
+struct StateLock(PathBuf);
+
+impl StateLock {
+    fn take(state: &Path) -> anyhow::Result<Self> {
+        let mut path = state.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    write!(file, "{}", std::process::id())?;
+                    return Ok(StateLock(path));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if alive {
+                        bail!(
+                            "{} is in use by process {} (another tessera chat command)",
+                            state.display(),
+                            holder.trim()
+                        );
+                    }
+                    // Left by a process that has gone: take it over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+        bail!("cannot lock {}", state.display())
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs `tessera chat ...`.
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let unlock = unlock(&args)?;
+    let _lock = StateLock::take(&args.state)?;
     if let ChatCommand::Register {
         server,
         server_key,
@@ -285,7 +337,13 @@ async fn command(
             count,
             timeout,
         } => {
-            let listening = listen(file, profile, device, *json, *count);
+            // Ctrl-C ends listening normally, so the state is saved and the lock released.
+            let listening = async {
+                tokio::select! {
+                    result = listen(file, profile, device, *json, *count) => result,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            };
             match timeout {
                 Some(seconds) => {
                     match tokio::time::timeout(Duration::from_secs(*seconds), listening).await {

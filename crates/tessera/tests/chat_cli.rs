@@ -205,11 +205,23 @@ fn relay_and_chat_from_the_command_line() {
     assert_eq!(first["from"], "alice");
     assert_eq!(first["from_device"], alice_device.as_str());
     assert_eq!(first["text"], "hello bob, you were offline");
+    // While listen holds bob's state, another command on it is refused (it would overwrite sessions).
+    let busy = chat(&bob, &["users"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
     // Bob is listening now: a live message.
     ok(chat(&alice, &["send", "bob", "and now you are online"]));
     let second = json_line(&mut lines);
     assert_eq!(second["text"], "and now you are online");
     assert!(listen.wait().expect("listen ends").success());
+    assert!(
+        !dir.join("bob.state.lock").exists(),
+        "the lock goes with the command"
+    );
 
     // Fingerprints: bob's own, and alice's device as bob has pinned it.
     let own = ok(chat(&alice, &["fingerprint"]));

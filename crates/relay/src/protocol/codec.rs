@@ -129,4 +129,26 @@ mod tests {
         assert_eq!(salvage_req(b"{\"type\":\"nope\",\"req\":9}"), Some(9));
         assert_eq!(salvage_req(b"\xff"), None);
     }
+
+    #[test]
+    fn tokens_are_on_the_wire_but_not_in_debug_output() {
+        let request = Request::RegisterDevice {
+            req: 1,
+            username: "alice".into(),
+            identity_key: "ik".into(),
+            signing_key: "sk".into(),
+            invite: Some("secret-token-123".into()),
+        };
+        assert!(!format!("{request:?}").contains("secret-token-123"));
+        let wire = String::from_utf8(encode_request(&request)).expect("utf-8");
+        assert!(wire.contains(r#""invite":"secret-token-123""#), "{wire}");
+        let reply = Reply::Link {
+            req: 2,
+            token: "secret-token-456".into(),
+            expires_at: 0,
+        };
+        assert!(!format!("{reply:?}").contains("secret-token-456"));
+        let decoded = decode_reply(&encode_reply(&reply)).expect("decode");
+        assert_eq!(decoded, reply);
+    }
 }

@@ -39,6 +39,43 @@ pub struct DeviceBundle {
     pub fallback_key: Option<PreKey>,
 }
 
+/// An invite or device-link token on the wire. Its `Debug` output is redacted and it is wiped when
+/// dropped: it admits a device, so it must not end up in logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// The token's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Token {
+    fn from(text: String) -> Self {
+        Token(text)
+    }
+}
+
+impl From<&str> for Token {
+    fn from(text: &str) -> Self {
+        Token(text.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// A device and its public identity keys, as list_devices returns them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceKeys {
@@ -95,7 +132,7 @@ pub enum Request {
         /// An invite or device-link token: needed for a new account when the relay is invite-only, and
         /// for a new device of an existing account (minted by one of its devices with link_device).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        invite: Option<String>,
+        invite: Option<Token>,
     },
     /// publish_prekeys: adds one-time prekeys and replaces the fallback prekey (when given).
     PublishPrekeys {
@@ -278,7 +315,7 @@ pub enum Reply {
         /// Request number.
         req: u64,
         /// The single-use token (the relay keeps only its SHA-256).
-        token: String,
+        token: Token,
         /// When it stops working (seconds since the Unix epoch).
         expires_at: i64,
     },
