@@ -22,7 +22,10 @@ struct Running {
 
 async fn start_proxy(upstream: Upstream) -> Running {
     let sessions = Sessions::new(McpConfig::default());
-    let proxy = HttpProxy::new(HttpConfig::new(upstream), sessions, None).unwrap();
+    // A short resume window: a dropped POST stream (2025-11-25) is given up, and its request withdrawn, soon.
+    let mut config = HttpConfig::new(upstream);
+    config.resume_window_ms = 200;
+    let proxy = HttpProxy::new(config, sessions, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

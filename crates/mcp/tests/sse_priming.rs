@@ -1,6 +1,8 @@
 //! SSE priming (2025-11-25) on a command upstream's GET stream, with server-everything per session: a
 //! 2025-11-25 session's stream opens with an event that has an id, `retry` and no data, and a client that
 //! reconnects with that id gets what the server sent meanwhile; a 2025-06-18 session gets no priming event.
+//! A POST response stream (a request with a progress token) broken mid-way is resumed with GET and
+//! `Last-Event-ID` and delivers exactly the rest, response included.
 
 mod support;
 
@@ -132,6 +134,92 @@ async fn a_get_stream_is_primed_for_2025_11_25_and_resumes_from_the_priming_id()
     );
     drop(stream);
     assert_eq!(p.http.delete(&old).await.status, 200);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+}
+
+async fn post_stream(url: &str, session: &str, body: &Value) -> hyper::body::Incoming {
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    response.into_body()
+}
+
+fn event_id(block: &str) -> &str {
+    block.lines().find_map(|l| l.strip_prefix("id: ")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_post_stream_resumes_with_last_event_id() {
+    let bin = support::npm::server_everything();
+    let p = start(Upstream::Command(
+        ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap(),
+    ))
+    .await;
+    let session = initialize(&p, "2025-11-25").await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "trigger-long-running-operation",
+        "arguments": {"duration": 0.6, "steps": 3}, "_meta": {"progressToken": "op"}}});
+    let mut stream = post_stream(&p.http.url, &session, &call).await;
+    let mut buf = String::new();
+    let primed = next_block(&mut stream, &mut buf).await;
+    assert_eq!(primed, "id: 1-0\nretry: 3000\ndata:");
+    let first = next_block(&mut stream, &mut buf).await;
+    assert_eq!(event_id(&first), "1-1");
+    assert_eq!(data(&first)["params"]["progress"], 1);
+    // The connection breaks; the request goes on, and the client comes back for the rest.
+    drop(stream);
+    let mut resumed = open(&p.http.url, &session, Some("1-1")).await;
+    let mut buf = String::new();
+    let mut rest = Vec::new();
+    loop {
+        let block = next_block(&mut resumed, &mut buf).await;
+        let message = data(&block);
+        rest.push((event_id(&block).to_owned(), message.clone()));
+        if message.get("id") == Some(&json!(7)) {
+            break;
+        }
+    }
+    let ids: Vec<&str> = rest.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1-2", "1-3", "1-4"], "{rest:?}");
+    assert_eq!(rest[0].1["params"]["progress"], 2);
+    assert_eq!(rest[1].1["params"]["progress"], 3);
+    assert!(rest[2].1["result"].is_object(), "{rest:?}");
+    // The stream is over: reading on ends it.
+    assert!(
+        resumed.frame().await.is_none(),
+        "the resumed stream ends after the response"
+    );
+    p.proxy.sessions().wait_no_pending().await;
+    // An id that names no stream of the session: 404.
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let missing = client
+        .request(
+            hyper::Request::get(&p.http.url)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", session.as_str())
+                .header("last-event-id", "99-1")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(p.http.delete(&session).await.status, 200);
     p.proxy.sessions().registry().wait_empty().await;
     p.finish().await;
 }

@@ -90,6 +90,7 @@ pub(crate) fn start(
             to_stream,
             history: Mutex::new(super::get::History::default()),
             progress,
+            streams: Arc::default(),
         },
     }))
 }
@@ -248,6 +249,25 @@ pub(crate) async fn post(
             withdraw.disarm();
             response
         };
+        let window = state.config.resume_window_ms;
+        if let Link::Child { streams, .. } = &session.link
+            && window > 0
+            && super::get::primes(session)
+        {
+            match streams.start(
+                mcp,
+                notes,
+                outcome,
+                guard,
+                std::time::Duration::from_millis(window),
+                state.config.sse_retry_ms,
+            ) {
+                Ok(response) => return response,
+                Err((notes, outcome, guard)) => {
+                    return super::streamed::response(notes, outcome, Some(guard), None);
+                }
+            }
+        }
         return super::streamed::response(notes, outcome, Some(guard), None);
     }
     let response = match McpSession::outcome(pending, &id).await {

@@ -46,7 +46,17 @@ pub(crate) async fn get(Extract(state): Extract<Arc<State>>, headers: HeaderMap)
         Err(not_found) => return not_found,
     };
     match &session.link {
-        Link::Child { .. } => {
+        Link::Child { streams, .. } => {
+            // `<stream>-<n>` names an event of a POST response stream: resume that stream.
+            if let Some(id) = headers
+                .get(&LAST_EVENT_ID)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.contains('-'))
+            {
+                return streams.resume(id).unwrap_or_else(|| {
+                    error_response(StatusCode::NOT_FOUND, "Not Found: no such stream to resume")
+                });
+            }
             child_stream(session, last_event_id(&headers), state.config.sse_retry_ms)
         }
         Link::Url { .. } => crate::upstream::http::get(&state, &session, &headers).await,
@@ -115,7 +125,7 @@ impl Drop for Lease {
 }
 
 /// True when the session negotiated 2025-11-25 or later (which know priming events and `retry`).
-fn primes(session: &HttpSession) -> bool {
+pub(crate) fn primes(session: &HttpSession) -> bool {
     session
         .mcp
         .negotiated()

@@ -16,6 +16,7 @@ pub mod get;
 mod intercept;
 pub mod legacy_sse;
 pub mod post;
+mod resumable;
 pub mod shared;
 pub mod sse;
 pub mod stateless;
@@ -75,6 +76,10 @@ pub struct HttpConfig {
     pub sse_retry_ms: u64,
     /// Interception rules run over every client message, and over a command upstream's messages.
     pub rules: Option<Arc<crate::rules::Rules>>,
+    /// How long a POST response stream of a 2025-11-25 session with a command upstream waits for a client
+    /// that lost it to resume (GET with `Last-Event-ID`) before its request is withdrawn (default 10 s;
+    /// 0 = no resumption: a dropped stream withdraws the request at once).
+    pub resume_window_ms: u64,
 }
 
 impl HttpConfig {
@@ -87,6 +92,7 @@ impl HttpConfig {
             stream_queue: 256,
             sse_retry_ms: 3000,
             rules: None,
+            resume_window_ms: 10_000,
         }
     }
 }
@@ -106,6 +112,8 @@ pub(crate) enum Link {
         history: Mutex<get::History>,
         /// Progress notifications routed to their request's response stream.
         progress: crate::progress::Routes,
+        /// POST response streams a client may resume (2025-11-25).
+        streams: Arc<resumable::Streams>,
     },
 }
 
