@@ -143,6 +143,7 @@ impl From<StoreError> for Refusal {
         let code = match &error {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
+            StoreError::TooManyPrekeys { .. } => ErrorCode::Invalid,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
             StoreError::NotARecipient { .. } | StoreError::NotYourDevice { .. } => {

@@ -49,6 +49,18 @@ async fn oversized_fields_are_refused_and_an_oversized_frame_closes() {
             .publish_prekeys((0..101).map(key).collect(), None)
             .await,
     );
+    // At most 500 unclaimed one-time keys per device: the sixth hundred is refused whole.
+    for batch in 0..5 {
+        client
+            .publish_prekeys((batch * 100..batch * 100 + 100).map(key).collect(), None)
+            .await
+            .expect("within the cap");
+    }
+    invalid(client.publish_prekeys(vec![key(500)], None).await);
+    client
+        .publish_prekeys(vec![key(0)], None)
+        .await
+        .expect("an id already stored adds nothing");
     let envelope = Envelope {
         device: me.public_key().to_string(),
         ciphertext: "c".into(),

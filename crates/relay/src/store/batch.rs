@@ -15,7 +15,7 @@
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{ack_in, enqueue_in};
+use super::send::{ack_in, enqueue_in};
 use super::{Enqueued, StoreError};
 use crate::protocol::{Envelope, MessageRef};
 

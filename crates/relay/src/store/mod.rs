@@ -12,6 +12,7 @@
 
 mod admission;
 mod batch;
+mod send;
 pub mod sqlite;
 
 use std::future::Future;
@@ -54,6 +55,12 @@ pub enum StoreError {
         device: DeviceId,
         /// The recipient user.
         username: String,
+    },
+    /// A publish would leave the device more unclaimed one-time keys than the limit.
+    #[error("at most {limit} unclaimed one-time keys per device")]
+    TooManyPrekeys {
+        /// The limit.
+        limit: usize,
     },
     /// The registration needs a valid invite or device-link token.
     #[error("{reason}")]
@@ -106,6 +113,9 @@ pub enum Enqueued {
     /// This message id was stored before; nothing was stored now.
     Duplicate,
 }
+
+/// Most unclaimed one-time keys the relay keeps for one device.
+pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
 
 /// A device registration: who and with which public keys.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +175,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<DeviceRecord>, StoreError>> + Send;
 
     /// Adds one-time prekeys (ignoring ids the device already published) and replaces the fallback key.
+    /// A device holds at most [`MAX_STORED_ONE_TIME_KEYS`] unclaimed one-time keys: a publish that would
+    /// exceed it stores nothing ([`StoreError::TooManyPrekeys`]).
     fn publish_prekeys(
         &self,
         device: &str,
