@@ -5,12 +5,15 @@
 //! enough must pass directly that the comparison means something.
 //!
 //! A custom harness (`harness = false`): started with `--fixture-stdio`, this binary is the stdio fixture
-//! the command upstream runs.
+//! the command upstream runs. It also runs an rmcp client through the stdio proxy to that fixture
+//! ([`rmcp_client`]).
 
 #[path = "conformance/fixture.rs"]
 mod fixture;
 #[path = "conformance/mrtr.rs"]
 mod mrtr;
+#[path = "conformance/rmcp_client.rs"]
+mod rmcp_client;
 mod support;
 
 use std::collections::BTreeSet;
@@ -25,12 +28,16 @@ use tessera_mcp::{McpConfig, Sessions};
 use tokio_util::sync::CancellationToken;
 
 const NAME: &str = "conformance_server_scenarios_direct_vs_proxied";
+const RMCP_CLIENT: &str = "rmcp_client_through_the_stdio_proxy_in_both_eras";
 
 /// Revisions run, each with the least number of scenarios that must pass directly.
 const REVISIONS: [(&str, usize); 2] = [("2025-11-25", 27), ("2026-07-28", 35)];
 
 /// One whole suite run's safety net (the runs take seconds; this only stops a hang).
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One test of this harness.
+type TestFn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,32 +50,44 @@ fn main() {
         runtime.block_on(fixture::serve_stdio());
         return;
     }
+    let tests: [(&str, TestFn); 2] = [
+        (NAME, || Box::pin(run())),
+        (RMCP_CLIENT, || Box::pin(rmcp_client::run())),
+    ];
     if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
+        for (name, _) in &tests {
+            println!("{name}: test");
+        }
         return;
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let ignored_only = args.iter().any(|a| a == "--ignored");
-    if ignored_only || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str()))) {
-        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n");
-        return;
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| {
+            !ignored_only
+                && (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        })
+        .collect();
+    let filtered_out = tests.len() - selected.len();
+    println!("\nrunning {} tests", selected.len());
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in selected {
+        let outcome = std::panic::catch_unwind(|| runtime.block_on(test()));
+        if outcome.is_ok() {
+            passed += 1;
+            println!("test {name} ... ok");
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED");
+        }
     }
-    println!("\nrunning 1 test");
-    let outcome = std::panic::catch_unwind(|| runtime.block_on(run()));
-    match outcome {
-        Ok(()) => {
-            println!("test {NAME} ... ok\n");
-            println!(
-                "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
-            );
-        }
-        Err(_) => {
-            println!("test {NAME} ... FAILED\n");
-            println!(
-                "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n"
-            );
-            std::process::exit(101);
-        }
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered_out} filtered out\n"
+    );
+    if failed > 0 {
+        std::process::exit(101);
     }
 }
 
