@@ -26,7 +26,7 @@ pub(crate) enum Closed {
     RateLimited,
 }
 
-const CODES: [(ErrorCode, &str); 9] = [
+const CODES: [(ErrorCode, &str); 10] = [
     (ErrorCode::Malformed, "malformed"),
     (ErrorCode::NotRegistered, "not_registered"),
     (ErrorCode::UnknownUser, "unknown_user"),
@@ -36,6 +36,7 @@ const CODES: [(ErrorCode, &str); 9] = [
     (ErrorCode::RateLimited, "rate_limited"),
     (ErrorCode::Internal, "internal"),
     (ErrorCode::InviteRequired, "invite_required"),
+    (ErrorCode::QueueFull, "queue_full"),
 ];
 
 /// The relay's metric handles.
@@ -43,7 +44,7 @@ pub(crate) struct RelayMetrics {
     connections: Gauge,
     pub(crate) stored: Counter,
     pub(crate) delivered: Counter,
-    refused: [Counter; 9],
+    refused: [Counter; 10],
     closed: [Counter; 4],
 }
 

@@ -144,6 +144,7 @@ impl From<StoreError> for Refusal {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
             StoreError::TooManyPrekeys { .. } => ErrorCode::Invalid,
+            StoreError::QueueFull { .. } => ErrorCode::QueueFull,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
             StoreError::NotARecipient { .. } | StoreError::NotYourDevice { .. } => {

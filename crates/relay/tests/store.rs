@@ -543,3 +543,43 @@ async fn a_group_commit_stores_the_good_sends_and_nothing_of_a_refused_one() {
         .expect("retry");
     assert!(matches!(retried, Enqueued::Stored(_)));
 }
+
+#[tokio::test]
+async fn a_device_queue_is_bounded_and_acks_make_room() {
+    let dir = tempfile::tempdir().expect("dir");
+    let limits = tessera_relay::store::StoreLimits {
+        max_queued_per_device: 3,
+    };
+    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
+        .await
+        .expect("open");
+    two_users(&store).await;
+    for i in 0..3 {
+        store
+            .enqueue("a1", &format!("q{i}"), "bob", &[env("b1", "c")])
+            .await
+            .expect("room");
+    }
+    let full = store.enqueue("a1", "q3", "bob", &[env("b1", "c")]).await;
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { .. })),
+        "{full:?}"
+    );
+    // Refused whole: a copy for alice's other device in the same send is not stored either, and the
+    // id is not spent.
+    let both = store
+        .enqueue("a1", "q3", "bob", &[env("a2", "copy"), env("b1", "c")])
+        .await;
+    assert!(
+        matches!(both, Err(StoreError::QueueFull { .. })),
+        "{both:?}"
+    );
+    assert!(store.pending("a2", 0, 10).await.expect("a2").is_empty());
+    store.ack("b1", &[acked("a1", "q0")]).await.expect("ack");
+    let stored = store
+        .enqueue("a1", "q3", "bob", &[env("b1", "c")])
+        .await
+        .expect("room again");
+    assert!(matches!(stored, Enqueued::Stored(_)));
+    assert_eq!(store.pending("b1", 0, 10).await.expect("b1").len(), 3);
+}

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use tessera_channel::{AnyKey, ChannelConfig, Identity, Server};
 use tessera_relay::server::{Relay, RelayConfig};
-use tessera_relay::store::SqliteStore;
+use tessera_relay::store::{SqliteStore, StoreLimits};
 use tessera_session::{Registry, RegistryConfig};
 
 /// The messaging relay.
@@ -48,6 +48,9 @@ pub enum RelayCommand {
         /// Most connections at once.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// Most messages queued (not yet acknowledged) for one device; sends beyond it get queue_full.
+        #[arg(long, default_value_t = 10_000)]
+        max_queued: u64,
         /// On SIGINT/SIGTERM, seconds open connections get to finish before they are cancelled.
         #[arg(long, default_value_t = 5)]
         grace: u64,
@@ -75,6 +78,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             idle_timeout,
             message_ttl_days,
             max_connections,
+            max_queued,
             grace,
         } => {
             let config = RelayConfig {
@@ -83,10 +87,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 message_ttl: Duration::from_secs(message_ttl_days.max(1) * 24 * 3600),
                 ..RelayConfig::default()
             };
-            serve(listen, &data, admin, config, max_connections, grace).await
+            let limits = StoreLimits {
+                max_queued_per_device: max_queued.max(1),
+            };
+            serve(listen, &data, admin, config, limits, max_connections, grace).await
         }
         RelayCommand::Invite { data, valid_hours } => {
-            let store = open_store(&data).await?;
+            let store = open_store(&data, StoreLimits::default()).await?;
             let (token, expires_at) = tessera_relay::invite::mint_invite(
                 &store,
                 Duration::from_secs(valid_hours.max(1) * 3600),
@@ -100,10 +107,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
+async fn open_store(data: &Path, limits: StoreLimits) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let path = data.join("relay.db");
-    SqliteStore::open(&path)
+    SqliteStore::open_with(&path, limits)
         .await
         .with_context(|| format!("opening {}", path.display()))
 }
@@ -124,6 +131,7 @@ async fn serve(
     data: &Path,
     admin: Option<SocketAddr>,
     config: RelayConfig,
+    limits: StoreLimits,
     max_connections: usize,
     grace: u64,
 ) -> anyhow::Result<()> {
@@ -135,7 +143,7 @@ async fn serve(
         ),
         None => None,
     };
-    let store = open_store(data).await?;
+    let store = open_store(data, limits).await?;
     let identity = load_or_create_identity(data)?;
     let registry = Registry::new(RegistryConfig {
         max_sessions: max_connections.max(1),

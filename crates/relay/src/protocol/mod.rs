@@ -244,6 +244,8 @@ pub enum ErrorCode {
     Internal,
     /// The registration needs a valid, unused invite or device-link token.
     InviteRequired,
+    /// A recipient device has the most queued messages allowed; retry later.
+    QueueFull,
 }
 
 /// A message from the relay to a device.

@@ -16,7 +16,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::send::{ack_in, enqueue_in};
-use super::{Enqueued, StoreError};
+use super::{Enqueued, StoreError, StoreLimits};
 use crate::protocol::{Envelope, MessageRef};
 
 /// Most requests in one transaction.
@@ -71,9 +71,9 @@ fn failed(reason: &str) -> StoreError {
 
 impl Batcher {
     /// Starts the writer task over `pool` (the one-connection writer pool).
-    pub(super) fn spawn(pool: SqlitePool) -> Self {
+    pub(super) fn spawn(pool: SqlitePool, limits: StoreLimits) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, receiver));
+        tokio::spawn(run(pool, receiver, limits));
         Batcher { queue }
     }
 
@@ -112,14 +112,14 @@ impl Batcher {
     }
 }
 
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Op>) {
+async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Op>, limits: StoreLimits) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        execute(&pool, std::mem::take(&mut ops)).await;
+        execute(&pool, std::mem::take(&mut ops), &limits).await;
     }
 }
 
-async fn execute(pool: &SqlitePool, ops: Vec<Op>) {
+async fn execute(pool: &SqlitePool, ops: Vec<Op>, limits: &StoreLimits) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(error) => {
@@ -145,7 +145,7 @@ async fn execute(pool: &SqlitePool, ops: Vec<Op>) {
                 reply,
             } => Done::Enqueue(
                 reply,
-                enqueue_in(&mut tx, &sender, &message_id, &to, &envelopes).await,
+                enqueue_in(&mut tx, &sender, &message_id, &to, &envelopes, limits).await,
             ),
             Op::Ack {
                 device,

@@ -56,6 +56,14 @@ pub enum StoreError {
         /// The recipient user.
         username: String,
     },
+    /// A recipient device already has the most queued messages allowed.
+    #[error("device {device} has {limit} messages waiting; it must acknowledge some first")]
+    QueueFull {
+        /// The device.
+        device: DeviceId,
+        /// The limit.
+        limit: u64,
+    },
     /// A publish would leave the device more unclaimed one-time keys than the limit.
     #[error("at most {limit} unclaimed one-time keys per device")]
     TooManyPrekeys {
@@ -112,6 +120,22 @@ pub enum Enqueued {
     Stored(Vec<(DeviceId, u64)>),
     /// This message id was stored before; nothing was stored now.
     Duplicate,
+}
+
+/// Limits of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Most messages queued (stored, not yet acknowledged) for one device (default 10,000). A send
+    /// that would go beyond it for any of its devices stores nothing ([`StoreError::QueueFull`]).
+    pub max_queued_per_device: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_queued_per_device: 10_000,
+        }
+    }
 }
 
 /// Most unclaimed one-time keys the relay keeps for one device.

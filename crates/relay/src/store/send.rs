@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use sqlx::{Row, SqliteConnection};
 
 use super::sqlite::{now, to_u64};
-use super::{Enqueued, StoreError};
+use super::{Enqueued, StoreError, StoreLimits};
 use crate::protocol::{Envelope, MessageRef};
 
 /// The body of an enqueue, inside the caller's transaction (one of a group commit). Every refusal
-/// (`UnknownDevice`, `NotARecipient`) and a duplicate are decided before the first write, so a refused
+/// (`UnknownDevice`, `NotARecipient`, `QueueFull`) and a duplicate are decided before the first write, so a refused
 /// request leaves nothing behind; a database error leaves partial writes, and the caller must then roll
 /// the whole transaction back.
 pub(super) async fn enqueue_in(
@@ -19,19 +19,23 @@ pub(super) async fn enqueue_in(
     message_id: &str,
     to: &str,
     envelopes: &[Envelope],
+    limits: &StoreLimits,
 ) -> Result<Enqueued, StoreError> {
-    // One lookup for the sender and every recipient device.
+    // One lookup for the sender and every recipient device (owner and queue length).
     let placeholders = vec!["?"; envelopes.len() + 1].join(", ");
-    let sql =
-        format!("SELECT device_id, username FROM devices WHERE device_id IN ({placeholders})");
+    let sql = format!(
+        "SELECT device_id, username, queued FROM devices WHERE device_id IN ({placeholders})"
+    );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sender);
     for envelope in envelopes {
         query = query.bind(&envelope.device);
     }
     let mut owners = HashMap::new();
+    let mut queued = HashMap::new();
     for row in query.fetch_all(&mut *conn).await? {
         let device: String = row.try_get("device_id")?;
         let user: String = row.try_get("username")?;
+        queued.insert(device.clone(), to_u64(row.try_get("queued")?));
         owners.insert(device, user);
     }
     let Some(sender_user) = owners.get(sender).cloned() else {
@@ -50,6 +54,12 @@ pub(super) async fn enqueue_in(
                     username: to.to_owned(),
                 });
             }
+        }
+        if queued.get(&envelope.device).copied().unwrap_or(0) >= limits.max_queued_per_device {
+            return Err(StoreError::QueueFull {
+                device: envelope.device.clone(),
+                limit: limits.max_queued_per_device,
+            });
         }
     }
     let now = now();
@@ -97,7 +107,8 @@ pub(super) async fn enqueue_in(
     let mut stored = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         let seq: i64 = sqlx::query(
-            "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = ? RETURNING next_seq",
+            "UPDATE devices SET next_seq = next_seq + 1, queued = queued + 1 WHERE device_id = ? \
+             RETURNING next_seq",
         )
         .bind(&envelope.device)
         .fetch_one(&mut *conn)
@@ -148,9 +159,11 @@ pub(super) async fn ack_in(
     }
     if let Some(seq) = highest {
         sqlx::query(
-            "UPDATE devices SET last_acked_seq = MAX(last_acked_seq, ?) WHERE device_id = ?",
+            "UPDATE devices SET last_acked_seq = MAX(last_acked_seq, ?), \
+             queued = MAX(queued - ?, 0) WHERE device_id = ?",
         )
         .bind(seq)
+        .bind(i64::try_from(rows.len()).unwrap_or(i64::MAX))
         .bind(device)
         .execute(&mut *conn)
         .await?;

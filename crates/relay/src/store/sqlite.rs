@@ -82,6 +82,10 @@ CREATE TABLE invites (
     expires_at  BIGINT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE devices ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
+UPDATE devices SET queued = (SELECT COUNT(*) FROM messages WHERE recipient_device = devices.device_id);
+"#,
 ];
 
 /// The relay's state in one SQLite file.
@@ -109,8 +113,17 @@ fn to_i64(value: u64) -> i64 {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path` and applies pending migrations, with the
+    /// default limits.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, super::StoreLimits::default()).await
+    }
+
+    /// [`SqliteStore::open`] with other limits.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        limits: super::StoreLimits,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path.as_ref())
             .create_if_missing(true)
@@ -127,7 +140,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let batch = Batcher::spawn(writer.clone());
+        let batch = Batcher::spawn(writer.clone(), limits);
         Ok(SqliteStore {
             writer,
             reader,
@@ -422,6 +435,14 @@ impl Store for SqliteStore {
             .bind(now())
             .execute(&mut *tx)
             .await?;
+        if deleted > 0 {
+            sqlx::query(
+                "UPDATE devices SET queued = \
+                 (SELECT COUNT(*) FROM messages WHERE recipient_device = devices.device_id)",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }
