@@ -39,6 +39,24 @@ struct Meta<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow, rename = "io.modelcontextprotocol/subscriptionId")]
     subscription: Option<&'a RawValue>,
+    #[serde(borrow, rename = "io.modelcontextprotocol/logLevel")]
+    log_level: Option<&'a RawValue>,
+}
+
+/// True for a 2026-07-28 request that asked for log messages (`_meta["io.modelcontextprotocol/logLevel"]`).
+pub fn wants_logs(message: &Message) -> bool {
+    let parse = || -> Option<bool> {
+        let outer: Outer<'_> = serde_json::from_slice(message.raw()).ok()?;
+        let params: Params<'_> = serde_json::from_str(outer.params?.get()).ok()?;
+        let meta: Meta<'_> = serde_json::from_str(params.meta?.get()).ok()?;
+        Some(meta.log_level.is_some())
+    };
+    message.is_request() && parse().unwrap_or(false)
+}
+
+/// The route key of a request that asked for log messages (its id as the child saw it).
+pub fn log_key(id: &str) -> String {
+    format!("l{id}")
 }
 
 /// The raw JSON of a listen notification's `params._meta["io.modelcontextprotocol/subscriptionId"]` (the
@@ -143,6 +161,26 @@ impl Drop for RouteGuard {
 }
 
 impl Routes {
+    /// A log message names no request on stdio. A 2026-07-28 server may log only for a request that set a
+    /// log level, so while exactly one such request is in flight the message can only be its; with none or
+    /// several, it is not routed.
+    fn deliver_log(&self, message: Message) -> Result<(), Message> {
+        if message.method() != Some("notifications/message") {
+            return Err(message);
+        }
+        let to = {
+            let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut candidates = map.iter().filter(|(k, _)| k.starts_with('l'));
+            match (candidates.next(), candidates.next()) {
+                (Some((_, route)), None) => route.to.clone(),
+                _ => return Err(message),
+            }
+        };
+        to.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+        })
+    }
+
     /// An empty table holding at most `limit` routes.
     pub fn new(limit: usize) -> Routes {
         Routes {
@@ -181,7 +219,7 @@ impl Routes {
     /// message back when no route takes it (no key, no route, or the stream's queue full or closed).
     pub fn deliver(&self, message: Message) -> Result<(), Message> {
         let Some((key, value)) = route_key(&message) else {
-            return Err(message);
+            return self.deliver_log(message);
         };
         let (to, restored) = {
             let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);

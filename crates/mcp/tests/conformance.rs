@@ -266,6 +266,7 @@ async fn run() {
             }
         }
     }
+    logs_reach_their_request(&via_command.url).await;
     via_url.stop().await;
     via_command.stop().await;
     stop.cancel();
@@ -273,5 +274,67 @@ async fn run() {
         failures.is_empty(),
         "{failures:#?} (results under {})",
         results.display()
+    );
+}
+
+/// 2026-07-28 over the shared stdio child: a request that set a log level gets its log messages on its own
+/// response stream (stdio names no request in a log message; the proxy routes it to the only request in
+/// flight that asked for logs), and one that did not gets none.
+async fn logs_reach_their_request(url: &str) {
+    let http = support::http::Http::new(url.replace("localhost", "127.0.0.1"));
+    let call = |id: u64, log_level: Option<&str>| {
+        let mut meta = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "log-test", "version": "0"},
+        });
+        if let Some(level) = log_level {
+            meta["io.modelcontextprotocol/logLevel"] = serde_json::json!(level);
+        }
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "test_logging_tool", "arguments": {}, "_meta": meta}})
+    };
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "test_logging_tool"),
+    ];
+    let logged = http
+        .send(hyper::Method::POST, &headers, Some(&call(1, Some("info"))))
+        .await;
+    assert_eq!(logged.status, 200, "{}", logged.body);
+    let messages = logged.messages();
+    let logs: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .filter_map(|m| m["params"]["data"].as_str())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            "Tool execution started",
+            "Tool processing data",
+            "Tool execution completed"
+        ],
+        "{}",
+        logged.body
+    );
+    assert!(
+        messages
+            .last()
+            .is_some_and(|m| m["id"] == 1 && m["result"].is_object())
+    );
+    let quiet = http
+        .send(hyper::Method::POST, &headers, Some(&call(2, None)))
+        .await;
+    assert!(
+        quiet
+            .messages()
+            .iter()
+            .all(|m| m["method"] != "notifications/message"),
+        "{}",
+        quiet.body
     );
 }

@@ -264,11 +264,11 @@ pub(crate) async fn post(
             ) {
                 Ok(response) => return response,
                 Err((notes, outcome, guard)) => {
-                    return super::streamed::response(notes, outcome, Some(guard), None);
+                    return super::streamed::response(notes, outcome, vec![guard], None);
                 }
             }
         }
-        return super::streamed::response(notes, outcome, Some(guard), None);
+        return super::streamed::response(notes, outcome, vec![guard], None);
     }
     let response = match McpSession::outcome(pending, &id).await {
         Ok(response) => response,

@@ -160,28 +160,41 @@ pub(crate) async fn post(
     };
     // A progress token is the client's choice and may collide with another client's: the child sees a
     // token of the proxy's, and the request's SSE response carries its progress with the client's token.
-    let mut routed = None;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut guards = Vec::new();
     if let Some(client_token) = progress::token(&message).filter(|_| accept.sse) {
         let ours = format!("\"tessera-progress-{}\"", upstream_id.as_json());
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        if let (Some(rewritten), Some(guard)) = (
-            progress::with_token(&remapped, &ours),
-            shared
-                .progress
-                .add(&progress::progress_key(&ours), Some(client_token), tx),
-        ) {
+        if let Some(rewritten) = progress::with_token(&remapped, &ours)
+            && let Some(guard) = shared.progress.add(
+                &progress::progress_key(&ours),
+                Some(client_token),
+                tx.clone(),
+            )
+        {
             remapped = rewritten;
-            routed = Some((guard, rx));
-        }
-    } else if message.method() == Some("subscriptions/listen") && accept.sse {
-        // A listen's notifications name it by the id the child saw: routed back under the client's id, on
-        // the stream that stays open until the listen ends (its result) or the client closes it (the cancel).
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let key = progress::subscription_key(upstream_id.as_json());
-        if let Some(guard) = shared.progress.add(&key, Some(original.as_json()), tx) {
-            routed = Some((guard, rx));
+            guards.push(guard);
         }
     }
+    if message.method() == Some("subscriptions/listen") && accept.sse {
+        // A listen's notifications name it by the id the child saw: routed back under the client's id, on
+        // the stream that stays open until the listen ends (its result) or the client closes it (the cancel).
+        let key = progress::subscription_key(upstream_id.as_json());
+        if let Some(guard) = shared
+            .progress
+            .add(&key, Some(original.as_json()), tx.clone())
+        {
+            guards.push(guard);
+        }
+    }
+    if progress::wants_logs(&message) && accept.sse {
+        // Its log messages, while it is the only request in flight that asked for them.
+        let key = progress::log_key(upstream_id.as_json());
+        if let Some(guard) = shared.progress.add(&key, None, tx.clone()) {
+            guards.push(guard);
+        }
+    }
+    drop(tx);
+    let routed = (!guards.is_empty()).then_some((guards, rx));
     let pending = match shared
         .owner
         .track_request(Direction::ClientToServer, &remapped)
@@ -203,14 +216,14 @@ pub(crate) async fn post(
             "Bad Gateway: the upstream server is gone",
         );
     }
-    if let Some((guard, notes)) = routed {
+    if let Some((guards, notes)) = routed {
         let (state, group) = (state.clone(), group.clone());
         let outcome = async move {
             let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
             record(&state, &group, &response);
             response
         };
-        return super::streamed::response(notes, outcome, Some(guard), None);
+        return super::streamed::response(notes, outcome, guards, None);
     }
     let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
     record(state, group, &response);

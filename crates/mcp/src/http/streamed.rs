@@ -22,21 +22,21 @@ fn event(message: &Message) -> Bytes {
 struct Streaming {
     notes: mpsc::Receiver<Message>,
     outcome: Option<Pin<Box<dyn Future<Output = Message> + Send>>>,
-    _route: Option<RouteGuard>,
+    _routes: Vec<RouteGuard>,
 }
 
 /// The SSE response: `notes` until `outcome` resolves, then whatever is left in `notes`, then the
-/// response. `route` is unrouted when the stream ends.
+/// response. `routes` are removed when the stream ends.
 pub(crate) fn response(
     notes: mpsc::Receiver<Message>,
     outcome: impl Future<Output = Message> + Send + 'static,
-    route: Option<RouteGuard>,
+    routes: Vec<RouteGuard>,
     session: Option<tessera_session::SessionId>,
 ) -> Response {
     let state = Streaming {
         notes,
         outcome: Some(Box::pin(outcome)),
-        _route: route,
+        _routes: routes,
     };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         let outcome = state.outcome.as_mut()?;
