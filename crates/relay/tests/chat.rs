@@ -104,3 +104,51 @@ fn bob_name(identity: &Identity, b1: &Identity) -> &'static str {
         "b2"
     }
 }
+
+#[tokio::test]
+async fn two_hundred_olm_clients_in_a_ring_each_decrypt_only_their_own() {
+    const CLIENTS: usize = 200;
+    const EACH: usize = 5;
+    let relay = std::sync::Arc::new(start().await);
+    let keys: std::sync::Arc<Vec<Identity>> =
+        std::sync::Arc::new((0..CLIENTS).map(|_| Identity::generate()).collect());
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let (relay, keys, barrier) = (relay.clone(), keys.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&relay, &keys[i]).await;
+            let mut me = ChatDevice::register(
+                client,
+                &format!("user{i}"),
+                keys[i].public_key().to_string(),
+                OlmDevice::new(),
+                2,
+            )
+            .await
+            .expect("register");
+            barrier.wait().await; // every recipient exists
+            let to = (i + 1) % CLIENTS;
+            for n in 0..EACH {
+                me.send_text(&format!("user{to}"), &format!("{n} for {to} from {i}"))
+                    .await
+                    .expect("send");
+            }
+            let from = (i + CLIENTS - 1) % CLIENTS;
+            for n in 0..EACH {
+                let message = me.receive().await.expect("receive");
+                assert_eq!(
+                    message.body,
+                    format!("{n} for {i} from {from}").as_bytes(),
+                    "misdelivered or out of order"
+                );
+                assert_eq!(message.from_device, keys[from].public_key().to_string());
+                assert_eq!(message.from_user, format!("user{from}"));
+            }
+            me.close().await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+}
