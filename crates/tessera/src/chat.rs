@@ -328,6 +328,7 @@ async fn command(
     match command {
         ChatCommand::Register { .. } => unreachable_register(),
         ChatCommand::Send { user, text } => {
+            new_device_notice(device, user).await?;
             let id = device.send_text(user, text).await.map_err(chat_error)?;
             println!("sent {id}");
             Ok(())
@@ -417,6 +418,35 @@ async fn command(
             Ok(())
         }
     }
+}
+
+/// A notice on stderr when `user` has a device this device never wrote to or heard from, beside devices
+/// it knows: a new phone, or a device someone (the relay, say) added. The message is still sent to it
+/// (trust on first use); the notice says how to check.
+async fn new_device_notice(device: &mut ChatDevice, user: &str) -> anyhow::Result<()> {
+    let listed = match device.client().list_devices(user).await {
+        Ok(listed) => listed,
+        // An unknown user: send_text reports it.
+        Err(_) => return Ok(()),
+    };
+    let own = device.device().to_owned();
+    let (known, new): (Vec<_>, Vec<_>) = listed
+        .iter()
+        .filter(|d| d.device != own)
+        .partition(|d| device.olm().pinned_fingerprint(&d.device).is_some());
+    if known.is_empty() {
+        return Ok(());
+    }
+    for listed in new {
+        eprintln!(
+            "notice: {user} has a device you have not seen before: {}
+  fingerprint: {}
+               check it with {user} over another channel (tessera chat fingerprint {user})",
+            listed.device,
+            fingerprint(&listed.identity_key)
+        );
+    }
+    Ok(())
 }
 
 fn unreachable_register() -> anyhow::Result<()> {

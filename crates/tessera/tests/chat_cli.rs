@@ -245,7 +245,13 @@ fn relay_and_chat_from_the_command_line() {
     let phone_device = device_of(&register(&relay, &alice_phone, "alice", &link));
     let devices = ok(chat(&alice, &["devices"]));
     assert!(devices.contains(&alice_device) && devices.contains(&phone_device));
-    ok(chat(&bob, &["send", "alice", "hi both of you"]));
+    let to_both = chat(&bob, &["send", "alice", "hi both of you"]);
+    let notice = String::from_utf8_lossy(&to_both.stderr).into_owned();
+    ok(to_both);
+    assert!(
+        notice.contains("notice") && notice.contains(&phone_device),
+        "bob is told about alice's new device: {notice}"
+    );
     for state in [&alice, &alice_phone] {
         let got = ok(chat(
             state,
