@@ -321,39 +321,6 @@ impl McpSession {
         }
     }
 
-    /// Tags that interception rules added to the session.
-    pub fn labels(&self) -> Vec<Arc<str>> {
-        self.stats
-            .labels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Adds a rule's tag (ignored past [`MAX_LABELS`] or when already set).
-    pub fn add_label(&self, label: &Arc<str>) {
-        let mut labels = self
-            .stats
-            .labels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if labels.len() < MAX_LABELS && !labels.contains(label) {
-            labels.push(label.clone());
-        }
-    }
-
-    /// True if the session has this tag, computed or added by a rule.
-    pub fn has_tag(&self, name: &str) -> bool {
-        self.tags().names().any(|n| n == name)
-            || self
-                .stats
-                .labels
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .any(|l| &**l == name)
-    }
-
     /// Frames that passed through the session so far.
     pub fn frames(&self) -> u64 {
         self.stats.frames.load(Ordering::Relaxed)

@@ -54,6 +54,7 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
     let reader = owner.clone();
     let progress = Routes::new(state.sessions.config().pending.per_session);
     let routes = progress.clone();
+    let (rules_state, rules_input) = (state.clone(), input.clone());
     let spawned = guard.session().clone().spawn(async move {
         while let Some(line) = output.next().await {
             let Ok(Line::Frame(bytes)) = line else { continue };
@@ -70,6 +71,12 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
                 // Progress finds its request by the proxy's token; stdio gives a log message or a listen
                 // notification nothing to route by (see docs/mcp.md).
                 _ => {
+                    if let Some(back) = super::intercept::server(&rules_state, &reader, &message) {
+                        if let Some(error) = back {
+                            rules_input.send(&error).await;
+                        }
+                        continue;
+                    }
                     if let Err(unrouted) = routes.deliver(message) {
                         tracing::debug!(method = ?unrouted.method(), "shared child message not routed");
                     }

@@ -1,5 +1,7 @@
 //! Frame metadata and session tags: what rules and recordings match on.
 
+use std::sync::{Arc, PoisonError};
+
 use tessera_session::SessionId;
 
 /// Session tags, computed from what the session did (never guessed): a small set.
@@ -61,4 +63,40 @@ pub struct FrameMeta {
     pub tags: Tags,
     /// Tags interception rules had added to the session by then.
     pub labels: Vec<std::sync::Arc<str>>,
+}
+
+/// Tags added by interception rules ([`crate::rules`]), kept with the session's counters.
+impl super::McpSession {
+    /// Tags that interception rules added to the session.
+    pub fn labels(&self) -> Vec<Arc<str>> {
+        self.stats
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a rule's tag (ignored past [`super::MAX_LABELS`] or when already set).
+    pub fn add_label(&self, label: &Arc<str>) {
+        let mut labels = self
+            .stats
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if labels.len() < super::MAX_LABELS && !labels.contains(label) {
+            labels.push(label.clone());
+        }
+    }
+
+    /// True if the session has this tag, computed or added by a rule.
+    pub fn has_tag(&self, name: &str) -> bool {
+        self.tags().names().any(|n| n == name)
+            || self
+                .stats
+                .labels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|l| &**l == name)
+    }
 }
