@@ -98,12 +98,11 @@ struct Proxy {
 }
 
 async fn start_proxy(upstream: Upstream) -> Proxy {
-    let proxy = HttpProxy::new(
-        HttpConfig::new(upstream),
-        Sessions::new(McpConfig::default()),
-        None,
-    )
-    .expect("proxy");
+    start_proxy_with(HttpConfig::new(upstream)).await
+}
+
+async fn start_proxy_with(config: HttpConfig) -> Proxy {
+    let proxy = HttpProxy::new(config, Sessions::new(McpConfig::default()), None).expect("proxy");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the proxy");
@@ -216,11 +215,7 @@ async fn run() {
     let suite = support::npm::conformance();
     let stop = CancellationToken::new();
     let fixture = fixture::serve_http(&stop).await;
-    let me = std::env::current_exe().expect("this test binary");
-    let mut spec =
-        ChildSpec::from_command(&[me.into_os_string(), OsString::from("--fixture-stdio")])
-            .expect("child spec");
-    spec.grace = Duration::from_secs(1);
+    let spec = me_spec();
     let via_url = start_proxy(Upstream::Url(fixture.clone())).await;
     let via_command = start_proxy(Upstream::Command(spec)).await;
     let results: PathBuf =
@@ -267,6 +262,7 @@ async fn run() {
         }
     }
     logs_reach_their_request(&via_command.url).await;
+    rules_over_the_shared_child(&me_spec()).await;
     via_url.stop().await;
     via_command.stop().await;
     stop.cancel();
@@ -337,4 +333,82 @@ async fn logs_reach_their_request(url: &str) {
         "{}",
         quiet.body
     );
+}
+
+/// This binary as the stdio fixture.
+fn me_spec() -> ChildSpec {
+    let me = std::env::current_exe().expect("this test binary");
+    let mut spec =
+        ChildSpec::from_command(&[me.into_os_string(), OsString::from("--fixture-stdio")])
+            .expect("child spec");
+    spec.grace = Duration::from_secs(1);
+    spec
+}
+
+/// Interception rules on 2026-07-28 traffic over the shared child: a client request blocked by tool name,
+/// and the child's log messages blocked on their way to the client.
+async fn rules_over_the_shared_child(spec: &ChildSpec) {
+    let rules = tessera_mcp::rules::Rules::from_json(
+        r#"{"rules": [
+            {"name": "no-errors", "method": "tools/call", "tool": "test_error_handling", "action": "block", "code": -32040},
+            {"name": "no-logs", "method": "notifications/message", "direction": "s2c", "action": "block"}
+        ]}"#,
+    )
+    .expect("rules");
+    let mut config = HttpConfig::new(Upstream::Command(spec.clone()));
+    config.rules = Some(std::sync::Arc::new(rules));
+    let proxy = start_proxy_with(config).await;
+    let http = support::http::Http::new(proxy.url.replace("localhost", "127.0.0.1"));
+    let call = |id: u64, tool: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/logLevel": "info"}}})
+    };
+    let headers = |tool: &'static str| {
+        [
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", tool),
+        ]
+    };
+    let blocked = http
+        .send(
+            hyper::Method::POST,
+            &headers("test_error_handling"),
+            Some(&call(1, "test_error_handling")),
+        )
+        .await;
+    assert_eq!(
+        blocked.response(&serde_json::json!(1))["error"]["code"],
+        -32040,
+        "{}",
+        blocked.body
+    );
+    let quiet = http
+        .send(
+            hyper::Method::POST,
+            &headers("test_logging_tool"),
+            Some(&call(2, "test_logging_tool")),
+        )
+        .await;
+    let messages = quiet.messages();
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["method"] != "notifications/message"),
+        "{}",
+        quiet.body
+    );
+    assert!(
+        messages
+            .last()
+            .is_some_and(|m| m["id"] == 2 && m["result"].is_object()),
+        "{}",
+        quiet.body
+    );
+    proxy.stop().await;
 }
