@@ -262,6 +262,7 @@ async fn run() {
         }
     }
     logs_reach_their_request(&via_command.url).await;
+    same_progress_token_two_clients(&via_command.url).await;
     rules_over_the_shared_child(&me_spec()).await;
     via_url.stop().await;
     via_command.stop().await;
@@ -411,4 +412,51 @@ async fn rules_over_the_shared_child(spec: &ChildSpec) {
         quiet.body
     );
     proxy.stop().await;
+}
+
+/// Two 2026-07-28 clients over the shared child pick the same progress token and the same id at once: each
+/// stream carries exactly its own request's three progress notifications, under the client's token, then its
+/// own result (the child saw two different tokens of the proxy's).
+async fn same_progress_token_two_clients(url: &str) {
+    let http = support::http::Http::new(url.replace("localhost", "127.0.0.1"));
+    let call = |client: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "test_tool_with_progress", "arguments": {}, "_meta": {
+                "progressToken": "same-token",
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": client, "version": "0"}}}})
+    };
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "test_tool_with_progress"),
+    ];
+    let (call_a, call_b) = (call("client-a"), call("client-b"));
+    let (a, b) = tokio::join!(
+        http.send(hyper::Method::POST, &headers, Some(&call_a)),
+        http.send(hyper::Method::POST, &headers, Some(&call_b))
+    );
+    for reply in [a, b] {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let messages = reply.messages();
+        let progress: Vec<(&Value, &Value)> = messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .map(|m| (&m["params"]["progressToken"], &m["params"]["progress"]))
+            .collect();
+        assert_eq!(progress.len(), 3, "{}", reply.body);
+        assert!(
+            progress.iter().all(|(token, _)| *token == "same-token"),
+            "{}",
+            reply.body
+        );
+        let steps: Vec<f64> = progress.iter().filter_map(|(_, p)| p.as_f64()).collect();
+        assert_eq!(steps, [0.0, 50.0, 100.0], "{}", reply.body);
+        let last = messages.last().expect("a response");
+        assert_eq!(last["id"], 5);
+        assert!(last["result"].is_object(), "{}", reply.body);
+    }
 }
