@@ -234,6 +234,21 @@ impl ChatDevice {
         Ok(self.olm.seal(key)?)
     }
 
+    /// Tops up this device's one-time keys on the relay to `target` (at most 100) when fewer than half
+    /// are left; returns how many were published. Each claimed key started a session with someone; past
+    /// the last one, new sessions rest on the fallback key, which a replay can reuse.
+    pub async fn replenish(&mut self, target: usize) -> Result<usize, ChatError> {
+        let target = target.min(100);
+        let left = usize::try_from(self.client.count_prekeys().await?).unwrap_or(usize::MAX);
+        if left >= target.div_ceil(2) {
+            return Ok(0);
+        }
+        let missing = target - left;
+        let one_time = self.olm.one_time_keys(missing);
+        self.client.publish_prekeys(one_time, None).await?;
+        Ok(missing)
+    }
+
     /// Carries on over a new connection (after the old one broke), keeping the Olm state.
     pub fn reconnect(&mut self, client: RelayClient) {
         self.client = client;

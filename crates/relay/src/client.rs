@@ -222,6 +222,14 @@ impl RelayClient {
         }
     }
 
+    /// count_prekeys: how many of this device's one-time keys the relay still holds.
+    pub async fn count_prekeys(&mut self) -> Result<u64, ClientError> {
+        match self.call(|req| Request::CountPrekeys { req }).await? {
+            Reply::Prekeys { one_time_keys, .. } => Ok(one_time_keys),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// link_device: a single-use token for one new device of this account, and its expiry time.
     pub async fn link_device(&mut self) -> Result<(Zeroizing<String>, i64), ClientError> {
         match self.call(|req| Request::LinkDevice { req }).await? {

@@ -453,6 +453,11 @@ impl<S: Store> Relay<S> {
                     devices,
                 })
             }
+            Request::CountPrekeys { req } => {
+                self.require_registered(device).await?;
+                let one_time_keys = store.count_one_time_keys(device).await?;
+                Ok(Reply::Prekeys { req, one_time_keys })
+            }
             Request::LinkDevice { req } => {
                 let Some(me) = store.device(device).await? else {
                     return Err(Refusal(

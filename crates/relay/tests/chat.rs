@@ -152,3 +152,35 @@ async fn two_hundred_olm_clients_in_a_ring_each_decrypt_only_their_own() {
         task.await.expect("client");
     }
 }
+
+#[tokio::test]
+async fn one_time_keys_are_topped_up_when_half_are_claimed() {
+    let relay = start().await;
+    let bob_key = Identity::generate();
+    let mut bob = device(&relay, "bob", &bob_key, None).await;
+    // Registered with 10; eight claimed by other users' first contact.
+    for i in 0..8 {
+        let other = Identity::generate();
+        let mut them = device(&relay, &format!("u{i}"), &other, None).await;
+        let bundle = them.client().fetch_bundle("bob").await.expect("bundle");
+        assert!(bundle[0].one_time_key.is_some());
+        them.close().await;
+    }
+    assert_eq!(bob.client().count_prekeys().await.expect("count"), 2);
+    assert_eq!(bob.replenish(10).await.expect("replenish"), 8);
+    assert_eq!(bob.client().count_prekeys().await.expect("count"), 10);
+    assert_eq!(bob.replenish(10).await.expect("enough"), 0);
+    // The keys on the relay still start real sessions.
+    let carol_key = Identity::generate();
+    let mut carol = device(&relay, "carol", &carol_key, None).await;
+    carol
+        .send_text("bob", "from a new key")
+        .await
+        .expect("send");
+    assert_eq!(
+        bob.receive().await.expect("receive").body,
+        b"from a new key"
+    );
+    bob.close().await;
+    carol.close().await;
+}

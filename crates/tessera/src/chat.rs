@@ -460,6 +460,12 @@ async fn listen(
     json: bool,
     count: Option<u64>,
 ) -> anyhow::Result<()> {
+    // Others start sessions with this device from its one-time keys: keep some on the relay.
+    let published = device.replenish(50).await?;
+    if published > 0 {
+        file.save(profile, device.olm())?;
+        tracing::info!(published, "published one-time keys");
+    }
     let mut received = 0u64;
     let mut stdout = std::io::stdout();
     while count.is_none_or(|n| received < n) {

@@ -176,6 +176,23 @@ impl OlmDevice {
         (one_time, fallback)
     }
 
+    /// Generates `count` new one-time keys (the fallback key stays), marks them published, and returns
+    /// their public halves.
+    pub fn one_time_keys(&mut self, count: usize) -> Vec<PreKey> {
+        self.account.generate_one_time_keys(count);
+        let one_time = self
+            .account
+            .one_time_keys()
+            .into_iter()
+            .map(|(id, key)| PreKey {
+                key_id: id.to_base64(),
+                key: key.to_base64(),
+            })
+            .collect();
+        self.account.mark_keys_as_published();
+        one_time
+    }
+
     /// Encrypts `plaintext` for one device of a bundle, starting a session from its prekeys when there
     /// is none yet.
     pub fn encrypt_for(

@@ -184,6 +184,12 @@ pub enum Request {
         /// Whose devices.
         username: String,
     },
+    /// count_prekeys: how many of the caller's one-time keys the relay still holds (see
+    /// [`Reply::Prekeys`]), so a device knows when to publish more.
+    CountPrekeys {
+        /// Request number.
+        req: u64,
+    },
     /// link_device: a single-use token that lets one new device join the caller's account (see
     /// [`Reply::Link`]).
     LinkDevice {
@@ -217,6 +223,7 @@ impl Request {
             | Request::ListUsers { req }
             | Request::ListDevices { req, .. }
             | Request::LinkDevice { req }
+            | Request::CountPrekeys { req }
             | Request::Ack { req, .. } => *req,
         }
     }
@@ -311,6 +318,13 @@ pub enum Reply {
         username: String,
         /// Device id and identity keys of each device.
         devices: Vec<DeviceKeys>,
+    },
+    /// count_prekeys: the caller's unclaimed one-time keys on the relay.
+    Prekeys {
+        /// Request number.
+        req: u64,
+        /// How many are left.
+        one_time_keys: u64,
     },
     /// link_device: the token a new device of this account presents in register_device's `invite`.
     Link {

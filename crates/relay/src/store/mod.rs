@@ -186,6 +186,12 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// How many unclaimed one-time keys `device` has.
+    fn count_one_time_keys(
+        &self,
+        device: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// `username`'s devices with their public identity keys; claims no prekey.
     fn list_devices(
         &self,

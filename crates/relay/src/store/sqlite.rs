@@ -219,6 +219,15 @@ impl Store for SqliteStore {
         admission::create_invite(&self.writer, token_hash, username, expires_at).await
     }
 
+    async fn count_one_time_keys(&self, device: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM one_time_keys WHERE device_id = ?")
+            .bind(device)
+            .fetch_one(&self.reader)
+            .await?
+            .try_get("n")?;
+        Ok(to_u64(n))
+    }
+
     async fn list_devices(&self, username: &str) -> Result<Vec<DeviceKeys>, StoreError> {
         admission::list_devices(&self.reader, username).await
     }
