@@ -327,6 +327,9 @@ pub struct TapeSummary {
     pub bad_lines: usize,
     /// Per method, sorted by name.
     pub methods: Vec<MethodSummary>,
+    /// Per interception rule: (messages it matched, messages blocked by a chain it was in), by name (at
+    /// most [`crate::rules::MAX_RULES`] names; the rest under `(other)`).
+    pub rules: std::collections::BTreeMap<String, (usize, usize)>,
 }
 
 impl std::fmt::Display for TapeSummary {
@@ -350,6 +353,12 @@ impl std::fmt::Display for TapeSummary {
                 "{:<28} {:>7} {:>7} {:>10} {:>10}",
                 m.method, m.count, m.errors, m.p50_us, m.p95_us
             )?;
+        }
+        if !self.rules.is_empty() {
+            writeln!(f, "{:<28} {:>7} {:>7}", "rule", "matched", "blocked")?;
+            for (name, (matched, blocked)) in &self.rules {
+                writeln!(f, "{name:<28} {matched:>7} {blocked:>7}")?;
+            }
         }
         Ok(())
     }
@@ -399,7 +408,22 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
                     entry.1 += 1;
                 }
             }
-            Some("init" | "http" | "rule") => {}
+            Some("rule") => {
+                let blocked = record.get("blocked").and_then(Value::as_bool) == Some(true);
+                let names = record.get("rules").and_then(Value::as_array);
+                for name in names.into_iter().flatten().filter_map(Value::as_str) {
+                    let known = summary.rules.contains_key(name);
+                    let key = if known || summary.rules.len() < crate::rules::MAX_RULES {
+                        name.to_owned()
+                    } else {
+                        "(other)".to_owned()
+                    };
+                    let entry = summary.rules.entry(key).or_default();
+                    entry.0 += 1;
+                    entry.1 += usize::from(blocked);
+                }
+            }
+            Some("init" | "http") => {}
             _ => summary.bad_lines += 1,
         }
     }

@@ -143,5 +143,13 @@ async fn rules_block_log_and_tag_and_are_recorded() {
             .iter()
             .any(|f| f["message"]["id"] == 3 && f["dir"] == "c2s")
     );
+    // `tape show` counts them.
+    let summary =
+        tessera_mcp::tape::summarize(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+            .unwrap();
+    assert_eq!(summary.bad_lines, 0);
+    assert_eq!(summary.rules.get("no-sum"), Some(&(1, 1)));
+    assert_eq!(summary.rules.get("no-sampling"), Some(&(1, 1)));
+    assert!(summary.to_string().contains("no-ping-when-audited"));
     let _ = std::fs::remove_dir_all(&dir);
 }
