@@ -144,6 +144,13 @@ struct ServeArgs {
     /// Interception rules (JSON: method, direction, tool, session tags → block, log or tag); see docs/mcp.md.
     #[arg(long)]
     rules: Option<std::path::PathBuf>,
+    /// The `retry` (ms) announced by priming events on SSE streams of 2025-11-25 sessions (command upstream).
+    #[arg(long, default_value_t = 3000)]
+    sse_retry_ms: u64,
+    /// How long (ms) a broken POST response stream waits to be resumed before its request is withdrawn
+    /// (command upstream, 2025-11-25 sessions; 0 = no resumption).
+    #[arg(long, default_value_t = 10_000)]
+    resume_window_ms: u64,
     /// A session idle this long (seconds) is ended.
     #[arg(long, default_value_t = 3600)]
     idle_timeout: u64,
@@ -207,6 +214,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = HttpConfig::new(upstream);
     config.allowed_origins = args.allow_origin.clone();
     config.max_body = args.common.max_message;
+    config.sse_retry_ms = args.sse_retry_ms;
+    config.resume_window_ms = args.resume_window_ms;
     if let Some(path) = &args.rules {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the rules file {}", path.display()))?;
