@@ -249,6 +249,13 @@ impl ChatDevice {
         Ok(missing)
     }
 
+    /// Accepts `identity_key` for `device` (see [`OlmDevice::repin`]) and forgets cached bundles.
+    pub fn trust(&mut self, device: &str, identity_key: &str) -> Result<(), ChatError> {
+        self.olm.repin(device, identity_key)?;
+        self.bundles.clear();
+        Ok(())
+    }
+
     /// Carries on over a new connection (after the old one broke), keeping the Olm state.
     pub fn reconnect(&mut self, client: RelayClient) {
         self.client = client;

@@ -101,6 +101,14 @@ pub enum ChatCommand {
     },
     /// Mint a single-use token that lets one new device join this account.
     Link,
+    /// Accept the identity key USER's DEVICE has now (after checking its fingerprint with USER over
+    /// another channel): replaces the pin and drops the sessions made with the old key.
+    Trust {
+        /// The user.
+        user: String,
+        /// The device id (64 hex digits, as `fingerprint USER` shows it).
+        device: String,
+    },
 }
 
 /// Holds `STATE.lock` (with this process's id) while a command uses the state, so that two commands
@@ -406,6 +414,21 @@ async fn command(
                     fingerprint(&listed.identity_key)
                 );
             }
+            Ok(())
+        }
+        ChatCommand::Trust {
+            user,
+            device: target,
+        } => {
+            let listed = device.client().list_devices(user).await?;
+            let Some(found) = listed.iter().find(|d| &d.device == target) else {
+                bail!("{user} has no device {target}");
+            };
+            device.trust(&found.device, &found.identity_key)?;
+            println!(
+                "{user} device {target} now pinned to\n  fingerprint: {}",
+                fingerprint(&found.identity_key)
+            );
             Ok(())
         }
         ChatCommand::Link => {

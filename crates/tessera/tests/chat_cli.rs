@@ -317,6 +317,12 @@ fn relay_and_chat_from_the_command_line() {
     assert!(!shown.status.success());
     assert!(String::from_utf8_lossy(&shown.stdout).contains("CHANGED"));
     assert!(String::from_utf8_lossy(&shown.stderr).contains("WARNING"));
+    // Once checked with bob, alice accepts the new key; sending works again (to the new key).
+    let trusted = ok(chat(&alice, &["trust", "bob", &bob_device]));
+    assert!(trusted.contains("now pinned"), "{trusted}");
+    let shown = ok(chat(&alice, &["fingerprint", "bob"]));
+    assert!(shown.contains("pinned, matches"), "{shown}");
+    ok(chat(&alice, &["send", "bob", "after checking the new key"]));
 
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);

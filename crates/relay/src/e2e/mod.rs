@@ -151,6 +151,16 @@ impl OlmDevice {
         self.sessions.get(device).is_some_and(|s| !s.is_empty())
     }
 
+    /// Pins `identity_key` (base64) for `device` in place of whatever was pinned, and forgets the
+    /// sessions with it (they belong to the old key). Only after the key was checked with its owner over
+    /// another channel: this is how a reinstalled device is accepted.
+    pub fn repin(&mut self, device: &str, identity_key: &str) -> Result<(), E2eError> {
+        let presented = key(device, identity_key)?;
+        self.pins.insert(device.to_owned(), presented);
+        self.sessions.remove(device);
+        Ok(())
+    }
+
     /// Generates `count` one-time keys and a new fallback key, marks them published, and returns their
     /// public halves for publish_prekeys.
     pub fn prekeys(&mut self, count: usize) -> (Vec<PreKey>, Option<PreKey>) {
