@@ -158,6 +158,53 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Asks the client (`elicitation/create`, legacy eras) and reports its answer as `prefix` + action and
+    /// content.
+    async fn elicit(
+        &self,
+        params: Value,
+        prefix: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, rmcp::ErrorData> {
+        let params = from_json(params)?;
+        let answer = context
+            .peer
+            .create_elicitation(params)
+            .await
+            .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))?;
+        let answer = serde_json::to_value(&answer).unwrap_or(Value::Null);
+        text_result(&format!(
+            "{prefix}action={}, content={}",
+            answer["action"].as_str().unwrap_or("?"),
+            answer.get("content").cloned().unwrap_or(Value::Null)
+        ))
+    }
+}
+
+fn sep1034_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "name": {"type": "string", "default": "John Doe"},
+        "age": {"type": "integer", "default": 30},
+        "score": {"type": "number", "default": 95.5},
+        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+        "verified": {"type": "boolean", "default": true}}})
+}
+
+fn sep1330_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        "titledSingle": {"type": "string", "oneOf": [
+            {"const": "value1", "title": "First Option"}, {"const": "value2", "title": "Second Option"},
+            {"const": "value3", "title": "Third Option"}]},
+        "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"]},
+        "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+        "titledMulti": {"type": "array", "items": {"anyOf": [
+            {"const": "value1", "title": "First Choice"}, {"const": "value2", "title": "Second Choice"},
+            {"const": "value3", "title": "Third Choice"}]}}}})
+}
+
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -199,6 +246,21 @@ impl ServerHandler for Fixture {
                 tool(
                     "test_missing_capability",
                     "Needs the sampling capability",
+                    no_args(),
+                ),
+                tool(
+                    "test_elicitation",
+                    "Asks the user",
+                    string_args(&["message"]),
+                ),
+                tool(
+                    "test_elicitation_sep1034_defaults",
+                    "Asks with defaults",
+                    no_args(),
+                ),
+                tool(
+                    "test_elicitation_sep1330_enums",
+                    "Asks with enums",
                     no_args(),
                 ),
                 tool("test_logging_tool", "Logs when asked to", no_args()),
@@ -297,6 +359,27 @@ impl ServerHandler for Fixture {
             "test_tool_with_progress" => return self.with_progress(&context).await,
             "test_tool_with_logging" => return self.with_logging(&context).await,
             "test_sampling" => return self.sampling(&request, &context).await,
+            "test_elicitation" => {
+                let params = json!({"message": arg(&request, "message"), "requestedSchema": {
+                    "type": "object", "properties": {
+                        "username": {"type": "string", "description": "User's response"},
+                        "email": {"type": "string", "description": "User's email address"}},
+                    "required": ["username", "email"]}});
+                return self.elicit(params, "User response: ", &context).await;
+            }
+            "test_elicitation_sep1034_defaults" => {
+                let params =
+                    json!({"message": "Defaults test", "requestedSchema": sep1034_schema()});
+                return self
+                    .elicit(params, "Elicitation completed: ", &context)
+                    .await;
+            }
+            "test_elicitation_sep1330_enums" => {
+                let params = json!({"message": "Enums test", "requestedSchema": sep1330_schema()});
+                return self
+                    .elicit(params, "Elicitation completed: ", &context)
+                    .await;
+            }
             other => {
                 return Err(rmcp::ErrorData::invalid_params(
                     format!("unknown tool {other}"),
