@@ -143,6 +143,18 @@ async fn rules_block_log_and_tag_and_are_recorded() {
             .iter()
             .any(|f| f["message"]["id"] == 3 && f["dir"] == "c2s")
     );
+    // Request headers are recorded for POST and DELETE alike.
+    let http_records: Vec<&Value> = records.iter().filter(|r| r["type"] == "http").collect();
+    assert!(
+        http_records
+            .iter()
+            .any(|r| r["http"] == "DELETE" && r["session"] == json!(session))
+    );
+    assert!(
+        http_records
+            .iter()
+            .any(|r| r["http"] == "POST" && r["id"] == 5)
+    );
     // `tape show` counts them.
     let summary =
         tessera_mcp::tape::summarize(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
