@@ -60,6 +60,7 @@ pub mod proto;
 pub mod record;
 pub mod record_layer;
 pub mod redaction;
+pub mod service;
 pub mod signing;
 pub mod split;
 pub mod suite;

@@ -168,6 +168,25 @@ impl CipherSuite {
         }
     }
 
+    /// The IANA code point (e.g. 0x1301), as the session messages carry it.
+    pub fn iana_code(self) -> u16 {
+        u16::from(self.rustls().suite())
+    }
+
+    /// The suite with this IANA code point, if it is one of the nine.
+    pub fn from_iana_code(code: u32) -> Option<Self> {
+        CipherSuite::ALL
+            .into_iter()
+            .find(|s| u32::from(s.iana_code()) == code)
+    }
+
+    /// The suite with this IANA name (e.g. `TLS_AES_128_GCM_SHA256`), if it is one of the nine.
+    pub fn from_iana_name(name: &str) -> Option<Self> {
+        CipherSuite::ALL
+            .into_iter()
+            .find(|s| s.iana_name().eq_ignore_ascii_case(name))
+    }
+
     /// The suite rustls negotiated, if it is one of the nine.
     pub fn from_rustls(suite: rustls::CipherSuite) -> Result<Self, TeeError> {
         CipherSuite::ALL

@@ -95,7 +95,7 @@ pub enum Body {
     Error(Error),
 }
 
-/// 1. K→T: a new session.
+/// 1. K→T: a new session; TEE_T echoes it back once the session is registered.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct SessionCreated {}
 
@@ -146,7 +146,7 @@ pub struct TcpData {
 }
 
 /// 5. K→C: the handshake is done.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct HandshakeComplete {
     /// IANA code.
     #[prost(uint32, tag = "1")]
@@ -154,6 +154,10 @@ pub struct HandshakeComplete {
     /// 0x0303 or 0x0304.
     #[prost(uint32, tag = "2")]
     pub tls_version: u32,
+    /// TEE_K's last handshake bytes (TLS 1.3: the client Finished): the client writes them to TCP and from
+    /// then on keeps every server record for TEE_T.
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
 }
 
 /// Kind of a hidden request range.
@@ -237,6 +241,9 @@ pub struct EncryptedRequest {
     /// ([`crate::redaction::check_streams`]).
     #[prost(bytes = "vec", repeated, tag = "8")]
     pub masked_ranges: Vec<Vec<u8>>,
+    /// TLS 1.2 AES-GCM: the record's explicit nonce.
+    #[prost(bytes = "vec", tag = "9")]
+    pub explicit_iv: Vec<u8>,
 }
 
 /// 7. T→C: the real request ciphertext and its tag.
@@ -248,6 +255,9 @@ pub struct EncryptedData {
     /// AEAD tag.
     #[prost(bytes = "vec", tag = "2")]
     pub tag: Vec<u8>,
+    /// TLS 1.2 AES-GCM: the explicit nonce, which goes before the ciphertext in the record.
+    #[prost(bytes = "vec", tag = "3")]
+    pub explicit_iv: Vec<u8>,
 }
 
 /// One server record as the client read it.
@@ -380,8 +390,12 @@ pub struct ResponseRedactionSpec {
 }
 
 /// 12. K→T: sign T_OUTPUT now.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct Finished {}
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Finished {
+    /// The verifier's nonce (from `request_connection`), signed into T_OUTPUT.
+    #[prost(bytes = "vec", tag = "1")]
+    pub nonce: Vec<u8>,
+}
 
 /// 12. T→K: Keccak-256 of T_OUTPUT's body, signed into K_OUTPUT.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -413,6 +427,6 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(RedactionStreams {} secret { streams, commitment_keys });
-redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad, masked_ranges } secret { tag_secrets });
+redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad, masked_ranges, explicit_iv } secret { tag_secrets });
 redacted_debug!(RecordTagSecrets { seq } secret { tag_secrets, tail_keystream });
 redacted_debug!(DecryptionStream { seq } secret { keystream });

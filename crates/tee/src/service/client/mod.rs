@@ -1,0 +1,503 @@
+//! The prover's side: [`prove`] owns the TCP connection to the website, relays TEE_K's handshake, sends the
+//! redacted request (streams to TEE_T), writes the record TEE_T tagged, reads the response records to EOF
+//! and hands them to TEE_T, receives keystreams from TEE_K only after TEE_T verified every tag, reconstructs
+//! the response, picks what to reveal, and returns the bundle with both signed outputs.
+//!
+//! ```no_run
+//! # async fn demo(k: tessera_tee::service::TeeEndpoint, t: tessera_tee::service::TeeEndpoint)
+//! # -> Result<(), tessera_tee::service::ClientError> {
+//! use tessera_tee::service::{ProveRequest, Reveal, prove};
+//! let request = ProveRequest::get("https://example.com/account")?
+//!     .header("Cookie", "session=s3cr3t")
+//!     .hide_header("Cookie")
+//!     .reveal(Reveal::JsonPath("$.balance".into()));
+//! let proved = prove(&request, &k, &t).await?;
+//! println!("{}", String::from_utf8_lossy(&proved.revealed));
+//! std::fs::write("proof.json", tessera_tee::proof_file::to_json(&proved.bundle)).ok();
+//! # Ok(()) }
+//! ```
+
+mod request;
+mod reveal;
+
+pub use request::ProveRequest;
+pub use reveal::{Reveal, RevealError, hidden_ranges, view};
+
+use super::common::channel_config;
+use crate::proto::{
+    BatchedEncryptedResponses, Body, BodyType, Bundle, EncryptedResponse, RedactionStreams,
+    RequestConnection, ResponseRange, ResponseRedactionSpec, SignedMessage, TcpData, TcpReady,
+};
+use crate::record::{ContentType, Record, RecordSplitter};
+use crate::record_layer::ProtectedPayload;
+use crate::redaction::redact_request;
+use crate::suite::{CipherSuite, TlsVersion};
+use crate::wire::{self, WireSessionId};
+use std::collections::HashMap;
+use tessera_channel::{ChannelReader, ChannelWriter, Connector, Identity, PublicKey};
+use tessera_session::{Registry, RegistryConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Records per batch sent to TEE_T are cut at about this many bytes.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Largest response the client collects (ciphertext bytes).
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// A TEE the client connects to: its `ws://…/ws` URL and its pinned channel key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeeEndpoint {
+    /// e.g. `ws://127.0.0.1:8080/ws`.
+    pub url: String,
+    /// The channel key (pinned: a server with another key is refused).
+    pub key: PublicKey,
+}
+
+impl TeeEndpoint {
+    /// An endpoint; `addr` may be `host:port` (the `/ws` URL is built) or a full `ws://` URL.
+    pub fn new(addr: impl Into<String>, key: PublicKey) -> Self {
+        let addr = addr.into();
+        let url = if addr.starts_with("ws://") || addr.starts_with("wss://") {
+            addr
+        } else {
+            format!("ws://{addr}/ws")
+        };
+        TeeEndpoint { url, key }
+    }
+}
+
+/// Why a proof failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The request cannot be built.
+    #[error("request: {0}")]
+    Request(String),
+    /// A channel to a TEE failed.
+    #[error("channel to {0}: {1}")]
+    Channel(&'static str, String),
+    /// A TEE ended the session, with its reason.
+    #[error("{0} ended the session: {1}")]
+    Rejected(&'static str, String),
+    /// The website connection failed.
+    #[error("website: {0}")]
+    Website(String),
+    /// A TEE broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The response selection failed.
+    #[error(transparent)]
+    Reveal(#[from] RevealError),
+    /// The overall time limit passed.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A finished proof.
+#[derive(Clone)]
+pub struct Proved {
+    /// Both signed outputs: what `proof_file::to_json` writes and `verify_bundle` checks.
+    pub bundle: Bundle,
+    /// The whole response plaintext (the prover's own copy).
+    pub response: Vec<u8>,
+    /// The response as a verifier will see it (hidden bytes as `*`).
+    pub revealed: Vec<u8>,
+    /// The hidden ranges of the response.
+    pub hidden: Vec<ResponseRange>,
+    /// The session id both outputs carry.
+    pub session_id: WireSessionId,
+    /// The negotiated suite.
+    pub suite: CipherSuite,
+}
+
+impl std::fmt::Debug for Proved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proved")
+            .field("response_len", &self.response.len())
+            .field("hidden", &self.hidden.len())
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Proves `request` with TEE_K and TEE_T (each pinned by its key). The whole proof runs under
+/// [`ProveRequest::timeout`].
+pub async fn prove(
+    request: &ProveRequest,
+    tee_k: &TeeEndpoint,
+    tee_t: &TeeEndpoint,
+) -> Result<Proved, ClientError> {
+    let registry = Registry::new(RegistryConfig::new("tee-client"));
+    let outcome =
+        tokio::time::timeout(request.timeout, run(request, tee_k, tee_t, &registry)).await;
+    registry
+        .shutdown(std::time::Duration::from_millis(100))
+        .await;
+    outcome.map_err(|_| ClientError::Timeout)?
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    K,
+    T,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::K => "TEE_K",
+            Side::T => "TEE_T",
+        }
+    }
+}
+
+/// The two channels; messages of this session only.
+struct Peers {
+    sid: WireSessionId,
+    k_rx: ChannelReader,
+    k_tx: ChannelWriter,
+    t_rx: ChannelReader,
+    t_tx: ChannelWriter,
+    k_done: bool,
+    t_done: bool,
+}
+
+impl Peers {
+    async fn recv(
+        rx: &mut ChannelReader,
+        side: Side,
+        sid: &WireSessionId,
+    ) -> Result<Body, ClientError> {
+        match rx.recv().await {
+            Ok(Some(bytes)) => match wire::decode(&bytes, Some(sid)) {
+                Ok((_, Body::Error(e))) => Err(ClientError::Rejected(side.name(), e.reason)),
+                Ok((_, body)) => Ok(body),
+                Err(e) => Err(ClientError::Protocol(format!("{}: {e}", side.name()))),
+            },
+            Ok(None) => Err(ClientError::Channel(side.name(), "closed".into())),
+            Err(e) => Err(ClientError::Channel(side.name(), e.to_string())),
+        }
+    }
+
+    /// The next message from either TEE (an `Error` from either ends the proof with its reason).
+    async fn next(&mut self) -> Result<(Side, Body), ClientError> {
+        let sid = self.sid;
+        let (k_done, t_done) = (self.k_done, self.t_done);
+        let k = async {
+            if k_done {
+                std::future::pending().await
+            } else {
+                Self::recv(&mut self.k_rx, Side::K, &sid).await
+            }
+        };
+        let t = async {
+            if t_done {
+                std::future::pending().await
+            } else {
+                Self::recv(&mut self.t_rx, Side::T, &sid).await
+            }
+        };
+        tokio::select! {
+            body = k => Ok((Side::K, body?)),
+            body = t => Ok((Side::T, body?)),
+        }
+    }
+
+    async fn expect(&mut self, side: Side, name: &str) -> Result<Body, ClientError> {
+        match self.next().await? {
+            (s, body) if s == side => Ok(body),
+            (s, body) => Err(ClientError::Protocol(format!(
+                "{} sent {} (expected {name} from {})",
+                s.name(),
+                wire::body_name(&body),
+                side.name()
+            ))),
+        }
+    }
+
+    async fn send(&self, side: Side, body: Body) -> Result<(), ClientError> {
+        let tx = match side {
+            Side::K => &self.k_tx,
+            Side::T => &self.t_tx,
+        };
+        tx.send(wire::encode(&self.sid, body))
+            .await
+            .map_err(|e| ClientError::Channel(side.name(), e.to_string()))
+    }
+}
+
+fn unexpected(side: Side, body: &Body, name: &str) -> ClientError {
+    ClientError::Protocol(format!(
+        "{} sent {} (expected {name})",
+        side.name(),
+        wire::body_name(body)
+    ))
+}
+
+async fn run(
+    request: &ProveRequest,
+    tee_k: &TeeEndpoint,
+    tee_t: &TeeEndpoint,
+    registry: &Registry,
+) -> Result<Proved, ClientError> {
+    let (http_request, ranges) = request.build()?;
+    let connector = Connector::new(registry.clone(), channel_config());
+    let identity = Identity::generate();
+    let k = connector
+        .connect(&tee_k.url, tee_k.key, &identity)
+        .await
+        .map_err(|e| ClientError::Channel("TEE_K", e.to_string()))?;
+    let (mut k_rx, k_tx) = k.split();
+
+    // 1. session_ready: the envelope carries the session id; then the channel to TEE_T.
+    let first = k_rx
+        .recv()
+        .await
+        .map_err(|e| ClientError::Channel("TEE_K", e.to_string()))?
+        .ok_or(ClientError::Channel("TEE_K", "closed".into()))?;
+    let sid = match wire::decode(&first, None) {
+        Ok((sid, Body::SessionReady(_))) => sid,
+        Ok((_, Body::Error(e))) => return Err(ClientError::Rejected("TEE_K", e.reason)),
+        Ok((_, body)) => return Err(unexpected(Side::K, &body, "session_ready")),
+        Err(e) => return Err(ClientError::Protocol(format!("TEE_K: {e}"))),
+    };
+    let t = connector
+        .connect(&tee_t.url, tee_t.key, &identity)
+        .await
+        .map_err(|e| ClientError::Channel("TEE_T", e.to_string()))?;
+    let (t_rx, t_tx) = t.split();
+    let mut peers = Peers {
+        sid,
+        k_rx,
+        k_tx,
+        t_rx,
+        t_tx,
+        k_done: false,
+        t_done: false,
+    };
+
+    // 2. request_connection → connection_ready.
+    peers
+        .send(
+            Side::K,
+            Body::RequestConnection(RequestConnection {
+                hostname: request.host.clone(),
+                port: u32::from(request.port),
+                sni: String::new(),
+                alpn: vec!["http/1.1".into()],
+                force_tls_version: match request.force_version {
+                    None => String::new(),
+                    Some(TlsVersion::Tls12) => "1.2".into(),
+                    Some(TlsVersion::Tls13) => "1.3".into(),
+                },
+                force_cipher_suite: request
+                    .force_suite
+                    .map(|s| s.iana_name().to_owned())
+                    .unwrap_or_default(),
+                nonce: request.nonce.clone(),
+            }),
+        )
+        .await?;
+    match peers.expect(Side::K, "connection_ready").await? {
+        Body::ConnectionReady(_) => {}
+        other => return Err(unexpected(Side::K, &other, "connection_ready")),
+    }
+
+    // 3. The TCP connection, then tcp_ready.
+    let mut tcp = match request.connect_to {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect((request.host.as_str(), request.port)).await,
+    }
+    .map_err(|e| ClientError::Website(format!("connect: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
+
+    // 4-5. Relay: TEE_K's bytes to the server, each whole server record to TEE_K, until handshake_complete
+    // (whose bytes — TLS 1.3: the client Finished — go out before the server can send anything more).
+    let website = |e: std::io::Error| ClientError::Website(e.to_string());
+    let mut splitter = RecordSplitter::any_version();
+    let mut buf = vec![0u8; 64 * 1024];
+    let complete = loop {
+        tokio::select! {
+            message = peers.expect(Side::K, "tcp_data") => match message? {
+                Body::TcpData(data) => tcp.write_all(&data.data).await.map_err(website)?,
+                Body::HandshakeComplete(done) => {
+                    tcp.write_all(&done.data).await.map_err(website)?;
+                    break done;
+                }
+                other => return Err(unexpected(Side::K, &other, "tcp_data")),
+            },
+            n = tcp.read(&mut buf) => {
+                let n = n.map_err(website)?;
+                if n == 0 {
+                    // Usually TEE_K failed the handshake and its alert closed the connection: its reason
+                    // is on the way, and says more than the closed socket.
+                    let why = tokio::time::timeout(std::time::Duration::from_secs(1), peers.next()).await;
+                    return Err(match why {
+                        Ok(Err(e @ ClientError::Rejected(..))) => e,
+                        _ => ClientError::Website("closed during the handshake".into()),
+                    });
+                }
+                let records = splitter
+                    .push(&buf[..n])
+                    .map_err(|e| ClientError::Website(e.to_string()))?;
+                for record in records {
+                    peers
+                        .send(Side::K, Body::TcpData(TcpData { data: record.to_bytes() }))
+                        .await?;
+                }
+            }
+        }
+    };
+    let suite = CipherSuite::from_iana_code(complete.cipher_suite)
+        .ok_or_else(|| ClientError::Protocol("unknown cipher suite".into()))?;
+    let version = suite.version();
+    splitter.set_max_payload(version.max_ciphertext());
+
+    // 6. The redacted request to TEE_K, the streams to TEE_T. 7. TEE_T's record to the server.
+    let (redacted, streams) =
+        redact_request(&http_request, &ranges).map_err(|e| ClientError::Request(e.to_string()))?;
+    peers.send(Side::K, Body::RedactedRequest(redacted)).await?;
+    peers
+        .send(
+            Side::T,
+            Body::RedactionStreams(RedactionStreams { ..streams }),
+        )
+        .await?;
+    let data = match peers.expect(Side::T, "encrypted_data").await? {
+        Body::EncryptedData(data) => data,
+        other => return Err(unexpected(Side::T, &other, "encrypted_data")),
+    };
+    let mut payload = data.explicit_iv;
+    payload.extend_from_slice(&data.ciphertext);
+    payload.extend_from_slice(&data.tag);
+    let record = Record::new(ContentType::ApplicationData, payload)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    tcp.write_all(&record.to_bytes()).await.map_err(website)?;
+
+    // 8. Records to EOF, in batches to TEE_T.
+    let mut seq = match version {
+        TlsVersion::Tls13 => 0u64,
+        TlsVersion::Tls12 => 1,
+    };
+    let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut batch = BatchedEncryptedResponses::default();
+    let (mut batch_bytes, mut total, mut batches) = (0usize, 0usize, 0usize);
+    loop {
+        let n = tcp.read(&mut buf).await.map_err(website)?;
+        if n == 0 {
+            break;
+        }
+        let records = splitter
+            .push(&buf[..n])
+            .map_err(|e| ClientError::Website(e.to_string()))?;
+        for record in records {
+            let parts = ProtectedPayload::parse(suite, &record)
+                .map_err(|e| ClientError::Website(e.to_string()))?;
+            total += parts.ciphertext.len();
+            if total > MAX_RESPONSE {
+                return Err(ClientError::Website(
+                    "response larger than the limit".into(),
+                ));
+            }
+            batch_bytes += record.payload.len() + 32;
+            kept.push((seq, parts.ciphertext.to_vec()));
+            batch.responses.push(EncryptedResponse {
+                ciphertext: parts.ciphertext.to_vec(),
+                tag: parts.tag.to_vec(),
+                header: record.header.encode().to_vec(),
+                seq,
+                explicit_iv: parts.explicit_nonce.map(|n| n.to_vec()).unwrap_or_default(),
+            });
+            seq += 1;
+            if batch_bytes >= BATCH_BYTES {
+                peers
+                    .send(
+                        Side::T,
+                        Body::BatchedEncryptedResponses(std::mem::take(&mut batch)),
+                    )
+                    .await?;
+                batches += 1;
+                batch_bytes = 0;
+            }
+        }
+    }
+    if !splitter.is_empty() {
+        return Err(ClientError::Website(
+            "the connection ended inside a record".into(),
+        ));
+    }
+    batch.eof = true;
+    peers
+        .send(Side::T, Body::BatchedEncryptedResponses(batch))
+        .await?;
+    batches += 1;
+
+    // 10. Keystreams, one message per batch, only for verified application data.
+    let mut streams: HashMap<u64, Vec<u8>> = HashMap::new();
+    for _ in 0..batches {
+        match peers.expect(Side::K, "batched_decryption_streams").await? {
+            Body::BatchedDecryptionStreams(batch) => {
+                for s in batch.streams {
+                    streams.insert(s.seq, s.keystream);
+                }
+            }
+            other => return Err(unexpected(Side::K, &other, "batched_decryption_streams")),
+        }
+    }
+    let mut response = Vec::with_capacity(total);
+    for (seq, ciphertext) in &kept {
+        if let Some(keystream) = streams.remove(seq) {
+            let content = ciphertext.get(..keystream.len()).ok_or_else(|| {
+                ClientError::Protocol("a keystream longer than its record".into())
+            })?;
+            response.extend(content.iter().zip(&keystream).map(|(c, k)| c ^ k));
+        }
+    }
+    if !streams.is_empty() {
+        return Err(ClientError::Protocol("a keystream for no record".into()));
+    }
+
+    // 11. What stays hidden.
+    let hidden = hidden_ranges(&response, &request.reveal)?;
+    peers
+        .send(
+            Side::K,
+            Body::ResponseRedactionSpec(ResponseRedactionSpec {
+                hidden: hidden.clone(),
+            }),
+        )
+        .await?;
+
+    // 12. T_OUTPUT from TEE_T, K_OUTPUT from TEE_K.
+    let (mut k_output, mut t_output): (Option<SignedMessage>, Option<SignedMessage>) = (None, None);
+    while k_output.is_none() || t_output.is_none() {
+        match peers.next().await? {
+            (Side::K, Body::SignedMessage(m)) if m.body_type == BodyType::KOutput as i32 => {
+                k_output = Some(m);
+                peers.k_done = true;
+            }
+            (Side::T, Body::SignedMessage(m)) if m.body_type == BodyType::TOutput as i32 => {
+                t_output = Some(m);
+                peers.t_done = true;
+            }
+            (side, body) => return Err(unexpected(side, &body, "signed_message")),
+        }
+    }
+    peers.k_tx.close();
+    peers.t_tx.close();
+    let revealed = view(&response, &hidden);
+    Ok(Proved {
+        bundle: Bundle {
+            k_output,
+            t_output,
+            attestations: Vec::new(),
+        },
+        response,
+        revealed,
+        hidden,
+        session_id: sid,
+        suite,
+    })
+}

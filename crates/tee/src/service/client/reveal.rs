@@ -1,0 +1,332 @@
+//! What of the response the proof reveals: everything by default; otherwise the status line, the blank line
+//! ending the headers, and what each [`Reveal`] selects (a regex over the raw response, or a JSON path into
+//! the body, chunked or not). Everything else is hidden: TEE_K puts random keystream there, so a verifier
+//! sees `*`.
+
+use crate::proto::ResponseRange;
+
+/// One selection of response bytes to reveal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reveal {
+    /// The whole response.
+    All,
+    /// Every match of this regular expression over the raw response bytes.
+    Regex(String),
+    /// The member (`"key": value`) or element at this path in the JSON body: `$.user.balance`,
+    /// `items[0].id`, `a.b.0`.
+    JsonPath(String),
+}
+
+/// Why a selection could not be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevealError {
+    /// The regular expression does not compile.
+    #[error("bad regex {0:?}: {1}")]
+    Regex(String, String),
+    /// The path is malformed or names nothing in the body.
+    #[error("JSON path {0:?}: {1}")]
+    JsonPath(String, &'static str),
+    /// The response has no end of headers.
+    #[error("the response has no header end")]
+    NoHeaders,
+}
+
+/// The hidden ranges for `reveal` (none if `reveal` is empty or holds [`Reveal::All`]).
+pub fn hidden_ranges(
+    response: &[u8],
+    reveal: &[Reveal],
+) -> Result<Vec<ResponseRange>, RevealError> {
+    if reveal.is_empty() || reveal.contains(&Reveal::All) {
+        return Ok(Vec::new());
+    }
+    let mut shown = vec![false; response.len()];
+    let head_end = find(response, b"\r\n\r\n").ok_or(RevealError::NoHeaders)?;
+    let status_end = find(response, b"\r\n").map_or(head_end, |e| e + 2);
+    shown[..status_end].fill(true);
+    shown[head_end..head_end + 4].fill(true);
+    let body_start = head_end + 4;
+    for selection in reveal {
+        match selection {
+            Reveal::All => {}
+            Reveal::Regex(pattern) => {
+                let re = regex::bytes::Regex::new(pattern)
+                    .map_err(|e| RevealError::Regex(pattern.clone(), e.to_string()))?;
+                for m in re.find_iter(response) {
+                    shown[m.start()..m.end()].fill(true);
+                }
+            }
+            Reveal::JsonPath(path) => {
+                let bad = |why| RevealError::JsonPath(path.clone(), why);
+                let segments = parse_path(path).ok_or_else(|| bad("malformed path"))?;
+                let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+                let raw_body = &response[body_start..];
+                let pieces = if head.contains("\r\ntransfer-encoding: chunked") {
+                    dechunk(raw_body).ok_or_else(|| bad("malformed chunked body"))?
+                } else {
+                    vec![(0, raw_body.len())]
+                };
+                let body: Vec<u8> = pieces
+                    .iter()
+                    .flat_map(|&(at, len)| &raw_body[at..at + len])
+                    .copied()
+                    .collect();
+                let (start, end) = json_find(&body, skip_ws(&body, 0), &segments)
+                    .ok_or_else(|| bad("not found"))?;
+                // Decoded offsets back to raw ones; chunk framing inside the span is revealed too
+                // (sizes are not secret, and the member reads whole).
+                let raw_at = |offset: usize, is_end: bool| {
+                    let mut decoded = 0;
+                    for &(at, len) in &pieces {
+                        if offset < decoded + len || (is_end && offset == decoded + len) {
+                            return body_start + at + offset - decoded;
+                        }
+                        decoded += len;
+                    }
+                    response.len()
+                };
+                shown[raw_at(start, false)..raw_at(end, true)].fill(true);
+            }
+        }
+    }
+    let mut hidden = Vec::new();
+    let mut i = 0;
+    while i < shown.len() {
+        if shown[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < shown.len() && !shown[i] {
+            i += 1;
+        }
+        hidden.push(ResponseRange {
+            start: start as u64,
+            length: (i - start) as u64,
+        });
+    }
+    Ok(hidden)
+}
+
+/// The response as a verifier will see it: hidden bytes as `*`.
+pub fn view(response: &[u8], hidden: &[ResponseRange]) -> Vec<u8> {
+    let mut out = response.to_vec();
+    for r in hidden {
+        let (start, end) = (r.start as usize, (r.start + r.length) as usize);
+        if let Some(part) = out.get_mut(start..end) {
+            part.fill(b'*');
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The data pieces `(offset, length)` of a chunked body.
+fn dechunk(body: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + find(&body[at..], b"\r\n")?;
+        let line = std::str::from_utf8(&body[at..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            return Some(pieces);
+        }
+        if at.checked_add(size)? + 2 > body.len() {
+            return None;
+        }
+        pieces.push((at, size));
+        at += size + 2;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_path(path: &str) -> Option<Vec<Segment>> {
+    let path = path.strip_prefix('$').unwrap_or(path);
+    let path = path.strip_prefix('.').unwrap_or(path);
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(match key.parse::<usize>() {
+                Ok(i) => Segment::Index(i),
+                Err(_) => Segment::Key(key.to_owned()),
+            });
+        } else if rest.is_empty() {
+            return None;
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']')?;
+            out.push(Segment::Index(inner[..close].parse().ok()?));
+            rest = &inner[close + 1..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn skip_ws(d: &[u8], mut i: usize) -> usize {
+    while i < d.len() && matches!(d[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// Index after the string starting at `i` (a `"`).
+fn skip_string(d: &[u8], mut i: usize) -> Option<usize> {
+    if d.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    while i < d.len() {
+        match d[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Index after the value starting at `i`.
+fn skip_value(d: &[u8], i: usize) -> Option<usize> {
+    match d.get(i)? {
+        b'"' => skip_string(d, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < d.len() {
+                match d[j] {
+                    b'"' => {
+                        j = skip_string(d, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let end = d[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+                .map_or(d.len(), |p| i + p);
+            (end > i).then_some(end)
+        }
+    }
+}
+
+/// The span to reveal for `path` in the value at `i`: an object member with its key, or an element.
+fn json_find(d: &[u8], i: usize, path: &[Segment]) -> Option<(usize, usize)> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some((i, skip_value(d, i)?));
+    };
+    match (d.get(i)?, first) {
+        (b'{', Segment::Key(key)) => {
+            let mut j = i + 1;
+            loop {
+                j = skip_ws(d, j);
+                let key_start = j;
+                let key_end = skip_string(d, j)?;
+                j = skip_ws(d, key_end);
+                if d.get(j) != Some(&b':') {
+                    return None;
+                }
+                j = skip_ws(d, j + 1);
+                if &d[key_start + 1..key_end - 1] == key.as_bytes() {
+                    return if rest.is_empty() {
+                        Some((key_start, skip_value(d, j)?))
+                    } else {
+                        json_find(d, j, rest)
+                    };
+                }
+                j = skip_ws(d, skip_value(d, j)?);
+                if d.get(j) != Some(&b',') {
+                    return None;
+                }
+                j += 1;
+            }
+        }
+        (b'[', Segment::Index(n)) => {
+            let mut j = i + 1;
+            let mut index = 0;
+            loop {
+                j = skip_ws(d, j);
+                if d.get(j) == Some(&b']') {
+                    return None;
+                }
+                if index == *n {
+                    return json_find(d, j, rest);
+                }
+                j = skip_ws(d, skip_value(d, j)?);
+                if d.get(j) != Some(&b',') {
+                    return None;
+                }
+                j += 1;
+                index += 1;
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 44\r\n\r\n{\"user\":\"alice\",\"items\":[1,{\"id\":7}],\"b\":\"9\"}";
+
+    #[test]
+    fn json_path_reveals_one_member_and_regex_adds() {
+        let hidden = hidden_ranges(RESPONSE, &[Reveal::JsonPath("$.user".into())]).unwrap();
+        let shown = String::from_utf8(view(RESPONSE, &hidden)).unwrap();
+        assert!(shown.starts_with("HTTP/1.1 200 OK\r\n****"), "{shown}");
+        assert!(shown.contains("\r\n\r\n*\"user\":\"alice\"****"), "{shown}");
+        let hidden = hidden_ranges(RESPONSE, &[Reveal::JsonPath("items[1].id".into())]).unwrap();
+        let shown = String::from_utf8(view(RESPONSE, &hidden)).unwrap();
+        assert!(shown.contains("*\"id\":7*"), "{shown}");
+        assert!(!shown.contains("alice"), "{shown}");
+        let hidden = hidden_ranges(RESPONSE, &[Reveal::Regex("alice".into())]).unwrap();
+        assert!(
+            String::from_utf8(view(RESPONSE, &hidden))
+                .unwrap()
+                .contains("*alice*")
+        );
+        assert!(hidden_ranges(RESPONSE, &[]).unwrap().is_empty());
+        assert!(hidden_ranges(RESPONSE, &[Reveal::JsonPath("nope".into())]).is_err());
+        assert!(hidden_ranges(RESPONSE, &[Reveal::Regex("(".into())]).is_err());
+    }
+
+    #[test]
+    fn json_path_in_a_chunked_body_maps_to_raw_bytes() {
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"a\":\"xy\r\n4\r\nz\"}\n\r\n0\r\n\r\n";
+        let hidden = hidden_ranges(response, &[Reveal::JsonPath("a".into())]).unwrap();
+        let shown = String::from_utf8(view(response, &hidden)).unwrap();
+        assert!(
+            shown.contains("\r\n\r\n****\"a\":\"xy\r\n4\r\nz\"***"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Pieces both services and the client share: limits, the per-session failure, the routing table that
+//! multiplexes sessions over one channel, and sending one envelope.
+
+use crate::proto::Body;
+use crate::wire::{self, WireSessionId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tessera_channel::{ChannelConfig, ChannelWriter};
+use tessera_session::{Registry, RegistryConfig};
+use tokio::sync::mpsc;
+
+/// Limits of a TEE service. Every size and queue is bounded; every session has one deadline.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One session, from `session_ready` to the signed output, must end within this (default 60 s);
+    /// past it the session ends with `Error{"session deadline exceeded"}` to the client (reference gap 13).
+    pub session_deadline: Duration,
+    /// A session with no message for this long is ended by the registry's sweeper (default 30 s).
+    pub idle_timeout: Duration,
+    /// Most sessions at once (default 1,000).
+    pub max_sessions: usize,
+    /// Largest response, in ciphertext bytes over all records (default 64 MiB).
+    pub max_response: usize,
+    /// Most server records relayed during the handshake (default 64).
+    pub max_handshake_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            session_deadline: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            max_sessions: 1_000,
+            max_response: 64 * 1024 * 1024,
+            max_handshake_records: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The registry of protocol sessions: the sweeper ends idle sessions, and (as a backstop behind the
+    /// session's own deadline timer) any session older than the deadline plus a grace second.
+    pub(crate) fn registry(&self, name: &'static str) -> Registry {
+        let mut config = RegistryConfig::new(name);
+        config.max_sessions = self.max_sessions;
+        config.idle_timeout = self.idle_timeout;
+        config.max_age = Some(self.session_deadline + Duration::from_secs(1));
+        Registry::new(config)
+    }
+
+    /// The registry of channel connections (one session per connection).
+    pub(crate) fn channel_registry(&self, name: &'static str) -> Registry {
+        let mut config = RegistryConfig::new(name);
+        config.max_sessions = self.max_sessions.saturating_mul(2).max(2);
+        config.idle_timeout = self.idle_timeout;
+        config.max_age = None;
+        Registry::new(config)
+    }
+}
+
+/// Channel limits for the TEE protocol: messages up to [`wire::MAX_MESSAGE_LEN`].
+pub(crate) fn channel_config() -> ChannelConfig {
+    ChannelConfig {
+        max_message_size: wire::MAX_MESSAGE_LEN,
+        ..ChannelConfig::default()
+    }
+}
+
+/// Why one session ended: the reason goes to the client (and the peer TEE) in `Error{reason}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fail(pub String);
+
+impl Fail {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Fail(reason.into())
+    }
+
+    /// A message that is not the one this step expects.
+    pub(crate) fn unexpected(got: &Body, expected: &str) -> Self {
+        match got {
+            Body::Error(e) => Fail(format!("peer ended the session: {}", e.reason)),
+            other => Fail(format!(
+                "unexpected {} (expected {expected})",
+                wire::body_name(other)
+            )),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Fail
+where
+    E: std::error::Error,
+{
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+/// Sends one message of `session` on `writer`.
+pub(crate) async fn send(
+    writer: &ChannelWriter,
+    session: &WireSessionId,
+    body: Body,
+) -> Result<(), Fail> {
+    writer
+        .send(wire::encode(session, body))
+        .await
+        .map_err(|e| Fail(format!("channel: {e}")))
+}
+
+/// Largest verifier nonce, in bytes.
+pub(crate) const MAX_NONCE: usize = 64;
+
+/// Messages queued for one session before its router counts it as stuck and drops its route.
+pub(crate) const SESSION_QUEUE: usize = 32;
+
+/// Session id → the session's inbox: how one channel carries many sessions. Entries are removed by the
+/// [`RouteGuard`] the session holds, on every exit path.
+pub(crate) struct Routes<T>(Arc<Mutex<HashMap<WireSessionId, mpsc::Sender<T>>>>);
+
+impl<T> Clone for Routes<T> {
+    fn clone(&self) -> Self {
+        Routes(self.0.clone())
+    }
+}
+
+impl<T> Default for Routes<T> {
+    fn default() -> Self {
+        Routes(Arc::new(Mutex::new(HashMap::new())))
+    }
+}
+
+impl<T> Routes<T> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<WireSessionId, mpsc::Sender<T>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `session`; `None` if it already is (check and insert in one step).
+    pub(crate) fn insert(
+        &self,
+        session: WireSessionId,
+    ) -> Option<(RouteGuard<T>, mpsc::Receiver<T>)> {
+        let mut map = self.lock();
+        if map.contains_key(&session) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        map.insert(session, tx);
+        Some((
+            RouteGuard {
+                routes: self.clone(),
+                session,
+            },
+            rx,
+        ))
+    }
+
+    /// The inbox of `session`, if it is registered.
+    pub(crate) fn get(&self, session: &WireSessionId) -> Option<mpsc::Sender<T>> {
+        self.lock().get(session).cloned()
+    }
+
+    /// Delivers without waiting; a full inbox means the session is stuck: its route is dropped, so the
+    /// session sees its inbox close and ends. Returns false if nothing was delivered.
+    pub(crate) fn deliver(&self, session: &WireSessionId, message: T) -> bool {
+        let Some(tx) = self.get(session) else {
+            return false;
+        };
+        match tx.try_send(message) {
+            Ok(()) => true,
+            Err(_) => {
+                self.remove(session);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, session: &WireSessionId) {
+        self.lock().remove(session);
+    }
+
+    /// Drops every route (the channel carrying them is gone).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Removes a session's route when dropped.
+pub(crate) struct RouteGuard<T> {
+    routes: Routes<T>,
+    session: WireSessionId,
+}
+
+impl<T> Drop for RouteGuard<T> {
+    fn drop(&mut self) {
+        self.routes.remove(&self.session);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,579 @@
+//! One TEE_K session, step by step as `docs/tee-protocol.md` numbers them (the order of
+//! `tests/split_session.rs`), over the client's channel and the shared link to TEE_T.
+
+use super::Inner;
+use crate::nonce::record_overhead;
+use crate::proto::{
+    BatchedDecryptionStreams, BatchedResponseLengths, BatchedTagSecrets, BatchedTagVerifications,
+    Body, CertificateInfo as CertProto, ConnectionReady, DecryptionStream, EncryptedRequest,
+    Finished, HandshakeComplete, KOutput, RecordInfo, RecordTagSecrets, RequestConnection,
+    ResponseEnd, ResponseRange, SessionCreated, SessionReady, SignedMessage, TcpData,
+};
+use crate::record::{ContentType, EXPLICIT_NONCE_LEN, HEADER_LEN, MAX_PLAINTEXT, RecordHeader};
+use crate::redaction::validate_redacted_request;
+use crate::service::common::{Fail, MAX_NONCE, RouteGuard, now_ms, send};
+use crate::service::peer::Link;
+use crate::split::Keystream;
+use crate::suite::{CipherSuite, TlsVersion};
+use crate::tls_client::{ConnectRequest, EstablishedSession, RelayedTlsClient};
+use crate::wire::{self, WireSessionId};
+use std::sync::Arc;
+use tessera_channel::{Channel, ChannelReader, ChannelWriter};
+use tessera_session::{FailureReason, Session, SessionGuard};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// Most hidden response ranges.
+pub(crate) const MAX_RANGES: usize = 4096;
+
+macro_rules! expect {
+    ($body:expr, $variant:ident, $name:literal) => {
+        match $body {
+            Body::$variant(m) => m,
+            other => return Err(Fail::unexpected(&other, $name)),
+        }
+    };
+}
+
+/// Creates the session for a new client channel and spawns its task.
+pub(super) fn start(inner: Arc<Inner>, channel: Channel) {
+    let guard = match inner.sessions.create("tee-k") {
+        Ok(guard) => guard,
+        Err(e) => {
+            tracing::warn!(error = %e, "refusing a client");
+            return; // dropping the channel closes it
+        }
+    };
+    let session = guard.session().clone();
+    if session.activate().is_err() {
+        return;
+    }
+    let _ = session.spawn(run(inner, guard, channel));
+}
+
+enum From {
+    Client(Body),
+    TeeT(Body),
+}
+
+struct KSession {
+    inner: Arc<Inner>,
+    session: Session,
+    sid: WireSessionId,
+    client_rx: ChannelReader,
+    client_tx: ChannelWriter,
+    link: Option<Arc<Link>>,
+    t_rx: Option<mpsc::Receiver<Body>>,
+    _route: Option<RouteGuard<Body>>,
+}
+
+async fn run(inner: Arc<Inner>, guard: SessionGuard, channel: Channel) {
+    let session = guard.session().clone();
+    let client_session = channel.session().clone();
+    let (client_rx, client_tx) = channel.split();
+    let deadline = tokio::time::Instant::now() + inner.limits.session_deadline;
+    let mut s = KSession {
+        inner,
+        sid: session.id().to_bytes(),
+        session,
+        client_rx,
+        client_tx,
+        link: None,
+        t_rx: None,
+        _route: None,
+    };
+    let outcome = tokio::select! {
+        outcome = s.steps() => outcome,
+        _ = tokio::time::sleep_until(deadline) => Err(Fail::new("session deadline exceeded")),
+        _ = client_session.ended() => Err(Fail::new("client gone")),
+    };
+    match outcome {
+        Ok(()) => {
+            s.client_tx.close();
+            guard.close();
+        }
+        Err(Fail(reason)) => {
+            tracing::info!(session = %s.session.id(), %reason, "TEE_K session failed");
+            let error = wire::error_message(&s.sid, reason.clone());
+            if let Some(link) = &s.link {
+                let _ = link.writer.send(error.clone()).await;
+            }
+            let _ = s.client_tx.send(error).await;
+            s.client_tx.close();
+            guard.fail(FailureReason::error(reason));
+        }
+    }
+}
+
+impl KSession {
+    async fn next(&mut self) -> Result<From, Fail> {
+        let client = async {
+            match self.client_rx.recv().await {
+                Ok(Some(bytes)) => wire::decode(&bytes, Some(&self.sid))
+                    .map(|(_, body)| From::Client(body))
+                    .map_err(|e| Fail(format!("client message refused: {e}"))),
+                Ok(None) | Err(_) => Err(Fail::new("client gone")),
+            }
+        };
+        let tee_t = async {
+            match self.t_rx.as_mut() {
+                Some(rx) => match rx.recv().await {
+                    Some(body) => Ok(From::TeeT(body)),
+                    None => Err(Fail::new("link to TEE_T lost")),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let from = tokio::select! {
+            from = client => from?,
+            from = tee_t => from?,
+        };
+        self.session.touch();
+        Ok(from)
+    }
+
+    async fn recv_client(&mut self) -> Result<Body, Fail> {
+        match self.next().await? {
+            From::Client(body) => Ok(body),
+            From::TeeT(body) => Err(Fail::unexpected(&body, "a client message")),
+        }
+    }
+
+    async fn recv_t(&mut self) -> Result<Body, Fail> {
+        match self.next().await? {
+            From::TeeT(body) => Ok(body),
+            From::Client(body) => Err(Fail::unexpected(&body, "a TEE_T message")),
+        }
+    }
+
+    async fn to_client(&self, body: Body) -> Result<(), Fail> {
+        send(&self.client_tx, &self.sid, body).await
+    }
+
+    async fn to_t(&self, body: Body) -> Result<(), Fail> {
+        let link = self.link.as_ref().ok_or(Fail::new("no link to TEE_T"))?;
+        send(&link.writer, &self.sid, body).await
+    }
+
+    async fn steps(&mut self) -> Result<(), Fail> {
+        // 1. session_created K→T (echoed back once TEE_T registered it), then session_ready K→C: the client
+        //    can only reach TEE_T for a session TEE_T already knows.
+        let link = self
+            .inner
+            .link
+            .get()
+            .await
+            .map_err(|e| Fail(format!("TEE_T unreachable: {e}")))?;
+        let (route, t_rx) = link
+            .routes
+            .insert(self.sid)
+            .ok_or(Fail::new("session id in use"))?;
+        self.link = Some(link);
+        self.t_rx = Some(t_rx);
+        self._route = Some(route);
+        self.to_t(Body::SessionCreated(SessionCreated {})).await?;
+        expect!(self.recv_t().await?, SessionCreated, "session_created");
+        self.to_client(Body::SessionReady(SessionReady {})).await?;
+
+        // 2. request_connection → connection_ready.
+        let request = expect!(
+            self.recv_client().await?,
+            RequestConnection,
+            "request_connection"
+        );
+        let (connect, port) = connect_request(&request)?;
+        let mut tls = RelayedTlsClient::new(&connect, &self.inner.roots)?;
+        self.to_client(Body::ConnectionReady(ConnectionReady {}))
+            .await?;
+
+        // 3. tcp_ready → the ClientHello. 4. relay until the handshake completes. 5. handshake_complete.
+        expect!(self.recv_client().await?, TcpReady, "tcp_ready");
+        let hello = tls.take_outgoing()?;
+        self.to_client(Body::TcpData(TcpData { data: hello }))
+            .await?;
+        let mut records = 0usize;
+        let established = loop {
+            let data = expect!(self.recv_client().await?, TcpData, "tcp_data").data;
+            records += 1;
+            if records > self.inner.limits.max_handshake_records {
+                return Err(Fail::new("too many handshake records"));
+            }
+            if let Err(e) = tls.feed(&data) {
+                // rustls has usually queued an alert: the client sends it before closing.
+                if let Ok(alert) = tls.take_outgoing()
+                    && !alert.is_empty()
+                {
+                    let _ = self.to_client(Body::TcpData(TcpData { data: alert })).await;
+                }
+                return Err(Fail(format!("TLS handshake: {e}")));
+            }
+            let out = tls.take_outgoing()?;
+            if tls.is_handshake_complete() {
+                break (tls.finish()?, out);
+            }
+            if !out.is_empty() {
+                self.to_client(Body::TcpData(TcpData { data: out })).await?;
+            }
+        };
+        let (mut est, last_flight) = established;
+        if !est.pending_records.is_empty() {
+            return Err(Fail::new(
+                "the server sent records before the request (not supported)",
+            ));
+        }
+        let suite = est.suite;
+        let version = version_code(suite);
+        self.to_client(Body::HandshakeComplete(HandshakeComplete {
+            cipher_suite: u32::from(suite.iana_code()),
+            tls_version: version,
+            data: last_flight,
+        }))
+        .await?;
+
+        // 6. redacted_request: validated, encrypted; 7. encrypted_request K→T (TEE_T fixes, tags, sends it).
+        let redacted = expect!(
+            self.recv_client().await?,
+            RedactedRequest,
+            "redacted_request"
+        );
+        validate_redacted_request(&redacted, &connect.hostname, port)?;
+        if redacted.redacted.len() > MAX_PLAINTEXT - 1 {
+            return Err(Fail::new("the request must fit in one TLS record (16 KiB)"));
+        }
+        let outgoing = est
+            .writer
+            .encrypt(ContentType::ApplicationData, &redacted.redacted, 0)?;
+        let masked_ranges = redacted
+            .ranges
+            .iter()
+            .map(|r| redacted.redacted[r.start as usize..(r.start + r.length) as usize].to_vec())
+            .collect();
+        self.to_t(Body::EncryptedRequest(EncryptedRequest {
+            ciphertext: outgoing.ciphertext.clone(),
+            tag_secrets: outgoing.tag_secrets.expose_secret().to_vec(),
+            commitments: redacted.commitments.clone(),
+            cipher_suite: u32::from(suite.iana_code()),
+            seq: outgoing.seq,
+            ranges: redacted.ranges.clone(),
+            aad: outgoing.aad.clone(),
+            masked_ranges,
+            explicit_iv: outgoing
+                .explicit_nonce
+                .map(|n| n.to_vec())
+                .unwrap_or_default(),
+        }))
+        .await?;
+
+        // 8-10. batches: lengths T→K, tag secrets K→T, verifications T→K, keystreams K→C; until the client's
+        // 11. response_redaction_spec.
+        let mut response = Response::new(suite);
+        let spec = loop {
+            match self.next().await? {
+                From::TeeT(Body::BatchedResponseLengths(lengths)) => {
+                    let secrets = response.secrets(&mut est, lengths, &self.inner.limits)?;
+                    self.to_t(Body::BatchedTagSecrets(secrets)).await?;
+                    let verified = expect!(
+                        self.recv_t().await?,
+                        BatchedTagVerifications,
+                        "batched_tag_verifications"
+                    );
+                    let streams = response.verified(verified)?;
+                    self.to_client(Body::BatchedDecryptionStreams(streams))
+                        .await?;
+                }
+                From::Client(Body::ResponseRedactionSpec(spec)) => break spec,
+                From::TeeT(other) => {
+                    return Err(Fail::unexpected(&other, "batched_response_lengths"));
+                }
+                From::Client(other) => {
+                    return Err(Fail::unexpected(&other, "response_redaction_spec"));
+                }
+            }
+        };
+        // Completion, in one place: every record verified, the end proven, the client's spec received.
+        let (keystream, hidden) = response.finish(&spec.hidden)?;
+
+        // 12. finished K→T, t_output_digest T→K, K_OUTPUT signed and sent.
+        self.to_t(Body::Finished(Finished {
+            nonce: request.nonce.clone(),
+        }))
+        .await?;
+        let digest = expect!(self.recv_t().await?, TOutputDigest, "t_output_digest").digest;
+        let digest: [u8; 32] = digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| Fail::new("t_output_digest is not 32 bytes"))?;
+        let mut output = KOutput {
+            session_id: self.sid.to_vec(),
+            timestamp_ms: now_ms(),
+            nonce: request.nonce,
+            hostname: connect.hostname.clone(),
+            port: u32::from(port),
+            cipher_suite: u32::from(suite.iana_code()),
+            tls_version: version,
+            redacted_request: redacted.redacted,
+            request_ranges: redacted.ranges,
+            response_keystream: keystream.to_vec(),
+            response_ranges: hidden,
+            certificate: est.certificates.first().map(|c| CertProto {
+                subject_cn: c.subject_cn.clone().unwrap_or_default(),
+                issuer_cn: c.issuer_cn.clone().unwrap_or_default(),
+                not_before: c.not_before,
+                not_after: c.not_after,
+                dns_names: c.dns_names.clone(),
+            }),
+            records: response.records,
+            response_end: ResponseEnd::CloseNotify as i32,
+            t_output_digest: Vec::new(),
+        };
+        let signed: SignedMessage = self.inner.signer.sign_k_output(&mut output, digest)?;
+        self.to_client(Body::SignedMessage(signed)).await?;
+        tracing::debug!(session = %self.session.id(), "K_OUTPUT signed");
+        Ok(())
+    }
+}
+
+fn version_code(suite: CipherSuite) -> u32 {
+    match suite.version() {
+        TlsVersion::Tls13 => 0x0304,
+        TlsVersion::Tls12 => 0x0303,
+    }
+}
+
+/// The checked `request_connection`: what rustls is configured with, and the port.
+fn connect_request(r: &RequestConnection) -> Result<(ConnectRequest, u16), Fail> {
+    if r.hostname.is_empty() || r.hostname.len() > 253 {
+        return Err(Fail::new("bad hostname"));
+    }
+    let port = u16::try_from(r.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(Fail::new("bad port"))?;
+    if r.nonce.len() > MAX_NONCE {
+        return Err(Fail(format!("nonce longer than {MAX_NONCE} bytes")));
+    }
+    if !r.sni.is_empty() && r.sni != r.hostname {
+        return Err(Fail::new("SNI must equal the hostname"));
+    }
+    if r.alpn.len() > 8 || r.alpn.iter().any(|p| p.is_empty() || p.len() > 32) {
+        return Err(Fail::new("bad ALPN list"));
+    }
+    let mut connect = ConnectRequest::new(r.hostname.clone());
+    if !r.alpn.is_empty() {
+        connect.alpn = r.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    }
+    match r.force_tls_version.as_str() {
+        "" => {}
+        "1.2" => connect = connect.with_version(TlsVersion::Tls12),
+        "1.3" => connect = connect.with_version(TlsVersion::Tls13),
+        _ => {
+            return Err(Fail::new(
+                "force_tls_version must be \"\", \"1.2\" or \"1.3\"",
+            ));
+        }
+    }
+    if !r.force_cipher_suite.is_empty() {
+        let suite = CipherSuite::from_iana_name(&r.force_cipher_suite)
+            .ok_or(Fail::new("unknown cipher suite"))?;
+        connect = connect.with_suite(suite);
+    }
+    Ok((connect, port))
+}
+
+/// A record TEE_K made secrets for and TEE_T has not verified yet.
+struct Outstanding {
+    seq: u64,
+    keystream: Keystream,
+    header_type: ContentType,
+    ciphertext_len: usize,
+}
+
+/// TEE_K's view of the response: lengths, types, keystreams; never the ciphertext.
+struct Response {
+    suite: CipherSuite,
+    outstanding: Vec<Outstanding>,
+    records: Vec<RecordInfo>,
+    keystream: Zeroizing<Vec<u8>>,
+    total: usize,
+    closed: bool,
+}
+
+impl Response {
+    fn new(suite: CipherSuite) -> Self {
+        Response {
+            suite,
+            outstanding: Vec::new(),
+            records: Vec::new(),
+            keystream: Zeroizing::new(Vec::new()),
+            total: 0,
+            closed: false,
+        }
+    }
+
+    /// Step 9: From each record's header (and explicit nonce): tag secrets for TEE_T, and the tail keystream that
+    /// lets TEE_T read the TLS 1.3 inner type (and an alert's two bytes, which are not secret).
+    fn secrets(
+        &mut self,
+        est: &mut EstablishedSession,
+        lengths: BatchedResponseLengths,
+        limits: &crate::service::Limits,
+    ) -> Result<BatchedTagSecrets, Fail> {
+        if !self.outstanding.is_empty() {
+            return Err(Fail::new("a batch is still being verified"));
+        }
+        let version = self.suite.version();
+        let gcm = self.suite.aead().is_gcm();
+        let overhead = record_overhead(version, gcm);
+        let mut out = BatchedTagSecrets::default();
+        let mut alert = false;
+        for length in lengths.lengths {
+            if self.closed || alert {
+                return Err(Fail::new("a record after close_notify"));
+            }
+            if length.seq != est.reader.next_seq() {
+                return Err(Fail::new("response records are not contiguous"));
+            }
+            let header: &[u8; HEADER_LEN] = length
+                .header
+                .as_slice()
+                .try_into()
+                .map_err(|_| Fail::new("record header is not 5 bytes"))?;
+            let header = RecordHeader::parse(header)?;
+            let ciphertext_len = length.length as usize;
+            if usize::from(header.length) != ciphertext_len + overhead {
+                return Err(Fail::new("record length disagrees with its header"));
+            }
+            if version == TlsVersion::Tls13 && ciphertext_len == 0 {
+                return Err(Fail::new("empty TLS 1.3 record"));
+            }
+            self.total = self.total.saturating_add(ciphertext_len);
+            if self.total > limits.max_response {
+                return Err(Fail::new("response larger than the limit"));
+            }
+            let explicit: Option<[u8; EXPLICIT_NONCE_LEN]> = if version == TlsVersion::Tls12 && gcm
+            {
+                Some(
+                    length
+                        .explicit_iv
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Fail::new("explicit nonce is not 8 bytes"))?,
+                )
+            } else if length.explicit_iv.is_empty() {
+                None
+            } else {
+                return Err(Fail::new("unexpected explicit nonce"));
+            };
+            let secrets = est.reader.next_record_secrets(&header, explicit.as_ref())?;
+            let ks = secrets.keystream.expose_secret();
+            let tail_len = match version {
+                TlsVersion::Tls13 if ciphertext_len <= 3 => ciphertext_len,
+                TlsVersion::Tls13 => 1,
+                TlsVersion::Tls12 if header.content_type == ContentType::Alert => {
+                    if ciphertext_len != 2 {
+                        return Err(Fail::new("malformed alert record"));
+                    }
+                    2
+                }
+                TlsVersion::Tls12 => 0,
+            };
+            out.secrets.push(RecordTagSecrets {
+                seq: secrets.seq,
+                tag_secrets: secrets.tag_secrets.expose_secret().to_vec(),
+                tail_keystream: ks[ciphertext_len - tail_len..].to_vec(),
+            });
+            self.outstanding.push(Outstanding {
+                seq: secrets.seq,
+                keystream: secrets.keystream,
+                header_type: header.content_type,
+                ciphertext_len,
+            });
+            alert = header.content_type == ContentType::Alert;
+        }
+        Ok(out)
+    }
+
+    /// Step 10: Keystreams for the application data, only for records TEE_T verified.
+    fn verified(
+        &mut self,
+        verifications: BatchedTagVerifications,
+    ) -> Result<BatchedDecryptionStreams, Fail> {
+        let outstanding = std::mem::take(&mut self.outstanding);
+        if verifications.verifications.len() != outstanding.len() {
+            return Err(Fail::new("TEE_T verified a different number of records"));
+        }
+        let tls13 = self.suite.version() == TlsVersion::Tls13;
+        let mut streams = BatchedDecryptionStreams::default();
+        for (v, record) in verifications.verifications.iter().zip(outstanding) {
+            if v.seq != record.seq || !v.verified {
+                return Err(Fail::new("a response record failed verification"));
+            }
+            if self.closed {
+                return Err(Fail::new("a record after close_notify"));
+            }
+            let content_type = u8::try_from(v.content_type)
+                .ok()
+                .and_then(|t| ContentType::try_from(t).ok())
+                .ok_or(Fail::new("unknown content type"))?;
+            if !tls13 && content_type != record.header_type {
+                return Err(Fail::new("content type differs from the record header"));
+            }
+            let length = record.ciphertext_len - usize::from(tls13);
+            match content_type {
+                ContentType::ApplicationData => {
+                    let ks = &record.keystream.expose_secret()[..length];
+                    self.keystream.extend_from_slice(ks);
+                    streams.streams.push(DecryptionStream {
+                        seq: record.seq,
+                        keystream: ks.to_vec(),
+                    });
+                }
+                ContentType::Alert => self.closed = true, // TEE_T checked it is close_notify
+                ContentType::Handshake if tls13 => {}     // tickets: counted, never content
+                _ => return Err(Fail::new("unexpected record type after the handshake")),
+            }
+            self.records.push(RecordInfo {
+                seq: record.seq,
+                content_type: u32::from(content_type.to_u8()),
+                length: u32::try_from(length).map_err(|_| Fail::new("record length"))?,
+            });
+        }
+        Ok(streams)
+    }
+
+    /// Completion: nothing outstanding, the end proven by close_notify, the hidden ranges valid. Returns the
+    /// consolidated keystream with random bytes at hidden positions, and the ranges.
+    fn finish(
+        &mut self,
+        hidden: &[ResponseRange],
+    ) -> Result<(Zeroizing<Vec<u8>>, Vec<ResponseRange>), Fail> {
+        if !self.outstanding.is_empty() {
+            return Err(Fail::new(
+                "response_redaction_spec before every record was verified",
+            ));
+        }
+        if !self.closed {
+            return Err(Fail::new(
+                "the response end is not proven: the server closed without close_notify",
+            ));
+        }
+        if hidden.len() > MAX_RANGES {
+            return Err(Fail::new("too many hidden ranges"));
+        }
+        let mut keystream = std::mem::take(&mut self.keystream);
+        let mut end_of_previous = 0u64;
+        for range in hidden {
+            let end = range
+                .start
+                .checked_add(range.length)
+                .filter(|&e| e <= keystream.len() as u64 && range.length > 0)
+                .ok_or(Fail::new("hidden range out of bounds or empty"))?;
+            if range.start < end_of_previous {
+                return Err(Fail::new("hidden ranges overlap or are unsorted"));
+            }
+            end_of_previous = end;
+            rand::fill(&mut keystream[range.start as usize..end as usize]);
+        }
+        Ok((keystream, hidden.to_vec()))
+    }
+}

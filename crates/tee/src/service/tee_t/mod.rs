@@ -1,0 +1,308 @@
+//! TEE_T: TEE_K connects on `/teek` (only TEE_K's pinned key is admitted, so `finished` comes from nowhere
+//! else — reference gap 3), clients on `/ws`. A session starts when TEE_K sends `session_created`; TEE_T
+//! registers it and echoes `session_created` back, and only then does TEE_K tell the client `session_ready`,
+//! so a client's first message (its `redaction_streams`) always finds its session. The steps are in
+//! [`session`].
+
+mod session;
+
+use super::Serving;
+use super::attestation::{Attestation, Standalone};
+use super::common::{Limits, Routes, channel_config};
+use crate::proto::Body;
+use crate::signing::{Address, Signer};
+use crate::wire;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tessera_channel::{Admission, AdmissionRequest, AnyKey, Channel, Identity, PublicKey, Server};
+use tessera_session::{CancellationToken, Registry};
+
+/// What TEE_T needs: its channel identity, its signing key, TEE_K's channel key, limits.
+pub struct TeeTConfig {
+    /// The channel identity clients and TEE_K pin.
+    pub identity: Identity,
+    /// The secp256k1 key T_OUTPUT is signed with.
+    pub signer: Signer,
+    /// TEE_K's channel key. `None`: the first TEE_K to connect is pinned for the life of the process
+    /// (trust on first use; pin it in production).
+    pub tee_k_key: Option<PublicKey>,
+    /// Limits and the session deadline.
+    pub limits: Limits,
+    /// Attestation mode (default [`Standalone`]).
+    pub attestation: Arc<dyn Attestation>,
+}
+
+impl TeeTConfig {
+    /// A configuration with default limits and standalone attestation.
+    pub fn new(identity: Identity, signer: Signer, tee_k_key: Option<PublicKey>) -> Self {
+        TeeTConfig {
+            identity,
+            signer,
+            tee_k_key,
+            limits: Limits::default(),
+            attestation: Arc::new(Standalone),
+        }
+    }
+
+    /// Other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+impl std::fmt::Debug for TeeTConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeTConfig")
+            .field("public_key", &self.identity.public_key())
+            .field("signer", &self.signer.address())
+            .field("tee_k_key", &self.tee_k_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a TEE_T session receives, from either side, in one inbox (one task handles them in order).
+pub(crate) enum Event {
+    FromK(Body),
+    FromClient(Body),
+    /// The client's channel claimed this session (its first message).
+    Attach(tessera_channel::ChannelWriter),
+    ClientRefused(String),
+    ClientGone,
+}
+
+pub(crate) struct Inner {
+    pub(crate) signer: Signer,
+    pub(crate) limits: Limits,
+    pub(crate) sessions: Registry,
+    pub(crate) routes: Routes<Event>,
+}
+
+/// A running TEE_T.
+#[derive(Clone)]
+pub struct TeeT {
+    inner: Arc<Inner>,
+    clients: Server,
+    tee_k: Server,
+    stop: CancellationToken,
+    attestation: Arc<dyn Attestation>,
+}
+
+impl std::fmt::Debug for TeeT {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeT")
+            .field("public_key", &self.public_key())
+            .field("signer", &self.signer_address())
+            .field("sessions", &self.inner.sessions.len())
+            .finish()
+    }
+}
+
+impl TeeT {
+    /// Starts TEE_T's accept loops (inside a Tokio runtime). Serve [`TeeT::router`] or call [`TeeT::serve`].
+    pub fn new(config: TeeTConfig) -> TeeT {
+        let limits = config.limits.clone();
+        let pinned = Arc::new(Mutex::new(config.tee_k_key));
+        let policy = move |request: &AdmissionRequest<'_>| {
+            let mut pinned = pinned.lock().unwrap_or_else(|p| p.into_inner());
+            match *pinned {
+                Some(key) if key == request.peer => Admission::accept(),
+                Some(_) => Admission::reject("not the pinned TEE_K"),
+                None => {
+                    tracing::warn!(key = %request.peer, "no TEE_K key configured: pinning the first TEE_K");
+                    *pinned = Some(request.peer);
+                    Admission::accept()
+                }
+            }
+        };
+        let (tee_k, mut k_listener) = Server::new(
+            config.identity.clone(),
+            policy,
+            channel_config(),
+            limits.channel_registry("tee-t-link"),
+        );
+        let (clients, mut c_listener) = Server::new(
+            config.identity,
+            AnyKey,
+            channel_config(),
+            limits.channel_registry("tee-t-channel"),
+        );
+        let inner = Arc::new(Inner {
+            signer: config.signer,
+            sessions: limits.registry("tee-t"),
+            limits,
+            routes: Routes::default(),
+        });
+        let stop = CancellationToken::new();
+        let (k_inner, k_stop) = (inner.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = k_stop.cancelled() => break,
+                    channel = k_listener.accept() => match channel {
+                        Some(channel) => serve_tee_k(k_inner.clone(), channel),
+                        None => break,
+                    },
+                }
+            }
+        });
+        let (c_inner, c_stop) = (inner.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = c_stop.cancelled() => break,
+                    channel = c_listener.accept() => match channel {
+                        Some(channel) => serve_client(c_inner.clone(), channel),
+                        None => break,
+                    },
+                }
+            }
+        });
+        TeeT {
+            inner,
+            clients,
+            tee_k,
+            stop,
+            attestation: config.attestation,
+        }
+    }
+
+    /// The channel key clients and TEE_K pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.clients.public_key()
+    }
+
+    /// The address T_OUTPUT's signature recovers to (verifiers pin it).
+    pub fn signer_address(&self) -> Address {
+        self.inner.signer.address()
+    }
+
+    /// The attestation mode.
+    pub fn attestation(&self) -> &dyn Attestation {
+        &*self.attestation
+    }
+
+    /// The registry of protocol sessions.
+    pub fn sessions(&self) -> &Registry {
+        &self.inner.sessions
+    }
+
+    /// The registry of client channel connections.
+    pub fn channels(&self) -> &Registry {
+        self.clients.registry()
+    }
+
+    /// The registry of TEE_K link connections.
+    pub fn link_channels(&self) -> &Registry {
+        self.tee_k.registry()
+    }
+
+    /// An axum router: clients at `/ws`, TEE_K at `/teek`.
+    pub fn router(&self) -> Router {
+        let (clients, tee_k) = (self.clients.clone(), self.tee_k.clone());
+        Router::new()
+            .route(
+                "/ws",
+                get(move |upgrade: WebSocketUpgrade| async move { clients.upgrade(upgrade) }),
+            )
+            .route(
+                "/teek",
+                get(move |upgrade: WebSocketUpgrade| async move { tee_k.upgrade(upgrade) }),
+            )
+    }
+
+    /// Binds `addr` and serves [`TeeT::router`].
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<Serving> {
+        Serving::bind(addr, self.router()).await
+    }
+
+    /// Stops accepting, ends every session, and waits for them.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.stop.cancel();
+        self.inner.sessions.shutdown(grace).await;
+        self.clients.registry().shutdown(grace).await;
+        self.tee_k.registry().shutdown(grace).await;
+    }
+}
+
+/// One TEE_K link: `session_created` starts a session; every other message goes to its session's inbox.
+fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
+    let link_session = channel.session().clone();
+    let (mut reader, writer) = channel.split();
+    let _ = link_session.spawn(async move {
+        loop {
+            let bytes = match reader.recv().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TEE_K link lost");
+                    break;
+                }
+            };
+            match wire::decode(&bytes, None) {
+                Ok((sid, Body::SessionCreated(_))) => {
+                    session::start(inner.clone(), sid, writer.clone()).await;
+                }
+                Ok((sid, body)) => {
+                    if !inner.routes.deliver(&sid, Event::FromK(body)) {
+                        tracing::debug!("TEE_K message for a session that is gone");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "bad message from TEE_K"),
+            }
+        }
+    });
+}
+
+/// One client channel: its first message names the session it joins; the rest go to that session.
+fn serve_client(inner: Arc<Inner>, channel: Channel) {
+    let client_session = channel.session().clone();
+    let (mut reader, writer) = channel.split();
+    let _ = client_session.spawn(async move {
+        let first = match reader.recv().await {
+            Ok(Some(bytes)) => wire::decode(&bytes, None),
+            _ => return,
+        };
+        let (sid, body) = match first {
+            Ok(first) => first,
+            Err(e) => {
+                let _ = writer
+                    .send(wire::error_message(
+                        &[0; 16],
+                        format!("message refused: {e}"),
+                    ))
+                    .await;
+                writer.close();
+                return;
+            }
+        };
+        let Some(inbox) = inner.routes.get(&sid) else {
+            let _ = writer
+                .send(wire::error_message(&sid, "unknown session"))
+                .await;
+            writer.close();
+            return;
+        };
+        if inbox.send(Event::Attach(writer.clone())).await.is_err()
+            || inbox.send(Event::FromClient(body)).await.is_err()
+        {
+            return;
+        }
+        loop {
+            let event = match reader.recv().await {
+                Ok(Some(bytes)) => match wire::decode(&bytes, Some(&sid)) {
+                    Ok((_, body)) => Event::FromClient(body),
+                    Err(e) => Event::ClientRefused(format!("client message refused: {e}")),
+                },
+                Ok(None) | Err(_) => Event::ClientGone,
+            };
+            let last = !matches!(event, Event::FromClient(_));
+            if inbox.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    });
+}
