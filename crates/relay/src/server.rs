@@ -6,10 +6,13 @@
 //! acknowledged — and then pushes new ones as they are stored. Delivery is at-least-once: a reconnecting
 //! device receives again whatever it had not acknowledged; acknowledgments delete.
 //!
-//! Live push: each device has a `watch` cell holding its latest stored sequence number; a send updates it
-//! after its transaction commits, and every connection of that device wakes and reads the store from its
-//! own cursor. A wake-up can therefore never be lost between a read and a wait, and the store remains the
-//! only source of the messages.
+//! Live push: each connected device has a `watch` cell holding its latest committed copy (sequence
+//! number and its encoded `deliver` frame); a send updates it after its transaction commits, and every
+//! connection of that device wakes. A connection whose cursor is just below that copy sends the frame as
+//! it is (no store read); one that is further behind (it was catching up, or missed a commit because
+//! several came at once) reads the store from its cursor. Sequence numbers are assigned in commit order,
+//! so the copy right after the cursor has no earlier undelivered one; a wake-up can never be lost between
+//! a read and a wait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,10 +90,19 @@ pub struct Relay<S> {
     inner: Arc<Inner<S>>,
 }
 
+/// The latest committed copy for a device: its sequence number and, when the device had a connection
+/// at the time, its encoded `deliver` frame.
+#[derive(Debug, Clone, Default)]
+struct Pushed {
+    seq: u64,
+    frame: Option<Arc<[u8]>>,
+}
+
 struct Inner<S> {
     store: S,
     config: RelayConfig,
-    wake: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
+    /// Live-push cells of connected devices (removed when their last connection ends).
+    wake: Mutex<HashMap<DeviceId, watch::Sender<Pushed>>>,
     /// Open channels per device, for presence.
     online: Mutex<HashMap<DeviceId, usize>>,
     metrics: RelayMetrics,
@@ -143,7 +155,9 @@ impl From<StoreError> for Refusal {
         let code = match &error {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
-            StoreError::TooManyPrekeys { .. } => ErrorCode::Invalid,
+            StoreError::TooManyPrekeys { .. } | StoreError::RepeatedDevice { .. } => {
+                ErrorCode::Invalid
+            }
             StoreError::QueueFull { .. } => ErrorCode::QueueFull,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
@@ -216,7 +230,7 @@ impl<S: Store> Relay<S> {
         })
     }
 
-    fn subscribe(&self, device: &str) -> watch::Receiver<u64> {
+    fn subscribe(&self, device: &str) -> watch::Receiver<Pushed> {
         let mut cells = self
             .inner
             .wake
@@ -224,11 +238,44 @@ impl<S: Store> Relay<S> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cells
             .entry(device.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Pushed::default()).0)
             .subscribe()
     }
 
-    fn notify(&self, device: &str, seq: u64) {
+    /// Drops `device`'s cell when no connection of it is left.
+    fn unsubscribe(&self, device: &str, receiver: watch::Receiver<Pushed>) {
+        drop(receiver);
+        let mut cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cells
+            .get(device)
+            .is_some_and(|cell| cell.receiver_count() == 0)
+        {
+            cells.remove(device);
+        }
+    }
+
+    /// Publishes `device`'s copy `seq` (committed) to its connections; `frame` encodes its `deliver`.
+    fn notify(&self, device: &str, seq: u64, frame: impl FnOnce() -> Vec<u8>) {
+        let live = {
+            let cells = self
+                .inner
+                .wake
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match cells.get(device) {
+                Some(cell) => seq > cell.borrow().seq,
+                None => false,
+            }
+        };
+        if !live {
+            return;
+        }
+        // Encoded outside the lock; the cell keeps only the newest copy.
+        let frame: Arc<[u8]> = Arc::from(frame());
         let cells = self
             .inner
             .wake
@@ -236,9 +283,14 @@ impl<S: Store> Relay<S> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(cell) = cells.get(device) {
             cell.send_if_modified(|latest| {
-                let newer = seq > *latest;
-                *latest = (*latest).max(seq);
-                newer
+                if seq <= latest.seq {
+                    return false;
+                }
+                *latest = Pushed {
+                    seq,
+                    frame: Some(frame),
+                };
+                true
             });
         }
     }
@@ -324,7 +376,17 @@ impl<S: Store> Relay<S> {
                     if changed.is_err() {
                         break Closed::Peer;
                     }
-                    more = true;
+                    let pushed = wake.borrow_and_update().clone();
+                    match pushed.frame {
+                        Some(frame) if !more && pushed.seq == cursor + 1 => {
+                            if writer.send(frame.to_vec()).await.is_err() {
+                                break Closed::Peer;
+                            }
+                            cursor = pushed.seq;
+                            metrics.delivered.increment(1);
+                        }
+                        _ => more = more || pushed.seq > cursor,
+                    }
                 }
                 () = &mut idle => {
                     tracing::debug!(%device, "closing an idle channel");
@@ -336,6 +398,7 @@ impl<S: Store> Relay<S> {
         if closed != Closed::Peer {
             writer.close();
         }
+        self.unsubscribe(&device, wake);
     }
 
     /// Sends one batch of queued messages after `cursor`; `Ok(true)` when the batch was full (more may
@@ -518,10 +581,27 @@ impl<S: Store> Relay<S> {
                     ));
                 }
                 match store.enqueue(device, &message_id, &to, &envelopes).await? {
-                    Enqueued::Stored(copies) => {
+                    Enqueued::Stored {
+                        copies,
+                        from_user,
+                        stored_at,
+                    } => {
                         self.inner.metrics.stored.increment(copies.len() as u64);
                         for (recipient, seq) in copies {
-                            self.notify(&recipient, seq);
+                            let Some(envelope) = envelopes.iter().find(|e| e.device == recipient)
+                            else {
+                                continue;
+                            };
+                            self.notify(&recipient, seq, || {
+                                encode_reply(&Reply::Deliver {
+                                    seq,
+                                    from_user: from_user.clone(),
+                                    from_device: device.to_owned(),
+                                    message_id: message_id.clone(),
+                                    ciphertext: envelope.ciphertext.clone(),
+                                    stored_at,
+                                })
+                            });
                         }
                         Ok(Reply::Sent {
                             req,

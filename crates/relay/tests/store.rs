@@ -139,10 +139,7 @@ async fn sequences_idempotence_and_ack() {
         )
         .await
         .expect("enqueue");
-    assert_eq!(
-        first,
-        Enqueued::Stored(vec![("b1".into(), 1), ("a2".into(), 1)])
-    );
+    assert_eq!(first.copies(), [("b1".to_owned(), 1), ("a2".to_owned(), 1)]);
     let retry = store
         .enqueue("a1", "m1", "bob", &[env("b1", "other")])
         .await
@@ -152,7 +149,7 @@ async fn sequences_idempotence_and_ack() {
         .enqueue("a1", "m2", "bob", &[env("b1", "c-b1-2")])
         .await
         .expect("m2");
-    assert_eq!(second, Enqueued::Stored(vec![("b1".into(), 2)]));
+    assert_eq!(second.copies(), [("b1".to_owned(), 2)]);
 
     // A device that is not bob's nor alice's: nothing stored, and the id stays usable.
     store
@@ -218,7 +215,7 @@ async fn sequences_idempotence_and_ack() {
         .enqueue("a1", "m4", "bob", &[env("b1", "c-b1-4")])
         .await
         .expect("m4");
-    assert_eq!(third, Enqueued::Stored(vec![("b1".into(), 3)]));
+    assert_eq!(third.copies(), [("b1".to_owned(), 3)]);
 }
 
 #[tokio::test]
@@ -282,8 +279,9 @@ async fn state_survives_reopening() {
         store
             .enqueue("a1", "m6", "bob", &[env("b1", "c6")])
             .await
-            .expect("m6"),
-        Enqueued::Stored(vec![("b1".into(), 6)])
+            .expect("m6")
+            .copies(),
+        [("b1".to_owned(), 6)]
     );
     let bundles = store.fetch_bundles("bob").await.expect("bundle");
     assert_eq!(bundles[0].one_time_key, Some(key("1")));
@@ -345,7 +343,7 @@ async fn remove_device_and_expire() {
             .enqueue("b1", "m1", "alice", &[env("a1", "z")])
             .await
             .expect("reuse"),
-        Enqueued::Stored(_)
+        Enqueued::Stored { .. }
     ));
 }
 
@@ -528,7 +526,10 @@ async fn a_group_commit_stores_the_good_sends_and_nothing_of_a_refused_one() {
                 "{result:?}"
             );
         } else {
-            assert!(matches!(result, Ok(Enqueued::Stored(_))), "{i}: {result:?}");
+            assert!(
+                matches!(result, Ok(Enqueued::Stored { .. })),
+                "{i}: {result:?}"
+            );
         }
     }
     let stored = store.pending("b1", 0, 100).await.expect("pending");
@@ -541,7 +542,7 @@ async fn a_group_commit_stores_the_good_sends_and_nothing_of_a_refused_one() {
         .enqueue("a1", "g17", "bob", &[env("b1", "c17")])
         .await
         .expect("retry");
-    assert!(matches!(retried, Enqueued::Stored(_)));
+    assert!(matches!(retried, Enqueued::Stored { .. }));
 }
 
 #[tokio::test]
@@ -580,6 +581,71 @@ async fn a_device_queue_is_bounded_and_acks_make_room() {
         .enqueue("a1", "q3", "bob", &[env("b1", "c")])
         .await
         .expect("room again");
-    assert!(matches!(stored, Enqueued::Stored(_)));
+    assert!(matches!(stored, Enqueued::Stored { .. }));
     assert_eq!(store.pending("b1", 0, 10).await.expect("b1").len(), 3);
+}
+
+#[tokio::test]
+async fn sends_in_one_group_commit_see_each_other() {
+    let dir = tempfile::tempdir().expect("dir");
+    let limits = tessera_relay::store::StoreLimits {
+        max_queued_per_device: 5,
+    };
+    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
+        .await
+        .expect("open");
+    two_users(&store).await;
+    // 12 sends at once (they share runs of the group commit): ids d0..d5 each twice, and the queue of
+    // b1 holds 5: exactly five are stored, each id at most once; the rest are duplicates or refused
+    // (a full queue is checked before the id), whatever the order.
+    let sends = (0..12).map(|i| {
+        let store = store.clone();
+        async move {
+            let id = format!("d{}", i % 6);
+            store
+                .enqueue("a1", &id, "bob", &[env("b1", &format!("c{i}"))])
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let stored = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Enqueued::Stored { .. })))
+        .count();
+    let duplicates = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Enqueued::Duplicate)))
+        .count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::QueueFull { .. })))
+        .count();
+    assert_eq!(stored, 5, "{results:?}");
+    assert!(full >= 1, "{results:?}");
+    assert_eq!(stored + duplicates + full, 12, "{results:?}");
+    let queued = store.pending("b1", 0, 100).await.expect("pending");
+    let seqs: Vec<u64> = queued.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let mut ids: Vec<&str> = queued.iter().map(|m| m.message_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "one copy per id");
+
+    // One device twice in a send: refused, nothing stored, the id not spent.
+    store
+        .ack("b1", &[acked("a1", &queued[0].message_id)])
+        .await
+        .expect("ack");
+    let twice = store
+        .enqueue("a1", "t1", "bob", &[env("b1", "x"), env("b1", "y")])
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::RepeatedDevice { .. })),
+        "{twice:?}"
+    );
+    let once = store
+        .enqueue("a1", "t1", "bob", &[env("b1", "x")])
+        .await
+        .expect("t1");
+    assert_eq!(once.copies(), [("b1".to_owned(), 6)]);
 }

@@ -1,6 +1,5 @@
 //! Group commit for the SQLite store: sends and acks from every connection go to one writer task,
-//! which runs all those waiting (up to [`MAX_BATCH`]) in **one transaction**, each in its own savepoint,
-//! and commits once — one fsync for the lot — before it answers any of them.
+//! which runs all those waiting (up to [`MAX_BATCH`]) in **one transaction** and commits once — one fsync for the lot — before it answers any of them.
 //!
 //! Why: with `synchronous = FULL` a commit costs an fsync, and with one transaction per send the relay
 //! did about as many sends per second as the disk does fsyncs, whatever the number of clients. The
@@ -8,14 +7,16 @@
 //! committed; a request refused by the rules (e.g. `NotARecipient`) is refused before it writes anything,
 //! and the others commit; a database error, or a failed commit, fails every request of the batch
 //! (nothing of it was stored, so every caller may retry).
-//! Requests run in arrival order, so per-device sequence numbers still follow commit order.
+//! Requests run in arrival order, so per-device sequence numbers still follow commit order. Consecutive
+//! sends run together ([`super::send::enqueue_run`]: a fixed number of statements per run, not per send);
+//! an ack ends a run, so each request still sees the effect of those before it.
 //!
 //! The queue is bounded ([`QUEUE`]): when it is full, callers wait (back-pressure to the connections).
 
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::send::{ack_in, enqueue_in};
+use super::send::{SendOp, ack_in, enqueue_run};
 use super::{Enqueued, StoreError, StoreLimits};
 use crate::protocol::{Envelope, MessageRef};
 
@@ -26,10 +27,7 @@ pub const QUEUE: usize = 4096;
 
 enum Op {
     Enqueue {
-        sender: String,
-        message_id: String,
-        to: String,
-        envelopes: Vec<Envelope>,
+        send: SendOp,
         reply: oneshot::Sender<Result<Enqueued, StoreError>>,
     },
     Ack {
@@ -86,10 +84,12 @@ impl Batcher {
     ) -> Result<Enqueued, StoreError> {
         let (reply, answer) = oneshot::channel();
         let op = Op::Enqueue {
-            sender: sender.to_owned(),
-            message_id: message_id.to_owned(),
-            to: to.to_owned(),
-            envelopes,
+            send: SendOp {
+                sender: sender.to_owned(),
+                message_id: message_id.to_owned(),
+                to: to.to_owned(),
+                envelopes,
+            },
             reply,
         };
         self.queue.send(op).await.map_err(|_| gone())?;
@@ -131,32 +131,52 @@ async fn execute(pool: &SqlitePool, ops: Vec<Op>, limits: &StoreLimits) {
     let mut done = Vec::with_capacity(ops.len());
     // A database error may leave part of a request written: then nothing of the batch commits.
     let mut broken: Option<String> = None;
-    for op in ops {
+    let mut run: Vec<SendOp> = Vec::new();
+    let mut replies = Vec::new();
+    let mut ops = ops.into_iter().peekable();
+    while let Some(op) = ops.next() {
         if let Some(reason) = &broken {
             done.push(fail(op, reason));
             continue;
         }
-        let finished = match op {
-            Op::Enqueue {
-                sender,
-                message_id,
-                to,
-                envelopes,
-                reply,
-            } => Done::Enqueue(
-                reply,
-                enqueue_in(&mut tx, &sender, &message_id, &to, &envelopes, limits).await,
-            ),
+        match op {
+            Op::Enqueue { send, reply } => {
+                run.push(send);
+                replies.push(reply);
+                if matches!(ops.peek(), Some(Op::Enqueue { .. })) {
+                    continue;
+                }
+                match enqueue_run(&mut tx, &run, limits).await {
+                    Ok(results) => done.extend(
+                        replies
+                            .drain(..)
+                            .zip(results)
+                            .map(|(reply, result)| Done::Enqueue(reply, result)),
+                    ),
+                    Err(error) => {
+                        let reason = error.to_string();
+                        done.extend(
+                            replies
+                                .drain(..)
+                                .map(|reply| Done::Enqueue(reply, Err(failed(&reason)))),
+                        );
+                        broken = Some(reason);
+                    }
+                }
+                run.clear();
+            }
             Op::Ack {
                 device,
                 messages,
                 reply,
-            } => Done::Ack(reply, ack_in(&mut tx, &device, &messages).await),
-        };
-        if let Some(reason) = database_error(&finished) {
-            broken = Some(reason);
+            } => {
+                let finished = Done::Ack(reply, ack_in(&mut tx, &device, &messages).await);
+                if let Some(reason) = database_error(&finished) {
+                    broken = Some(reason);
+                }
+                done.push(finished);
+            }
         }
-        done.push(finished);
     }
     let outcome = match broken {
         Some(reason) => {

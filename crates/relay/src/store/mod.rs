@@ -56,6 +56,12 @@ pub enum StoreError {
         /// The recipient user.
         username: String,
     },
+    /// The same device appears in two envelopes of one send.
+    #[error("device {device} appears in more than one envelope")]
+    RepeatedDevice {
+        /// The device.
+        device: DeviceId,
+    },
     /// A recipient device already has the most queued messages allowed.
     #[error("device {device} has {limit} messages waiting; it must acknowledge some first")]
     QueueFull {
@@ -116,10 +122,27 @@ pub struct StoredMessage {
 /// The result of [`Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Stored: each recipient device with the sequence number its copy got.
-    Stored(Vec<(DeviceId, u64)>),
+    /// Stored (committed).
+    Stored {
+        /// Each recipient device with the sequence number its copy got.
+        copies: Vec<(DeviceId, u64)>,
+        /// The sender's account, as the copies record it.
+        from_user: String,
+        /// When the copies were stored (seconds since the Unix epoch), as they record it.
+        stored_at: i64,
+    },
     /// This message id was stored before; nothing was stored now.
     Duplicate,
+}
+
+impl Enqueued {
+    /// The stored copies (device and sequence number); none for a duplicate.
+    pub fn copies(&self) -> &[(DeviceId, u64)] {
+        match self {
+            Enqueued::Stored { copies, .. } => copies,
+            Enqueued::Duplicate => &[],
+        }
+    }
 }
 
 /// Limits of a store.
