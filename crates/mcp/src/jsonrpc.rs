@@ -29,6 +29,9 @@ pub const INTERNAL_ERROR: i32 = -32603;
 /// upstream). `-32000` is in the legacy range that every revision still allows.
 pub const PROXY_ERROR: i32 = -32000;
 
+/// Most elements the proxy takes in one JSON-RPC batch.
+pub const MAX_BATCH: usize = 256;
+
 /// A JSON-RPC id, kept as its raw JSON text (`1`, `"abc"`), so it is echoed exactly as the sender wrote it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Id(Box<str>);
@@ -285,6 +288,60 @@ impl Message {
         }
         out.push('}');
         Message::parse(Bytes::from(out)).ok()
+    }
+
+    /// The elements of a batch, each parsed on its own (its bytes kept); an element that is not a JSON-RPC
+    /// message (or is itself a batch) is `Err` with the error reply JSON-RPC asks for (id null, or its id).
+    /// `None` for a message that is not a batch or a batch of more than `max` elements.
+    pub fn batch_elements(&self, max: usize) -> Option<Vec<Result<Message, Message>>> {
+        if !matches!(self.kind, Kind::Batch) {
+            return None;
+        }
+        let elements: Vec<&RawValue> = serde_json::from_slice(&self.raw).ok()?;
+        if elements.len() > max {
+            return None;
+        }
+        Some(
+            elements
+                .into_iter()
+                .map(|raw| {
+                    let text = raw.get().as_bytes();
+                    // The element's bytes are a slice of the batch's: shared, not copied.
+                    let start = (text.as_ptr() as usize).wrapping_sub(self.raw.as_ptr() as usize);
+                    let bytes = match start.checked_add(text.len()) {
+                        Some(end) if end <= self.raw.len() => self.raw.slice(start..end),
+                        _ => Bytes::copy_from_slice(text),
+                    };
+                    match Message::parse(bytes) {
+                        Ok(m) if matches!(m.kind(), Kind::Batch) => Err(Message::error_reply(
+                            None,
+                            INVALID_REQUEST,
+                            "Invalid Request: nested batch",
+                        )),
+                        Ok(m) => Ok(m),
+                        Err(e) => Err(e.reply()),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// A batch of these messages, each element's bytes as they are.
+    pub fn batch(messages: &[Message]) -> Message {
+        let mut out =
+            Vec::with_capacity(messages.iter().map(|m| m.raw.len() + 1).sum::<usize>() + 2);
+        out.push(b'[');
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&m.raw);
+        }
+        out.push(b']');
+        Message {
+            raw: out.into(),
+            kind: Kind::Batch,
+        }
     }
 
     /// An error response written by the proxy itself. `id` is `None` when the request's id is unknown.

@@ -13,7 +13,7 @@
 //! | [`upstream`] | upstream servers: a child process ([`upstream::child`]) or a remote HTTP server ([`upstream::http`]) |
 //! | [`connect`] | stdio on one side, a remote Streamable HTTP server on the other (`tessera mcp connect`) |
 //! | [`progress`] | progress tokens, rewritten byte for byte, and routes to a request's response stream |
-//! | [`rules`] | interception rules (method, direction, tool, session tags → block, log, tag) from a JSON file |
+//! | [`rules`] | interception rules (method, direction, tool, regexes, JSON pointer values, session tags → block, log, tag) from a JSON file |
 //! | [`tape`] | recordings as JSON lines, with redaction |
 //!
 //! Messages are forwarded as the bytes they came as; the proxy writes only its own replies (limit and

@@ -17,19 +17,31 @@
 //! * `direction`: `c2s`, `s2c` or absent (both). `tool`: `params.name` of a `tools/call`/`prompts/get`.
 //! * `tags`: every one must be set on the session — the computed ones (`long-running`, `high-volume`,
 //!   `authenticated`, `error-prone`) or one a rule added.
+//! * `method_regex`, `tool_regex`: a regular expression (the `regex` crate's syntax, linear time, compiled
+//!   at most [`MAX_REGEX`] bytes) the method or tool name must match (anywhere: anchor with `^…$`).
+//! * `values`: JSON pointers (RFC 6901) into the message, each with the value it must equal, e.g.
+//!   `{"/params/arguments/message": "secret"}`; a pointer to nothing never matches.
 //! * Rules run in order; log and tag rules let the chain go on, the first block ends it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::McpError;
 use crate::jsonrpc::Message;
-use crate::session::Direction;
+use crate::session::{Direction, McpSession};
+use crate::tape::Tape;
 
 /// Most rules in a file, and the longest tag a rule may add.
 pub const MAX_RULES: usize = 1000;
 const MAX_TAG: usize = 64;
+/// Most compiled size of one rule's regular expression, in bytes.
+pub const MAX_REGEX: usize = 1 << 20;
+/// Most `values` conditions in one rule.
+pub const MAX_VALUES: usize = 32;
 
 /// JSON-RPC error code of a blocked request unless the rule gives one.
 pub const BLOCKED: i32 = -32003;
@@ -58,6 +70,9 @@ pub struct Rule {
     method: Option<String>,
     direction: Option<Direction>,
     tool: Option<String>,
+    method_regex: Option<Regex>,
+    tool_regex: Option<Regex>,
+    values: Vec<(String, Value)>,
     tags: Vec<String>,
     /// What it does.
     pub action: Action,
@@ -79,6 +94,12 @@ struct RuleSpec {
     direction: Option<String>,
     #[serde(default)]
     tool: Option<String>,
+    #[serde(default)]
+    method_regex: Option<String>,
+    #[serde(default)]
+    tool_regex: Option<String>,
+    #[serde(default)]
+    values: BTreeMap<String, Value>,
     #[serde(default)]
     tags: Vec<String>,
     action: String,
@@ -158,11 +179,43 @@ impl Rules {
                     )));
                 }
             };
+            let compile =
+                |pattern: Option<String>, what: &str| -> Result<Option<Regex>, McpError> {
+                    pattern
+                        .map(|p| {
+                            RegexBuilder::new(&p)
+                                .size_limit(MAX_REGEX)
+                                .build()
+                                .map_err(|e| bad(format!("rule {}: {what}: {e}", spec.name)))
+                        })
+                        .transpose()
+                };
+            let method_regex = compile(spec.method_regex, "method_regex")?;
+            let tool_regex = compile(spec.tool_regex, "tool_regex")?;
+            if spec.values.len() > MAX_VALUES {
+                return Err(bad(format!(
+                    "rule {}: more than {MAX_VALUES} values",
+                    spec.name
+                )));
+            }
+            if let Some(p) = spec
+                .values
+                .keys()
+                .find(|p| !p.is_empty() && !p.starts_with('/'))
+            {
+                return Err(bad(format!(
+                    "rule {}: {p:?} is not a JSON pointer (\"/a/b\")",
+                    spec.name
+                )));
+            }
             rules.push(Rule {
                 name: spec.name.into(),
                 method: spec.method,
                 direction,
                 tool: spec.tool,
+                method_regex,
+                tool_regex,
+                values: spec.values.into_iter().collect(),
                 tags: spec.tags,
                 action,
             });
@@ -187,6 +240,7 @@ impl Rules {
             return verdict;
         };
         let mut tool: Option<Option<String>> = None;
+        let mut body: Option<Value> = None;
         for rule in &self.rules {
             if rule.direction.is_some_and(|d| d != direction) {
                 continue;
@@ -200,10 +254,36 @@ impl Rules {
                     continue;
                 }
             }
-            if let Some(want) = &rule.tool {
-                let name =
-                    tool.get_or_insert_with(|| message.params::<ToolName>().and_then(|p| p.name));
-                if name.as_deref() != Some(want.as_str()) {
+            if rule
+                .method_regex
+                .as_ref()
+                .is_some_and(|r| !r.is_match(method))
+            {
+                continue;
+            }
+            if rule.tool.is_some() || rule.tool_regex.is_some() {
+                let name = tool
+                    .get_or_insert_with(|| message.params::<ToolName>().and_then(|p| p.name))
+                    .as_deref();
+                if rule.tool.as_deref().is_some_and(|want| name != Some(want)) {
+                    continue;
+                }
+                if let Some(re) = &rule.tool_regex
+                    && !name.is_some_and(|n| re.is_match(n))
+                {
+                    continue;
+                }
+            }
+            if !rule.values.is_empty() {
+                // Parsed once per message, and only when a rule with values is reached.
+                let body = body.get_or_insert_with(|| {
+                    serde_json::from_slice(message.raw()).unwrap_or(Value::Null)
+                });
+                if !rule
+                    .values
+                    .iter()
+                    .all(|(pointer, want)| body.pointer(pointer) == Some(want))
+                {
                     continue;
                 }
             }
@@ -227,6 +307,52 @@ impl Rules {
         }
         verdict
     }
+}
+
+/// Runs `rules` over `message` going `direction` in `mcp` (none for a stateless client), and does what
+/// they say short of blocking: log lines, session tags, a `rule` record in the tape. The caller acts on
+/// [`Verdict::block`]. `None` when no rule matched.
+pub fn apply(
+    rules: &Rules,
+    mcp: Option<&McpSession>,
+    direction: Direction,
+    message: &Message,
+    tape: Option<&Tape>,
+) -> Option<Verdict> {
+    let verdict = rules.evaluate(direction, message, |t| mcp.is_some_and(|m| m.has_tag(t)));
+    if verdict.matched.is_empty() {
+        return None;
+    }
+    if let Some(mcp) = mcp {
+        for label in &verdict.tags {
+            mcp.add_label(label);
+        }
+    }
+    let session = mcp.map(McpSession::id);
+    tracing::info!(
+        target: "tessera_mcp::rules",
+        session = ?session.map(|s| s.to_string()),
+        dir = direction.label(),
+        method = message.method(),
+        rules = ?verdict.matched,
+        blocked = verdict.block.is_some(),
+        "rules matched"
+    );
+    if let Some(tape) = tape {
+        tape.rules(session, direction, message, &verdict);
+    }
+    Some(verdict)
+}
+
+/// What to do with a message that a rule blocked: a request gets this error (to its sender); a
+/// notification gets nothing (it is dropped).
+pub fn blocked_reply(message: &Message, verdict: &Verdict) -> Option<Option<Message>> {
+    let (_, code, text) = verdict.block.as_ref()?;
+    Some(
+        message
+            .is_request()
+            .then(|| Message::error_reply(message.id(), *code, text)),
+    )
 }
 
 #[cfg(test)]
@@ -295,6 +421,36 @@ mod tests {
     }
 
     #[test]
+    fn regexes_and_values_narrow_a_rule() {
+        let rules = Rules::from_json(
+            r#"{"rules": [
+            {"name": "r", "method_regex": "^tools/", "tool_regex": "^get-", "values": {"/params/arguments/a": 1}, "action": "block"}
+        ]}"#,
+        )
+        .unwrap();
+        let none = |_: &str| false;
+        let check = |text: &str| {
+            rules
+                .evaluate(Direction::ClientToServer, &msg(text), none)
+                .block
+                .is_some()
+        };
+        assert!(check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-sum","arguments":{"a":1}}}"#
+        ));
+        assert!(!check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-sum","arguments":{"a":2}}}"#
+        ));
+        assert!(!check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":1}}}"#
+        ));
+        assert!(!check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"get-x","arguments":{"a":1}}}"#
+        ));
+        assert!(!check(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
+    }
+
+    #[test]
     fn bad_files_are_refused_with_a_reason() {
         for bad in [
             "{",
@@ -302,6 +458,9 @@ mod tests {
             r#"{"rules": [{"name": "x", "action": "tag"}]}"#,
             r#"{"rules": [{"name": "x", "action": "log", "direction": "up"}]}"#,
             r#"{"rules": [{"name": "x", "action": "log", "typo": 1}]}"#,
+            r#"{"rules": [{"name": "x", "action": "log", "method_regex": "("}]}"#,
+            r#"{"rules": [{"name": "x", "action": "log", "tool_regex": "a{100000}"}]}"#,
+            r#"{"rules": [{"name": "x", "action": "log", "values": {"params": 1}}]}"#,
         ] {
             assert!(Rules::from_json(bad).is_err(), "{bad}");
         }

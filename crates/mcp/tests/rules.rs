@@ -165,3 +165,241 @@ async fn rules_block_log_and_tag_and_are_recorded() {
     assert!(summary.to_string().contains("no-ping-when-audited"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Rules of the newer kinds: regexes on method and tool, values at JSON pointers, both directions.
+const BOTH_WAYS: &str = r#"{"rules": [
+    {"name": "no-get-tools", "method": "tools/call", "tool_regex": "^get-", "action": "block", "message": "no get- tools"},
+    {"name": "no-secret-echo", "method_regex": "^tools/(call|run)$", "values": {"/params/name": "echo", "/params/arguments/message": "secret"}, "action": "block", "code": -32051},
+    {"name": "no-sampling", "method": "sampling/createMessage", "direction": "s2c", "action": "block", "message": "no sampling through this proxy"},
+    {"name": "no-progress", "method_regex": "^notifications/prog", "direction": "s2c", "action": "block"},
+    {"name": "log-pings", "method": "ping", "action": "log"}
+]}"#;
+
+fn sampling_client_init() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "rules-test", "version": "0"}}})
+}
+
+fn read_tape(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn blocked_in(records: &[Value], name: &str, dir: &str) -> bool {
+    records.iter().any(|r| {
+        r["type"] == "rule"
+            && r["blocked"] == true
+            && r["dir"] == dir
+            && r["rules"].as_array().unwrap().iter().any(|n| n == name)
+    })
+}
+
+/// `mcp stdio` with rules: client requests blocked by tool regex and by values, the server's sampling request
+/// answered to the child by the proxy, its progress notifications dropped; everything else passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_on_stdio_both_ways() {
+    use support::client::LineClient;
+    use tessera_mcp::stdio::{self, StdioOptions};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-rules-stdio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stdio.tape");
+    let (tape, writer) = Tape::create(&path, TapeConfig::default()).await.unwrap();
+    let bin = support::npm::server_everything();
+    let spec = ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap();
+    let sessions = tessera_mcp::Sessions::new(tessera_mcp::McpConfig::default());
+    let (client_w, proxy_in) = tokio::io::duplex(1 << 16);
+    let (proxy_out, client_r) = tokio::io::duplex(1 << 16);
+    let options = StdioOptions {
+        tape: Some(tape.clone()),
+        rules: Some(Arc::new(Rules::from_json(BOTH_WAYS).unwrap())),
+    };
+    let running = sessions.clone();
+    let proxy = tokio::spawn(async move {
+        stdio::run_with(&running, &spec, proxy_in, proxy_out, options)
+            .await
+            .unwrap()
+    });
+    let mut client = LineClient::new(client_r, client_w);
+    client.send(sampling_client_init()).await;
+    assert_eq!(
+        client.response(&json!(0)).await["result"]["protocolVersion"],
+        "2025-11-25"
+    );
+    client
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+
+    let echo = client
+        .request(
+            json!(1),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "hi"}}),
+        )
+        .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "Echo: hi");
+    let sum = client
+        .request(
+            json!(2),
+            "tools/call",
+            json!({"name": "get-sum", "arguments": {"a": 1, "b": 2}}),
+        )
+        .await;
+    assert_eq!(sum["error"]["code"], -32003);
+    assert_eq!(sum["error"]["message"], "no get- tools");
+    let secret = client
+        .request(
+            json!(3),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "secret"}}),
+        )
+        .await;
+    assert_eq!(secret["error"]["code"], -32051);
+    let pong = client.request(json!(4), "ping", json!({})).await;
+    assert_eq!(pong["result"], json!({}));
+    // The child's sampling request never reaches the client: the proxy answers it with the rule's error.
+    let sampled = client
+        .request(json!(5), "tools/call", json!({"name": "trigger-sampling-request", "arguments": {"prompt": "hello", "maxTokens": 5}}))
+        .await;
+    assert!(
+        sampled
+            .to_string()
+            .contains("no sampling through this proxy"),
+        "{sampled}"
+    );
+    // Progress is dropped on its way; the result still comes.
+    let long = client
+        .request(
+            json!(6),
+            "tools/call",
+            json!({"name": "trigger-long-running-operation",
+            "arguments": {"duration": 0.2, "steps": 2}, "_meta": {"progressToken": "op"}}),
+        )
+        .await;
+    assert!(long["result"].is_object(), "{long}");
+    assert!(
+        !client
+            .seen
+            .iter()
+            .any(|m| m["method"] == "sampling/createMessage"
+                || m["method"] == "notifications/progress"),
+        "{:?}",
+        client.seen
+    );
+    client.close();
+    proxy.await.unwrap();
+    assert_eq!(sessions.registry().pending_len(), 0);
+    drop(tape);
+    writer.finish().await.unwrap();
+
+    let records = read_tape(&path);
+    for (name, dir) in [
+        ("no-get-tools", "c2s"),
+        ("no-secret-echo", "c2s"),
+        ("no-sampling", "s2c"),
+        ("no-progress", "s2c"),
+    ] {
+        assert!(blocked_in(&records, name, dir), "{name} {dir}: {records:?}");
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "rule" && r["blocked"] == false && r["method"] == "ping")
+    );
+    // Blocked messages never became frames; the rest did.
+    let frame = |dir: &str, id: u64| {
+        records.iter().any(|r| {
+            r["type"] == "frame"
+                && r["dir"] == dir
+                && r["message"]["id"] == id
+                && r["message"]["method"].is_string()
+        })
+    };
+    assert!(frame("c2s", 1) && frame("c2s", 5) && !frame("c2s", 2) && !frame("c2s", 3));
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["type"] == "frame" && r["message"]["method"] == "notifications/progress")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A URL upstream's server messages go through the rules too: on the POST's SSE stream, the sampling
+/// request is left out and answered upstream, the progress notifications are left out, the rest passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_on_a_url_upstreams_server_messages() {
+    let upstream = support::http::server_everything_http().await;
+    let mut config = HttpConfig::new(Upstream::Url(upstream.url.clone()));
+    config.rules = Some(Arc::new(Rules::from_json(BOTH_WAYS).unwrap()));
+    let p = start_with(config, None).await;
+    let reply = p.http.post(None, &sampling_client_init()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session = reply.header("mcp-session-id").unwrap().to_owned();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(p.http.post(Some(&session), &note).await.status, 202);
+
+    let reply = p
+        .http
+        .post(Some(&session), &call(2, "get-sum", json!({"a": 1, "b": 2})))
+        .await;
+    assert_eq!(
+        reply.response(&json!(2))["error"]["message"],
+        "no get- tools"
+    );
+    let reply = p
+        .http
+        .post(Some(&session), &call(3, "get-sum-of-nothing", json!({})))
+        .await;
+    assert_eq!(reply.response(&json!(3))["error"]["code"], -32003);
+
+    let reply = p
+        .http
+        .post(
+            Some(&session),
+            &call(
+                5,
+                "trigger-sampling-request",
+                json!({"prompt": "hello", "maxTokens": 5}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let messages = reply.messages();
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m["method"] == "sampling/createMessage"),
+        "{messages:?}"
+    );
+    let answer = reply.response(&json!(5));
+    assert!(
+        answer
+            .to_string()
+            .contains("no sampling through this proxy"),
+        "{answer}"
+    );
+
+    let long = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "trigger-long-running-operation",
+        "arguments": {"duration": 0.2, "steps": 2}, "_meta": {"progressToken": "op"}}});
+    let reply = p.http.post(Some(&session), &long).await;
+    let messages = reply.messages();
+    assert!(
+        reply.response(&json!(6))["result"].is_object(),
+        "{}",
+        reply.body
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m["method"] == "notifications/progress"),
+        "{messages:?}"
+    );
+
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+}

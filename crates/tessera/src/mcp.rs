@@ -85,6 +85,10 @@ struct Common {
     /// Grace period for a child server, in milliseconds, after closing its stdin and again after SIGTERM.
     #[arg(long, default_value_t = 2000)]
     grace_ms: u64,
+    /// Interception rules, both directions (JSON: method, direction, tool, regexes, JSON pointer values, session
+    /// tags → block, log or tag); see docs/mcp.md.
+    #[arg(long)]
+    rules: Option<PathBuf>,
 }
 
 impl Common {
@@ -101,6 +105,17 @@ impl Common {
         spec.grace = Duration::from_millis(self.grace_ms);
         spec.max_line = self.max_message;
         Ok(spec)
+    }
+
+    fn rules(&self) -> anyhow::Result<Option<std::sync::Arc<tessera_mcp::rules::Rules>>> {
+        let Some(path) = &self.rules else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the rules file {}", path.display()))?;
+        let rules = tessera_mcp::rules::Rules::from_json(&text)
+            .with_context(|| format!("in the rules file {}", path.display()))?;
+        Ok(Some(std::sync::Arc::new(rules)))
     }
 
     async fn tape(&self) -> anyhow::Result<Option<(Tape, tessera_mcp::tape::TapeWriter)>> {
@@ -141,9 +156,6 @@ struct ServeArgs {
     /// An Origin to accept besides localhost ones (repeatable).
     #[arg(long)]
     allow_origin: Vec<String>,
-    /// Interception rules (JSON: method, direction, tool, session tags → block, log or tag); see docs/mcp.md.
-    #[arg(long)]
-    rules: Option<std::path::PathBuf>,
     /// The `retry` (ms) announced by priming events on SSE streams of 2025-11-25 sessions (command upstream).
     #[arg(long, default_value_t = 3000)]
     sse_retry_ms: u64,
@@ -216,13 +228,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body = args.common.max_message;
     config.sse_retry_ms = args.sse_retry_ms;
     config.resume_window_ms = args.resume_window_ms;
-    if let Some(path) = &args.rules {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the rules file {}", path.display()))?;
-        let rules = tessera_mcp::rules::Rules::from_json(&text)
-            .with_context(|| format!("in the rules file {}", path.display()))?;
-        config.rules = Some(std::sync::Arc::new(rules));
-    }
+    config.rules = args.common.rules()?;
     let proxy = HttpProxy::new(config, sessions, tape.as_ref().map(|(t, _)| t.clone()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -268,6 +274,7 @@ async fn run_stdio(args: StdioArgs) -> anyhow::Result<()> {
 
 async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     let spec = args.common.child(&args.command)?;
+    let rules = args.common.rules()?;
     let sessions = Sessions::new(McpConfig {
         name: "mcp-stdio",
         idle_timeout: Duration::from_secs(365 * 24 * 3600),
@@ -275,15 +282,13 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     });
     let tape = args.common.tape().await?;
     let (client_in, client_out) = client_pipes();
-    let exit = stdio::run(
-        &sessions,
-        &spec,
-        client_in,
-        client_out,
-        tape.as_ref().map(|(t, _)| t.clone()),
-    )
-    .await
-    .context("stdio proxy")?;
+    let options = stdio::StdioOptions {
+        tape: tape.as_ref().map(|(t, _)| t.clone()),
+        rules,
+    };
+    let exit = stdio::run_with(&sessions, &spec, client_in, client_out, options)
+        .await
+        .context("stdio proxy")?;
     if let Some((tape, writer)) = tape {
         drop(tape);
         writer.finish().await.context("writing the tape")?;

@@ -11,7 +11,7 @@ use crate::jsonrpc::Message;
 use crate::rules::Verdict;
 use crate::session::{Direction, McpSession};
 
-/// Runs the rules over `message`; logs, tags and records what matched. `None` when no rule matched.
+/// Runs the rules over `message` ([`crate::rules::apply`]). `None` when no rule matched.
 fn run(
     state: &State,
     mcp: Option<&McpSession>,
@@ -19,29 +19,7 @@ fn run(
     message: &Message,
 ) -> Option<Verdict> {
     let rules = state.config.rules.as_ref()?;
-    let verdict = rules.evaluate(direction, message, |t| mcp.is_some_and(|m| m.has_tag(t)));
-    if verdict.matched.is_empty() {
-        return None;
-    }
-    for label in &verdict.tags {
-        if let Some(mcp) = mcp {
-            mcp.add_label(label);
-        }
-    }
-    let session = mcp.map(McpSession::id);
-    tracing::info!(
-        target: "tessera_mcp::rules",
-        session = ?session.map(|s| s.to_string()),
-        dir = direction.label(),
-        method = message.method(),
-        rules = ?verdict.matched,
-        blocked = verdict.block.is_some(),
-        "rules matched"
-    );
-    if let Some(tape) = &state.tape {
-        tape.rules(session, direction, message, &verdict);
-    }
-    Some(verdict)
+    crate::rules::apply(rules, mcp, direction, message, state.tape.as_ref())
 }
 
 /// A client message: `Some` is the answer when a rule blocks it.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,7 +30,7 @@ use crate::http::{
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::metrics;
 use crate::session::{Direction, Expired, McpSession, Withdraw};
-use crate::tape::Tape;
+use crate::upstream::inspect::Inspector;
 
 /// The client for one upstream URL.
 #[derive(Debug, Clone)]
@@ -221,7 +221,8 @@ pub(crate) async fn post(
             up.max_message,
             state.tape.clone(),
             keyed,
-        ),
+        )
+        .with_rules(state.config.rules.clone(), cancel.clone()),
         waiter,
         forget,
         cancel: Some(cancel),
@@ -265,6 +266,12 @@ pub(crate) async fn get(
         }
     };
     let is_sse = is_event_stream(upstream.headers());
+    let replies = CancelUpstream {
+        upstream: up.clone(),
+        headers: headers.clone(),
+        session: upstream_session(session).cloned(),
+        tracker: state.tracker.clone(),
+    };
     let relay = Relay {
         body: None,
         inspector: Inspector::new(
@@ -273,7 +280,8 @@ pub(crate) async fn get(
             up.max_message,
             state.tape.clone(),
             None,
-        ),
+        )
+        .with_rules(state.config.rules.clone(), replies),
         waiter: None,
         forget: None,
         cancel: None,
@@ -311,8 +319,10 @@ fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
 type DataStream = http_body_util::BodyDataStream<Incoming>;
 type WaitFuture = Pin<Box<dyn Future<Output = Result<Message, Option<Expired>>> + Send>>;
 
-/// Sends `notifications/cancelled` upstream, from a task of the server.
-struct CancelUpstream {
+/// Sends a message of the proxy's upstream (`notifications/cancelled`, a blocked server request's error),
+/// from a task of the server.
+#[derive(Clone)]
+pub(crate) struct CancelUpstream {
     upstream: HttpUpstream,
     headers: HeaderMap,
     session: Option<HeaderValue>,
@@ -320,7 +330,7 @@ struct CancelUpstream {
 }
 
 impl CancelUpstream {
-    fn send(self, cancel: Message) {
+    pub(crate) fn send(self, cancel: Message) {
         self.tracker.clone().spawn(async move {
             let mut headers = self.headers;
             headers.insert(
@@ -340,89 +350,6 @@ impl CancelUpstream {
                 let _ = r.into_body().collect().await;
             }
         });
-    }
-}
-
-/// Reads the messages of a response as they pass.
-struct Inspector {
-    mcp: McpSession,
-    sse: Option<sse::Parser>,
-    json: BytesMut,
-    max: usize,
-    tape: Option<Tape>,
-    /// (request id, pending key) of a request tracked under a key of the proxy's.
-    keyed: Option<(Id, Id)>,
-}
-
-impl Inspector {
-    fn new(
-        mcp: McpSession,
-        is_sse: bool,
-        max: usize,
-        tape: Option<Tape>,
-        keyed: Option<(Id, Id)>,
-    ) -> Self {
-        Inspector {
-            mcp,
-            sse: is_sse.then(|| sse::Parser::new(max)),
-            json: BytesMut::new(),
-            max,
-            tape,
-            keyed,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        let (mcp, tape, keyed) = (&self.mcp, self.tape.as_ref(), self.keyed.as_ref());
-        match &mut self.sse {
-            Some(parser) => parser.feed(chunk, |event| {
-                seen(mcp, tape, keyed, Bytes::from(event.data))
-            }),
-            None if self.json.len() + chunk.len() <= self.max => self.json.extend_from_slice(chunk),
-            None => {}
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.sse.is_none() && !self.json.is_empty() {
-            let body = std::mem::take(&mut self.json).freeze();
-            seen(&self.mcp, self.tape.as_ref(), self.keyed.as_ref(), body);
-        }
-    }
-}
-
-/// One server message seen on a response or stream.
-fn seen(mcp: &McpSession, tape: Option<&Tape>, keyed: Option<&(Id, Id)>, data: Bytes) {
-    let Ok(message) = Message::parse(data) else {
-        metrics::malformed(Direction::ServerToClient);
-        return;
-    };
-    let meta = mcp.observe(&message);
-    metrics::frame(Direction::ServerToClient);
-    let mut correlated = None;
-    match message.kind() {
-        Kind::Response { .. } => {
-            let key = keyed
-                .filter(|(id, _)| message.id() == Some(id))
-                .map(|(_, key)| key);
-            correlated = mcp.correlate_response_as(Direction::ServerToClient, &message, key);
-        }
-        Kind::Request { .. } => {
-            // Tracked so the client's answer is recognized; the upstream keeps its own deadline.
-            drop(mcp.track_request(Direction::ServerToClient, &message));
-        }
-        Kind::Notification { method } if &**method == "notifications/cancelled" => {
-            mcp.cancelled_by(Direction::ServerToClient, &message);
-        }
-        _ => {}
-    }
-    if let Some(tape) = tape {
-        tape.frame(
-            &meta,
-            Direction::ServerToClient,
-            &message,
-            correlated.as_ref(),
-        );
     }
 }
 
@@ -461,7 +388,10 @@ impl Relay {
                 };
                 match step {
                     Step::Chunk(Some(Ok(chunk))) => {
-                        relay.inspector.feed(&chunk);
+                        let chunk = relay.inspector.pass(chunk);
+                        if chunk.is_empty() {
+                            continue;
+                        }
                         relay.sent_any = true;
                         return Some((Ok(chunk), relay));
                     }
@@ -470,8 +400,12 @@ impl Relay {
                         return Some((Err(e), relay));
                     }
                     Step::Chunk(None) => {
-                        relay.inspector.finish();
-                        return None;
+                        relay.body = None;
+                        let rest = relay.inspector.finish();
+                        if rest.is_empty() {
+                            return None;
+                        }
+                        return Some((Ok(rest), relay));
                     }
                     Step::Outcome(Ok(_response)) => {
                         relay.waiter = None;

@@ -3,3 +3,4 @@
 
 pub mod child;
 pub mod http;
+mod inspect;
