@@ -4,6 +4,7 @@
 //! and checks that every session it opened has ended — the session runtime's promise, shown on each system.
 
 mod channel;
+mod mcp;
 mod tee;
 
 use std::time::Instant;
@@ -16,6 +17,8 @@ pub async fn run() -> anyhow::Result<()> {
     channel::run().await?;
     section("tee: TLS over relayed bytes, split AEAD between TEE_K and TEE_T");
     tee::run().await?;
+    section("mcp: the Streamable HTTP proxy, both protocol generations, recorded to a tape");
+    mcp::run().await?;
     section(
         "relay: end-to-end encrypted messages (Olm) through a relay that stores only ciphertext",
     );
