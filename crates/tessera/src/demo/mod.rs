@@ -15,7 +15,9 @@ pub async fn run() -> anyhow::Result<()> {
     println!("Tessera demo — every system on loopback\n");
     section("channel: Noise XX over WebSocket (client_hello / server_hello / client_auth)");
     channel::run().await?;
-    section("tee: TLS over relayed bytes, split AEAD between TEE_K and TEE_T");
+    section(
+        "tee: an attested HTTPS transcript (TEE_K and TEE_T split the TLS AEAD), verified offline",
+    );
     tee::run().await?;
     section("mcp: the Streamable HTTP proxy, both protocol generations, recorded to a tape");
     mcp::run().await?;

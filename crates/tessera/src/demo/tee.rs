@@ -1,22 +1,26 @@
-//! The tee part: a local HTTPS server (rustls, a fresh test CA) and a client whose TLS runs in TEE_K over
-//! bytes it relays; the request is encrypted and the response decrypted through the split AEAD — TEE_K's
-//! keystreams and tag secrets, TEE_T's tags — for six suites of TLS 1.3 and TLS 1.2 (the ECDSA ones: rcgen
-//! makes no RSA keys). Both roles run in this process here; the TEE services (issue 8) put them apart.
+//! The tee part: TEE_K and TEE_T as services on loopback (each pinned by its channel key, TEE_T pinning
+//! TEE_K), a local HTTPS website (rustls, a fresh test CA) whose account page needs a session cookie, and a
+//! client that proves the page with the cookie hidden and one JSON member revealed — once over TLS 1.3 and
+//! once over TLS 1.2. Each proof is written as a proof file and checked by the offline verifier against the
+//! two pinned signer addresses, as `tessera verify` does.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tessera_tee::{
-    CipherSuite, ConnectRequest, ContentType, RecordContent, RelayedTlsClient, RootStore,
-    open_via_split, seal_via_split,
+use tessera_channel::Identity;
+use tessera_tee::service::{
+    ProveRequest, Reveal, TeeEndpoint, TeeK, TeeKConfig, TeeT, TeeTConfig, prove,
 };
+use tessera_tee::signing::Signer;
+use tessera_tee::verify::{VerifierConfig, verify_bundle};
+use tessera_tee::{CipherSuite, RootStore, proof_file};
 
-const HOST: &str = "demo.tessera.test";
-const BODY: &str = "the website's answer, proven through split AEAD";
+const HOST: &str = "bank.tessera.test";
+const COOKIE: &str = "session=7f3a9c2e-demo-secret";
 
 /// A test CA and a leaf for [`HOST`], made fresh for the demo.
 struct Pki {
@@ -43,7 +47,7 @@ fn pki() -> anyhow::Result<Pki> {
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(vec![HOST.to_string()])?;
     leaf.distinguished_name
-        .push(DnType::CommonName, "Tessera Demo Website");
+        .push(DnType::CommonName, "Tessera Demo Bank");
     let cert = leaf.signed_by(&key, &issuer)?;
     Ok(Pki {
         ca_pem: ca_cert.pem(),
@@ -52,13 +56,9 @@ fn pki() -> anyhow::Result<Pki> {
     })
 }
 
-/// Serves one HTTPS request with rustls on a thread, then sends close_notify.
-fn website(
-    pki: &Pki,
-) -> anyhow::Result<(
-    std::net::SocketAddr,
-    std::thread::JoinHandle<anyhow::Result<String>>,
-)> {
+/// The website: serves `/account` to whoever shows the session cookie (a thread per connection), and
+/// `401` to anyone else.
+fn website(pki: &Pki) -> anyhow::Result<SocketAddr> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -69,143 +69,159 @@ fn website(
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key_der.clone())),
     )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let handle = std::thread::spawn(move || -> anyhow::Result<String> {
-        let (tcp, _) = listener.accept()?;
-        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut tls =
-            rustls::StreamOwned::new(rustls::ServerConnection::new(Arc::new(config))?, tcp);
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !request.ends_with(b"\r\n\r\n") {
-            let n = tls.read(&mut buf)?;
-            if n == 0 {
-                bail!("the client closed before its request ended");
-            }
-            request.extend_from_slice(&buf[..n]);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let config = config.clone();
+            std::thread::spawn(move || serve_one(config, tcp));
         }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-            BODY.len()
-        );
-        tls.write_all(response.as_bytes())?;
-        tls.conn.send_close_notify();
-        tls.flush()?;
-        Ok(String::from_utf8_lossy(&request).into_owned())
     });
-    Ok((addr, handle))
+    Ok(addr)
 }
 
-/// What the client learned from one split-path exchange.
-struct Transcript {
-    suite: CipherSuite,
-    issuer: Option<String>,
-    response: Vec<u8>,
-    records: usize,
-    close_notify: bool,
-}
-
-/// The client's side: relays TEE_K's handshake bytes, then one request and its response via the split path.
-fn fetch(
-    addr: std::net::SocketAddr,
-    suite: CipherSuite,
-    roots: &RootStore,
-) -> anyhow::Result<Transcript> {
-    let mut tcp = TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut tls = RelayedTlsClient::new(&ConnectRequest::new(HOST).with_suite(suite), roots)?;
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        tcp.write_all(&tls.take_outgoing()?)?;
-        if tls.is_handshake_complete() {
-            break;
-        }
-        let n = tcp.read(&mut buf)?;
-        ensure!(n > 0, "the website closed during the handshake");
-        tls.feed(&buf[..n])?;
-    }
-    let mut session = tls.finish()?;
-    let request = format!("GET /price HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-    let record = seal_via_split(
-        &mut session.writer,
-        ContentType::ApplicationData,
-        request.as_bytes(),
-    )?;
-    tcp.write_all(&record.to_bytes())?;
-
-    let mut transcript = Transcript {
-        suite: session.suite,
-        issuer: session
-            .certificates
-            .first()
-            .and_then(|c| c.issuer_cn.clone()),
-        response: Vec::new(),
-        records: 0,
-        close_notify: false,
+fn serve_one(config: Arc<rustls::ServerConfig>, tcp: std::net::TcpStream) {
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
     };
-    let mut records = std::mem::take(&mut session.pending_records);
-    loop {
-        for record in records.drain(..) {
-            transcript.records += 1;
-            match open_via_split(&mut session.reader, &record)? {
-                RecordContent::ApplicationData(data) => transcript.response.extend(data),
-                RecordContent::Handshake(_) => {}
-                RecordContent::Alert(alert) if alert.is_close_notify() => {
-                    transcript.close_notify = true;
-                    return Ok(transcript);
-                }
-                RecordContent::Alert(_) => bail!("the website sent a fatal alert"),
-            }
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
         }
-        let n = tcp.read(&mut buf)?;
-        if n == 0 {
-            return Ok(transcript);
-        }
-        records = session.splitter.push(&buf[..n])?;
     }
+    let request = String::from_utf8_lossy(&request);
+    let cookie = format!("\r\nCookie: {COOKIE}\r\n");
+    let response = if request.starts_with("GET /account ") && request.contains(&cookie) {
+        let body = r#"{"user":"alice","balance":"1234.56","iban":"DE89 3704 0044 0532 0130 00"}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    };
+    let _ = tls.write_all(response.as_bytes());
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }
 
 pub async fn run() -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(run_blocking)
-        .await
-        .context("the tee demo thread")?
+    let pki = pki()?;
+    let site = website(&pki)?;
+    let roots = RootStore::from_pem(pki.ca_pem.as_bytes())?;
+
+    let k_identity = Identity::generate();
+    let tee_t = TeeT::new(TeeTConfig::new(
+        Identity::generate(),
+        Signer::generate(),
+        Some(k_identity.public_key()),
+    ));
+    let t_serving = tee_t.serve("127.0.0.1:0".parse()?).await?;
+    let t_addr = t_serving.local_addr();
+    let tee_k = TeeK::new(
+        TeeKConfig::new(
+            k_identity,
+            Signer::generate(),
+            format!("ws://{t_addr}/teek"),
+            tee_t.public_key(),
+        )
+        .with_roots(roots),
+    );
+    let k_serving = tee_k.serve("127.0.0.1:0".parse()?).await?;
+    let k_end = TeeEndpoint::new(k_serving.local_addr().to_string(), tee_k.public_key());
+    let t_end = TeeEndpoint::new(t_addr.to_string(), tee_t.public_key());
+    println!(
+        "  TEE_K {} (signer {}), TEE_T {} (signer {}); website https://{HOST}:{} on {site}",
+        k_serving.local_addr(),
+        tee_k.signer_address(),
+        t_addr,
+        tee_t.signer_address(),
+        site.port()
+    );
+
+    let dir = std::env::temp_dir().join(format!("tessera-demo-tee-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let outcome = prove_twice(&tee_k, &tee_t, &k_end, &t_end, site, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome?;
+
+    tee_k.shutdown(Duration::from_secs(2)).await;
+    tee_t.shutdown(Duration::from_secs(2)).await;
+    k_serving.stop().await;
+    t_serving.stop().await;
+    let left = tee_k.sessions().len() + tee_t.sessions().len();
+    println!("  sessions left: TEE_K and TEE_T together {left}");
+    ensure!(left == 0, "{left} TEE session(s) left");
+    Ok(())
 }
 
-fn run_blocking() -> anyhow::Result<()> {
-    let pki = pki()?;
-    let roots = RootStore::from_pem(pki.ca_pem.as_bytes())?;
-    let suites = CipherSuite::ALL
-        .into_iter()
-        .filter(|s| !s.needs_rsa_certificate());
-    for suite in suites {
-        let (addr, website) = website(&pki)?;
-        let transcript = fetch(addr, suite, &roots).with_context(|| format!("{suite}"))?;
-        let seen = website
-            .join()
-            .map_err(|_| anyhow::anyhow!("the website thread panicked"))??;
+async fn prove_twice(
+    tee_k: &TeeK,
+    tee_t: &TeeT,
+    k_end: &TeeEndpoint,
+    t_end: &TeeEndpoint,
+    site: SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let nonce = b"demo-verifier-nonce".to_vec();
+    for suite in [
+        CipherSuite::Tls13ChaCha20Poly1305Sha256,
+        CipherSuite::Tls12EcdheEcdsaAes256GcmSha384,
+    ] {
+        let request = ProveRequest::get(&format!("https://{HOST}:{}/account", site.port()))?
+            .header("Cookie", COOKIE)
+            .hide_header("Cookie")
+            .reveal(Reveal::JsonPath("$.balance".into()))
+            .nonce(nonce.clone())
+            .force_suite(suite)
+            .connect_to(site);
+        let proved = prove(&request, k_end, t_end)
+            .await
+            .with_context(|| format!("proving over {suite}"))?;
+        let path = dir.join(format!("proof-{}.json", suite as u16));
+        std::fs::write(&path, proof_file::to_json(&proved.bundle))?;
+        let size = std::fs::metadata(&path)?.len();
+
+        // The verifier's side: only the file and the two pinned signer addresses.
+        let bundle = proof_file::from_json(&std::fs::read(&path)?)?;
+        let mut config = VerifierConfig::new(tee_k.signer_address(), tee_t.signer_address());
+        config.nonce = Some(nonce.clone());
+        let proof = verify_bundle(&bundle, &config).context("verifying the proof")?;
+        let request_seen = String::from_utf8_lossy(&proof.request);
+        let response_seen = String::from_utf8_lossy(&proof.response);
         ensure!(
-            seen.starts_with("GET /price HTTP/1.1\r\n"),
-            "the website read {seen:?}"
-        );
-        let response = String::from_utf8_lossy(&transcript.response);
-        ensure!(
-            response.ends_with(BODY),
-            "{suite}: unexpected response {response:?}"
+            !request_seen.contains("7f3a9c2e") && request_seen.contains("Cookie: *"),
+            "the cookie must be hidden from the verifier: {request_seen:?}"
         );
         ensure!(
-            transcript.suite == suite,
-            "negotiated {} instead of {suite}",
-            transcript.suite
+            response_seen.contains("\"balance\":\"1234.56\"") && !response_seen.contains("DE89"),
+            "only the balance is revealed: {response_seen:?}"
         );
-        ensure!(transcript.close_notify, "{suite}: no verified close_notify");
+        println!("  {suite}: proof file of {size} bytes, verified against the pinned signers");
         println!(
-            "  {:<46} {} records, tags checked by TEE_T code, cert from {:?}: {:?}",
-            suite.to_string(),
-            transcript.records,
-            transcript.issuer.as_deref().unwrap_or("?"),
-            response.lines().next().unwrap_or("")
+            "    request as the verifier sees it: {:?}",
+            request_line(&request_seen)
+        );
+        println!("    response as the verifier sees it: {response_seen:?}");
+        let mut wrong = config.clone();
+        wrong.nonce = Some(b"another nonce".to_vec());
+        ensure!(
+            verify_bundle(&bundle, &wrong).is_err(),
+            "another nonce must be refused"
         );
     }
+    println!("  the same proof with another verifier nonce: refused");
     Ok(())
+}
+
+/// The request without its line breaks, for one printed line.
+fn request_line(request: &str) -> String {
+    request.trim_end().replace("\r\n", " | ")
 }
