@@ -91,7 +91,8 @@ pub enum Kind {
         /// `Some(code)` for an error response.
         error_code: Option<i64>,
     },
-    /// A JSON-RPC batch (a JSON array; allowed only in 2025-03-26). Forwarded as is, not correlated.
+    /// A JSON-RPC batch (a JSON array; allowed only in 2025-03-26). The proxies split it into its elements
+    /// ([`Message::batch_elements`]) and correlate each.
     Batch,
 }
 

@@ -448,27 +448,19 @@ impl McpSession {
     }
 
     /// A `notifications/cancelled` from `sender` withdraws its request: the entry goes, so neither a late
-    /// response nor the deadline acts on it. Returns true if a request was pending.
-    pub fn cancelled_by(&self, sender: Direction, message: &Message) -> bool {
+    /// response nor the deadline acts on it. Returns the request's id if it was pending.
+    pub fn cancelled_by(&self, sender: Direction, message: &Message) -> Option<Id> {
         #[derive(Deserialize)]
         struct Params<'a> {
             #[serde(rename = "requestId", borrow)]
             request_id: &'a RawValue,
         }
-        let Some(params) = message.params::<Params<'_>>() else {
-            return false;
-        };
-        let Some(id) = Id::from_raw(params.request_id.get()) else {
-            return false;
-        };
-        match self.session.take_pending(&key(sender, &id)) {
-            Some(taken) => {
-                drop(taken);
-                self.changed.notify_waiters();
-                true
-            }
-            None => false,
-        }
+        let params = message.params::<Params<'_>>()?;
+        let id = Id::from_raw(params.request_id.get())?;
+        let taken = self.session.take_pending(&key(sender, &id))?;
+        drop(taken);
+        self.changed.notify_waiters();
+        Some(id)
     }
 
     /// Withdraws a request whose sender went away (an HTTP client disconnected): nothing stays pending.

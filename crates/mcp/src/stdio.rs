@@ -12,15 +12,16 @@
 //! a blocked request is answered with the rule's error to its sender (the client, or the child for a
 //! server request) and goes no further; a blocked notification is dropped.
 
+use std::collections::HashMap;
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 
 use crate::error::McpError;
-use crate::jsonrpc::{INVALID_REQUEST, Kind, MAX_BATCH, Message};
+use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, MAX_BATCH, Message};
 use crate::lines::{Line, LineCodec};
 use crate::metrics;
 use crate::outbox::{LineTx, LineWriter};
@@ -100,6 +101,7 @@ where
         to_server,
         tape,
         rules,
+        batches: Arc::default(),
     };
     let mut upstream = guard
         .session()
@@ -138,6 +140,7 @@ struct Ends {
     to_server: LineTx,
     tape: Option<Tape>,
     rules: Option<Arc<Rules>>,
+    batches: Arc<Mutex<Batches>>,
 }
 
 impl Ends {
@@ -203,15 +206,18 @@ impl Ends {
         }
         match self.admit(direction, &message) {
             Admit::Forward => self.toward(direction).send(&message).await,
+            Admit::Send(instead) => self.toward(direction).send(&instead).await,
             Admit::Reply(reply) => self.back(direction).send(&reply).await,
             Admit::Drop => true,
         }
     }
 
-    /// A JSON-RPC batch: each element goes through [`Ends::admit`] as if it came alone (rules, tracking,
-    /// correlation, a frame in the tape). What is admitted goes on as one batch — the original bytes when
-    /// every element is, else the admitted elements' bytes in a new array; the proxy's own answers
-    /// (refusals, blocks, invalid elements) go back to the sender as one array of their own.
+    /// A JSON-RPC batch, split as over HTTP: each element goes through [`Ends::admit`] as if it came alone
+    /// (rules, tracking, correlation, its own frame in the tape) and on as a line of its own, since most
+    /// servers no longer take batches (2025-06-18 removed them). The answers — the receiver's responses and
+    /// the proxy's own (refusals, blocks, invalid elements, deadlines) — go back to the sender together, as
+    /// one array, once every request of the batch is answered. A batch without requests gets no answer, or
+    /// an array of the proxy's errors.
     async fn forward_batch(&self, direction: Direction, batch: Message) -> bool {
         let Some(elements) = batch.batch_elements(MAX_BATCH) else {
             metrics::malformed(direction);
@@ -226,36 +232,55 @@ impl Ends {
             }
             return true;
         };
-        let count = elements.len();
-        let mut admitted = Vec::with_capacity(count);
-        let mut replies = Vec::new();
+        let mut admitted = Vec::with_capacity(elements.len());
+        let mut answers = Vec::new();
         for element in elements {
             match element {
                 Ok(message) => match self.admit(direction, &message) {
                     Admit::Forward => admitted.push(message),
-                    Admit::Reply(reply) => replies.push(reply),
-                    Admit::Drop => {}
+                    Admit::Reply(reply) => answers.push(reply),
+                    Admit::Send(_) | Admit::Drop => {}
                 },
                 Err(reply) => {
                     metrics::malformed(direction);
                     if direction == Direction::ClientToServer {
-                        replies.push(reply);
+                        answers.push(reply);
                     }
                 }
             }
         }
-        if !replies.is_empty() && !self.back(direction).send(&Message::batch(&replies)).await {
-            return false;
+        let waiting: Vec<Id> = admitted
+            .iter()
+            .filter(|m| m.is_request())
+            .filter_map(|m| m.id().cloned())
+            .collect();
+        if waiting.is_empty() {
+            if !answers.is_empty() && !self.back(direction).send(&Message::batch(&answers)).await {
+                return false;
+            }
+        } else {
+            // Registered before the first element goes, so no answer can come before it.
+            self.batches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .open(direction, waiting, answers);
         }
-        match admitted.len() {
-            0 => true,
-            n if n == count => self.toward(direction).send(&batch).await,
-            _ => {
-                self.toward(direction)
-                    .send(&Message::batch(&admitted))
-                    .await
+        for message in &admitted {
+            if !self.toward(direction).send(message).await {
+                return false;
             }
         }
+        true
+    }
+
+    /// A response to a request of a batch that `sender` sent: `None` if it is not one; else held with the
+    /// batch's answers, and `Some(array)` once it was the last.
+    fn batch_answer(&self, sender: Direction, response: &Message) -> Option<Option<Message>> {
+        let id = response.id()?;
+        self.batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .answer(sender, id, response)
     }
 
     /// Rules, correlation and limits for one message, its frame recorded if it goes on.
@@ -281,11 +306,24 @@ impl Ends {
                     let (id, mcp) = (id.clone(), self.mcp.clone());
                     let (sender, receiver) =
                         (self.back(direction).clone(), self.toward(direction).clone());
+                    let batches = self.batches.clone();
                     let _ = self.mcp.session().spawn(async move {
                         if let Err(Some(expired)) = McpSession::outcome(pending, &id).await {
                             metrics::expired();
                             tracing::info!(session = %mcp.id(), %id, "request deadline passed");
-                            sender.send(&expired.reply).await;
+                            let answer = batches
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .answer(direction, &id, &expired.reply);
+                            match answer {
+                                None => {
+                                    sender.send(&expired.reply).await;
+                                }
+                                Some(Some(answers)) => {
+                                    sender.send(&answers).await;
+                                }
+                                Some(None) => {}
+                            }
                             receiver.send(&expired.cancel).await;
                         }
                     });
@@ -296,14 +334,35 @@ impl Ends {
                 }
             },
             Kind::Response { .. } => match self.mcp.correlate_response(direction, message) {
-                Some(c) => correlation = Some(c),
+                Some(c) => {
+                    correlation = Some(c);
+                    if let Some(held) = self.batch_answer(direction.reverse(), message) {
+                        if let Some(tape) = &self.tape {
+                            tape.frame(&meta, direction, message, correlation.as_ref());
+                        }
+                        return held.map_or(Admit::Drop, Admit::Send);
+                    }
+                }
                 None => {
                     tracing::debug!(session = %self.mcp.id(), id = ?message.id(), "uncorrelated response dropped");
                     return Admit::Drop;
                 }
             },
             Kind::Notification { method } if &**method == "notifications/cancelled" => {
-                self.mcp.cancelled_by(direction, message);
+                if let Some(id) = self.mcp.cancelled_by(direction, message) {
+                    // A withdrawn batch member is answered by nobody: the batch stops waiting for it.
+                    let done = self
+                        .batches
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .forget(direction, &id);
+                    if let Some(answers) = done {
+                        let back = self.back(direction).clone();
+                        let _ = self.mcp.session().spawn(async move {
+                            back.send(&answers).await;
+                        });
+                    }
+                }
             }
             Kind::Notification { .. } | Kind::Batch => {}
         }
@@ -319,8 +378,64 @@ impl Ends {
 enum Admit {
     /// It goes on to the other side.
     Forward,
+    /// It goes no further, but this goes on in its place (a batch's answers, complete).
+    Send(Message),
     /// It goes no further; this answer goes back to its sender.
     Reply(Message),
     /// It goes no further, unanswered.
     Drop,
+}
+
+/// Batches whose requests are not all answered yet, each keyed by its requests' (sender, id). Bounded by the
+/// pending limits: every waiting id is a pending request of the session.
+#[derive(Default)]
+struct Batches {
+    next: u64,
+    member: HashMap<(Direction, Id), u64>,
+    open: HashMap<u64, OpenBatch>,
+}
+
+struct OpenBatch {
+    left: usize,
+    answers: Vec<Message>,
+}
+
+impl Batches {
+    fn open(&mut self, sender: Direction, waiting: Vec<Id>, answers: Vec<Message>) {
+        let batch = self.next;
+        self.next += 1;
+        let mut left = 0;
+        for id in waiting {
+            // Ids pending at once are distinct (the session refuses a duplicate), so this inserts.
+            if self.member.insert((sender, id), batch).is_none() {
+                left += 1;
+            }
+        }
+        self.open.insert(batch, OpenBatch { left, answers });
+    }
+
+    /// Adds the answer to request `id` of `sender`; `None` if it is in no batch, `Some(Some(array))` when
+    /// it completes its batch.
+    fn answer(&mut self, sender: Direction, id: &Id, answer: &Message) -> Option<Option<Message>> {
+        let batch = self.member.remove(&(sender, id.clone()))?;
+        let open = self.open.get_mut(&batch)?;
+        open.answers.push(answer.clone());
+        Some(self.settle(batch))
+    }
+
+    /// Request `id` of `sender` was withdrawn: its batch stops waiting for it.
+    fn forget(&mut self, sender: Direction, id: &Id) -> Option<Message> {
+        let batch = self.member.remove(&(sender, id.clone()))?;
+        self.settle(batch)
+    }
+
+    fn settle(&mut self, batch: u64) -> Option<Message> {
+        let open = self.open.get_mut(&batch)?;
+        open.left = open.left.saturating_sub(1);
+        if open.left > 0 {
+            return None;
+        }
+        let open = self.open.remove(&batch)?;
+        (!open.answers.is_empty()).then(|| Message::batch(&open.answers))
+    }
 }

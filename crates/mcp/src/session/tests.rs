@@ -191,10 +191,15 @@ async fn cancellation_withdraws_the_request() {
     let (_guard, mcp) = s.create("test").unwrap();
     let req = msg(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call"}"#);
     let pending = mcp.track_request(C2S, &req).unwrap();
-    assert!(mcp.cancelled_by(
-        C2S,
-        &msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#)
-    ));
+    assert!(
+        mcp.cancelled_by(
+            C2S,
+            &msg(
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#
+            )
+        )
+        .is_some_and(|id| id.as_json() == "5")
+    );
     assert!(
         McpSession::outcome(pending, req.id().unwrap())
             .await
