@@ -5,8 +5,11 @@
 //! * `{"type":"session","t_ms":…,"session":"…","transport":"stdio"}` — a session began;
 //! * `{"type":"frame","seq":…,"t_ms":…,"session":"…","dir":"c2s","frame_count":…,"tags":[…],"message":{…}}`
 //!   — a message as it passed (`message` is the raw JSON, after redaction);
-//! * `{"type":"http","t_ms":…,"session":…,"http":"POST","method":…,"id":…,"headers":{…}}` — the headers of
-//!   the HTTP request that carried the next frame (HTTP front only), with credentials redacted;
+//! * `{"type":"http","t_ms":…,"session":…,"http":"POST","path":"/mcp","method":…,"id":…,"headers":{…}}` —
+//!   the headers of the HTTP request that carried the next frame (HTTP front only: `/mcp`, and the old
+//!   transport's `/sse` and `/message`), with credentials redacted;
+//! * `{"type":"http_response","t_ms":…,"session":…,"http":"POST","path":"/mcp","status":200,"headers":{…}}`
+//!   — the status and headers the proxy answered an HTTP request with, redacted the same way;
 //! * `{"type":"correlation","seq":…,"session":"…","method":"…","rtt_us":…,"error":false}` — the frame `seq`
 //!   answered a request of `method` after `rtt_us`.
 //!
@@ -15,7 +18,7 @@
 //! `"[REDACTED]"` in the tape, and so has every value at a JSON pointer of [`TapeConfig::redact_paths`]
 //! (e.g. `/params/arguments/query`) — the forwarded message is never touched. HTTP request headers named in
 //! [`TapeConfig::redact_headers`] (by default [`DEFAULT_REDACTED_HEADERS`]: `Authorization`, `Cookie`, API
-//! keys, …) are recorded as `"[REDACTED]"`. The queue is bounded: when the disk
+//! keys, …) are recorded as `"[REDACTED]"`, in requests and responses alike. The queue is bounded: when the disk
 //! cannot keep up, records are dropped and counted rather than slowing the proxy.
 
 use std::path::Path;
@@ -187,15 +190,50 @@ impl Tape {
     }
 
     /// Records the headers of an HTTP request that carried `message` (before its frame), redacted:
-    /// `{"type":"http","t_ms":…,"session":…|null,"http":"POST","method":…,"id":…,"headers":{…}}`.
+    /// `{"type":"http","t_ms":…,"session":…|null,"http":"POST","path":"/mcp","method":…,"id":…,"headers":{…}}`.
     /// Repeated headers are joined with ", "; at most 64 headers, values cut at 1024 bytes.
     pub fn http_request<'a>(
         &self,
         session: Option<SessionId>,
         http_method: &str,
+        path: &str,
         message: Option<&Message>,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) {
+        let recorded = self.headers(headers);
+        let id = message
+            .and_then(Message::id)
+            .and_then(|id| serde_json::from_str::<Value>(id.as_json()).ok());
+        self.push(serde_json::json!({
+            "type": "http", "t_ms": self.t_ms(), "session": session.map(|s| s.to_string()),
+            "http": http_method, "path": path, "method": message.and_then(Message::method), "id": id,
+            "headers": recorded,
+        }));
+    }
+
+    /// Records the status and headers of the proxy's answer to an HTTP request, redacted as request headers
+    /// are (`Set-Cookie` among the defaults):
+    /// `{"type":"http_response","t_ms":…,"session":…|null,"http":"POST","path":"/mcp","status":200,"headers":{…}}`.
+    pub fn http_response<'a>(
+        &self,
+        session: Option<SessionId>,
+        http_method: &str,
+        path: &str,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) {
+        let recorded = self.headers(headers);
+        self.push(serde_json::json!({
+            "type": "http_response", "t_ms": self.t_ms(), "session": session.map(|s| s.to_string()),
+            "http": http_method, "path": path, "status": status, "headers": recorded,
+        }));
+    }
+
+    /// Headers as a JSON object: names lowercased, credentials redacted, repeats joined, bounded.
+    fn headers<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> serde_json::Map<String, Value> {
         let mut recorded = serde_json::Map::new();
         for (name, value) in headers {
             let name = name.to_ascii_lowercase();
@@ -219,14 +257,7 @@ impl Tape {
                 }
             }
         }
-        let id = message
-            .and_then(Message::id)
-            .and_then(|id| serde_json::from_str::<Value>(id.as_json()).ok());
-        self.push(serde_json::json!({
-            "type": "http", "t_ms": self.t_ms(), "session": session.map(|s| s.to_string()),
-            "http": http_method, "method": message.and_then(Message::method), "id": id,
-            "headers": recorded,
-        }));
+        recorded
     }
 
     /// Records the interception rules that matched a message:
@@ -423,7 +454,7 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
                     entry.1 += usize::from(blocked);
                 }
             }
-            Some("init" | "http") => {}
+            Some("init" | "http" | "http_response") => {}
             _ => summary.bad_lines += 1,
         }
     }
@@ -501,6 +532,7 @@ mod tests {
         tape.http_request(
             None,
             "POST",
+            "/mcp",
             Some(&message),
             [
                 ("Authorization", &b"Bearer sk-live-123"[..]),
@@ -510,12 +542,28 @@ mod tests {
                 ("accept", b"text/event-stream"),
             ],
         );
+        tape.http_response(
+            None,
+            "POST",
+            "/mcp",
+            200,
+            [
+                ("set-cookie", &b"sid=abc"[..]),
+                ("x-tenant", b"acme"),
+                ("content-type", b"application/json"),
+            ],
+        );
         drop(tape);
         writer.finish().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             !text.contains("sk-live-123") && !text.contains("sid=abc") && !text.contains("acme")
         );
+        let answer: Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+        assert_eq!(answer["type"], "http_response");
+        assert_eq!(answer["status"], 200);
+        assert_eq!(answer["headers"]["set-cookie"], "[REDACTED]");
+        assert_eq!(answer["headers"]["content-type"], "application/json");
         let record: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(record["type"], "http");
         assert_eq!(record["method"], "tools/list");

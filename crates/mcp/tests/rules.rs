@@ -155,6 +155,22 @@ async fn rules_block_log_and_tag_and_are_recorded() {
             .iter()
             .any(|r| r["http"] == "POST" && r["id"] == 5)
     );
+    // So are the heads of the proxy's answers: the new session's id on the initialize answer, 202s.
+    let answers: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "http_response")
+        .collect();
+    assert!(answers.iter().any(|r| r["http"] == "POST"
+        && r["path"] == "/mcp"
+        && r["status"] == 200
+        && r["session"] == json!(session)
+        && r["headers"]["mcp-session-id"] == json!(session)));
+    assert!(answers.iter().any(|r| r["status"] == 202));
+    assert!(
+        answers
+            .iter()
+            .any(|r| r["http"] == "DELETE" && r["status"] == 200)
+    );
     // `tape show` counts them.
     let summary =
         tessera_mcp::tape::summarize(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))

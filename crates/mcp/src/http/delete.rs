@@ -21,7 +21,14 @@ pub(crate) async fn delete(Extract(state): Extract<Arc<State>>, headers: HeaderM
         Ok(s) => s,
         Err(not_found) => return not_found,
     };
-    super::post::record_request(&state, Some(session.mcp.id()), "DELETE", None, &headers);
+    super::post::record_request(
+        &state,
+        Some(session.mcp.id()),
+        "DELETE",
+        "/mcp",
+        None,
+        &headers,
+    );
     if let Link::Url { .. } = &session.link {
         crate::upstream::http::delete(&state, &session, &headers).await;
     }

@@ -45,7 +45,14 @@ pub(crate) async fn get(Extract(state): Extract<Arc<State>>, headers: HeaderMap)
         Ok(s) => s,
         Err(not_found) => return not_found,
     };
-    super::post::record_request(&state, Some(session.mcp.id()), "GET", None, &headers);
+    super::post::record_request(
+        &state,
+        Some(session.mcp.id()),
+        "GET",
+        "/mcp",
+        None,
+        &headers,
+    );
     match &session.link {
         Link::Child { streams, .. } => {
             // `<stream>-<n>` names an event of a POST response stream: resume that stream.

@@ -1,7 +1,9 @@
 //! The old HTTP+SSE transport (2024-11-05), for older clients, over a command upstream: `GET /sse` opens a
 //! session (and its child) whose first event is `endpoint` (`/message?sessionId=…`); the client POSTs each
 //! message there (answered 202), and every server message — responses included — arrives as a `message`
-//! event on the GET stream. Closing the stream ends the session.
+//! event on the GET stream. Closing the stream ends the session. Both requests' headers and every frame go
+//! to the tape; interception rules run over the client's messages (a blocked request's error comes on the
+//! stream).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -64,6 +66,11 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
     let Some(rx) = stream.lock().unwrap_or_else(PoisonError::into_inner).take() else {
         return error_response(StatusCode::CONFLICT, "Conflict: stream already open");
     };
+    let id = session.mcp.id();
+    if let Some(tape) = &state.tape {
+        tape.session_started(id, "http+sse");
+    }
+    super::post::record_request(&state, Some(id), "GET", "/sse", None, &headers);
     let endpoint = Bytes::from(format!(
         "event: endpoint\ndata: /message?sessionId={}\n\n",
         session.mcp.id()
@@ -84,6 +91,7 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
+        axum::Extension(super::recorded::AnswerSession(id)),
         Body::from_stream(events),
     )
         .into_response()
@@ -124,8 +132,34 @@ pub(crate) async fn message(
         Err(e) => return super::json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
     };
     let mcp = &session.mcp;
-    mcp.observe(&message);
+    super::post::record_request(
+        &state,
+        Some(mcp.id()),
+        "POST",
+        "/message",
+        Some(&message),
+        &headers,
+    );
+    if let Some(rules) = &state.config.rules
+        && let Some(verdict) = crate::rules::apply(
+            rules,
+            Some(mcp),
+            Direction::ClientToServer,
+            &message,
+            state.tape.as_ref(),
+        )
+        && let Some(reply) = crate::rules::blocked_reply(&message, &verdict)
+    {
+        if let Some(error) = reply {
+            let _ = to_stream.try_send(error);
+        }
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let meta = mcp.observe(&message);
     metrics::frame(Direction::ClientToServer);
+    if let Some(tape) = &state.tape {
+        tape.frame(&meta, Direction::ClientToServer, &message, None);
+    }
     match message.kind() {
         Kind::Request { id, .. } => match mcp.track_request(Direction::ClientToServer, &message) {
             Ok(pending) => {

@@ -16,6 +16,7 @@ pub mod get;
 mod intercept;
 pub mod legacy_sse;
 pub mod post;
+mod recorded;
 mod resumable;
 pub mod shared;
 pub mod sse;
@@ -175,7 +176,7 @@ impl HttpProxy {
         })
     }
 
-    /// The routes: POST, GET and DELETE on `/mcp`.
+    /// The routes: POST, GET and DELETE on `/mcp`, and the old transport's `GET /sse` and `POST /message`.
     pub fn router(&self) -> Router {
         use axum::routing::post as route_post;
         Router::new()
@@ -185,6 +186,10 @@ impl HttpProxy {
             )
             .route("/sse", axum::routing::get(legacy_sse::open))
             .route("/message", route_post(legacy_sse::message))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                recorded::record,
+            ))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.state.config.max_body,
             ))

@@ -134,7 +134,7 @@ pub(crate) fn record_headers(
     message: &Message,
     headers: &HeaderMap,
 ) {
-    record_request(state, session, "POST", Some(message), headers);
+    record_request(state, session, "POST", "/mcp", Some(message), headers);
 }
 
 /// Records an HTTP request's headers in the tape (redacted there).
@@ -142,12 +142,13 @@ pub(crate) fn record_request(
     state: &State,
     session: Option<tessera_session::SessionId>,
     http_method: &str,
+    path: &str,
     message: Option<&Message>,
     headers: &HeaderMap,
 ) {
     if let Some(tape) = &state.tape {
         let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-        tape.http_request(session, http_method, message, pairs);
+        tape.http_request(session, http_method, path, message, pairs);
     }
 }
 
