@@ -6,6 +6,7 @@
 //! | `tessera_relay_connections` | gauge | — |
 //! | `tessera_relay_messages_stored_total` | counter | — (one per stored copy) |
 //! | `tessera_relay_deliveries_total` | counter | — (pushed `deliver` frames, redeliveries included) |
+//! | `tessera_relay_messages_expired_total` | counter | — (queued copies deleted by expiry) |
 //! | `tessera_relay_refused_total` | counter | code (the error reply's code) |
 //! | `tessera_relay_closed_total` | counter | reason (peer, idle, malformed, rate_limited) |
 
@@ -44,6 +45,7 @@ pub(crate) struct RelayMetrics {
     connections: Gauge,
     pub(crate) stored: Counter,
     pub(crate) delivered: Counter,
+    pub(crate) expired: Counter,
     refused: [Counter; 10],
     closed: [Counter; 4],
 }
@@ -63,6 +65,7 @@ impl RelayMetrics {
             connections: gauge!("tessera_relay_connections"),
             stored: counter!("tessera_relay_messages_stored_total"),
             delivered: counter!("tessera_relay_deliveries_total"),
+            expired: counter!("tessera_relay_messages_expired_total"),
             refused: CODES.map(|(_, code)| counter!("tessera_relay_refused_total", "code" => code)),
             closed: ["peer", "idle", "malformed", "rate_limited"]
                 .map(|reason| counter!("tessera_relay_closed_total", "reason" => reason)),

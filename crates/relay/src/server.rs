@@ -106,6 +106,8 @@ struct Inner<S> {
     /// Open channels per device, for presence.
     online: Mutex<HashMap<DeviceId, usize>>,
     metrics: RelayMetrics,
+    /// Expiry passes completed by [`Relay::spawn_expiry`] tasks.
+    expiry_passes: watch::Sender<u64>,
 }
 
 /// Counts a device's channel as online while it lives.
@@ -183,6 +185,7 @@ impl<S: Store> Relay<S> {
                 wake: Mutex::new(HashMap::new()),
                 online: Mutex::new(HashMap::new()),
                 metrics: RelayMetrics::new(),
+                expiry_passes: watch::channel(0).0,
             }),
         }
     }
@@ -210,7 +213,13 @@ impl<S: Store> Relay<S> {
         self.inner.store.expire(now.saturating_sub(ttl)).await
     }
 
-    /// Spawns a task that calls [`Relay::expire`] every `every` until aborted.
+    /// How many expiry passes [`Relay::spawn_expiry`] tasks have completed (successful ones), to wait
+    /// for one: the first pass runs as soon as the task starts.
+    pub fn expiry_passes(&self) -> watch::Receiver<u64> {
+        self.inner.expiry_passes.subscribe()
+    }
+
+    /// Spawns a task that calls [`Relay::expire`] now and then every `every` until aborted.
     pub fn spawn_expiry(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let relay = self.clone();
         tokio::spawn(async move {
@@ -222,8 +231,13 @@ impl<S: Store> Relay<S> {
                     .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
                     .unwrap_or(0);
                 match relay.expire(now).await {
-                    Ok(0) => {}
-                    Ok(expired) => tracing::info!(expired, "expired undelivered messages"),
+                    Ok(expired) => {
+                        if expired > 0 {
+                            tracing::info!(expired, "expired undelivered messages");
+                        }
+                        relay.inner.metrics.expired.increment(expired);
+                        relay.inner.expiry_passes.send_modify(|passes| *passes += 1);
+                    }
                     Err(error) => tracing::warn!(%error, "expiry failed"),
                 }
             }

@@ -1,13 +1,14 @@
 //! The writes of `send` and `ack` (SQLite), run by the group-commit writer ([`super::batch`]) inside
 //! its transaction.
 //!
-//! Sends are written **per run**, not per send: a run of consecutive sends in a batch costs a fixed
-//! number of statements whatever its length — one read of every device involved (owner, queue length,
-//! sequence counter), one read of the idempotency records, then one multi-row insert or update per
-//! table. The rules are decided in memory, send by send in arrival order, against that state (so a
-//! send sees the queue lengths and sequence numbers the sends before it in the run left), and sequence
-//! numbers are assigned in memory from each device's counter: the writer is the only one that writes
-//! them, and it read them inside the same transaction.
+//! Sends are written **per run**, not per send: a run of consecutive sends in a batch costs two queries
+//! whatever its length (each a single hand-off to sqlx's SQLite worker thread) — one read of every
+//! device involved (owner, queue length, sequence counter) together with the idempotency records, and
+//! one multi-statement write with a multi-row insert or update per table. The rules are decided in
+//! memory, send by send in arrival order, against that state (so a send sees the queue lengths and
+//! sequence numbers the sends before it in the run left), and sequence numbers are assigned in memory
+//! from each device's counter: the writer is the only one that writes them, and it read them inside
+//! the same transaction.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +26,8 @@ pub(super) struct SendOp {
     pub(super) envelopes: Vec<Envelope>,
 }
 
-/// Rows per multi-row statement (SQLite allows 32,766 bound values; 7 columns × 500 stays well under).
+/// Rows per multi-row write statement (SQLite allows 32,766 bound values per statement; 7 columns ×
+/// 500 stays well under).
 const CHUNK: usize = 500;
 
 struct DeviceState {
@@ -49,64 +51,80 @@ fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-async fn load_devices(
+/// Bound values per read statement (SQLite allows 32,766).
+const READ_VALUES: usize = 8_000;
+
+/// Reads, in one statement per chunk of sends (usually one), every device the sends involve (owner,
+/// queue length, sequence counter) and which of their `(sender, message id)` pairs were sent before.
+async fn load_state(
     conn: &mut SqliteConnection,
     ops: &[SendOp],
-) -> Result<HashMap<String, DeviceState>, sqlx::Error> {
-    let mut wanted: Vec<&str> = Vec::new();
-    let mut seen = HashSet::new();
-    for op in ops {
-        for device in std::iter::once(&op.sender).chain(op.envelopes.iter().map(|e| &e.device)) {
-            if seen.insert(device.as_str()) {
-                wanted.push(device);
+) -> Result<(HashMap<String, DeviceState>, HashSet<(String, String)>), sqlx::Error> {
+    let mut devices = HashMap::new();
+    let mut sent = HashSet::new();
+    let mut asked = HashSet::new();
+    let mut rest = ops;
+    while !rest.is_empty() {
+        // Take sends until the chunk's bound values would pass the limit (at least one send).
+        let mut take = 0;
+        let mut values = 0;
+        while take < rest.len() {
+            let more = 3 + rest[take].envelopes.len();
+            if take > 0 && values + more > READ_VALUES {
+                break;
+            }
+            values += more;
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let mut wanted: Vec<&str> = Vec::new();
+        for op in chunk {
+            let named = std::iter::once(&op.sender).chain(op.envelopes.iter().map(|e| &e.device));
+            for device in named {
+                if asked.insert(device.as_str()) {
+                    wanted.push(device);
+                }
             }
         }
-    }
-    let mut devices = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT device_id, username, queued, next_seq FROM devices WHERE device_id IN ({})",
-            vec!["?"; chunk.len()].join(", ")
+        let mut sql = String::from(
+            "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq \
+             FROM sent_messages WHERE (sender_device, message_id) IN (VALUES ",
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for device in chunk {
-            query = query.bind(*device);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            devices.insert(
-                row.try_get("device_id")?,
-                DeviceState {
-                    user: row.try_get("username")?,
-                    queued: to_u64(row.try_get("queued")?),
-                    next_seq: row.try_get("next_seq")?,
-                    touched: false,
-                },
+        sql.push_str(&placeholders(chunk.len(), 2));
+        sql.push(')');
+        if !wanted.is_empty() {
+            sql.push_str(
+                " UNION ALL SELECT 'd', device_id, username, queued, next_seq FROM devices \
+                 WHERE device_id IN (",
             );
+            sql.push_str(&vec!["?"; wanted.len()].join(", "));
+            sql.push(')');
         }
-    }
-    Ok(devices)
-}
-
-async fn load_sent(
-    conn: &mut SqliteConnection,
-    ops: &[SendOp],
-) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let mut sent = HashSet::new();
-    for chunk in ops.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT sender_device, message_id FROM sent_messages WHERE (sender_device, message_id) IN \
-             (VALUES {})",
-            placeholders(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for op in chunk {
             query = query.bind(&op.sender).bind(&op.message_id);
         }
+        for device in wanted {
+            query = query.bind(device);
+        }
         for row in query.fetch_all(&mut *conn).await? {
-            sent.insert((row.try_get("sender_device")?, row.try_get("message_id")?));
+            let kind: String = row.try_get("kind")?;
+            let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
+            if kind == "d" {
+                let state = DeviceState {
+                    user: b,
+                    queued: to_u64(row.try_get("queued")?),
+                    next_seq: row.try_get("next_seq")?,
+                    touched: false,
+                };
+                devices.insert(a, state);
+            } else {
+                sent.insert((a, b));
+            }
         }
     }
-    Ok(sent)
+    Ok((devices, sent))
 }
 
 /// Decides one send against the run's state and, when it is stored, records its rows.
@@ -209,89 +227,94 @@ pub(super) async fn enqueue_run(
     ops: &[SendOp],
     limits: &StoreLimits,
 ) -> Result<Vec<Result<Enqueued, StoreError>>, sqlx::Error> {
-    let mut devices = load_devices(conn, ops).await?;
-    let mut sent = load_sent(conn, ops).await?;
+    let (mut devices, mut sent) = load_state(conn, ops).await?;
     let stored_at = now();
     let mut rows = Rows::default();
     let results: Vec<_> = ops
         .iter()
         .map(|op| decide(op, &mut devices, &mut sent, limits, stored_at, &mut rows))
         .collect();
+    write_rows(conn, &rows, &devices, stored_at).await?;
+    Ok(results)
+}
+
+/// Writes a run's rows with **one** query (a statement per table, or per [`CHUNK`] rows): the
+/// idempotency records, the contacts, the devices' counters and the messages.
+async fn write_rows(
+    conn: &mut SqliteConnection,
+    rows: &Rows<'_>,
+    devices: &HashMap<String, DeviceState>,
+    stored_at: i64,
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::new();
     for chunk in rows.sent.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO sent_messages (sender_device, message_id, stored_at) VALUES {} \
-             ON CONFLICT (sender_device, message_id) DO NOTHING",
-            placeholders(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for op in chunk {
-            query = query.bind(&op.sender).bind(&op.message_id).bind(stored_at);
-        }
-        query.execute(&mut *conn).await?;
+        sql.push_str("INSERT INTO sent_messages (sender_device, message_id, stored_at) VALUES ");
+        sql.push_str(&placeholders(chunk.len(), 3));
+        sql.push_str(" ON CONFLICT (sender_device, message_id) DO NOTHING;\n");
     }
-    let contacts: Vec<_> = rows.contacts.into_iter().collect();
+    let contacts: Vec<_> = rows.contacts.iter().collect();
     for chunk in contacts.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO contacts (username, contact) VALUES {} \
-             ON CONFLICT (username, contact) DO NOTHING",
-            placeholders(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (a, b) in chunk {
-            query = query.bind(a).bind(b);
-        }
-        query.execute(&mut *conn).await?;
+        sql.push_str("INSERT INTO contacts (username, contact) VALUES ");
+        sql.push_str(&placeholders(chunk.len(), 2));
+        sql.push_str(" ON CONFLICT (username, contact) DO NOTHING;\n");
     }
-    for (sender_user, to) in &rows.maybe_contacts {
-        for (a, b) in [(sender_user.as_str(), to.as_str()), (to, sender_user)] {
-            sqlx::query(
+    for _ in &rows.maybe_contacts {
+        // Both directions, each only when `to` is an account.
+        for _ in 0..2 {
+            sql.push_str(
                 "INSERT INTO contacts (username, contact) SELECT ?, ? \
                  WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?) \
-                 ON CONFLICT (username, contact) DO NOTHING",
-            )
-            .bind(a)
-            .bind(b)
-            .bind(to)
-            .execute(&mut *conn)
-            .await?;
+                 ON CONFLICT (username, contact) DO NOTHING;\n",
+            );
         }
     }
     let touched: Vec<_> = devices.iter().filter(|(_, state)| state.touched).collect();
     for chunk in touched.chunks(CHUNK) {
-        let sql = format!(
-            "UPDATE devices SET next_seq = v.column2, queued = v.column3 FROM (VALUES {}) AS v \
-             WHERE devices.device_id = v.column1",
-            placeholders(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (device, state) in chunk {
-            query = query
-                .bind(device.as_str())
-                .bind(state.next_seq)
-                .bind(i64::try_from(state.queued).unwrap_or(i64::MAX));
-        }
-        query.execute(&mut *conn).await?;
+        sql.push_str("UPDATE devices SET next_seq = v.column2, queued = v.column3 FROM (VALUES ");
+        sql.push_str(&placeholders(chunk.len(), 3));
+        sql.push_str(") AS v WHERE devices.device_id = v.column1;\n");
     }
     for chunk in rows.messages.chunks(CHUNK) {
-        let sql = format!(
+        sql.push_str(
             "INSERT INTO messages (recipient_device, seq, sender_device, sender_user, message_id, \
-             ciphertext, stored_at) VALUES {}",
-            placeholders(chunk.len(), 7)
+             ciphertext, stored_at) VALUES ",
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in chunk {
-            query = query
-                .bind(row.recipient)
-                .bind(row.seq)
-                .bind(row.sender)
-                .bind(&row.sender_user)
-                .bind(row.message_id)
-                .bind(row.ciphertext)
-                .bind(stored_at);
-        }
-        query.execute(&mut *conn).await?;
+        sql.push_str(&placeholders(chunk.len(), 7));
+        sql.push_str(";\n");
     }
-    Ok(results)
+    if sql.is_empty() {
+        return Ok(());
+    }
+    // The values, in the order of the statements above.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for op in &rows.sent {
+        query = query.bind(&op.sender).bind(&op.message_id).bind(stored_at);
+    }
+    for (a, b) in contacts {
+        query = query.bind(a).bind(b);
+    }
+    for (sender_user, to) in &rows.maybe_contacts {
+        query = query.bind(sender_user).bind(to).bind(to);
+        query = query.bind(to).bind(sender_user).bind(to);
+    }
+    for (device, state) in touched {
+        query = query
+            .bind(device.as_str())
+            .bind(state.next_seq)
+            .bind(i64::try_from(state.queued).unwrap_or(i64::MAX));
+    }
+    for row in &rows.messages {
+        query = query
+            .bind(row.recipient)
+            .bind(row.seq)
+            .bind(row.sender)
+            .bind(&row.sender_user)
+            .bind(row.message_id)
+            .bind(row.ciphertext)
+            .bind(stored_at);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// The body of an ack, inside the caller's transaction; only database errors. One statement deletes

@@ -4,7 +4,7 @@
 use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, Serving, serve};
 use tessera_relay::client::RelayClient;
 use tessera_relay::server::{Relay, RelayConfig};
-use tessera_relay::store::SqliteStore;
+use tessera_relay::store::{SqliteStore, Store};
 use tessera_session::{Registry, RegistryConfig};
 
 pub struct TestRelay {
@@ -21,19 +21,28 @@ pub async fn start() -> TestRelay {
 
 /// Starts a relay over `dir/relay.db` (existing state is kept).
 pub async fn start_in(dir: tempfile::TempDir) -> TestRelay {
-    let config = RelayConfig {
-        requests_per_second: 100_000.0,
-        request_burst: 100_000,
-        ..RelayConfig::default()
-    };
-    start_with(dir, config).await
+    start_with(dir, config()).await
 }
 
 /// Starts a relay over `dir/relay.db` with `config`.
 pub async fn start_with(dir: tempfile::TempDir, config: RelayConfig) -> TestRelay {
-    let store = SqliteStore::open(dir.path().join("relay.db"))
+    let store = open(&dir).await;
+    serve_relay(dir, store.clone(), Relay::new(store, config)).await
+}
+
+/// Opens the store `dir/relay.db`.
+pub async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(dir.path().join("relay.db"))
         .await
-        .expect("open");
+        .expect("open")
+}
+
+/// Serves `relay` (built by the test over `store`, the store on `dir/relay.db`) on 127.0.0.1.
+pub async fn serve_relay<S: Store>(
+    dir: tempfile::TempDir,
+    store: SqliteStore,
+    relay: Relay<S>,
+) -> TestRelay {
     let identity = Identity::generate();
     let key = identity.public_key();
     let registry = Registry::new(RegistryConfig::new("relay-test"));
@@ -43,13 +52,22 @@ pub async fn start_with(dir: tempfile::TempDir, config: RelayConfig) -> TestRela
         .await
         .expect("bind");
     let url = format!("ws://{}/", serving.local_addr());
-    tokio::spawn(Relay::new(store.clone(), config).run(listener));
+    tokio::spawn(relay.run(listener));
     TestRelay {
         url,
         key,
         store,
         serving,
         dir,
+    }
+}
+
+/// The test relay's config: the rate limit lifted.
+pub fn config() -> RelayConfig {
+    RelayConfig {
+        requests_per_second: 100_000.0,
+        request_burst: 100_000,
+        ..RelayConfig::default()
     }
 }
 
