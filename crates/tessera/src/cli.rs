@@ -33,6 +33,14 @@ pub enum Command {
     Relay(crate::relay::RelayArgs),
     /// A chat device of a relay account: register, send, listen, users, fingerprint, devices, link.
     Chat(crate::chat::ChatArgs),
+    /// TEE_K of attested HTTPS: runs TLS for provers over relayed bytes and holds the keys.
+    #[command(name = "tee-k")]
+    TeeK(crate::tee::TeeKArgs),
+    /// TEE_T of attested HTTPS: verifies and makes AEAD tags without ever holding a key.
+    #[command(name = "tee-t")]
+    TeeT(crate::tee::TeeTArgs),
+    /// Prove an HTTPS page with TEE_K and TEE_T and write a proof file for `tessera verify`.
+    Prove(crate::tee::ProveArgs),
 }
 
 /// Runs the chosen command.
@@ -46,6 +54,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Verify(args) => crate::verify::run(args),
             Command::Relay(args) => crate::relay::run(args).await,
             Command::Chat(args) => crate::chat::run(args).await,
+            Command::TeeK(args) => crate::tee::run_tee_k(args).await,
+            Command::TeeT(args) => crate::tee::run_tee_t(args).await,
+            Command::Prove(args) => crate::tee::run_prove(args).await,
         },
         None => anyhow::bail!("no command given; see `tessera --help`"),
     }

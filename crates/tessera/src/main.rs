@@ -8,6 +8,7 @@ mod keygen;
 mod logging;
 mod mcp;
 mod relay;
+mod tee;
 mod verify;
 
 use clap::Parser;
