@@ -1,151 +1,16 @@
 //! TEE_K, TEE_T and the client over real channels against a local rustls HTTPS site: a page proven with a
 //! hidden cookie (`sensitive`), a header revealed only through T_OUTPUT (`sensitive_proof`), one JSON member
-//! revealed and the rest hidden; the bundle checked by the offline verifier with pinned signers, for TLS 1.3
-//! and TLS 1.2 suites of each AEAD family; then the registries are empty.
+//! revealed and the rest hidden; the bundle checked by the offline verifier with pinned signers, for all nine
+//! TLS 1.3 and 1.2 AEAD suites; then the registries are empty.
 
 mod common;
+mod service_common;
 
 use common::{HOSTNAME, TestPki};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tessera_channel::Identity;
+use service_common::{Site, request, start_tees, wait_empty};
 use tessera_tee::CipherSuite;
-use tessera_tee::service::{
-    ClientError, ProveRequest, Reveal, TeeEndpoint, TeeK, TeeKConfig, TeeT, TeeTConfig, prove,
-};
-use tessera_tee::signing::Signer;
+use tessera_tee::service::{ClientError, ProveRequest, TeeEndpoint, prove};
 use tessera_tee::verify::{VerifierConfig, verify_bundle};
-
-/// A local HTTPS site (rustls, one thread per connection): `/balance` answers with the balance of the
-/// account named by the cookie, `/chunked` the same in chunked encoding. It records every request it saw.
-struct Site {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Site {
-    fn start(leaf: &common::Leaf) -> Site {
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone())),
-            )
-            .unwrap(),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for tcp in listener.incoming() {
-                let Ok(tcp) = tcp else { return };
-                let (config, log) = (config.clone(), log.clone());
-                std::thread::spawn(move || {
-                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(20)));
-                    let conn = rustls::ServerConnection::new(config).unwrap();
-                    let mut tls = rustls::StreamOwned::new(conn, tcp);
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !request.ends_with(b"\r\n\r\n") {
-                        match tls.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&request).into_owned();
-                    let balance = if request.contains("Cookie: session=s3cr3t-") {
-                        let at = request.find("s3cr3t-").unwrap() + 7;
-                        format!("{}.00", &request[at..at + 4])
-                    } else {
-                        "0".to_owned()
-                    };
-                    let body = format!("{{\"user\":\"alice\",\"balance\":\"{balance}\"}}");
-                    let response = if request.starts_with("GET /chunked ") {
-                        let (a, b) = body.split_at(10);
-                        format!(
-                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
-                            a.len(),
-                            b.len()
-                        )
-                    } else {
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    };
-                    log.lock().unwrap().push(request);
-                    let _ = tls.write_all(response.as_bytes());
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
-                });
-            }
-        });
-        Site { addr, seen }
-    }
-}
-
-struct Tees {
-    k: TeeK,
-    t: TeeT,
-    k_end: TeeEndpoint,
-    t_end: TeeEndpoint,
-}
-
-async fn start_tees(pki: &TestPki) -> Tees {
-    let k_identity = Identity::generate();
-    let t = TeeT::new(TeeTConfig::new(
-        Identity::generate(),
-        Signer::generate(),
-        Some(k_identity.public_key()),
-    ));
-    let t_serving = t.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let t_addr = t_serving.local_addr();
-    std::mem::forget(t_serving); // serves until the test process ends
-    let k = TeeK::new(
-        TeeKConfig::new(
-            k_identity,
-            Signer::generate(),
-            format!("ws://{t_addr}/teek"),
-            t.public_key(),
-        )
-        .with_roots(pki.roots()),
-    );
-    let k_serving = k.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let k_end = TeeEndpoint::new(k_serving.local_addr().to_string(), k.public_key());
-    std::mem::forget(k_serving);
-    let t_end = TeeEndpoint::new(t_addr.to_string(), t.public_key());
-    Tees { k, t, k_end, t_end }
-}
-
-fn request(site: &Site, path: &str, account: &str) -> ProveRequest {
-    ProveRequest::get(&format!("https://{HOSTNAME}:{}{path}", site.addr.port()))
-        .unwrap()
-        .header("Cookie", format!("session=s3cr3t-{account}"))
-        .hide_header("Cookie")
-        .header("X-Account", format!("acct-{account}"))
-        .proof_header("X-Account")
-        .reveal(Reveal::JsonPath("$.user".into()))
-        .nonce(b"nonce-1".to_vec())
-        .connect_to(site.addr)
-}
-
-async fn wait_empty(tees: &Tees) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        tees.k.sessions().wait_empty().await;
-        tees.t.sessions().wait_empty().await;
-    })
-    .await
-    .expect("every session ended");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proves_a_page_with_hidden_cookie_proof_header_and_revealed_member() {
@@ -153,16 +18,7 @@ async fn proves_a_page_with_hidden_cookie_proof_header_and_revealed_member() {
     let tees = start_tees(&pki).await;
     let ecdsa = Site::start(&pki.ecdsa);
     let rsa = Site::start(&pki.rsa);
-    for (i, suite) in [
-        CipherSuite::Tls13Aes128GcmSha256,
-        CipherSuite::Tls13ChaCha20Poly1305Sha256,
-        CipherSuite::Tls13Aes256GcmSha384,
-        CipherSuite::Tls12EcdheEcdsaAes128GcmSha256,
-        CipherSuite::Tls12EcdheRsaChaCha20Poly1305Sha256,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, suite) in CipherSuite::ALL.into_iter().enumerate() {
         let site = if suite.needs_rsa_certificate() {
             &rsa
         } else {
@@ -270,5 +126,63 @@ async fn a_failing_session_reports_why_and_leaves_nothing() {
     )
     .await
     .unwrap();
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_clients_each_prove_only_their_own_secret() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let account = format!("{:04}", 2000 + i);
+        let request = request(&site, "/balance", &account)
+            .reveal(tessera_tee::service::Reveal::JsonPath("$.balance".into()));
+        let (k, t) = (tees.k_end.clone(), tees.t_end.clone());
+        tasks.push(tokio::spawn(async move {
+            (account, prove(&request, &k, &t).await)
+        }));
+    }
+    let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+    config.nonce = Some(b"nonce-1".to_vec());
+    let mut sessions = std::collections::HashSet::new();
+    for task in tasks {
+        let (account, proved) = task.await.unwrap();
+        let proved = proved.unwrap_or_else(|e| panic!("client {account}: {e}"));
+        let proof = verify_bundle(&proved.bundle, &config).unwrap();
+        let shown = String::from_utf8(proof.response).unwrap();
+        assert!(
+            shown.contains(&format!("\"balance\":\"{account}.00\"")),
+            "{account}: {shown}"
+        );
+        assert_eq!(shown.matches(".00").count(), 1, "{account}: {shown}");
+        let request_shown = String::from_utf8(proof.request).unwrap();
+        assert!(
+            request_shown.contains(&format!("X-Account: acct-{account}\r\n")),
+            "{request_shown}"
+        );
+        assert!(sessions.insert(proof.session_id), "session ids are unique");
+    }
+    assert_eq!(sessions.len(), 20);
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_without_close_notify_is_refused_with_the_reason() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let err = prove(
+        &request(&site, "/truncate", "0042"),
+        &tees.k_end,
+        &tees.t_end,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Rejected(_, reason) if reason.contains("close_notify")),
+        "{err}"
+    );
     wait_empty(&tees).await;
 }

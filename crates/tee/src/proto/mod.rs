@@ -379,6 +379,10 @@ pub struct BatchedDecryptionStreams {
     /// One per record.
     #[prost(message, repeated, tag = "1")]
     pub streams: Vec<DecryptionStream>,
+    /// A verified close_notify ended the response: the client stops reading (a server may keep TCP open
+    /// after it) and sends its last batch.
+    #[prost(bool, tag = "2")]
+    pub closed: bool,
 }
 
 /// 11. C→K: what stays hidden in the signed output.

@@ -376,74 +376,83 @@ async fn run(
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     tcp.write_all(&record.to_bytes()).await.map_err(website)?;
 
-    // 8. Records to EOF, in batches to TEE_T.
+    // 8-10. Records in batches to TEE_T while reading (at most two batches awaiting verification); the
+    // keystreams of each batch come back from TEE_K once TEE_T verified it. Reading stops at TCP EOF or when
+    // TEE_K reports a verified close_notify (some servers keep TCP open after it); the last batch says so.
     let mut seq = match version {
         TlsVersion::Tls13 => 0u64,
         TlsVersion::Tls12 => 1,
     };
     let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut streams: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut batch = BatchedEncryptedResponses::default();
-    let (mut batch_bytes, mut total, mut batches) = (0usize, 0usize, 0usize);
+    let (mut batch_bytes, mut total, mut outstanding) = (0usize, 0usize, 0usize);
+    let (mut reading, mut last_sent) = (true, false);
     loop {
-        let n = tcp.read(&mut buf).await.map_err(website)?;
-        if n == 0 {
+        let ready = !batch.responses.is_empty()
+            && outstanding < 2
+            && (outstanding == 0 || batch_bytes >= BATCH_BYTES || !reading);
+        if !last_sent && outstanding < 2 && (ready || !reading) {
+            batch.eof = !reading;
+            last_sent = batch.eof;
+            peers
+                .send(
+                    Side::T,
+                    Body::BatchedEncryptedResponses(std::mem::take(&mut batch)),
+                )
+                .await?;
+            outstanding += 1;
+            batch_bytes = 0;
+        }
+        if last_sent && outstanding == 0 {
             break;
         }
-        let records = splitter
-            .push(&buf[..n])
-            .map_err(|e| ClientError::Website(e.to_string()))?;
-        for record in records {
-            let parts = ProtectedPayload::parse(suite, &record)
-                .map_err(|e| ClientError::Website(e.to_string()))?;
-            total += parts.ciphertext.len();
-            if total > MAX_RESPONSE {
-                return Err(ClientError::Website(
-                    "response larger than the limit".into(),
-                ));
-            }
-            batch_bytes += record.payload.len() + 32;
-            kept.push((seq, parts.ciphertext.to_vec()));
-            batch.responses.push(EncryptedResponse {
-                ciphertext: parts.ciphertext.to_vec(),
-                tag: parts.tag.to_vec(),
-                header: record.header.encode().to_vec(),
-                seq,
-                explicit_iv: parts.explicit_nonce.map(|n| n.to_vec()).unwrap_or_default(),
-            });
-            seq += 1;
-            if batch_bytes >= BATCH_BYTES {
-                peers
-                    .send(
-                        Side::T,
-                        Body::BatchedEncryptedResponses(std::mem::take(&mut batch)),
-                    )
-                    .await?;
-                batches += 1;
-                batch_bytes = 0;
-            }
-        }
-    }
-    if !splitter.is_empty() {
-        return Err(ClientError::Website(
-            "the connection ended inside a record".into(),
-        ));
-    }
-    batch.eof = true;
-    peers
-        .send(Side::T, Body::BatchedEncryptedResponses(batch))
-        .await?;
-    batches += 1;
-
-    // 10. Keystreams, one message per batch, only for verified application data.
-    let mut streams: HashMap<u64, Vec<u8>> = HashMap::new();
-    for _ in 0..batches {
-        match peers.expect(Side::K, "batched_decryption_streams").await? {
-            Body::BatchedDecryptionStreams(batch) => {
-                for s in batch.streams {
-                    streams.insert(s.seq, s.keystream);
+        tokio::select! {
+            n = tcp.read(&mut buf), if reading => {
+                let n = n.map_err(website)?;
+                if n == 0 {
+                    if !splitter.is_empty() {
+                        return Err(ClientError::Website("the connection ended inside a record".into()));
+                    }
+                    reading = false;
+                    continue;
+                }
+                let records = splitter
+                    .push(&buf[..n])
+                    .map_err(|e| ClientError::Website(e.to_string()))?;
+                for record in records {
+                    let parts = ProtectedPayload::parse(suite, &record)
+                        .map_err(|e| ClientError::Website(e.to_string()))?;
+                    total += parts.ciphertext.len();
+                    if total > MAX_RESPONSE {
+                        return Err(ClientError::Website("response larger than the limit".into()));
+                    }
+                    batch_bytes += record.payload.len() + 32;
+                    kept.push((seq, parts.ciphertext.to_vec()));
+                    batch.responses.push(EncryptedResponse {
+                        ciphertext: parts.ciphertext.to_vec(),
+                        tag: parts.tag.to_vec(),
+                        header: record.header.encode().to_vec(),
+                        seq,
+                        explicit_iv: parts.explicit_nonce.map(|n| n.to_vec()).unwrap_or_default(),
+                    });
+                    seq += 1;
                 }
             }
-            other => return Err(unexpected(Side::K, &other, "batched_decryption_streams")),
+            message = peers.expect(Side::K, "batched_decryption_streams") => match message? {
+                Body::BatchedDecryptionStreams(done) => {
+                    outstanding = outstanding.checked_sub(1).ok_or_else(|| {
+                        ClientError::Protocol("keystreams for a batch never sent".into())
+                    })?;
+                    for s in done.streams {
+                        streams.insert(s.seq, s.keystream);
+                    }
+                    if done.closed {
+                        reading = false;
+                    }
+                }
+                other => return Err(unexpected(Side::K, &other, "batched_decryption_streams")),
+            },
         }
     }
     let mut response = Vec::with_capacity(total);

@@ -538,6 +538,7 @@ impl Response {
                 length: u32::try_from(length).map_err(|_| Fail::new("record length"))?,
             });
         }
+        streams.closed = self.closed;
         Ok(streams)
     }
 

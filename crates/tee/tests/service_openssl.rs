@@ -1,0 +1,150 @@
+//! The services against a TLS stack not written in Rust: OpenSSL `s_server -www`, one per suite, for every
+//! one of the nine suites this OpenSSL offers, through TEE_K, TEE_T and the client; each bundle verified.
+//! (The rustls site runs in `service_e2e.rs`.)
+//!
+//! Needs the `openssl` binary (`apt-get install -y openssl`; .ci/run installs it); without it the test says
+//! so loudly and skips.
+
+mod common;
+mod service_common;
+
+use common::{HOSTNAME, TestPki};
+use service_common::{start_tees, wait_empty};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use tessera_tee::service::{ProveRequest, Reveal, prove};
+use tessera_tee::verify::{VerifierConfig, verify_bundle};
+use tessera_tee::{CipherSuite, TlsVersion};
+
+fn openssl_offers(suite: CipherSuite) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["ciphers", "-s"]);
+    match suite.version() {
+        TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
+        TlsVersion::Tls12 => cmd.args(["-tls1_2", suite.openssl_name()]),
+    };
+    cmd.output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(suite.openssl_name())
+    })
+}
+
+/// An `openssl s_server -www` child for exactly one suite, killed on drop.
+struct SServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SServer {
+    fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> SServer {
+        let leaf = pki.leaf_for(suite);
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new("openssl");
+        cmd.arg("s_server")
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(["-www", "-naccept", "1"]);
+        match suite.version() {
+            TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
+            TlsVersion::Tls12 => cmd.args(["-tls1_2", "-cipher", suite.openssl_name()]),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server");
+        let stdout = child.stdout.take().unwrap();
+        let mut server = SServer { child, port };
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.trim() == "ACCEPT" => break,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let status = server.child.wait();
+                    panic!("openssl s_server for {suite} ended before listening: {status:?}");
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        server
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_suite_against_openssl_through_the_services() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!(
+            "\n!!!!!!!!!! SKIPPED: the `openssl` binary is missing; the services were NOT tested against \
+             OpenSSL. Install it with `apt-get install -y openssl`. !!!!!!!!!!\n"
+        );
+        return;
+    }
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("tessera-tee-svc-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+    let mut tested = Vec::new();
+    for suite in CipherSuite::ALL {
+        if !openssl_offers(suite) {
+            eprintln!("openssl does not offer {suite}; not tested against it");
+            continue;
+        }
+        let server = SServer::start(&dir, &pki, suite);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+        let request = ProveRequest::get(&format!("https://{HOSTNAME}:{}/", server.port))
+            .unwrap()
+            .force_suite(suite)
+            .connect_to(addr)
+            .reveal(Reveal::Regex("Cipher is [A-Z0-9_-]+".into()));
+        let proved = prove(&request, &tees.k_end, &tees.t_end)
+            .await
+            .unwrap_or_else(|e| panic!("{suite}: {e}"));
+        drop(server);
+        let page = String::from_utf8_lossy(&proved.response);
+        assert!(
+            page.starts_with("HTTP/1.0 200 ok\r\n"),
+            "{suite}: {page:.200}"
+        );
+        let proof =
+            verify_bundle(&proved.bundle, &config).unwrap_or_else(|e| panic!("{suite}: {e}"));
+        let shown = String::from_utf8_lossy(&proof.response);
+        assert!(
+            shown.contains(&format!("Cipher is {}", suite.openssl_name())),
+            "{suite}: {shown}"
+        );
+        assert!(
+            shown.starts_with("HTTP/1.0 200 ok\r\n*"),
+            "{suite}: the rest is hidden"
+        );
+        tested.push(suite);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "services against OpenSSL: {} suites: {tested:?}",
+        tested.len()
+    );
+    assert!(tested.contains(&CipherSuite::Tls13Aes128GcmSha256));
+    assert!(tested.contains(&CipherSuite::Tls12EcdheEcdsaAes128GcmSha256));
+    wait_empty(&tees).await;
+}
