@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod connect;
+mod deadlines;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;

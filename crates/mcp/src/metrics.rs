@@ -10,8 +10,10 @@
 //!
 //! Method labels come from a fixed list, so a client cannot grow the label set.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use tessera_session::{LimitScope, SessionError};
 
 use crate::session::Direction;
@@ -52,11 +54,60 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-pub(crate) fn request_finished(method: &str, rtt: Duration, error: bool) {
-    let method = method_label(method);
-    let outcome = if error { "error" } else { "ok" };
-    metrics::histogram!("tessera_mcp_request_duration_seconds", "method" => method, "outcome" => outcome)
-        .record(rtt.as_secs_f64());
+/// Handles of the per-message metrics, registered once per [`crate::Sessions`] (the recorder is installed
+/// before it is made) instead of once per message: a macro call builds a key — a label vector and a hash —
+/// every time. Duration histograms are registered on first use, so `/metrics` shows only series that have
+/// values.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    frames: [Counter; 2],
+    durations: Arc<[[OnceLock<Histogram>; 2]]>,
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handles")
+    }
+}
+
+impl Handles {
+    pub(crate) fn new() -> Self {
+        Handles {
+            frames: [
+                metrics::counter!("tessera_mcp_frames_total", "direction" => "c2s"),
+                metrics::counter!("tessera_mcp_frames_total", "direction" => "s2c"),
+            ],
+            durations: (0..=METHODS.len())
+                .map(|_| [OnceLock::new(), OnceLock::new()])
+                .collect(),
+        }
+    }
+
+    /// Counts a frame.
+    pub(crate) fn frame(&self, direction: Direction) {
+        let i = match direction {
+            Direction::ClientToServer => 0,
+            Direction::ServerToClient => 1,
+        };
+        self.frames[i].increment(1);
+    }
+
+    /// Records a request's round trip.
+    pub(crate) fn request_finished(&self, method: &str, rtt: Duration, error: bool) {
+        let index = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len());
+        let Some(slots) = self.durations.get(index) else {
+            return;
+        };
+        let histogram = slots[usize::from(error)].get_or_init(|| {
+            let method = METHODS.get(index).copied().unwrap_or("other");
+            let outcome = if error { "error" } else { "ok" };
+            metrics::histogram!("tessera_mcp_request_duration_seconds", "method" => method, "outcome" => outcome)
+        });
+        histogram.record(rtt.as_secs_f64());
+    }
 }
 
 pub(crate) fn refused(error: &SessionError) {

@@ -175,6 +175,7 @@ pub struct Sessions {
     registry: Registry<Message>,
     config: Arc<McpConfig>,
     changed: Arc<Notify>,
+    metrics: metrics::Handles,
 }
 
 impl Sessions {
@@ -189,6 +190,7 @@ impl Sessions {
             registry: Registry::new(rc),
             config: Arc::new(config),
             changed: Arc::new(Notify::new()),
+            metrics: metrics::Handles::new(),
         }
     }
 
@@ -202,6 +204,7 @@ impl Sessions {
             session: guard.session().clone(),
             config: self.config.clone(),
             changed: self.changed.clone(),
+            metrics: self.metrics.clone(),
             stats: Arc::new(Stats {
                 frames: AtomicU64::new(0),
                 responses: AtomicU64::new(0),
@@ -249,6 +252,7 @@ pub struct McpSession {
     session: Session<Message>,
     config: Arc<McpConfig>,
     changed: Arc<Notify>,
+    metrics: metrics::Handles,
     stats: Arc<Stats>,
 }
 
@@ -301,7 +305,23 @@ impl McpSession {
         self.session.id()
     }
 
-    /// Counts a frame passing through the session and returns its metadata.
+    /// Counts a frame passing through the session (and in the frame metric), without building its
+    /// metadata: for a path that records nothing.
+    pub fn count(&self, message: &Message, direction: Direction) -> u64 {
+        self.metrics.frame(direction);
+        let frame_count = self.stats.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Kind::Response { error_code, .. } = message.kind() {
+            self.stats.responses.fetch_add(1, Ordering::Relaxed);
+            if error_code.is_some() {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.session.touch();
+        frame_count
+    }
+
+    /// Counts a frame passing through the session and returns its metadata (the caller counts the frame
+    /// metric).
     pub fn observe(&self, message: &Message) -> FrameMeta {
         let frame_count = self.stats.frames.fetch_add(1, Ordering::Relaxed) + 1;
         if let Kind::Response { error_code, .. } = message.kind() {
@@ -319,6 +339,16 @@ impl McpSession {
             tags: self.tags_at(age, frame_count),
             labels: self.labels(),
         }
+    }
+
+    /// The per-message metric handles.
+    pub(crate) fn metrics(&self) -> &metrics::Handles {
+        &self.metrics
+    }
+
+    /// How long a request may wait for its response.
+    pub fn deadline(&self) -> Duration {
+        self.config.pending.deadline
     }
 
     /// Frames that passed through the session so far.
@@ -435,7 +465,8 @@ impl McpSession {
         let taken = self.session.take_pending(&key(direction.reverse(), id))?;
         let info = taken.info().clone();
         let rtt = info.elapsed();
-        metrics::request_finished(&info.kind, rtt, message.is_error());
+        self.metrics
+            .request_finished(&info.kind, rtt, message.is_error());
         if direction == Direction::ServerToClient && !message.is_error() {
             self.record_negotiation(&info.kind, message);
         }

@@ -20,13 +20,14 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 
+use crate::deadlines::Deadlines;
 use crate::error::McpError;
 use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, MAX_BATCH, Message};
 use crate::lines::{Line, LineCodec};
 use crate::metrics;
 use crate::outbox::{LineTx, LineWriter};
 use crate::rules::Rules;
-use crate::session::{Direction, McpSession, Sessions};
+use crate::session::{Direction, Expired, McpSession, Sessions};
 use crate::tape::Tape;
 use crate::upstream::child::{self, ChildSpec};
 
@@ -102,7 +103,18 @@ where
         tape,
         rules,
         batches: Arc::default(),
+        deadlines: Arc::default(),
     };
+    let expiry = ends.clone();
+    guard.session().spawn(async move {
+        let deadlines = expiry.deadlines.clone();
+        deadlines
+            .run(|sender, id, expired| {
+                let ends = expiry.clone();
+                async move { ends.expired(sender, id, expired).await }
+            })
+            .await;
+    })?;
     let mut upstream = guard
         .session()
         .spawn(ends.clone().pump(Direction::ServerToClient, from_server))?;
@@ -141,6 +153,7 @@ struct Ends {
     tape: Option<Tape>,
     rules: Option<Arc<Rules>>,
     batches: Arc<Mutex<Batches>>,
+    deadlines: Arc<Deadlines>,
 }
 
 impl Ends {
@@ -273,6 +286,28 @@ impl Ends {
         true
     }
 
+    /// A request of `sender` past its deadline: its sender gets the error (in its batch's answers, if it
+    /// was in a batch), its receiver `notifications/cancelled`.
+    async fn expired(&self, sender: Direction, id: Id, expired: Expired) {
+        metrics::expired();
+        tracing::info!(session = %self.mcp.id(), %id, "request deadline passed");
+        let answer = self
+            .batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .answer(sender, &id, &expired.reply);
+        match answer {
+            None => {
+                self.back(sender).send(&expired.reply).await;
+            }
+            Some(Some(answers)) => {
+                self.back(sender).send(&answers).await;
+            }
+            Some(None) => {}
+        }
+        self.toward(sender).send(&expired.cancel).await;
+    }
+
     /// A response to a request of a batch that `sender` sent: `None` if it is not one; else held with the
     /// batch's answers, and `Some(array)` once it was the last.
     fn batch_answer(&self, sender: Direction, response: &Message) -> Option<Option<Message>> {
@@ -297,36 +332,23 @@ impl Ends {
         {
             return reply.map_or(Admit::Drop, Admit::Reply);
         }
-        let meta = self.mcp.observe(message);
-        metrics::frame(direction);
+        // The frame's metadata is built only for the tape.
+        let meta = match &self.tape {
+            Some(_) => {
+                self.mcp.metrics().frame(direction);
+                Some(self.mcp.observe(message))
+            }
+            None => {
+                self.mcp.count(message, direction);
+                None
+            }
+        };
         let mut correlation = None;
         match message.kind() {
             Kind::Request { id, .. } => match self.mcp.track_request(direction, message) {
                 Ok(pending) => {
-                    let (id, mcp) = (id.clone(), self.mcp.clone());
-                    let (sender, receiver) =
-                        (self.back(direction).clone(), self.toward(direction).clone());
-                    let batches = self.batches.clone();
-                    let _ = self.mcp.session().spawn(async move {
-                        if let Err(Some(expired)) = McpSession::outcome(pending, &id).await {
-                            metrics::expired();
-                            tracing::info!(session = %mcp.id(), %id, "request deadline passed");
-                            let answer = batches
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .answer(direction, &id, &expired.reply);
-                            match answer {
-                                None => {
-                                    sender.send(&expired.reply).await;
-                                }
-                                Some(Some(answers)) => {
-                                    sender.send(&answers).await;
-                                }
-                                Some(None) => {}
-                            }
-                            receiver.send(&expired.cancel).await;
-                        }
-                    });
+                    self.deadlines
+                        .watch(direction, id.clone(), pending, self.mcp.deadline());
                 }
                 Err(refusal) => {
                     tracing::warn!(session = %self.mcp.id(), %id, error = %refusal.error, "request refused");
@@ -336,9 +358,12 @@ impl Ends {
             Kind::Response { .. } => match self.mcp.correlate_response(direction, message) {
                 Some(c) => {
                     correlation = Some(c);
+                    if let Some(id) = message.id() {
+                        self.deadlines.settled(direction.reverse(), id);
+                    }
                     if let Some(held) = self.batch_answer(direction.reverse(), message) {
-                        if let Some(tape) = &self.tape {
-                            tape.frame(&meta, direction, message, correlation.as_ref());
+                        if let (Some(tape), Some(meta)) = (&self.tape, &meta) {
+                            tape.frame(meta, direction, message, correlation.as_ref());
                         }
                         return held.map_or(Admit::Drop, Admit::Send);
                     }
@@ -350,6 +375,7 @@ impl Ends {
             },
             Kind::Notification { method } if &**method == "notifications/cancelled" => {
                 if let Some(id) = self.mcp.cancelled_by(direction, message) {
+                    self.deadlines.settled(direction, &id);
                     // A withdrawn batch member is answered by nobody: the batch stops waiting for it.
                     let done = self
                         .batches
@@ -366,10 +392,10 @@ impl Ends {
             }
             Kind::Notification { .. } | Kind::Batch => {}
         }
-        if let Some(tape) = &self.tape {
-            tape.frame(&meta, direction, message, correlation.as_ref());
+        if let (Some(tape), Some(meta)) = (&self.tape, &meta) {
+            tape.frame(meta, direction, message, correlation.as_ref());
         }
-        tracing::trace!(session = %meta.session, frame = meta.frame_count, dir = direction.label(), method = ?message.method(), "frame");
+        tracing::trace!(session = %self.mcp.id(), dir = direction.label(), method = ?message.method(), "frame");
         Admit::Forward
     }
 }
