@@ -9,6 +9,7 @@
 //! `listen` persists the state after printing a message and only then acknowledges it: a crash in
 //! between redelivers the message, and the saved dedup window drops it, unless the crash came between
 //! printing and saving (then it is printed once more: at-least-once to stdout in that window only).
+//! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,10 @@ pub enum ChatCommand {
         /// Stop after this many seconds (an error if --count was not reached).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Append the messages to FILE as JSON lines (as --json prints them) instead of printing them:
+        /// each exactly once, even if this process is killed at any point.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// The users visible to this account, with presence.
     Users,
@@ -345,11 +350,16 @@ async fn command(
             json,
             count,
             timeout,
+            output,
         } => {
+            let mut output = match output {
+                Some(path) => Some(crate::chat_output::OutputFile::open(path)?),
+                None => None,
+            };
             // Ctrl-C ends listening normally, so the state is saved and the lock released.
             let listening = async {
                 tokio::select! {
-                    result = listen(file, profile, device, *json, *count) => result,
+                    result = listen(file, profile, device, *json, *count, output.as_mut()) => result,
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             };
@@ -482,6 +492,7 @@ async fn listen(
     device: &mut ChatDevice,
     json: bool,
     count: Option<u64>,
+    mut output: Option<&mut crate::chat_output::OutputFile>,
 ) -> anyhow::Result<()> {
     // Others start sessions with this device from its one-time keys: keep some on the relay.
     let published = device.replenish(50).await?;
@@ -497,7 +508,7 @@ async fn listen(
             .await
             .map_err(chat_error)?;
         let text = String::from_utf8_lossy(&message.body);
-        let line = if json {
+        let line = if json || output.is_some() {
             serde_json::json!({
                 "from": message.from_user,
                 "from_device": message.from_device,
@@ -508,8 +519,18 @@ async fn listen(
         } else {
             format!("{}: {text}", message.from_user)
         };
-        writeln!(stdout, "{line}")?;
-        stdout.flush()?;
+        match output.as_deref_mut() {
+            // Appended (durably) unless a kill after an earlier append left it there already.
+            Some(out) => {
+                if !out.holds(&message.from_device, &message.message_id) {
+                    out.append(&line, &message.from_device, &message.message_id)?;
+                }
+            }
+            None => {
+                writeln!(stdout, "{line}")?;
+                stdout.flush()?;
+            }
+        }
         // Persist (the message is now in the dedup window), then acknowledge.
         file.save(profile, device.olm())?;
         device.ack(&message).await?;

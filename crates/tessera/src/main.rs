@@ -2,6 +2,7 @@
 
 mod channel;
 mod chat;
+mod chat_output;
 mod cli;
 mod demo;
 mod keygen;

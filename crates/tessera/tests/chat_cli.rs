@@ -262,6 +262,52 @@ fn relay_and_chat_from_the_command_line() {
         assert_eq!(got["from_device"], bob_device.as_str());
     }
 
+    // listen --output FILE: exactly once across a kill. Set up what a kill between appending a line and
+    // saving the state leaves: the line in the file (here with a line cut short after it), bob's state
+    // never saw the message, the relay still holds it.
+    let sent = ok(chat(&alice, &["send", "bob", "written before a kill"]));
+    let id = sent
+        .trim()
+        .strip_prefix("sent ")
+        .expect("message id")
+        .to_owned();
+    let out = dir.join("bob.jsonl");
+    let written = serde_json::json!({
+        "from": "alice",
+        "from_device": alice_device,
+        "message_id": id,
+        "text": "written before a kill",
+    });
+    std::fs::write(&out, format!("{written}\n{{\"from\":\"alice\",\"from_dev")).expect("output");
+    ok(chat(&alice, &["send", "bob", "after the restart"]));
+    let out_arg = out.to_str().expect("path");
+    let args = [
+        "listen",
+        "--output",
+        out_arg,
+        "--count",
+        "2",
+        "--timeout",
+        "30",
+    ];
+    assert!(ok(chat(&bob, &args)).is_empty(), "nothing on stdout");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(|l| l["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts, ["written before a kill", "after the restart"]);
+    assert_eq!(lines[0]["message_id"], id.as_str());
+    // Alice's phone got copies of both: it takes them too (nothing is left on the relay below).
+    ok(chat(
+        &alice_phone,
+        &["listen", "--json", "--count", "2", "--timeout", "30"],
+    ));
+
     // The sealed state files hold no plaintext and no readable account name.
     for state in [&alice, &bob, &alice_phone] {
         let bytes = std::fs::read(state).expect("state");
