@@ -107,7 +107,23 @@ pub fn check_streams(
     streams: &RedactionStreams,
     masked: &[Vec<u8>],
 ) -> Result<(), RedactionError> {
+    check_streams_in(ranges, commitments, streams, masked, &[])
+}
+
+/// [`check_streams`], where `in_target[i]` (from TEE_K's [`target_ranges`], never from the client) marks a
+/// range inside the request target — a query parameter value — whose plaintext must also be printable ASCII
+/// without space, `&` or `#`, so that it can neither end the request line nor add a parameter.
+pub fn check_streams_in(
+    ranges: &[RequestRange],
+    commitments: &[Vec<u8>],
+    streams: &RedactionStreams,
+    masked: &[Vec<u8>],
+    in_target: &[bool],
+) -> Result<(), RedactionError> {
     let n = ranges.len();
+    if !in_target.is_empty() && in_target.len() != n {
+        return Err(RedactionError::Streams("one target flag per range"));
+    }
     if commitments.len() != n
         || streams.streams.len() != n
         || streams.commitment_keys.len() != n
@@ -127,11 +143,14 @@ pub fn check_streams(
         mac.update(stream);
         mac.verify_slice(&commitments[i])
             .map_err(|_| RedactionError::Commitment(i))?;
-        let clean = masked[i]
-            .iter()
-            .zip(stream)
-            .map(|(m, s)| m ^ s)
-            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80);
+        let target = in_target.get(i).copied().unwrap_or(false);
+        let clean = masked[i].iter().zip(stream).map(|(m, s)| m ^ s).all(|b| {
+            if target {
+                b.is_ascii_graphic() && b != b'&' && b != b'#'
+            } else {
+                b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+            }
+        });
         if !clean {
             return Err(RedactionError::ControlByte(i));
         }
@@ -139,10 +158,26 @@ pub fn check_streams(
     Ok(())
 }
 
+/// TEE_K: which ranges lie in the request line (query parameter values, once
+/// [`validate_redacted_request`] accepted the request). TEE_K sends these flags to TEE_T, which checks those
+/// ranges with the stricter rule of [`check_streams_in`].
+pub fn target_ranges(request: &RedactedRequest) -> Vec<bool> {
+    let line_end = request
+        .redacted
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(request.redacted.len());
+    request
+        .ranges
+        .iter()
+        .map(|r| (r.start as usize) < line_end)
+        .collect()
+}
+
 /// TEE_K: the visible request must be one HTTP/1.1 GET or POST with an unredacted `Host` equal to
 /// `host` (or `host:port` for ports other than 443), `Connection: close` and `Accept-Encoding: identity`,
-/// and the hidden ranges must lie inside header values after the `Host` line (never in the request line,
-/// a header name or the final CRLF CRLF).
+/// and the hidden ranges must lie inside header values or query parameter values of the request target
+/// (never in the method, path or version, a header name, the `Host` line or the final CRLF CRLF).
 pub fn validate_redacted_request(
     request: &RedactedRequest,
     host: &str,
@@ -185,12 +220,43 @@ pub fn validate_redacted_request(
     let (first_start, first_end) = *lines
         .first()
         .ok_or(RedactionError::Request("empty request"))?;
-    if hidden(first_start, first_end) {
-        return Err(RedactionError::Request("the request line is hidden"));
-    }
     let line = &bytes[first_start..first_end];
     if !(line.starts_with(b"GET ") || line.starts_with(b"POST ")) || !line.ends_with(b" HTTP/1.1") {
         return Err(RedactionError::Request("only GET or POST over HTTP/1.1"));
+    }
+    // In the request line only query parameter values may be hidden: after a visible `?`, right after a
+    // visible `=`, ending at a visible `&` or at the space before `HTTP/1.1`.
+    let version_at = first_end - b" HTTP/1.1".len();
+    let first_hidden = request
+        .ranges
+        .iter()
+        .map(|r| r.start as usize)
+        .find(|&s| s < first_end);
+    if let Some(first_hidden) = first_hidden {
+        let query = bytes[first_start..first_hidden]
+            .iter()
+            .position(|&b| b == b'?')
+            .ok_or(RedactionError::Request(
+                "the request line is hidden outside the query",
+            ))?;
+        for r in request
+            .ranges
+            .iter()
+            .filter(|r| (r.start as usize) < first_end)
+        {
+            let (start, end) = (r.start as usize, r.start as usize + r.length as usize);
+            let value = start > first_start + query
+                && bytes[start - 1] == b'='
+                && !hidden(start - 1, start)
+                && end <= version_at
+                && matches!(bytes[end], b'&' | b' ')
+                && !hidden(end, end + 1);
+            if !value {
+                return Err(RedactionError::Request(
+                    "a hidden range in the request line is not a query parameter value",
+                ));
+            }
+        }
     }
     let expected_host = if port == 443 {
         host.to_owned()

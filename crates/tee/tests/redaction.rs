@@ -153,3 +153,42 @@ fn bad_ranges_are_refused() {
         );
     }
 }
+
+#[test]
+fn query_values_may_be_hidden_and_are_checked_by_the_stricter_rule() {
+    use tessera_tee::redaction::{check_streams_in, target_ranges};
+    let request = b"GET /a?token=abc123&v=1 HTTP/1.1\r\nHost: example.com:8443\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n";
+    let range = range_of(request, b"abc123", RangeType::Sensitive);
+    let (redacted, streams) = redact_request(request, &[range]).unwrap();
+    validate_redacted_request(&redacted, "example.com", 8443).unwrap();
+    assert_eq!(target_ranges(&redacted), [true]);
+    let masked = vec![redacted.redacted[range.start as usize..][..6].to_vec()];
+    check_streams_in(&[range], &redacted.commitments, &streams, &masked, &[true]).unwrap();
+    // The path, or a range that is not exactly a value, stays refused.
+    for hidden in [&b"/a"[..], b"token", b"abc", b"bc123"] {
+        let range = range_of(request, hidden, RangeType::Sensitive);
+        let (redacted, _) = redact_request(request, &[range]).unwrap();
+        assert!(
+            validate_redacted_request(&redacted, "example.com", 8443).is_err(),
+            "{}",
+            String::from_utf8_lossy(hidden)
+        );
+    }
+    // A hidden value holding `&`, `#` or a space is refused by TEE_T's rule for query values, not by the
+    // header rule.
+    for evil in [&b"a&admin=1"[..], b"a#b", b"a b"] {
+        let mut request = b"GET /a?token=".to_vec();
+        request.extend_from_slice(evil);
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: example.com:8443\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n");
+        let range = range_of(&request, evil, RangeType::Sensitive);
+        let (redacted, streams) = redact_request(&request, &[range]).unwrap();
+        let masked = vec![redacted.redacted[range.start as usize..][..evil.len()].to_vec()];
+        assert!(
+            check_streams_in(&[range], &redacted.commitments, &streams, &masked, &[false]).is_ok()
+        );
+        assert!(matches!(
+            check_streams_in(&[range], &redacted.commitments, &streams, &masked, &[true]),
+            Err(RedactionError::ControlByte(0))
+        ));
+    }
+}

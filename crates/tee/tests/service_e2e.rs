@@ -186,3 +186,55 @@ async fn a_response_without_close_notify_is_refused_with_the_reason() {
     );
     wait_empty(&tees).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_query_parameter_reaches_the_site_and_stays_hidden() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let url = format!(
+        "https://{HOSTNAME}:{}/balance?token=tok-secret-9&view=full",
+        site.addr.port()
+    );
+    let request = ProveRequest::get(&url)
+        .unwrap()
+        .hide_param("token")
+        .connect_to(site.addr);
+    let proved = prove(&request, &tees.k_end, &tees.t_end).await.unwrap();
+    assert!(
+        site.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.starts_with("GET /balance?token=tok-secret-9&view=full HTTP/1.1\r\n"))
+    );
+    let config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+    let proof = verify_bundle(&proved.bundle, &config).unwrap();
+    let shown = String::from_utf8(proof.request).unwrap();
+    assert!(
+        shown.starts_with("GET /balance?token=************&view=full HTTP/1.1\r\n"),
+        "{shown}"
+    );
+    // A value that would add a parameter is refused by TEE_T, whatever the client claims.
+    let url = format!(
+        "https://{HOSTNAME}:{}/balance?token=a%26b&x=1",
+        site.addr.port()
+    );
+    let ok = ProveRequest::get(&url)
+        .unwrap()
+        .hide_param("token")
+        .connect_to(site.addr);
+    prove(&ok, &tees.k_end, &tees.t_end).await.unwrap();
+    let err = ProveRequest::get(&format!(
+        "https://{HOSTNAME}:{}/balance?x=1",
+        site.addr.port()
+    ))
+    .unwrap()
+    .hide_param("token")
+    .connect_to(site.addr);
+    assert!(matches!(
+        prove(&err, &tees.k_end, &tees.t_end).await,
+        Err(ClientError::Request(_))
+    ));
+    wait_empty(&tees).await;
+}

@@ -311,6 +311,20 @@ async fn every_fault_ends_its_session_only_with_a_reason() {
     .await;
     assert!(reason(raw.recv_t().await).contains("not contiguous"));
 
+    // An empty TLS 1.3 record (no inner type): refused before TEE_K is asked anything.
+    let mut raw = Raw::open(&tees, config()).await;
+    raw.handshake(&site).await;
+    raw.request(&tees, &site).await;
+    let mut records = raw.records().await;
+    records[0].ciphertext.clear();
+    records[0].header = vec![23, 3, 3, 0, 16];
+    raw.send_t(Body::BatchedEncryptedResponses(BatchedEncryptedResponses {
+        responses: records,
+        eof: true,
+    }))
+    .await;
+    assert!(reason(raw.recv_t().await).contains("empty record"));
+
     // A client naming a session TEE_T does not know.
     let mut raw = Raw::open(&tees, config()).await;
     raw.connect_t(&tees).await;

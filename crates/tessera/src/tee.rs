@@ -86,6 +86,10 @@ pub struct ProveArgs {
     /// Hide this header's value from everyone (sensitive; repeatable).
     #[arg(long, value_name = "NAME")]
     pub hide_header: Vec<String>,
+    /// Hide this query parameter's value from everyone (sensitive; repeatable). The value must be printable
+    /// ASCII without space, `&` or `#` (percent-encoded).
+    #[arg(long, value_name = "NAME")]
+    pub hide_param: Vec<String>,
     /// Hide this header's value from TEE_K but reveal it to the verifier (sensitive_proof; repeatable).
     #[arg(long, value_name = "NAME")]
     pub proof_header: Vec<String>,
@@ -308,6 +312,9 @@ pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
     }
     for name in &args.hide_header {
         request = request.hide_header(name);
+    }
+    for name in &args.hide_param {
+        request = request.hide_param(name);
     }
     for name in &args.proof_header {
         request = request.proof_header(name);

@@ -205,7 +205,7 @@ fn prove_and_verify_from_the_command_line() {
     );
     assert_eq!(tee_k.key, k_public);
 
-    let url = format!("https://localhost:{}/balance", site.port());
+    let url = format!("https://localhost:{}/balance?key=k-123&v=2", site.port());
     let connect_to = site.to_string();
     for tls in ["1.3", "1.2"] {
         let proof = dir.join(format!("proof-{tls}.json"));
@@ -221,6 +221,8 @@ fn prove_and_verify_from_the_command_line() {
             "X-Account: acct-42",
             "--proof-header",
             "X-Account",
+            "--hide-param",
+            "key",
             "--reveal-json",
             "$.user",
             "--nonce",
@@ -275,6 +277,10 @@ fn prove_and_verify_from_the_command_line() {
         assert!(
             text.contains("acct-42"),
             "the proof header is revealed: {text}"
+        );
+        assert!(
+            text.contains("?key=*****&v=2"),
+            "the parameter is hidden: {text}"
         );
 
         let wrong_nonce = run(&[

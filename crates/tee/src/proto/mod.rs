@@ -244,6 +244,10 @@ pub struct EncryptedRequest {
     /// TLS 1.2 AES-GCM: the record's explicit nonce.
     #[prost(bytes = "vec", tag = "9")]
     pub explicit_iv: Vec<u8>,
+    /// Per range, set by TEE_K: a query parameter value in the request line, checked by the stricter rule
+    /// of [`crate::redaction::check_streams_in`].
+    #[prost(bool, repeated, tag = "10")]
+    pub in_target: Vec<bool>,
 }
 
 /// 7. T→C: the real request ciphertext and its tag.
@@ -431,6 +435,6 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(RedactionStreams {} secret { streams, commitment_keys });
-redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad, masked_ranges, explicit_iv } secret { tag_secrets });
+redacted_debug!(EncryptedRequest { ciphertext, commitments, cipher_suite, seq, ranges, aad, masked_ranges, explicit_iv, in_target } secret { tag_secrets });
 redacted_debug!(RecordTagSecrets { seq } secret { tag_secrets, tail_keystream });
 redacted_debug!(DecryptionStream { seq } secret { keystream });

@@ -19,6 +19,7 @@ pub struct ProveRequest {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) hidden: Vec<String>,
     pub(crate) proof: Vec<String>,
+    pub(crate) params: Vec<String>,
     pub(crate) reveal: Vec<Reveal>,
     pub(crate) nonce: Vec<u8>,
     pub(crate) force_version: Option<TlsVersion>,
@@ -41,6 +42,7 @@ impl std::fmt::Debug for ProveRequest {
             )
             .field("hidden", &self.hidden)
             .field("proof", &self.proof)
+            .field("params", &self.params)
             .field("reveal", &self.reveal)
             .finish_non_exhaustive()
     }
@@ -79,6 +81,7 @@ impl ProveRequest {
             headers: Vec::new(),
             hidden: Vec::new(),
             proof: Vec::new(),
+            params: Vec::new(),
             reveal: Vec::new(),
             nonce: Vec::new(),
             force_version: None,
@@ -111,6 +114,14 @@ impl ProveRequest {
     /// (`sensitive_proof`).
     pub fn proof_header(mut self, name: impl Into<String>) -> Self {
         self.proof.push(name.into());
+        self
+    }
+
+    /// Hides the value of this query parameter forever (`sensitive`). Its value must be printable ASCII
+    /// without space, `&` or `#` (percent-encode the rest): TEE_T checks that, so it cannot end the request
+    /// line or add a parameter.
+    pub fn hide_param(mut self, name: impl Into<String>) -> Self {
+        self.params.push(name.into());
         self
     }
 
@@ -175,6 +186,34 @@ impl ProveRequest {
         )
         .into_bytes();
         let mut ranges = Vec::new();
+        let target_at = self.method.len() + 1;
+        for name in &self.params {
+            let query_at = self.target.find('?').ok_or_else(|| {
+                ClientError::Request(format!("no query parameter {name} to hide"))
+            })?;
+            let mut at = query_at + 1;
+            let mut found = false;
+            for pair in self.target[at..].split('&') {
+                if let Some(value) = pair
+                    .strip_prefix(name.as_str())
+                    .and_then(|r| r.strip_prefix('='))
+                    && !value.is_empty()
+                {
+                    ranges.push(RequestRange {
+                        start: (target_at + at + name.len() + 1) as u32,
+                        length: value.len() as u32,
+                        r#type: RangeType::Sensitive as i32,
+                    });
+                    found = true;
+                }
+                at += pair.len() + 1;
+            }
+            if !found {
+                return Err(ClientError::Request(format!(
+                    "no query parameter {name} to hide"
+                )));
+            }
+        }
         let mut used = vec![false; self.hidden.len() + self.proof.len()];
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
@@ -225,6 +264,7 @@ impl ProveRequest {
         if self.method == "POST" {
             out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
         }
+        ranges.sort_by_key(|r| r.start);
         out.extend_from_slice(b"Connection: close\r\nAccept-Encoding: identity\r\n\r\n");
         out.extend_from_slice(&self.body);
         Ok((out, ranges))

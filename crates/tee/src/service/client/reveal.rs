@@ -136,7 +136,7 @@ fn dechunk(body: &[u8]) -> Option<Vec<(usize, usize)>> {
         if size == 0 {
             return Some(pieces);
         }
-        if at.checked_add(size)? + 2 > body.len() {
+        if at.checked_add(size)?.checked_add(2)? > body.len() {
             return None;
         }
         pieces.push((at, size));

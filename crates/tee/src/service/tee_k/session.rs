@@ -10,7 +10,7 @@ use crate::proto::{
     ResponseEnd, ResponseRange, SessionCreated, SessionReady, SignedMessage, TcpData,
 };
 use crate::record::{ContentType, EXPLICIT_NONCE_LEN, HEADER_LEN, MAX_PLAINTEXT, RecordHeader};
-use crate::redaction::validate_redacted_request;
+use crate::redaction::{target_ranges, validate_redacted_request};
 use crate::service::common::{Fail, MAX_NONCE, RouteGuard, now_ms, send};
 use crate::service::peer::Link;
 use crate::split::Keystream;
@@ -261,6 +261,7 @@ impl KSession {
                 .explicit_nonce
                 .map(|n| n.to_vec())
                 .unwrap_or_default(),
+            in_target: target_ranges(&redacted),
         }))
         .await?;
 

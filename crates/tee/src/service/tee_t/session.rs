@@ -11,7 +11,7 @@ use crate::proto::{
     TOutputDigest, TagVerification,
 };
 use crate::record::{ContentType, HEADER_LEN, RecordHeader, TAG_LEN};
-use crate::redaction::check_streams;
+use crate::redaction::check_streams_in;
 use crate::service::common::{Fail, RouteGuard, now_ms, send};
 use crate::split::{TagSecrets, compute_tag, verify_tag};
 use crate::suite::{CipherSuite, TlsVersion};
@@ -207,11 +207,17 @@ impl TSession {
         };
         let suite = CipherSuite::from_iana_code(request.cipher_suite)
             .ok_or(Fail::new("unknown cipher suite"))?;
-        check_streams(
+        if request.in_target.len() != request.ranges.len() {
+            return Err(Fail::new(
+                "encrypted_request without one target flag per range",
+            ));
+        }
+        check_streams_in(
             &request.ranges,
             &request.commitments,
             streams,
             &request.masked_ranges,
+            &request.in_target,
         )?;
         let mut ciphertext = request.ciphertext.clone();
         for (range, stream) in request.ranges.iter().zip(&streams.streams) {
@@ -267,8 +273,13 @@ impl TSession {
             }
             self.next_seq += 1;
             let header = parse_header(&record.header)?;
-            if version == TlsVersion::Tls13 && header.content_type != ContentType::ApplicationData {
-                return Err(Fail::new("plaintext record after the TLS 1.3 handshake"));
+            if version == TlsVersion::Tls13
+                && (header.content_type != ContentType::ApplicationData
+                    || record.ciphertext.is_empty())
+            {
+                return Err(Fail::new(
+                    "plaintext or empty record after the TLS 1.3 handshake",
+                ));
             }
             if usize::from(header.length) != record.ciphertext.len() + overhead
                 || record.tag.len() != TAG_LEN
