@@ -7,16 +7,15 @@
 //! committed; a request refused by the rules (e.g. `NotARecipient`) is refused before it writes anything,
 //! and the others commit; a database error, or a failed commit, fails every request of the batch
 //! (nothing of it was stored, so every caller may retry).
-//! Requests run in arrival order, so per-device sequence numbers still follow commit order. Consecutive
-//! sends run together ([`super::send::enqueue_run`]: a fixed number of statements per run, not per send);
-//! an ack ends a run, so each request still sees the effect of those before it.
+//! Sends are decided in arrival order, so per-device sequence numbers still follow commit order; the
+//! whole batch is two queries ([`super::send`]).
 //!
 //! The queue is bounded ([`QUEUE`]): when it is full, callers wait (back-pressure to the connections).
 
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::send::{SendOp, ack_in, enqueue_run};
+use super::send::{AckOp, SendOp, run_batch};
 use super::{Enqueued, StoreError, StoreLimits};
 use crate::protocol::{Envelope, MessageRef};
 
@@ -120,97 +119,70 @@ async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Op>, limits: StoreLi
 }
 
 async fn execute(pool: &SqlitePool, ops: Vec<Op>, limits: &StoreLimits) {
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
         Err(error) => {
             let reason = error.to_string();
-            tracing::error!(%reason, "relay store: cannot begin a transaction");
+            tracing::error!(%reason, "relay store: no connection for a group commit");
             return answer_all(ops.into_iter().map(|op| fail(op, &reason)).collect());
         }
     };
-    let mut done = Vec::with_capacity(ops.len());
-    // A database error may leave part of a request written: then nothing of the batch commits.
-    let mut broken: Option<String> = None;
-    let mut run: Vec<SendOp> = Vec::new();
-    let mut replies = Vec::new();
-    let mut ops = ops.into_iter().peekable();
-    while let Some(op) = ops.next() {
-        if let Some(reason) = &broken {
-            done.push(fail(op, reason));
-            continue;
-        }
+    let mut sends = Vec::new();
+    let mut send_replies = Vec::new();
+    let mut acks = Vec::new();
+    let mut ack_replies = Vec::new();
+    for op in ops {
         match op {
             Op::Enqueue { send, reply } => {
-                run.push(send);
-                replies.push(reply);
-                if matches!(ops.peek(), Some(Op::Enqueue { .. })) {
-                    continue;
-                }
-                match enqueue_run(&mut tx, &run, limits).await {
-                    Ok(results) => done.extend(
-                        replies
-                            .drain(..)
-                            .zip(results)
-                            .map(|(reply, result)| Done::Enqueue(reply, result)),
-                    ),
-                    Err(error) => {
-                        let reason = error.to_string();
-                        done.extend(
-                            replies
-                                .drain(..)
-                                .map(|reply| Done::Enqueue(reply, Err(failed(&reason)))),
-                        );
-                        broken = Some(reason);
-                    }
-                }
-                run.clear();
+                sends.push(send);
+                send_replies.push(reply);
             }
             Op::Ack {
                 device,
                 messages,
                 reply,
             } => {
-                let finished = Done::Ack(reply, ack_in(&mut tx, &device, &messages).await);
-                if let Some(reason) = database_error(&finished) {
-                    broken = Some(reason);
-                }
-                done.push(finished);
+                acks.push(AckOp { device, messages });
+                ack_replies.push(reply);
             }
         }
     }
-    let outcome = match broken {
-        Some(reason) => {
-            let _ = tx.rollback().await;
-            Err(reason)
+    let done: Vec<Done> = match run_batch(&mut conn, &sends, &acks, limits).await {
+        Ok((send_results, ack_counts)) => send_replies
+            .into_iter()
+            .zip(send_results)
+            .map(|(reply, result)| Done::Enqueue(reply, result))
+            .chain(
+                ack_replies
+                    .into_iter()
+                    .zip(ack_counts)
+                    .map(|(reply, count)| Done::Ack(reply, Ok(count))),
+            )
+            .collect(),
+        Err(error) => {
+            // Not committed: roll back whatever is open (an error here only means nothing was).
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let reason = error.to_string();
+            tracing::error!(%reason, "relay store: a group commit failed; nothing of it was stored");
+            send_replies
+                .into_iter()
+                .map(|reply| Done::Enqueue(reply, Err(failed(&reason))))
+                .chain(
+                    ack_replies
+                        .into_iter()
+                        .map(|reply| Done::Ack(reply, Err(failed(&reason)))),
+                )
+                .collect()
         }
-        None => tx.commit().await.map_err(|e| e.to_string()),
     };
-    if let Err(reason) = outcome {
-        tracing::error!(%reason, "relay store: a group commit failed; nothing of it was stored");
-        done = done.into_iter().map(|d| fail_done(d, &reason)).collect();
-    }
+    drop(conn);
     answer_all(done);
-}
-
-fn database_error(done: &Done) -> Option<String> {
-    match done {
-        Done::Enqueue(_, Err(StoreError::Database(e)))
-        | Done::Ack(_, Err(StoreError::Database(e))) => Some(e.to_string()),
-        _ => None,
-    }
 }
 
 fn fail(op: Op, reason: &str) -> Done {
     match op {
         Op::Enqueue { reply, .. } => Done::Enqueue(reply, Err(failed(reason))),
         Op::Ack { reply, .. } => Done::Ack(reply, Err(failed(reason))),
-    }
-}
-
-fn fail_done(done: Done, reason: &str) -> Done {
-    match done {
-        Done::Enqueue(reply, _) => Done::Enqueue(reply, Err(failed(reason))),
-        Done::Ack(reply, _) => Done::Ack(reply, Err(failed(reason))),
     }
 }
 

@@ -1,14 +1,18 @@
-//! The writes of `send` and `ack` (SQLite), run by the group-commit writer ([`super::batch`]) inside
-//! its transaction.
+//! A group commit's SQL (SQLite): all the sends and acks of a batch ([`super::batch`]) in one
+//! transaction and **two queries** whatever the batch's length, each a single hand-off to sqlx's SQLite
+//! worker thread (under load each hand-off costs about as much as the commit's fsync):
 //!
-//! Sends are written **per run**, not per send: a run of consecutive sends in a batch costs two queries
-//! whatever its length (each a single hand-off to sqlx's SQLite worker thread) — one read of every
-//! device involved (owner, queue length, sequence counter) together with the idempotency records, and
-//! one multi-statement write with a multi-row insert or update per table. The rules are decided in
-//! memory, send by send in arrival order, against that state (so a send sees the queue lengths and
-//! sequence numbers the sends before it in the run left), and sequence numbers are assigned in memory
-//! from each device's counter: the writer is the only one that writes them, and it read them inside
-//! the same transaction.
+//! 1. `BEGIN IMMEDIATE`, the acks' deletes (one statement per ack, `RETURNING` what they deleted), and
+//!    one read of every device involved (owner, queue length, counters) together with the idempotency
+//!    records of the sends;
+//! 2. the writes — a multi-row insert or update per table — and `COMMIT`.
+//!
+//! In between, the rules are decided in memory, send by send in arrival order, against that state (so a
+//! send sees the queue lengths and sequence numbers the sends before it left), and sequence numbers are
+//! assigned in memory from each device's counter: the writer is the only one that writes them, and it
+//! read them inside the same transaction. The acks of a batch run before its sends: an ack names
+//! delivered messages, and only committed ones are delivered, so it cannot name a send of its own batch
+//! (one that did would be ignored, and the message delivered again: at-least-once holds).
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +21,12 @@ use sqlx::{Row, SqliteConnection};
 use super::sqlite::{now, to_u64};
 use super::{Enqueued, StoreError, StoreLimits};
 use crate::protocol::{Envelope, MessageRef};
+
+/// One ack waiting for the writer.
+pub(super) struct AckOp {
+    pub(super) device: String,
+    pub(super) messages: Vec<MessageRef>,
+}
 
 /// One send waiting for the writer.
 pub(super) struct SendOp {
@@ -34,6 +44,7 @@ struct DeviceState {
     user: String,
     queued: u64,
     next_seq: i64,
+    last_acked_seq: i64,
     touched: bool,
 }
 
@@ -54,20 +65,45 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// Bound values per read statement (SQLite allows 32,766).
 const READ_VALUES: usize = 8_000;
 
-/// Reads, in one statement per chunk of sends (usually one), every device the sends involve (owner,
-/// queue length, sequence counter) and which of their `(sender, message id)` pairs were sent before.
-async fn load_state(
+/// What the first query found.
+struct Loaded {
+    devices: HashMap<String, DeviceState>,
+    sent: HashSet<(String, String)>,
+    /// Per ack: the sequence numbers it deleted.
+    deleted: Vec<Vec<i64>>,
+}
+
+/// The first query: `BEGIN IMMEDIATE`, the acks' deletes, then the devices and idempotency records (one
+/// statement per chunk of sends, usually one).
+async fn begin_and_load(
     conn: &mut SqliteConnection,
-    ops: &[SendOp],
-) -> Result<(HashMap<String, DeviceState>, HashSet<(String, String)>), sqlx::Error> {
-    let mut devices = HashMap::new();
-    let mut sent = HashSet::new();
+    sends: &[SendOp],
+    acks: &[AckOp],
+) -> Result<Loaded, sqlx::Error> {
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for (index, ack) in acks.iter().enumerate() {
+        if ack.messages.is_empty() {
+            continue;
+        }
+        sql.push_str(&format!(
+            "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
+             (VALUES {}) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, seq AS queued, \
+             0 AS next_seq, 0 AS last_acked_seq;\n",
+            placeholders(ack.messages.len(), 2)
+        ));
+    }
     let mut asked = HashSet::new();
-    let mut rest = ops;
-    while !rest.is_empty() {
+    let mut chunks: Vec<(&[SendOp], Vec<&str>)> = Vec::new();
+    let mut ack_devices: Vec<&str> = acks
+        .iter()
+        .map(|a| a.device.as_str())
+        .filter(|d| asked.insert(*d))
+        .collect();
+    let mut rest = sends;
+    loop {
         // Take sends until the chunk's bound values would pass the limit (at least one send).
         let mut take = 0;
-        let mut values = 0;
+        let mut values = ack_devices.len();
         while take < rest.len() {
             let more = 3 + rest[take].envelopes.len();
             if take > 0 && values + more > READ_VALUES {
@@ -78,7 +114,7 @@ async fn load_state(
         }
         let (chunk, tail) = rest.split_at(take);
         rest = tail;
-        let mut wanted: Vec<&str> = Vec::new();
+        let mut wanted = std::mem::take(&mut ack_devices);
         for op in chunk {
             let named = std::iter::once(&op.sender).chain(op.envelopes.iter().map(|e| &e.device));
             for device in named {
@@ -87,44 +123,84 @@ async fn load_state(
                 }
             }
         }
-        let mut sql = String::from(
-            "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq \
-             FROM sent_messages WHERE (sender_device, message_id) IN (VALUES ",
-        );
-        sql.push_str(&placeholders(chunk.len(), 2));
-        sql.push(')');
-        if !wanted.is_empty() {
-            sql.push_str(
-                " UNION ALL SELECT 'd', device_id, username, queued, next_seq FROM devices \
-                 WHERE device_id IN (",
-            );
-            sql.push_str(&vec!["?"; wanted.len()].join(", "));
-            sql.push(')');
+        let mut parts = Vec::new();
+        if !chunk.is_empty() {
+            parts.push(format!(
+                "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
+                 0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
+                 (VALUES {})",
+                placeholders(chunk.len(), 2)
+            ));
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for op in chunk {
+        if !wanted.is_empty() {
+            parts.push(format!(
+                "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
+                 FROM devices WHERE device_id IN ({})",
+                vec!["?"; wanted.len()].join(", ")
+            ));
+        }
+        if !parts.is_empty() {
+            sql.push_str(&parts.join(" UNION ALL "));
+            sql.push_str(";\n");
+            chunks.push((chunk, wanted));
+        }
+        if rest.is_empty() {
+            break;
+        }
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for ack in acks {
+        if ack.messages.is_empty() {
+            continue;
+        }
+        query = query.bind(&ack.device);
+        for message in &ack.messages {
+            query = query.bind(&message.from_device).bind(&message.message_id);
+        }
+    }
+    for (chunk, wanted) in &chunks {
+        for op in *chunk {
             query = query.bind(&op.sender).bind(&op.message_id);
         }
         for device in wanted {
-            query = query.bind(device);
+            query = query.bind(*device);
         }
-        for row in query.fetch_all(&mut *conn).await? {
-            let kind: String = row.try_get("kind")?;
-            let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
-            if kind == "d" {
+    }
+    let mut loaded = Loaded {
+        devices: HashMap::new(),
+        sent: HashSet::new(),
+        deleted: vec![Vec::new(); acks.len()],
+    };
+    for row in query.fetch_all(&mut *conn).await? {
+        let kind: String = row.try_get("kind")?;
+        let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
+        match kind.as_str() {
+            "d" => {
                 let state = DeviceState {
                     user: b,
                     queued: to_u64(row.try_get("queued")?),
                     next_seq: row.try_get("next_seq")?,
+                    last_acked_seq: row.try_get("last_acked_seq")?,
                     touched: false,
                 };
-                devices.insert(a, state);
-            } else {
-                sent.insert((a, b));
+                loaded.devices.insert(a, state);
+            }
+            "s" => {
+                loaded.sent.insert((a, b));
+            }
+            _ => {
+                let seq: i64 = row.try_get("queued")?;
+                if let Some(deleted) = a
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| loaded.deleted.get_mut(i))
+                {
+                    deleted.push(seq);
+                }
             }
         }
     }
-    Ok((devices, sent))
+    Ok(loaded)
 }
 
 /// Decides one send against the run's state and, when it is stored, records its rows.
@@ -217,30 +293,47 @@ struct Rows<'a> {
     messages: Vec<MessageRow<'a>>,
 }
 
-/// A run of sends inside the caller's transaction (one of a group commit): one result per send, in
-/// order. Every refusal (`UnknownDevice`, `NotARecipient`, `RepeatedDevice`, `QueueFull`) and a
-/// duplicate are decided before anything is written, so a refused send leaves nothing behind. The outer
-/// error is a database error: then writes may be partial, and the caller must roll the whole
-/// transaction back.
-pub(super) async fn enqueue_run(
+/// The results of a batch: one per send and, per ack, how many messages it deleted.
+pub(super) type Outcome = (Vec<Result<Enqueued, StoreError>>, Vec<u64>);
+
+/// Runs a batch's sends and acks in one transaction and commits it (see the module). Every refusal
+/// (`UnknownDevice`, `NotARecipient`, `RepeatedDevice`, `QueueFull`) and a duplicate are decided before
+/// anything is written, so a refused send leaves nothing behind. The outer error is a database error:
+/// the transaction did not commit, and the caller must roll it back (it may still be open).
+pub(super) async fn run_batch(
     conn: &mut SqliteConnection,
-    ops: &[SendOp],
+    sends: &[SendOp],
+    acks: &[AckOp],
     limits: &StoreLimits,
-) -> Result<Vec<Result<Enqueued, StoreError>>, sqlx::Error> {
-    let (mut devices, mut sent) = load_state(conn, ops).await?;
+) -> Result<Outcome, sqlx::Error> {
+    let Loaded {
+        mut devices,
+        mut sent,
+        deleted,
+    } = begin_and_load(conn, sends, acks).await?;
+    let mut counts = Vec::with_capacity(acks.len());
+    for (ack, seqs) in acks.iter().zip(&deleted) {
+        let n = u64::try_from(seqs.len()).unwrap_or(u64::MAX);
+        counts.push(n);
+        if let (Some(state), Some(highest)) = (devices.get_mut(&ack.device), seqs.iter().max()) {
+            state.queued = state.queued.saturating_sub(n);
+            state.last_acked_seq = state.last_acked_seq.max(*highest);
+            state.touched = true;
+        }
+    }
     let stored_at = now();
     let mut rows = Rows::default();
-    let results: Vec<_> = ops
+    let results: Vec<_> = sends
         .iter()
         .map(|op| decide(op, &mut devices, &mut sent, limits, stored_at, &mut rows))
         .collect();
-    write_rows(conn, &rows, &devices, stored_at).await?;
-    Ok(results)
+    write_and_commit(conn, &rows, &devices, stored_at).await?;
+    Ok((results, counts))
 }
 
-/// Writes a run's rows with **one** query (a statement per table, or per [`CHUNK`] rows): the
-/// idempotency records, the contacts, the devices' counters and the messages.
-async fn write_rows(
+/// The second query: the batch's rows (a statement per table, or per [`CHUNK`] rows: the idempotency
+/// records, the contacts, the devices' counters, the messages), then `COMMIT`.
+async fn write_and_commit(
     conn: &mut SqliteConnection,
     rows: &Rows<'_>,
     devices: &HashMap<String, DeviceState>,
@@ -270,8 +363,11 @@ async fn write_rows(
     }
     let touched: Vec<_> = devices.iter().filter(|(_, state)| state.touched).collect();
     for chunk in touched.chunks(CHUNK) {
-        sql.push_str("UPDATE devices SET next_seq = v.column2, queued = v.column3 FROM (VALUES ");
-        sql.push_str(&placeholders(chunk.len(), 3));
+        sql.push_str(
+            "UPDATE devices SET next_seq = v.column2, queued = v.column3, last_acked_seq = v.column4 \
+             FROM (VALUES ",
+        );
+        sql.push_str(&placeholders(chunk.len(), 4));
         sql.push_str(") AS v WHERE devices.device_id = v.column1;\n");
     }
     for chunk in rows.messages.chunks(CHUNK) {
@@ -282,9 +378,7 @@ async fn write_rows(
         sql.push_str(&placeholders(chunk.len(), 7));
         sql.push_str(";\n");
     }
-    if sql.is_empty() {
-        return Ok(());
-    }
+    sql.push_str("COMMIT;");
     // The values, in the order of the statements above.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for op in &rows.sent {
@@ -301,7 +395,8 @@ async fn write_rows(
         query = query
             .bind(device.as_str())
             .bind(state.next_seq)
-            .bind(i64::try_from(state.queued).unwrap_or(i64::MAX));
+            .bind(i64::try_from(state.queued).unwrap_or(i64::MAX))
+            .bind(state.last_acked_seq);
     }
     for row in &rows.messages {
         query = query
@@ -315,43 +410,4 @@ async fn write_rows(
     }
     query.execute(&mut *conn).await?;
     Ok(())
-}
-
-/// The body of an ack, inside the caller's transaction; only database errors. One statement deletes
-/// them all (row values), one more raises `last_acked_seq`.
-pub(super) async fn ack_in(
-    conn: &mut SqliteConnection,
-    device: &str,
-    messages: &[MessageRef],
-) -> Result<u64, StoreError> {
-    if messages.is_empty() {
-        return Ok(0);
-    }
-    let pairs = vec!["(?, ?)"; messages.len()].join(", ");
-    let sql = format!(
-        "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
-         (VALUES {pairs}) RETURNING seq"
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(device);
-    for message in messages {
-        query = query.bind(&message.from_device).bind(&message.message_id);
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let mut highest: Option<i64> = None;
-    for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
-        highest = Some(highest.map_or(seq, |h| h.max(seq)));
-    }
-    if let Some(seq) = highest {
-        sqlx::query(
-            "UPDATE devices SET last_acked_seq = MAX(last_acked_seq, ?), \
-             queued = MAX(queued - ?, 0) WHERE device_id = ?",
-        )
-        .bind(seq)
-        .bind(i64::try_from(rows.len()).unwrap_or(i64::MAX))
-        .bind(device)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }
