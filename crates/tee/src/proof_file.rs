@@ -88,6 +88,8 @@ mod tests {
             }),
             t_output: None,
             attestations: Vec::new(),
+            response_ciphertext: vec![4, 5],
+            response_keystream: vec![6, 7],
         };
         let text = to_json(&bundle);
         assert_eq!(from_json(text.as_bytes()).expect("parses"), bundle);

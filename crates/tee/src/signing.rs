@@ -42,6 +42,14 @@ pub fn keccak256(data: &[u8]) -> [u8; 32] {
     Keccak256::digest(data).into()
 }
 
+/// SHA-256: the digest the signed outputs carry of the bulk response bytes (ciphertext, keystream), which
+/// travel beside them in the bundle. Fast where Keccak is not (SHA extensions), so the signed bodies stay small
+/// and cheap to hash whatever the response size.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
 /// The EIP-191 (`personal_sign`) hash: `Keccak-256("\x19Ethereum Signed Message:\n" ‖ len ‖ message)`.
 pub fn eip191_hash(message: &[u8]) -> [u8; 32] {
     let mut hasher = Keccak256::new();

@@ -8,6 +8,8 @@
 //! - both records lists are equal, contiguous from the first response sequence number (TLS 1.3: 0, TLS 1.2:
 //!   1), the end of the response is proven, and the application-data lengths add up to both the ciphertext
 //!   and the keystream length;
+//! - the bundle's ciphertext and keystream are the ones whose SHA-256 T_OUTPUT and K_OUTPUT signed (the
+//!   keystream is zero at hidden positions, so hidden bytes cannot be decrypted from the bundle);
 //! - timestamps are at most `max_age` old, at most `max_future` ahead, and at most `max_gap` apart;
 //! - both nonces are equal, and equal to the verifier's nonce when it gives one;
 //! - request ranges are in bounds, sorted and disjoint; each `SENSITIVE_PROOF` range has exactly one proof
@@ -17,7 +19,7 @@ use crate::proto::{
     BodyType, Bundle, CertificateInfo, KOutput, RangeType, RecordInfo, RequestRange, ResponseEnd,
     SignedMessage, TOutput,
 };
-use crate::signing::{Address, SignatureError, keccak256, recover_signer};
+use crate::signing::{Address, SignatureError, keccak256, recover_signer, sha256};
 use prost::Message;
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -230,14 +232,25 @@ pub fn verify_bundle(
     }
 
     let content_len = check_records(&k, &t)?;
-    if t.response_ciphertext.len() != content_len || k.response_keystream.len() != content_len {
+    let (ciphertext, keystream) = (&bundle.response_ciphertext, &bundle.response_keystream);
+    if ciphertext.len() != content_len || keystream.len() != content_len {
         return Err(VerifyError::Records(
             "ciphertext or keystream length differs from the records",
         ));
     }
+    if t.response_ciphertext_sha256 != sha256(ciphertext) {
+        return Err(VerifyError::Binding(
+            "the bundle's ciphertext is not the one T_OUTPUT signed",
+        ));
+    }
+    if k.response_keystream_sha256 != sha256(keystream) {
+        return Err(VerifyError::Binding(
+            "the bundle's keystream is not the one K_OUTPUT signed",
+        ));
+    }
 
     let (request, proof_ranges) = reveal_request(&k, &t)?;
-    let response = reveal_response(&k, &t)?;
+    let response = reveal_response(&k, ciphertext, keystream)?;
     Ok(VerifiedProof {
         session_id: k.session_id,
         hostname: k.hostname,
@@ -379,11 +392,14 @@ fn reveal_request(k: &KOutput, t: &TOutput) -> Result<(Vec<u8>, Vec<RevealedRang
     Ok((request, revealed))
 }
 
-fn reveal_response(k: &KOutput, t: &TOutput) -> Result<Vec<u8>, VerifyError> {
-    let mut response: Vec<u8> = t
-        .response_ciphertext
+fn reveal_response(
+    k: &KOutput,
+    ciphertext: &[u8],
+    keystream: &[u8],
+) -> Result<Vec<u8>, VerifyError> {
+    let mut response: Vec<u8> = ciphertext
         .iter()
-        .zip(&k.response_keystream)
+        .zip(keystream)
         .map(|(c, s)| c ^ s)
         .collect();
     let mut end_of_previous = 0u64;

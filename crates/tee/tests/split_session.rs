@@ -169,10 +169,9 @@ fn session(pki: &TestPki, suite: CipherSuite) {
     }
     assert!(String::from_utf8_lossy(&response).ends_with(BODY));
 
-    // Step 11: the client hides the balance; TEE_K puts random bytes in the keystream there.
+    // Step 11: the client hides the balance; TEE_K zeroes the keystream there (and signs its digest).
     let hidden_at = response.windows(7).position(|w| w == b"1234.56").unwrap();
-    keystream[hidden_at..hidden_at + 7]
-        .copy_from_slice(&[0xA5, 0x5A, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    keystream[hidden_at..hidden_at + 7].fill(0);
 
     // Step 12: TEE_T signs, then TEE_K binds to it.
     let (k_signer, t_signer) = (Signer::generate(), Signer::generate());
@@ -186,7 +185,7 @@ fn session(pki: &TestPki, suite: CipherSuite) {
         session_id: session_id.clone(),
         timestamp_ms: now,
         nonce: b"n".to_vec(),
-        response_ciphertext: ciphertext,
+        response_ciphertext_sha256: tessera_tee::signing::sha256(&ciphertext).to_vec(),
         request_proof_streams: vec![ProofStream {
             start: proof_range.start,
             stream: streams.streams[1].clone(),
@@ -209,7 +208,7 @@ fn session(pki: &TestPki, suite: CipherSuite) {
         },
         redacted_request: redacted.redacted.clone(),
         request_ranges: ranges.to_vec(),
-        response_keystream: keystream,
+        response_keystream_sha256: tessera_tee::signing::sha256(&keystream).to_vec(),
         response_ranges: vec![ResponseRange {
             start: hidden_at as u64,
             length: 7,
@@ -224,6 +223,8 @@ fn session(pki: &TestPki, suite: CipherSuite) {
         k_output: Some(k_signed),
         t_output: Some(t_signed),
         attestations: vec![],
+        response_ciphertext: ciphertext,
+        response_keystream: keystream,
     };
 
     let mut config = VerifierConfig::new(k_signer.address(), t_signer.address());

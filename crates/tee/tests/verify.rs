@@ -7,7 +7,7 @@ use tessera_tee::proto::{
     BodyType, Bundle, KOutput, ProofStream, RangeType, RecordInfo, RequestRange, ResponseEnd,
     ResponseRange, SignedMessage, TOutput,
 };
-use tessera_tee::signing::Signer;
+use tessera_tee::signing::{Signer, sha256};
 use tessera_tee::verify::{VerifierConfig, VerifyError, verify_bundle, verify_bundle_bytes};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -20,6 +20,10 @@ struct Fixture {
     t_signer: Signer,
     k: KOutput,
     t: TOutput,
+    /// The bundle's consolidated ciphertext and keystream (zero at hidden positions); their digests are
+    /// signed into the outputs by [`Fixture::sign`].
+    ciphertext: Vec<u8>,
+    keystream: Vec<u8>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> u32 {
@@ -49,7 +53,7 @@ impl Fixture {
         for (i, s) in proof_stream.iter().enumerate() {
             redacted[proof.start as usize + i] ^= s;
         }
-        let keystream: Vec<u8> = (0..RESPONSE.len())
+        let mut keystream: Vec<u8> = (0..RESPONSE.len())
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
             .collect();
         let ciphertext: Vec<u8> = RESPONSE
@@ -81,6 +85,7 @@ impl Fixture {
             }, // close_notify
         ];
         let hidden_start = find(RESPONSE, b"hidden!") as u64;
+        keystream[hidden_start as usize..hidden_start as usize + 7].fill(0);
         let k = KOutput {
             session_id: session_id.clone(),
             timestamp_ms: NOW,
@@ -91,7 +96,7 @@ impl Fixture {
             tls_version: 0x0304,
             redacted_request: redacted,
             request_ranges: vec![cookie, proof],
-            response_keystream: keystream,
+            response_keystream_sha256: Vec::new(),
             response_ranges: vec![ResponseRange {
                 start: hidden_start,
                 length: 7,
@@ -105,7 +110,7 @@ impl Fixture {
             session_id,
             timestamp_ms: NOW + 3,
             nonce: b"verifier-nonce".to_vec(),
-            response_ciphertext: ciphertext,
+            response_ciphertext_sha256: Vec::new(),
             request_proof_streams: vec![ProofStream {
                 start: proof.start,
                 stream: proof_stream,
@@ -118,22 +123,28 @@ impl Fixture {
             t_signer: Signer::generate(),
             k,
             t,
+            ciphertext,
+            keystream,
         }
     }
 
     /// Signs as the TEEs do: T_OUTPUT first, then K_OUTPUT bound to its digest.
     fn sign(&self) -> Bundle {
         let mut t = self.t.clone();
+        t.response_ciphertext_sha256 = sha256(&self.ciphertext).to_vec();
         let (t_signed, digest) = self
             .t_signer
             .sign_t_output(&mut t, &self.k.request_ranges)
             .unwrap();
         let mut k = self.k.clone();
+        k.response_keystream_sha256 = sha256(&self.keystream).to_vec();
         let k_signed = self.k_signer.sign_k_output(&mut k, digest).unwrap();
         Bundle {
             k_output: Some(k_signed),
             t_output: Some(t_signed),
             attestations: Vec::new(),
+            response_ciphertext: self.ciphertext.clone(),
+            response_keystream: self.keystream.clone(),
         }
     }
 
@@ -241,7 +252,7 @@ fn outputs_of_two_sessions_cannot_be_combined() {
     let mixed = Bundle {
         k_output: ba.k_output.clone(),
         t_output: bb.t_output.clone(),
-        attestations: vec![],
+        ..ba.clone()
     };
     assert_eq!(
         verify_bundle(&mixed, &config),
@@ -253,9 +264,9 @@ fn outputs_of_two_sessions_cannot_be_combined() {
     other.t_signer = Signer::from_secret_bytes(&[8u8; 32]).unwrap();
     other.t.timestamp_ms += 1;
     let mixed = Bundle {
-        k_output: ba.k_output,
+        k_output: ba.k_output.clone(),
         t_output: other.sign().t_output,
-        attestations: vec![],
+        ..ba.clone()
     };
     assert!(matches!(
         verify_bundle(&mixed, &config),
@@ -331,15 +342,52 @@ fn records_must_be_contiguous_agreed_and_complete() {
     ));
     assert!(matches!(
         signed_after(|f| {
-            f.k.response_keystream.pop();
+            f.keystream.pop();
         }),
         Err(VerifyError::Records(_))
     ));
     assert!(matches!(
         signed_after(|f| {
-            f.t.response_ciphertext.push(0);
+            f.ciphertext.push(0);
         }),
         Err(VerifyError::Records(_))
+    ));
+}
+
+#[test]
+fn the_bundles_bytes_are_the_signed_ones() {
+    let f = Fixture::new(1);
+    let honest = f.sign();
+    // A ciphertext byte changed after signing: not what T_OUTPUT signed.
+    let mut bundle = honest.clone();
+    bundle.response_ciphertext[3] ^= 1;
+    assert_eq!(
+        verify_bundle(&bundle, &f.config()),
+        Err(VerifyError::Binding(
+            "the bundle's ciphertext is not the one T_OUTPUT signed"
+        ))
+    );
+    // The real keystream put back at the hidden positions (it would decrypt the hidden bytes): refused.
+    let mut bundle = honest.clone();
+    let at = find(RESPONSE, b"hidden!") as usize;
+    let real: Vec<u8> = (at..at + 7)
+        .map(|i| bundle.response_ciphertext[i] ^ RESPONSE[i])
+        .collect();
+    bundle.response_keystream[at..at + 7].copy_from_slice(&real);
+    assert_eq!(
+        verify_bundle(&bundle, &f.config()),
+        Err(VerifyError::Binding(
+            "the bundle's keystream is not the one K_OUTPUT signed"
+        ))
+    );
+    // The bytes of another session of the same length: refused too.
+    let mut other = Fixture::new(2);
+    other.keystream[0] ^= 0x80;
+    let mut bundle = honest;
+    bundle.response_keystream = other.keystream;
+    assert!(matches!(
+        verify_bundle(&bundle, &f.config()),
+        Err(VerifyError::Binding(_))
     ));
 }
 

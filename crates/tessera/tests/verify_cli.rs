@@ -62,6 +62,10 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         .zip(&keystream)
         .map(|(p, k)| p ^ k)
         .collect();
+    // The hidden response bytes get a zero keystream in the bundle (K_OUTPUT signs its digest).
+    let mut keystream = keystream;
+    let hidden = find(RESPONSE, b"zz99");
+    keystream[hidden..hidden + 4].fill(0);
     let records = vec![
         RecordInfo {
             seq: 0,
@@ -80,7 +84,7 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         session_id: session_id.clone(),
         timestamp_ms: at,
         nonce: NONCE.to_vec(),
-        response_ciphertext: ciphertext,
+        response_ciphertext_sha256: tessera_tee::signing::sha256(&ciphertext).to_vec(),
         request_proof_streams: vec![ProofStream {
             start: account.start,
             stream: account_stream,
@@ -100,7 +104,7 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         tls_version: 0x0304,
         redacted_request: redacted,
         request_ranges: ranges,
-        response_keystream: keystream,
+        response_keystream_sha256: tessera_tee::signing::sha256(&keystream).to_vec(),
         response_ranges: vec![ResponseRange {
             start: find(RESPONSE, b"zz99") as u64,
             length: 4,
@@ -115,6 +119,8 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         k_output: Some(k_signed),
         t_output: Some(t_signed),
         attestations: Vec::new(),
+        response_ciphertext: ciphertext,
+        response_keystream: keystream,
     }
 }
 

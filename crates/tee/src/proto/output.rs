@@ -116,9 +116,10 @@ pub struct KOutput {
     /// Hidden request ranges.
     #[prost(message, repeated, tag = "9")]
     pub request_ranges: Vec<RequestRange>,
-    /// Consolidated application-data keystream; random bytes at hidden positions.
+    /// SHA-256 of the consolidated application-data keystream with zeros at hidden positions. The keystream
+    /// itself travels in the [`Bundle`] (the client already holds it), so the signed body stays small.
     #[prost(bytes = "vec", tag = "10")]
-    pub response_keystream: Vec<u8>,
+    pub response_keystream_sha256: Vec<u8>,
     /// Hidden response ranges.
     #[prost(message, repeated, tag = "11")]
     pub response_ranges: Vec<ResponseRange>,
@@ -159,9 +160,9 @@ pub struct TOutput {
     /// The verifier's nonce (empty if none).
     #[prost(bytes = "vec", tag = "3")]
     pub nonce: Vec<u8>,
-    /// Consolidated application-data ciphertext.
+    /// SHA-256 of the consolidated application-data ciphertext, which travels in the [`Bundle`].
     #[prost(bytes = "vec", tag = "4")]
-    pub response_ciphertext: Vec<u8>,
+    pub response_ciphertext_sha256: Vec<u8>,
     /// One per `SENSITIVE_PROOF` request range.
     #[prost(message, repeated, tag = "5")]
     pub request_proof_streams: Vec<ProofStream>,
@@ -199,4 +200,10 @@ pub struct Bundle {
     /// Attestation documents.
     #[prost(message, repeated, tag = "3")]
     pub attestations: Vec<AttestationDocument>,
+    /// The consolidated application-data ciphertext (T_OUTPUT signs its SHA-256).
+    #[prost(bytes = "vec", tag = "4")]
+    pub response_ciphertext: Vec<u8>,
+    /// The consolidated application-data keystream, zero at hidden positions (K_OUTPUT signs its SHA-256).
+    #[prost(bytes = "vec", tag = "5")]
+    pub response_keystream: Vec<u8>,
 }

@@ -455,13 +455,19 @@ async fn run(
             },
         }
     }
+    // The response, and the two consolidated byte strings the bundle carries: the application data's
+    // ciphertext (T_OUTPUT signs its digest) and keystream (K_OUTPUT signs its digest, hidden bytes zeroed).
     let mut response = Vec::with_capacity(total);
+    let mut response_ciphertext = Vec::with_capacity(total);
+    let mut response_keystream = zeroize::Zeroizing::new(Vec::with_capacity(total));
     for (seq, ciphertext) in &kept {
         if let Some(keystream) = streams.remove(seq) {
             let content = ciphertext.get(..keystream.len()).ok_or_else(|| {
                 ClientError::Protocol("a keystream longer than its record".into())
             })?;
             response.extend(content.iter().zip(&keystream).map(|(c, k)| c ^ k));
+            response_ciphertext.extend_from_slice(content);
+            response_keystream.extend_from_slice(&keystream);
         }
     }
     if !streams.is_empty() {
@@ -497,11 +503,21 @@ async fn run(
     peers.k_tx.close();
     peers.t_tx.close();
     let revealed = view(&response, &hidden);
+    for range in &hidden {
+        // In bounds: TEE_K checked the ranges against the same length before signing.
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(range.length).unwrap_or(usize::MAX));
+        if let Some(bytes) = response_keystream.get_mut(start..end) {
+            bytes.fill(0);
+        }
+    }
     Ok(Proved {
         bundle: Bundle {
             k_output,
             t_output,
             attestations: Vec::new(),
+            response_ciphertext,
+            response_keystream: std::mem::take(&mut *response_keystream),
         },
         response,
         revealed,

@@ -314,7 +314,7 @@ impl KSession {
             tls_version: version,
             redacted_request: redacted.redacted,
             request_ranges: redacted.ranges,
-            response_keystream: keystream.to_vec(),
+            response_keystream_sha256: crate::signing::sha256(&keystream).to_vec(),
             response_ranges: hidden,
             certificate: est.certificates.first().map(|c| CertProto {
                 subject_cn: c.subject_cn.clone().unwrap_or_default(),
@@ -574,7 +574,9 @@ impl Response {
                 return Err(Fail::new("hidden ranges overlap or are unsorted"));
             }
             end_of_previous = end;
-            rand::fill(&mut keystream[range.start as usize..end as usize]);
+            // Zero, not random: the client zeroes the same bytes of its copy, and the bundle carries that
+            // copy under the digest K_OUTPUT signs; the verifier shows these bytes as `*`.
+            keystream[range.start as usize..end as usize].fill(0);
         }
         Ok((keystream, hidden.to_vec()))
     }

@@ -435,7 +435,10 @@ impl TSession {
             session_id: self.sid.to_vec(),
             timestamp_ms: now_ms(),
             nonce: finished.nonce,
-            response_ciphertext: std::mem::take(&mut self.ciphertext),
+            response_ciphertext_sha256: crate::signing::sha256(&std::mem::take(
+                &mut self.ciphertext,
+            ))
+            .to_vec(),
             request_proof_streams: std::mem::take(&mut self.proof_streams),
             records: std::mem::take(&mut self.records),
             transcript_hash: Vec::new(),
