@@ -328,6 +328,10 @@ fn prove_and_verify_from_the_command_line() {
         metrics.starts_with("HTTP/1.1 200") && metrics.contains("tee-t"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("tessera_tee_proofs_signed_total{service=\"tee-t\"} 2"),
+        "{metrics}"
+    );
     drop(tee_k);
     drop(tee_t);
     let _ = std::fs::remove_dir_all(&dir);

@@ -15,6 +15,7 @@
 pub mod attestation;
 pub mod client;
 mod common;
+mod metrics;
 mod peer;
 pub mod tee_k;
 pub mod tee_t;

@@ -85,6 +85,7 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) sessions: Registry,
     pub(crate) link: PeerLink,
+    pub(crate) metrics: super::metrics::ServiceMetrics,
 }
 
 /// A running TEE_K.
@@ -128,6 +129,7 @@ impl TeeK {
             sessions: limits.registry("tee-k"),
             limits,
             link,
+            metrics: super::metrics::ServiceMetrics::new("tee-k"),
         });
         let stop = CancellationToken::new();
         let accepting = inner.clone();

@@ -329,6 +329,9 @@ impl KSession {
         };
         let signed: SignedMessage = self.inner.signer.sign_k_output(&mut output, digest)?;
         self.to_client(Body::SignedMessage(signed)).await?;
+        self.inner
+            .metrics
+            .signed(self.session.age(), response.total);
         tracing::debug!(session = %self.session.id(), "K_OUTPUT signed");
         Ok(())
     }

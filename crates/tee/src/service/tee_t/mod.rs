@@ -79,6 +79,7 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) sessions: Registry,
     pub(crate) routes: Routes<Event>,
+    pub(crate) metrics: super::metrics::ServiceMetrics,
 }
 
 /// A running TEE_T.
@@ -135,6 +136,7 @@ impl TeeT {
             sessions: limits.registry("tee-t"),
             limits,
             routes: Routes::default(),
+            metrics: super::metrics::ServiceMetrics::new("tee-t"),
         });
         let stop = CancellationToken::new();
         let (k_inner, k_stop) = (inner.clone(), stop.clone());

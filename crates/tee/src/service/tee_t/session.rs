@@ -115,6 +115,7 @@ async fn run(
     }
     match outcome {
         Ok(()) => {
+            s.inner.metrics.signed(guard.session().age(), s.total);
             if let Some(client) = &s.client {
                 client.close();
             }
