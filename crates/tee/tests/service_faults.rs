@@ -376,6 +376,23 @@ async fn the_session_deadline_ends_a_stalled_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends_with_the_reason() {
+    let pki = TestPki::new();
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let tees = start_tees_with(&pki, limits).await;
+    let site = Site::start(&pki.ecdsa);
+    // Stalled after the handshake: TEE_K waits for the request, TEE_T for the streams.
+    let mut raw = Raw::open(&tees, ChannelConfig::default()).await;
+    raw.handshake(&site).await;
+    assert!(reason(raw.recv_k().await).contains("idle for too long"));
+    drop(raw);
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tee_t_gone_ends_the_sessions_it_carried() {
     let pki = TestPki::new();
     let mut tees = start_tees(&pki).await;

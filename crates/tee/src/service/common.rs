@@ -16,7 +16,8 @@ pub struct Limits {
     /// One session, from `session_ready` to the signed output, must end within this (default 60 s);
     /// past it the session ends with `Error{"session deadline exceeded"}` to the client (reference gap 13).
     pub session_deadline: Duration,
-    /// A session with no message for this long is ended by the registry's sweeper (default 30 s).
+    /// A session with no message for this long ends with `Error{"idle for too long"}` (default 30 s; the
+    /// registry's sweeper is the backstop).
     pub idle_timeout: Duration,
     /// Most sessions at once (default 1,000).
     pub max_sessions: usize,
@@ -39,12 +40,13 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The registry of protocol sessions: the sweeper ends idle sessions, and (as a backstop behind the
-    /// session's own deadline timer) any session older than the deadline plus a grace second.
+    /// The registry of protocol sessions: behind the session's own idle and deadline timers, the sweeper
+    /// ends any session idle or older than those plus a grace second.
     pub(crate) fn registry(&self, name: &'static str) -> Registry {
         let mut config = RegistryConfig::new(name);
         config.max_sessions = self.max_sessions;
-        config.idle_timeout = self.idle_timeout;
+        // Backstops: the session's own timers fire first and tell the client why.
+        config.idle_timeout = self.idle_timeout + Duration::from_secs(1);
         config.max_age = Some(self.session_deadline + Duration::from_secs(1));
         Registry::new(config)
     }

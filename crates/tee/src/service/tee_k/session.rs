@@ -124,10 +124,15 @@ impl KSession {
                 None => std::future::pending().await,
             }
         };
-        let from = tokio::select! {
-            from = client => from?,
-            from = tee_t => from?,
-        };
+        let idle = self.inner.limits.idle_timeout;
+        let from = tokio::time::timeout(idle, async {
+            tokio::select! {
+                from = client => from,
+                from = tee_t => from,
+            }
+        })
+        .await
+        .map_err(|_| Fail::new("idle for too long"))??;
         self.session.touch();
         Ok(from)
     }

@@ -141,7 +141,10 @@ impl TSession {
         inbox: &mut mpsc::Receiver<Event>,
     ) -> Result<(), Fail> {
         loop {
-            let event = inbox.recv().await.ok_or(Fail::new("link to TEE_K lost"))?;
+            let event = tokio::time::timeout(self.inner.limits.idle_timeout, inbox.recv())
+                .await
+                .map_err(|_| Fail::new("idle for too long"))?
+                .ok_or(Fail::new("link to TEE_K lost"))?;
             guard.session().touch();
             match event {
                 Event::Attach(writer) => {
