@@ -12,6 +12,9 @@
 //!   relay, not Olm (which runs on the clients).
 //! * Echo ceiling, N clients: each sends a 200-byte message and waits for its echo, one after another.
 //! * Offline store rate: N/2 senders to receivers that are not connected.
+//! * Server CPU per message: the server process's user + system time (`/proc/PID/stat`) in the timed
+//!   window over the messages in it — a measure of work that what else runs on the machine disturbs
+//!   less than the rates.
 //! * Memory per idle client: RSS of the server process with N connected idle clients (each has done one
 //!   ping round trip) minus its RSS before, divided by N. Idle clients here are not registered.
 //! * Most idle clients: connect more until a connection fails or the cap (loopback has ~28,000 ephemeral
@@ -141,7 +144,36 @@ struct Child_ {
     key: Option<PublicKey>,
 }
 
+/// CPU time (user + system) a process has used so far, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
 impl Child_ {
+    fn cpu_ticks(&self) -> u64 {
+        self.child.id().map(cpu_ticks).unwrap_or(0)
+    }
+
     fn rss_kib(&self) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -182,25 +214,30 @@ struct Run {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The server process's CPU time (user + system) per message in the timed window, µs: less
+    /// sensitive than the rate to what else runs on the machine.
+    cpu_us: f64,
 }
 
-fn summarize(count: u64, elapsed: Duration, mut latencies: Vec<u64>) -> Run {
+fn summarize(count: u64, elapsed: Duration, mut latencies: Vec<u64>, cpu_ticks: u64) -> Run {
     latencies.sort_unstable();
     Run {
         rate: count as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
+        cpu_us: cpu_ticks as f64 / ticks_per_second() * 1e6 / count.max(1) as f64,
     }
 }
 
-async fn echo_run(url: &str, clients: usize, duration: Duration) -> Result<Run, Error> {
+async fn echo_run(server: &Child_, clients: usize, duration: Duration) -> Result<Run, Error> {
     let mut sockets = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (socket, _) = tokio_tungstenite::connect_async(&server.url).await?;
         sockets.push(socket);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let cpu_start = server.cpu_ticks();
     let mut tasks = Vec::new();
     for mut socket in sockets {
         let stop = stop.clone();
@@ -225,11 +262,12 @@ async fn echo_run(url: &str, clients: usize, duration: Duration) -> Result<Run, 
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let cpu = server.cpu_ticks().saturating_sub(cpu_start);
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await?);
     }
-    Ok(summarize(latencies.len() as u64, elapsed, latencies))
+    Ok(summarize(latencies.len() as u64, elapsed, latencies, cpu))
 }
 
 struct RelayClients {
@@ -327,6 +365,7 @@ async fn relay_run(
         }));
     }
     let start = Instant::now();
+    let cpu_start = server.cpu_ticks();
     let mut sending = Vec::new();
     for (index, (mut client, to)) in senders.into_iter().enumerate() {
         let stop = stop.clone();
@@ -369,6 +408,7 @@ async fn relay_run(
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let cpu = server.cpu_ticks().saturating_sub(cpu_start);
     let mut send_latencies = Vec::new();
     for task in sending {
         send_latencies.extend(task.await?);
@@ -386,7 +426,7 @@ async fn relay_run(
     } else {
         sent_total.load(Ordering::Relaxed)
     };
-    Ok(summarize(count, elapsed, latencies))
+    Ok(summarize(count, elapsed, latencies, cpu))
 }
 
 /// Connects idle clients (each does one ping round trip) until `target`; returns them.
@@ -458,30 +498,39 @@ async fn bench(quick: bool) -> Result<(), Error> {
     let dir_arg = dir.path().to_string_lossy().into_owned();
     println!("fd limit: {}", fd_limit());
 
-    println!("\n| test | clients | messages/s | p50 ms | p99 ms | ratio to echo |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| test | clients | messages/s | p50 ms | p99 ms | ratio to echo | server CPU µs/message |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let echo = spawn(&["serve-echo"]).await?;
     let relay = spawn(&["serve-relay", &dir_arg]).await?;
     for clients in [100usize, 1000] {
-        let ceiling = echo_run(&echo.url, clients, duration).await?;
+        let ceiling = echo_run(&echo, clients, duration).await?;
         println!(
-            "| echo (axum, 4 KiB buffers) | {clients} | {:.0} | {:.2} | {:.2} | 1.00 |",
-            ceiling.rate, ceiling.p50_ms, ceiling.p99_ms
+            "| echo (axum, 4 KiB buffers) | {clients} | {:.0} | {:.2} | {:.2} | 1.00 | {:.1} |",
+            ceiling.rate, ceiling.p50_ms, ceiling.p99_ms, ceiling.cpu_us
         );
         let tag = format!("on{clients}");
         let online = relay_run(&relay, clients, duration, true, &tag).await?;
         println!(
-            "| relay online delivery | {clients} | {:.0} | {:.2} | {:.2} | {:.3} |",
+            "| relay online delivery | {clients} | {:.0} | {:.2} | {:.2} | {:.3} | {:.1} |",
             online.rate,
             online.p50_ms,
             online.p99_ms,
-            online.rate / ceiling.rate
+            online.rate / ceiling.rate,
+            online.cpu_us
         );
     }
     let offline = relay_run(&relay, 100, duration, false, "off").await?;
     println!(
-        "| relay offline store (50 senders; latency = send to durable `sent`) | 100 | {:.0} | {:.2} | {:.2} | — |",
-        offline.rate, offline.p50_ms, offline.p99_ms
+        "| relay offline store (50 senders; latency = send to durable `sent`) | 100 | {:.0} | {:.2} | {:.2} | — | {:.1} |",
+        offline.rate, offline.p50_ms, offline.p99_ms, offline.cpu_us
+    );
+    println!(
+        "\nload average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     drop(relay);
     drop(echo);
