@@ -99,16 +99,44 @@ where
     }
 }
 
-/// Sends one message of `session` on `writer`.
+/// Sends one message of `session` on `writer`; the message's secret fields are zeroized once encoded.
 pub(crate) async fn send(
     writer: &ChannelWriter,
     session: &WireSessionId,
     body: Body,
 ) -> Result<(), Fail> {
+    let mut envelope = crate::proto::Envelope {
+        session_id: session.to_vec(),
+        body: Some(body),
+    };
+    let bytes = prost::Message::encode_to_vec(&envelope);
+    if let Some(body) = envelope.body.as_mut() {
+        scrub(body);
+    }
     writer
-        .send(wire::encode(session, body))
+        .send(bytes)
         .await
         .map_err(|e| Fail(format!("channel: {e}")))
+}
+
+/// Zeroizes the secret fields of a message (tag secrets, keystreams, redaction streams and keys).
+pub(crate) fn scrub(body: &mut Body) {
+    use zeroize::Zeroize;
+    match body {
+        Body::BatchedTagSecrets(b) => b.secrets.iter_mut().for_each(|s| {
+            s.tag_secrets.zeroize();
+            s.tail_keystream.zeroize();
+        }),
+        Body::BatchedDecryptionStreams(b) => {
+            b.streams.iter_mut().for_each(|s| s.keystream.zeroize())
+        }
+        Body::EncryptedRequest(r) => r.tag_secrets.zeroize(),
+        Body::RedactionStreams(r) => {
+            r.streams.iter_mut().for_each(Zeroize::zeroize);
+            r.commitment_keys.iter_mut().for_each(Zeroize::zeroize);
+        }
+        _ => {}
+    }
 }
 
 /// Largest verifier nonce, in bytes.

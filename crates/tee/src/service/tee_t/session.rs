@@ -12,7 +12,7 @@ use crate::proto::{
 };
 use crate::record::{ContentType, HEADER_LEN, RecordHeader, TAG_LEN};
 use crate::redaction::check_streams_in;
-use crate::service::common::{Fail, RouteGuard, now_ms, send};
+use crate::service::common::{Fail, RouteGuard, now_ms, scrub, send};
 use crate::split::{TagSecrets, compute_tag, verify_tag};
 use crate::suite::{CipherSuite, TlsVersion};
 use crate::wire::{self, WireSessionId};
@@ -182,7 +182,11 @@ impl TSession {
                     self.request = Some(request);
                     self.request().await?;
                 }
-                Event::FromK(Body::BatchedTagSecrets(secrets)) => self.verify(secrets).await?,
+                Event::FromK(Body::BatchedTagSecrets(secrets)) => {
+                    let outcome = self.verify(&secrets).await;
+                    scrub(&mut Body::BatchedTagSecrets(secrets));
+                    outcome?;
+                }
                 Event::FromK(Body::Finished(finished)) => return self.finish(finished).await,
                 Event::FromK(other) => return Err(Fail::unexpected(&other, "a TEE_K message")),
             }
@@ -331,7 +335,7 @@ impl TSession {
 
     /// Step 9: Every tag verified from TEE_K's tag secrets over the ciphertext TEE_T holds; every record's type
     /// established (TLS 1.3: from the tail keystream; an alert must be close_notify).
-    async fn verify(&mut self, secrets: BatchedTagSecrets) -> Result<(), Fail> {
+    async fn verify(&mut self, secrets: &BatchedTagSecrets) -> Result<(), Fail> {
         let (suite, version) = self.version()?;
         let batch = self
             .in_flight
