@@ -25,7 +25,7 @@ use crate::error::McpError;
 use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, MAX_BATCH, Message};
 use crate::lines::{Line, LineCodec};
 use crate::metrics;
-use crate::outbox::{LineTx, LineWriter};
+use crate::outbox::{LineSink, LineTx};
 use crate::rules::Rules;
 use crate::session::{Direction, Expired, McpSession, Sessions};
 use crate::tape::Tape;
@@ -91,8 +91,11 @@ where
 {
     let StdioOptions { tape, rules } = options;
     let (guard, mcp) = sessions.create("mcp-stdio")?;
-    let (mut child, to_server, from_server) = child::spawn(spec, guard.session())?;
-    let (client_writer, to_client) = LineWriter::spawn(guard.session(), client_out, spec.queue)?;
+    let (mut child, child_stdin, from_server) = child::spawn_raw(spec)?;
+    // Each direction's pump owns the sink it forwards into and writes straight through; what the other
+    // direction or the deadline task sends it is queued on its `LineTx`.
+    let (server_sink, to_server) = LineSink::new(child_stdin, spec.queue);
+    let (client_sink, to_client) = LineSink::new(client_out, spec.queue);
     if let Some(tape) = &tape {
         tape.session_started(mcp.id(), "stdio");
     }
@@ -115,25 +118,28 @@ where
             })
             .await;
     })?;
-    let mut upstream = guard
-        .session()
-        .spawn(ends.clone().pump(Direction::ServerToClient, from_server))?;
+    let mut upstream = guard.session().spawn(ends.clone().pump(
+        Direction::ServerToClient,
+        from_server,
+        client_sink,
+    ))?;
     let from_client = FramedRead::new(client_in, LineCodec::new(spec.max_line));
     let ended_by = tokio::select! {
-        _ = ends.clone().pump(Direction::ClientToServer, from_client) => EndedBy::Client,
+        _ = ends.clone().pump(Direction::ClientToServer, from_client, server_sink) => EndedBy::Client,
         _ = &mut upstream => EndedBy::Server,
     };
     let child_status = match ended_by {
         EndedBy::Client => {
+            // The pump closed the child's stdin; the rest of the spec's shutdown follows.
             let status = child.shutdown().await.ok();
-            // The child is gone: what it wrote before exiting is still read and forwarded.
+            // The child is gone: what it wrote before exiting is still read and forwarded, and the client's
+            // sink finished (queued lines written, stdout closed).
             let _ = tokio::time::timeout(spec.grace, upstream).await;
             status
         }
         EndedBy::Server => child.wait().await.ok(),
     };
     drop(ends);
-    client_writer.finish().await;
     let frames = mcp.frames();
     tracing::debug!(session = %mcp.id(), ?ended_by, ?child_status, frames, "stdio proxy ended");
     guard.close();
@@ -168,12 +174,27 @@ impl Ends {
         self.toward(direction.reverse())
     }
 
-    /// Reads one side's lines until it ends, handling each in order.
-    async fn pump<S>(self, direction: Direction, mut lines: S)
+    /// Reads one side's lines until it ends, handling each in order and writing what goes on straight into
+    /// `out` (the other side's sink, which this task owns); between lines, writes what other tasks queued
+    /// for `out`. At the end, finishes `out`: queued lines written, the sink closed (for the child: its
+    /// stdin, the first step of its shutdown).
+    async fn pump<S, W>(self, direction: Direction, mut lines: S, mut out: LineSink<W>)
     where
         S: Stream<Item = std::io::Result<Line>> + Unpin,
+        W: AsyncWrite + Unpin,
     {
-        while let Some(line) = lines.next().await {
+        loop {
+            let line = tokio::select! {
+                biased;
+                queued = out.queued() => {
+                    if !out.write(queued).await {
+                        return;
+                    }
+                    continue;
+                }
+                line = lines.next() => line,
+            };
+            let Some(line) = line else { break };
             let bytes = match line {
                 Ok(Line::Frame(bytes)) => bytes,
                 Ok(Line::TooLong) => {
@@ -192,12 +213,12 @@ impl Ends {
                 }
                 Err(e) => {
                     tracing::debug!(session = %self.mcp.id(), dir = direction.label(), error = %e, "read failed");
-                    return;
+                    break;
                 }
             };
             match Message::parse(bytes) {
                 Ok(message) => {
-                    if !self.forward(direction, message).await {
+                    if !self.forward(direction, message, &mut out).await {
                         return;
                     }
                 }
@@ -210,16 +231,22 @@ impl Ends {
                 }
             }
         }
+        out.finish().await;
     }
 
     /// Handles one message: rules, correlation, limits, then forwarding. False when the far side is gone.
-    async fn forward(&self, direction: Direction, message: Message) -> bool {
+    async fn forward<W: AsyncWrite + Unpin>(
+        &self,
+        direction: Direction,
+        message: Message,
+        out: &mut LineSink<W>,
+    ) -> bool {
         if matches!(message.kind(), Kind::Batch) {
-            return self.forward_batch(direction, message).await;
+            return self.forward_batch(direction, message, out).await;
         }
         match self.admit(direction, &message) {
-            Admit::Forward => self.toward(direction).send(&message).await,
-            Admit::Send(instead) => self.toward(direction).send(&instead).await,
+            Admit::Forward => out.write(message.line_safe()).await,
+            Admit::Send(instead) => out.write(instead.line_safe()).await,
             Admit::Reply(reply) => self.back(direction).send(&reply).await,
             Admit::Drop => true,
         }
@@ -231,7 +258,12 @@ impl Ends {
     /// the proxy's own (refusals, blocks, invalid elements, deadlines) — go back to the sender together, as
     /// one array, once every request of the batch is answered. A batch without requests gets no answer, or
     /// an array of the proxy's errors.
-    async fn forward_batch(&self, direction: Direction, batch: Message) -> bool {
+    async fn forward_batch<W: AsyncWrite + Unpin>(
+        &self,
+        direction: Direction,
+        batch: Message,
+        out: &mut LineSink<W>,
+    ) -> bool {
         let Some(elements) = batch.batch_elements(MAX_BATCH) else {
             metrics::malformed(direction);
             tracing::warn!(session = %self.mcp.id(), dir = direction.label(), "batch over {MAX_BATCH} elements refused");
@@ -278,8 +310,8 @@ impl Ends {
                 .unwrap_or_else(PoisonError::into_inner)
                 .open(direction, waiting, answers);
         }
-        for message in &admitted {
-            if !self.toward(direction).send(message).await {
+        for message in admitted {
+            if !out.write(message.line_safe()).await {
                 return false;
             }
         }

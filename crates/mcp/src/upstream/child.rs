@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::process::{ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio_util::codec::FramedRead;
 
 use crate::error::McpError;
@@ -57,6 +57,17 @@ pub fn spawn<R: Send + 'static>(
     spec: &ChildSpec,
     session: &Session<R>,
 ) -> Result<(Child, LineTx, FramedRead<ChildStdout, LineCodec>), McpError> {
+    let (mut child, stdin, reader) = spawn_raw(spec)?;
+    let (writer, input) = LineWriter::spawn(session, stdin, spec.queue)?;
+    child.stdin = Some(writer);
+    Ok((child, input, reader))
+}
+
+/// [`spawn`], but the caller owns the child's stdin (and closes it before [`Child::shutdown`]): for one
+/// task that writes into it straight through ([`crate::outbox::LineSink`]).
+pub fn spawn_raw(
+    spec: &ChildSpec,
+) -> Result<(Child, ChildStdin, FramedRead<ChildStdout, LineCodec>), McpError> {
     let mut child = Command::new(&spec.program)
         .args(&spec.args)
         .stdin(Stdio::piped())
@@ -72,15 +83,14 @@ pub fn spawn<R: Send + 'static>(
             std::io::Error::other("no stdio pipes"),
         ));
     };
-    let (writer, input) = LineWriter::spawn(session, stdin, spec.queue)?;
     let reader = FramedRead::new(stdout, LineCodec::new(spec.max_line));
     Ok((
         Child {
             child,
-            stdin: Some(writer),
+            stdin: None,
             grace: spec.grace,
         },
-        input,
+        stdin,
         reader,
     ))
 }
