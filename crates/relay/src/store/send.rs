@@ -148,6 +148,7 @@ async fn begin_and_load(
             break;
         }
     }
+    // Its text varies with the batch: prepared for this run only, not kept in the statement cache.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for ack in acks {
         if ack.messages.is_empty() {
@@ -379,7 +380,7 @@ async fn write_and_commit(
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT;");
-    // The values, in the order of the statements above.
+    // The values, in the order of the statements above (not cached: the text varies with the batch).
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for op in &rows.sent {
         query = query.bind(&op.sender).bind(&op.message_id).bind(stored_at);

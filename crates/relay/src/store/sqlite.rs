@@ -130,9 +130,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            // The group-commit writer's multi-row statements vary with the run's length: room for them.
-            .statement_cache_capacity(1024);
+            .busy_timeout(Duration::from_secs(5));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
