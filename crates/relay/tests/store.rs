@@ -649,3 +649,72 @@ async fn sends_in_one_group_commit_see_each_other() {
         .expect("t1");
     assert_eq!(once.copies(), [("b1".to_owned(), 6)]);
 }
+
+#[tokio::test]
+async fn a_failed_group_commit_stores_nothing_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    two_users(&store).await;
+    store
+        .enqueue("a1", "before", "bob", &[env("b1", "fine")])
+        .await
+        .expect("before");
+    // A real database error in the middle of a batch: SQLite aborts the insert of one copy.
+    let db = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .expect("db");
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.ciphertext = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+    )
+    .execute(&db)
+    .await
+    .expect("trigger");
+    // Queued together (this test's runtime runs the writer only once all are waiting): one batch.
+    let sends = (0..10).map(|i| {
+        let store = store.clone();
+        async move {
+            let text = if i == 4 { "poison" } else { "good" };
+            store
+                .enqueue("a1", &format!("p{i}"), "bob", &[env("b1", text)])
+                .await
+        }
+    });
+    let refs = [acked("a1", "before")];
+    let ack = store.ack("b1", &refs);
+    let (results, acked_result) = tokio::join!(futures_util::future::join_all(sends), ack);
+    for result in &results {
+        assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
+    }
+    assert!(
+        matches!(acked_result, Err(StoreError::Database(_))),
+        "{acked_result:?}"
+    );
+    // Nothing of the batch was stored, the ack included.
+    let left = store.pending("b1", 0, 100).await.expect("pending");
+    let ids: Vec<&str> = left.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["before"]);
+    sqlx::query("DROP TRIGGER poison")
+        .execute(&db)
+        .await
+        .expect("drop");
+    db.close().await;
+    // The writer goes on (no transaction left open), and the failed ids were not spent.
+    let retried = store
+        .enqueue("a1", "p4", "bob", &[env("b1", "now fine")])
+        .await
+        .expect("retry");
+    assert_eq!(retried.copies(), [("b1".to_owned(), 2)]);
+    assert_eq!(
+        store
+            .ack("b1", &[acked("a1", "before")])
+            .await
+            .expect("ack"),
+        1
+    );
+}
