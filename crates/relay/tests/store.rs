@@ -718,3 +718,30 @@ async fn a_failed_group_commit_stores_nothing_and_the_writer_goes_on() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_huge_ack_does_not_fail_the_batch_it_shares() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    two_users(&store).await;
+    store
+        .enqueue("a1", "h0", "bob", &[env("b1", "c")])
+        .await
+        .expect("h0");
+    // 20,000 references (40,001 bound values: more than SQLite takes in one statement), through the
+    // store directly (the relay allows 1,000 per ack), in the same batch as a send.
+    let mut refs: Vec<MessageRef> = (0..20_000).map(|i| acked("a1", &format!("x{i}"))).collect();
+    refs.push(acked("a1", "h0"));
+    let envelopes = [env("b1", "c")];
+    let (acked_count, sent) = tokio::join!(
+        store.ack("b1", &refs),
+        store.enqueue("a1", "h1", "bob", &envelopes)
+    );
+    assert_eq!(acked_count.expect("ack"), 1);
+    assert_eq!(sent.expect("send").copies(), [("b1".to_owned(), 2)]);
+    let left = store.pending("b1", 0, 10).await.expect("pending");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id, "h1");
+}

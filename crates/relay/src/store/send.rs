@@ -62,9 +62,6 @@ fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-/// Bound values per read statement (SQLite allows 32,766).
-const READ_VALUES: usize = 8_000;
-
 /// What the first query found.
 struct Loaded {
     devices: HashMap<String, DeviceState>,
@@ -73,8 +70,9 @@ struct Loaded {
     deleted: Vec<Vec<i64>>,
 }
 
-/// The first query: `BEGIN IMMEDIATE`, the acks' deletes, then the devices and idempotency records (one
-/// statement per chunk of sends, usually one).
+/// The first query: `BEGIN IMMEDIATE`, the acks' deletes, then the devices and the idempotency records
+/// (a statement per [`CHUNK`] items, so no request, however large, passes SQLite's limit on bound
+/// values and fails the batch).
 async fn begin_and_load(
     conn: &mut SqliteConnection,
     sends: &[SendOp],
@@ -82,90 +80,58 @@ async fn begin_and_load(
 ) -> Result<Loaded, sqlx::Error> {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for (index, ack) in acks.iter().enumerate() {
-        if ack.messages.is_empty() {
-            continue;
+        for part in ack.messages.chunks(CHUNK) {
+            sql.push_str(&format!(
+                "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
+                 (VALUES {}) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, seq AS queued, \
+                 0 AS next_seq, 0 AS last_acked_seq;\n",
+                placeholders(part.len(), 2)
+            ));
         }
-        sql.push_str(&format!(
-            "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
-             (VALUES {}) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, seq AS queued, \
-             0 AS next_seq, 0 AS last_acked_seq;\n",
-            placeholders(ack.messages.len(), 2)
-        ));
     }
     let mut asked = HashSet::new();
-    let mut chunks: Vec<(&[SendOp], Vec<&str>)> = Vec::new();
-    let mut ack_devices: Vec<&str> = acks
-        .iter()
-        .map(|a| a.device.as_str())
-        .filter(|d| asked.insert(*d))
-        .collect();
-    let mut rest = sends;
-    loop {
-        // Take sends until the chunk's bound values would pass the limit (at least one send).
-        let mut take = 0;
-        let mut values = ack_devices.len();
-        while take < rest.len() {
-            let more = 3 + rest[take].envelopes.len();
-            if take > 0 && values + more > READ_VALUES {
-                break;
-            }
-            values += more;
-            take += 1;
+    let mut wanted: Vec<&str> = Vec::new();
+    let named =
+        acks.iter()
+            .map(|a| &a.device)
+            .chain(sends.iter().flat_map(|op| {
+                std::iter::once(&op.sender).chain(op.envelopes.iter().map(|e| &e.device))
+            }));
+    for device in named {
+        if asked.insert(device.as_str()) {
+            wanted.push(device);
         }
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        let mut wanted = std::mem::take(&mut ack_devices);
-        for op in chunk {
-            let named = std::iter::once(&op.sender).chain(op.envelopes.iter().map(|e| &e.device));
-            for device in named {
-                if asked.insert(device.as_str()) {
-                    wanted.push(device);
-                }
-            }
-        }
-        let mut parts = Vec::new();
-        if !chunk.is_empty() {
-            parts.push(format!(
-                "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
-                 0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
-                 (VALUES {})",
-                placeholders(chunk.len(), 2)
-            ));
-        }
-        if !wanted.is_empty() {
-            parts.push(format!(
-                "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
-                 FROM devices WHERE device_id IN ({})",
-                vec!["?"; wanted.len()].join(", ")
-            ));
-        }
-        if !parts.is_empty() {
-            sql.push_str(&parts.join(" UNION ALL "));
-            sql.push_str(";\n");
-            chunks.push((chunk, wanted));
-        }
-        if rest.is_empty() {
-            break;
-        }
+    }
+    for part in wanted.chunks(CHUNK) {
+        sql.push_str(&format!(
+            "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
+             FROM devices WHERE device_id IN ({});\n",
+            vec!["?"; part.len()].join(", ")
+        ));
+    }
+    for part in sends.chunks(CHUNK) {
+        sql.push_str(&format!(
+            "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
+             0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
+             (VALUES {});\n",
+            placeholders(part.len(), 2)
+        ));
     }
     // Its text varies with the batch: prepared for this run only, not kept in the statement cache.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for ack in acks {
-        if ack.messages.is_empty() {
-            continue;
-        }
-        query = query.bind(&ack.device);
-        for message in &ack.messages {
-            query = query.bind(&message.from_device).bind(&message.message_id);
+        for part in ack.messages.chunks(CHUNK) {
+            query = query.bind(&ack.device);
+            for message in part {
+                query = query.bind(&message.from_device).bind(&message.message_id);
+            }
         }
     }
-    for (chunk, wanted) in &chunks {
-        for op in *chunk {
-            query = query.bind(&op.sender).bind(&op.message_id);
-        }
-        for device in wanted {
-            query = query.bind(*device);
-        }
+    for device in &wanted {
+        query = query.bind(*device);
+    }
+    for op in sends {
+        query = query.bind(&op.sender).bind(&op.message_id);
     }
     let mut loaded = Loaded {
         devices: HashMap::new(),
