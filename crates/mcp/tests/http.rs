@@ -541,7 +541,6 @@ async fn a_broken_get_stream_resumes_with_last_event_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_http_sse_client_is_served() {
-    use http_body_util::{BodyExt, Full};
     use tessera_mcp::tape::{Tape, TapeConfig};
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mcp-old-sse-{}", std::process::id()));
@@ -552,7 +551,57 @@ async fn an_old_http_sse_client_is_served() {
         .unwrap();
     let p =
         support::proxy::start_with(HttpConfig::new(everything_command()), Some(tape.clone())).await;
-    let base = p.http.url.trim_end_matches("/mcp").to_owned();
+    let endpoint = old_client(&p.http.url).await;
+    // Closing the stream ended the session and its child.
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+    drop(tape);
+    writer.finish().await.unwrap();
+
+    // The tape: both kinds of request with their headers (credentials redacted), the proxy's answers'
+    // heads, and the client's frames.
+    let text = std::fs::read_to_string(&tape_path).unwrap();
+    assert!(!text.contains("old-secret"));
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let session = endpoint.trim_start_matches("/message?sessionId=");
+    let has = |kind: &str, http: &str, path: &str| {
+        records.iter().any(|r| {
+            r["type"] == kind && r["http"] == http && r["path"] == path && r["session"] == session
+        })
+    };
+    assert!(has("http", "GET", "/sse") && has("http_response", "GET", "/sse"));
+    assert!(has("http", "POST", "/message") && has("http_response", "POST", "/message"));
+    let echo_post = records
+        .iter()
+        .find(|r| r["type"] == "http" && r["path"] == "/message" && r["id"] == 2)
+        .unwrap();
+    assert_eq!(echo_post["headers"]["authorization"], "[REDACTED]");
+    let sse_head = records
+        .iter()
+        .find(|r| r["type"] == "http_response" && r["path"] == "/sse")
+        .unwrap();
+    assert_eq!(sse_head["status"], 200);
+    assert_eq!(sse_head["headers"]["content-type"], "text/event-stream");
+    assert!(records.iter().any(|r| r["type"] == "frame"
+        && r["dir"] == "c2s"
+        && r["message"]["id"] == 2
+        && r["session"] == session));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "session" && r["transport"] == "http+sse")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 2024-11-05 client: GET /sse, the `endpoint` event, then initialize and an echo call POSTed to it (with
+/// an `Authorization` header), their answers read from the stream, which is then closed. Returns the endpoint.
+async fn old_client(url: &str) -> String {
+    use http_body_util::{BodyExt, Full};
+    let base = url.trim_end_matches("/mcp").to_owned();
     let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
@@ -617,48 +666,18 @@ async fn an_old_http_sse_client_is_served() {
         echoed["result"]["content"][0]["text"],
         "Echo: old transport"
     );
-    // Closing the stream ends the session and its child.
     drop(body);
-    p.proxy.sessions().registry().wait_empty().await;
-    p.finish().await;
-    drop(tape);
-    writer.finish().await.unwrap();
+    endpoint
+}
 
-    // The tape: both kinds of request with their headers (credentials redacted), the proxy's answers'
-    // heads, and the client's frames.
-    let text = std::fs::read_to_string(&tape_path).unwrap();
-    assert!(!text.contains("old-secret"));
-    let records: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let session = endpoint.trim_start_matches("/message?sessionId=");
-    let has = |kind: &str, http: &str, path: &str| {
-        records.iter().any(|r| {
-            r["type"] == kind && r["http"] == http && r["path"] == path && r["session"] == session
-        })
-    };
-    assert!(has("http", "GET", "/sse") && has("http_response", "GET", "/sse"));
-    assert!(has("http", "POST", "/message") && has("http_response", "POST", "/message"));
-    let echo_post = records
-        .iter()
-        .find(|r| r["type"] == "http" && r["path"] == "/message" && r["id"] == 2)
-        .unwrap();
-    assert_eq!(echo_post["headers"]["authorization"], "[REDACTED]");
-    let sse_head = records
-        .iter()
-        .find(|r| r["type"] == "http_response" && r["path"] == "/sse")
-        .unwrap();
-    assert_eq!(sse_head["status"], 200);
-    assert_eq!(sse_head["headers"]["content-type"], "text/event-stream");
-    assert!(records.iter().any(|r| r["type"] == "frame"
-        && r["dir"] == "c2s"
-        && r["message"]["id"] == 2
-        && r["session"] == session));
-    assert!(
-        records
-            .iter()
-            .any(|r| r["type"] == "session" && r["transport"] == "http+sse")
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_http_sse_client_is_served_over_a_url_upstream() {
+    // The proxy translates the old transport to server-everything's Streamable HTTP mode.
+    let upstream = server_everything_http().await;
+    let p = start_proxy(Upstream::Url(upstream.url.clone())).await;
+    let endpoint = old_client(&p.http.url).await;
+    assert!(endpoint.starts_with("/message?sessionId="));
+    p.proxy.sessions().registry().wait_empty().await;
+    p.proxy.sessions().wait_no_pending().await;
+    p.finish().await;
 }

@@ -1,7 +1,8 @@
-//! The old HTTP+SSE transport (2024-11-05), for older clients, over a command upstream: `GET /sse` opens a
-//! session (and its child) whose first event is `endpoint` (`/message?sessionId=…`); the client POSTs each
-//! message there (answered 202), and every server message — responses included — arrives as a `message`
-//! event on the GET stream. Closing the stream ends the session. Both requests' headers and every frame go
+//! The old HTTP+SSE transport (2024-11-05), for older clients: `GET /sse` opens a session (and, over a
+//! command upstream, its child) whose first event is `endpoint` (`/message?sessionId=…`); the client POSTs
+//! each message there (answered 202), and every server message — responses included — arrives as a
+//! `message` event on the GET stream. Closing the stream ends the session. Over a URL upstream the proxy
+//! translates to Streamable HTTP ([`super::legacy_url`]). Both requests' headers and every frame go
 //! to the tape; interception rules run over the client's messages (a blocked request's error comes on the
 //! stream).
 
@@ -21,11 +22,15 @@ use crate::jsonrpc::{Kind, Message};
 use crate::metrics;
 use crate::session::{Direction, McpSession};
 
-/// Ends the session when its stream is dropped: in this transport the stream is the session.
-struct CloseOnDrop(Arc<HttpSession>);
+/// Ends the session when its stream is dropped: in this transport the stream is the session (over a URL
+/// upstream, the upstream's session is ended too).
+struct CloseOnDrop(Arc<HttpSession>, Arc<State>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
+        if let Link::Url { .. } = &self.0.link {
+            super::legacy_url::end_upstream(&self.1, &self.0);
+        }
         self.0.mcp.session().close();
     }
 }
@@ -35,12 +40,6 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
     if let Err(denied) = check_origin(&headers, &state.config) {
         return denied;
     }
-    let super::Upstream::Command(spec) = &state.config.upstream else {
-        return error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "Not Implemented: HTTP+SSE needs a command upstream",
-        );
-    };
     let (guard, mcp) = match state.sessions.create("mcp-http-sse") {
         Ok(s) => s,
         Err(e) => {
@@ -50,9 +49,26 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
             );
         }
     };
-    let session = match super::command::start(&state, &guard, mcp, spec) {
-        Ok(s) => s,
-        Err(e) => return error_response(StatusCode::BAD_GATEWAY, &format!("Bad Gateway: {e}")),
+    let (session, rx) = match &state.config.upstream {
+        super::Upstream::Command(spec) => match super::command::start(&state, &guard, mcp, spec) {
+            Ok(s) => {
+                let Link::Child { stream, .. } = &s.link else {
+                    return error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "not a command session",
+                    );
+                };
+                let taken = stream.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let Some(rx) = taken else {
+                    return error_response(StatusCode::CONFLICT, "Conflict: stream already open");
+                };
+                (s, rx)
+            }
+            Err(e) => {
+                return error_response(StatusCode::BAD_GATEWAY, &format!("Bad Gateway: {e}"));
+            }
+        },
+        super::Upstream::Url(_) => super::legacy_url::session(mcp),
     };
     if let Err(e) = state.register(guard, session.clone()) {
         return error_response(
@@ -60,12 +76,6 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
             &format!("Service Unavailable: {e}"),
         );
     }
-    let Link::Child { stream, .. } = &session.link else {
-        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not a command session");
-    };
-    let Some(rx) = stream.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-        return error_response(StatusCode::CONFLICT, "Conflict: stream already open");
-    };
     let id = session.mcp.id();
     if let Some(tape) = &state.tape {
         tape.session_started(id, "http+sse");
@@ -76,11 +86,11 @@ pub(crate) async fn open(Extract(state): Extract<Arc<State>>, headers: HeaderMap
         session.mcp.id()
     ));
     let ended = session.mcp.session().token();
-    let live =
-        futures_util::stream::unfold((rx, CloseOnDrop(session)), |(mut rx, owner)| async move {
-            let message = rx.recv().await?;
-            Some((sse::message_event(&message.line_safe(), None), (rx, owner)))
-        });
+    let owner = CloseOnDrop(session, state.clone());
+    let live = futures_util::stream::unfold((rx, owner), |(mut rx, owner)| async move {
+        let message = rx.recv().await?;
+        Some((sse::message_event(&message.line_safe(), None), (rx, owner)))
+    });
     let events = futures_util::stream::once(async move { endpoint })
         .chain(live)
         .map(Ok::<_, std::convert::Infallible>)
@@ -121,11 +131,13 @@ pub(crate) async fn message(
     let Some(session) = found.filter(|s| !s.mcp.session().is_ended()) else {
         return error_response(StatusCode::NOT_FOUND, "Session not found");
     };
-    let Link::Child {
-        input, to_stream, ..
-    } = &session.link
-    else {
-        return error_response(StatusCode::NOT_FOUND, "Session not found");
+    let to_stream = match &session.link {
+        Link::Child { to_stream, .. } => to_stream,
+        Link::Url {
+            legacy: Some(to_stream),
+            ..
+        } => to_stream,
+        Link::Url { .. } => return error_response(StatusCode::NOT_FOUND, "Session not found"),
     };
     let message = match Message::parse(body) {
         Ok(m) => m,
@@ -155,6 +167,11 @@ pub(crate) async fn message(
         }
         return StatusCode::ACCEPTED.into_response();
     }
+    let Link::Child { input, .. } = &session.link else {
+        // A URL upstream: translated to a Streamable HTTP POST (which counts and records the frame).
+        super::legacy_url::message(&state, &session, &headers, message, to_stream.clone());
+        return StatusCode::ACCEPTED.into_response();
+    };
     let meta = mcp.observe(&message);
     metrics::frame(Direction::ClientToServer);
     if let Some(tape) = &state.tape {

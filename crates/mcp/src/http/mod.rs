@@ -15,6 +15,7 @@ pub mod delete;
 pub mod get;
 mod intercept;
 pub mod legacy_sse;
+mod legacy_url;
 pub mod post;
 mod recorded;
 mod resumable;
@@ -101,7 +102,11 @@ impl HttpConfig {
 /// A session's link to its upstream.
 pub(crate) enum Link {
     /// The remote server's session, once its `Mcp-Session-Id` is known.
-    Url { upstream_id: OnceLock<HeaderValue> },
+    Url {
+        upstream_id: OnceLock<HeaderValue>,
+        /// The client's stream, for an old HTTP+SSE (2024-11-05) client ([`legacy_url`]).
+        legacy: Option<mpsc::Sender<Message>>,
+    },
     /// The session's own child process.
     Child {
         input: LineTx,

@@ -211,6 +211,7 @@ async fn start_session(
             mcp,
             link: Link::Url {
                 upstream_id: Default::default(),
+                legacy: None,
             },
         }),
     };

@@ -263,6 +263,7 @@ pub(crate) async fn post(
         mcp,
         link: Link::Url {
             upstream_id: Default::default(),
+            legacy: None,
         },
     });
     crate::upstream::http::post(state, &session, headers, message, false, key).await

@@ -101,7 +101,7 @@ fn upstream_of(state: &State) -> Option<&HttpUpstream> {
 
 fn upstream_session(session: &HttpSession) -> Option<&HeaderValue> {
     match &session.link {
-        Link::Url { upstream_id } => upstream_id.get(),
+        Link::Url { upstream_id, .. } => upstream_id.get(),
         Link::Child { .. } => None,
     }
 }
@@ -200,7 +200,7 @@ pub(crate) async fn post(
     let success = upstream.status().is_success();
     if new_session
         && success
-        && let (Link::Url { upstream_id }, Some(v)) =
+        && let (Link::Url { upstream_id, .. }, Some(v)) =
             (&session.link, upstream.headers().get(&MCP_SESSION_ID))
     {
         let _ = upstream_id.set(v.clone());
