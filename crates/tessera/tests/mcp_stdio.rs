@@ -25,9 +25,17 @@ fn stdio_proxy_binary_with_server_everything() {
     let server = npm::server_everything();
     let tape = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mcp-stdio-{}.tape", std::process::id()));
+    let rules = tape.with_extension("rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"rules": [{"name": "no-sum", "method": "tools/call", "tool_regex": "^get-sum$", "action": "block", "message": "no sums"}]}"#,
+    )
+    .unwrap();
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["mcp", "stdio", "--tape"])
         .arg(&tape)
+        .arg("--rules")
+        .arg(&rules)
         .arg("--")
         .arg(&server)
         .arg("stdio")
@@ -60,6 +68,22 @@ fn stdio_proxy_binary_with_server_everything() {
     assert!(read_until(&mut stdout, r#""id":3"#).contains("Echo: über ✓"));
     send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
     assert!(read_until(&mut stdout, r#""id":4"#).contains(r#""result":{}"#));
+    // --rules: the blocked call is answered by the proxy with the rule's error.
+    send(
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get-sum","arguments":{"a":1,"b":2}}}"#,
+    );
+    let blocked = read_until(&mut stdout, r#""id":5"#);
+    assert!(
+        blocked.contains("-32003") && blocked.contains("no sums"),
+        "{blocked}"
+    );
+    // A batch is split for the server and answered as one array.
+    send(r#"[{"jsonrpc":"2.0","id":6,"method":"ping"},{"jsonrpc":"2.0","id":7,"method":"ping"}]"#);
+    let answers = read_until(&mut stdout, r#""id":7"#);
+    assert!(
+        answers.starts_with('[') && answers.contains(r#""id":6"#),
+        "{answers}"
+    );
     drop(stdin);
     let status = proxy.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -80,7 +104,7 @@ fn stdio_proxy_binary_with_server_everything() {
             .lines()
             .filter(|l| l.contains(r#""type":"correlation""#))
             .count(),
-        4
+        6
     );
     let shown = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["mcp", "tape", "show"])
@@ -96,5 +120,7 @@ fn stdio_proxy_binary_with_server_everything() {
             "{method} missing in {shown}"
         );
     }
+    assert!(shown.lines().any(|l| l.starts_with("no-sum")), "{shown}");
     let _ = std::fs::remove_file(&tape);
+    let _ = std::fs::remove_file(&rules);
 }
