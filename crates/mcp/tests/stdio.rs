@@ -197,3 +197,71 @@ async fn the_proxy_ends_when_the_server_exits() {
     );
     assert_eq!(sessions.registry().len(), 0);
 }
+
+/// Stress: 800 pings pipelined (written before any answer is read), with malformed lines and
+/// batches among them, through the proxy to server-everything. The proxy's own replies (queued for the
+/// client's sink) interleave with the forwarded answers (written straight through) without loss or
+/// duplication: every ping is answered exactly once, every malformed line gets its `-32700`, every batch its
+/// array; nothing stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_traffic_with_proxy_replies_interleaved() {
+    let bin = support::npm::server_everything();
+    let sessions = Sessions::new(McpConfig::default());
+    let (mut client, proxy) = start(&sessions, spec(&[bin.to_str().unwrap(), "stdio"]));
+    client.initialize().await;
+    // Under the per-session pending limit (1000) even if the server answered nothing before the last.
+    const PINGS: u64 = 800;
+    let mut text = String::new();
+    let (mut malformed, mut batches) = (0, 0);
+    for id in 1..=PINGS {
+        text.push_str(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string());
+        text.push('\n');
+        if id % 100 == 0 {
+            text.push_str("{not json\n");
+            malformed += 1;
+        }
+        if id % 200 == 0 {
+            let (a, b) = (100_000 + id, 200_000 + id);
+            text.push_str(
+                &json!([{"jsonrpc": "2.0", "id": a, "method": "ping"}, {"jsonrpc": "2.0", "id": b, "method": "ping"}])
+                    .to_string(),
+            );
+            text.push('\n');
+            batches += 1;
+        }
+    }
+    let writer = client.writer.take().unwrap();
+    let feed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut writer = writer;
+        writer.write_all(text.as_bytes()).await.unwrap();
+        writer.flush().await.unwrap();
+        writer
+    });
+    let mut answered = std::collections::HashMap::<u64, u32>::new();
+    let (mut parse_errors, mut arrays) = (0, 0);
+    while answered.len() < PINGS as usize || parse_errors < malformed || arrays < batches {
+        let m = client.next().await.expect("the proxy keeps answering");
+        match &m {
+            Value::Array(items) => {
+                assert_eq!(items.len(), 2, "{m}");
+                assert!(items.iter().all(|i| i["result"] == json!({})), "{m}");
+                arrays += 1;
+            }
+            // The server's own notifications (list changes, logs) pass too.
+            _ if m["method"].is_string() && m.get("id").is_none() => {}
+            _ if m["error"]["code"] == -32700 => parse_errors += 1,
+            _ if m["result"] == json!({}) => {
+                *answered.entry(m["id"].as_u64().unwrap()).or_default() += 1;
+            }
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert!(answered.values().all(|&n| n == 1));
+    assert_eq!((parse_errors, arrays), (malformed, batches));
+    sessions.wait_no_pending().await;
+    drop(feed.await.unwrap());
+    let exit = proxy.await.unwrap();
+    assert_eq!(exit.ended_by, EndedBy::Client);
+    assert_eq!(sessions.registry().len(), 0);
+}
