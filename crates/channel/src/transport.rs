@@ -382,6 +382,8 @@ impl Writer {
         }
         // A normal local close still delivers what was queued before it.
         let cause = self.shared.cause();
+        // A sink that returned an error must not be polled again (its error mapper panics if it is).
+        let mut sink_failed = false;
         if let Some(Cause::Local { code, .. }) = &cause
             && *code == close_code::NORMAL
         {
@@ -389,10 +391,11 @@ impl Writer {
             while let (Ok(()), Ok(message)) = (&result, rx.try_recv()) {
                 result = self.write_message(&mut sink, &message).await;
             }
-            let _ = sink.flush().await;
+            sink_failed = result.is_err() || sink.flush().await.is_err();
         }
         // Send what the close needs, then end the session with the matching outcome.
         match &cause {
+            _ if sink_failed => {}
             Some(Cause::Local { code, reason }) => {
                 crate::ws::close(&mut sink, *code, reason.clone(), config.close_timeout).await;
             }

@@ -158,8 +158,10 @@ pub(crate) async fn close(
     limit: std::time::Duration,
 ) {
     let _ = tokio::time::timeout(limit, async {
-        let _ = sink.send(WsMsg::Close(Some((code, reason)))).await;
-        let _ = sink.close().await;
+        // A sink that returned an error must not be polled again (its error mapper panics if it is).
+        if sink.send(WsMsg::Close(Some((code, reason)))).await.is_ok() {
+            let _ = sink.close().await;
+        }
     })
     .await;
 }

@@ -162,10 +162,14 @@ pub fn check_streams_in(
 /// [`validate_redacted_request`] accepted the request). TEE_K sends these flags to TEE_T, which checks those
 /// ranges with the stricter rule of [`check_streams_in`].
 pub fn target_ranges(request: &RedactedRequest) -> Vec<bool> {
-    let line_end = request
-        .redacted
-        .windows(2)
-        .position(|w| w == b"\r\n")
+    let hidden = |p: usize| {
+        request
+            .ranges
+            .iter()
+            .any(|r| (r.start as usize..r.start as usize + r.length as usize).contains(&p))
+    };
+    let line_end = (0..request.redacted.len().saturating_sub(1))
+        .find(|&p| &request.redacted[p..p + 2] == b"\r\n" && !hidden(p) && !hidden(p + 1))
         .unwrap_or(request.redacted.len());
     request
         .ranges
@@ -188,16 +192,22 @@ pub fn validate_redacted_request(
     if request.commitments.len() != request.ranges.len() {
         return Err(RedactionError::Streams("one commitment per range"));
     }
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(RedactionError::Request("no end of headers"))?;
     let hidden = |start: usize, end: usize| {
         request.ranges.iter().any(|r| {
             let (rs, re) = (r.start as usize, r.start as usize + r.length as usize);
             rs < end && start < re
         })
     };
+    // Masked bytes are random: a CR LF inside a hidden range is no line end (the real bytes hold none,
+    // which TEE_T checks), so only visible separators count.
+    let mut masked = vec![false; bytes.len()];
+    for r in &request.ranges {
+        masked[r.start as usize..r.start as usize + r.length as usize].fill(true);
+    }
+    let visible_crlf = |p: usize| &bytes[p..p + 2] == b"\r\n" && !masked[p] && !masked[p + 1];
+    let head_end = (0..bytes.len().saturating_sub(3))
+        .find(|&p| visible_crlf(p) && visible_crlf(p + 2))
+        .ok_or(RedactionError::Request("no end of headers"))?;
     if request
         .ranges
         .iter()
@@ -210,10 +220,9 @@ pub fn validate_redacted_request(
     let mut lines = Vec::new();
     let mut at = 0;
     while at < head_end {
-        let end = bytes[at..head_end]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(head_end, |p| at + p);
+        let end = (at..head_end.saturating_sub(1))
+            .find(|&p| visible_crlf(p))
+            .unwrap_or(head_end);
         lines.push((at, end));
         at = end + 2;
     }

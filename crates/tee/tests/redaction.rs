@@ -192,3 +192,16 @@ fn query_values_may_be_hidden_and_are_checked_by_the_stricter_rule() {
         ));
     }
 }
+
+#[test]
+fn masked_bytes_that_look_like_line_ends_are_not_line_ends() {
+    // The masked bytes are random, so now and then they hold CR LF (even CR LF CR LF): TEE_K must split
+    // lines and find the header end on visible bytes only.
+    let request = b"GET /a HTTP/1.1\r\nHost: example.com:8443\r\nCookie: 0123456789\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n";
+    let range = range_of(request, b"0123456789", RangeType::Sensitive);
+    let (mut redacted, _) = redact_request(request, &[range]).unwrap();
+    let start = range.start as usize;
+    redacted.redacted[start..start + 10].copy_from_slice(b"a\r\n\r\nb:\r\nc");
+    validate_redacted_request(&redacted, "example.com", 8443).unwrap();
+    assert_eq!(tessera_tee::redaction::target_ranges(&redacted), [false]);
+}

@@ -1,8 +1,8 @@
 //! Faults at each protocol step, injected by a hand-driven client speaking the wire protocol over real
 //! channels: out-of-order, unknown, foreign-session, duplicate and oversized messages, `finished` from a
 //! client, a tampered or missing record, a client gone midway, an unknown session, the session deadline and
-//! TEE_T gone. Each ends that session only, with the reason to the client; the registries are empty
-//! afterwards, and a good proof still succeeds.
+//! TEE_T gone. Each ends that session only, with the reason to the client, while another client keeps
+//! proving successfully; the registries are empty afterwards, and a good proof still succeeds.
 
 mod common;
 mod service_common;
@@ -213,6 +213,25 @@ async fn every_fault_ends_its_session_only_with_a_reason() {
     let tls13 =
         || request(&site, "/balance", "0001").force_suite(CipherSuite::Tls13Aes128GcmSha256);
     let config = ChannelConfig::default;
+    // Meanwhile another client proves again and again: the faults must not touch its sessions.
+    let stop = tessera_session::CancellationToken::new();
+    let bystander = {
+        let (request, k, t, stop) = (
+            request(&site, "/balance", "0777"),
+            tees.k_end.clone(),
+            tees.t_end.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut proofs = 0;
+            while !stop.is_cancelled() || proofs == 0 {
+                let proved = prove(&request, &k, &t).await;
+                assert!(proved.is_ok(), "a bystander proof failed: {proved:?}");
+                proofs += 1;
+            }
+            proofs
+        })
+    };
 
     // Out of order: a redacted request before request_connection.
     let mut raw = Raw::open(&tees, config()).await;
@@ -334,6 +353,11 @@ async fn every_fault_ends_its_session_only_with_a_reason() {
     assert!(reason(raw.recv_t().await).contains("unknown session"));
     drop(raw);
 
+    stop.cancel();
+    let proofs = bystander
+        .await
+        .expect("the bystander's proofs all succeeded");
+    assert!(proofs >= 1);
     wait_empty(&tees).await;
     let proved = prove(&tls13(), &tees.k_end, &tees.t_end).await;
     assert!(proved.is_ok(), "a good proof after the faults: {proved:?}");
