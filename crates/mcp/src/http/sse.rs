@@ -10,78 +10,156 @@ pub struct Event {
     pub event: String,
     /// The `data:` lines joined with `\n`.
     pub data: String,
-    /// The `id:` field, if any.
+    /// The last event id (set by this event's `id:` field or an earlier event's), as a client would send
+    /// it in `Last-Event-ID`.
     pub id: Option<String>,
 }
 
-/// An incremental SSE parser with a limit on the size of one event.
+/// An incremental SSE parser, following the event-stream rules: a line ends at CR LF, LF or CR; an empty
+/// line dispatches the event; `data:` lines join with LF, and an event without data is not dispatched;
+/// the `id:` field persists as the last event id. The result does not depend on how the stream is cut
+/// into chunks.
+///
+/// Size limit: an event whose data, or any one of whose lines, is longer than `max_event` bytes is skipped
+/// whole, up to the empty line that ends it; the parser never holds more than `max_event + 1` bytes of a
+/// line.
 #[derive(Debug)]
 pub struct Parser {
-    buf: BytesMut,
+    /// The bytes of the current line seen so far (the line began in an earlier chunk).
+    partial: BytesMut,
     current: Event,
+    has_data: bool,
+    last_id: Option<String>,
     max_event: usize,
+    /// The current event is over the limit: its lines are skipped up to its end.
     overflow: bool,
+    /// The current line is over the limit: its bytes are dropped up to its end.
+    skip_line: bool,
+    /// The last line ended with CR: an LF right after it is part of that line end.
+    after_cr: bool,
 }
 
 impl Parser {
     /// A parser that skips events larger than `max_event` bytes.
     pub fn new(max_event: usize) -> Self {
         Parser {
-            buf: BytesMut::new(),
+            partial: BytesMut::new(),
             current: Event::default(),
+            has_data: false,
+            last_id: None,
             max_event,
             overflow: false,
+            skip_line: false,
+            after_cr: false,
         }
+    }
+
+    /// The last event id seen (an `id:` field of a complete or current event).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
     }
 
     /// Feeds bytes; calls `on_event` for each complete event.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event)) {
-        self.buf.extend_from_slice(chunk);
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-            let line = self.buf.split_to(end + 1);
-            let mut line = &line[..end];
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
-            }
-            if line.is_empty() {
-                let event = std::mem::take(&mut self.current);
-                if !self.overflow && !event.data.is_empty() {
-                    on_event(event);
-                }
-                self.overflow = false;
-                continue;
-            }
-            if line[0] == b':' || self.overflow {
-                continue;
-            }
-            let (name, value) = match line.iter().position(|&b| b == b':') {
-                Some(i) => {
-                    let v = &line[i + 1..];
-                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-                }
-                None => (line, &b""[..]),
-            };
-            let value = String::from_utf8_lossy(value);
-            match name {
-                b"data" => {
-                    if !self.current.data.is_empty() {
-                        self.current.data.push('\n');
-                    }
-                    self.current.data.push_str(&value);
-                    if self.current.data.len() > self.max_event {
-                        self.overflow = true;
-                        self.current = Event::default();
-                    }
-                }
-                b"event" => self.current.event = value.into_owned(),
-                b"id" => self.current.id = Some(value.into_owned()),
-                _ => {}
+        let mut input = chunk;
+        if self.after_cr && !input.is_empty() {
+            self.after_cr = false;
+            if input[0] == b'\n' {
+                input = &input[1..];
             }
         }
-        if self.buf.len() > self.max_event {
-            self.buf.clear();
-            self.overflow = true;
+        while let Some(i) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let piece = &input[..i];
+            let cr = input[i] == b'\r';
+            input = &input[i + 1..];
+            if cr {
+                match input.first() {
+                    Some(b'\n') => input = &input[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            if std::mem::take(&mut self.skip_line) {
+                continue;
+            }
+            if self.partial.is_empty() {
+                self.line(piece, &mut on_event);
+            } else {
+                self.partial.extend_from_slice(piece);
+                let line = self.partial.split();
+                self.line(&line, &mut on_event);
+            }
         }
+        if self.skip_line || input.is_empty() {
+            return;
+        }
+        // The start of a line whose end has not come yet: held, up to one byte past the limit.
+        let room = (self.max_event + 1).saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&input[..input.len().min(room)]);
+        if self.partial.len() > self.max_event {
+            self.partial.clear();
+            self.skip_line = true;
+            self.overflow();
+        }
+    }
+
+    /// One complete line, without its end.
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event)) {
+        if line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        if line.len() > self.max_event {
+            self.overflow();
+            return;
+        }
+        if self.overflow || line[0] == b':' {
+            return;
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match name {
+            b"data" => {
+                if self.has_data {
+                    self.current.data.push('\n');
+                }
+                self.has_data = true;
+                self.current.data.push_str(&String::from_utf8_lossy(value));
+                if self.current.data.len() > self.max_event {
+                    self.overflow();
+                }
+            }
+            b"event" => self.current.event = String::from_utf8_lossy(value).into_owned(),
+            // An id holding NUL is ignored (the event-stream rules).
+            b"id" if !value.contains(&0) => {
+                self.last_id = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            _ => {}
+        }
+    }
+
+    /// The current event is over the limit: dropped, and the rest of it skipped.
+    fn overflow(&mut self) {
+        self.overflow = true;
+        self.current = Event::default();
+        self.has_data = false;
+    }
+
+    /// An empty line: the event is complete.
+    fn dispatch(&mut self, on_event: &mut impl FnMut(Event)) {
+        let mut event = std::mem::take(&mut self.current);
+        self.has_data = false;
+        if std::mem::take(&mut self.overflow) || event.data.is_empty() {
+            return;
+        }
+        event.id = self.last_id.clone();
+        on_event(event);
     }
 }
 
@@ -153,6 +231,10 @@ mod tests {
         // An event with empty data is not dispatched (the SSE rules); only its id counts, client-side.
         p.feed(&primed, |e| got.push(e));
         assert!(got.is_empty());
+        assert_eq!(p.last_event_id(), Some("4"));
+        // The id persists: the next event without an id of its own carries it.
+        p.feed(b"data: x\n\n", |e| got.push(e));
+        assert_eq!(got[0].id.as_deref(), Some("4"));
     }
 
     #[test]
@@ -168,5 +250,69 @@ mod tests {
                 id: Some("7".into())
             }]
         );
+    }
+
+    fn parse(max: usize, chunks: &[&[u8]]) -> Vec<Event> {
+        let mut p = Parser::new(max);
+        let mut got = Vec::new();
+        for chunk in chunks {
+            p.feed(chunk, |e| got.push(e));
+        }
+        got
+    }
+
+    #[test]
+    fn a_line_may_end_with_cr_alone_even_across_chunks() {
+        let got = parse(
+            1024,
+            &[b"data: a\rdata: b\r", b"\r", b"data: c\r", b"\n\r\n"],
+        );
+        let data: Vec<_> = got.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["a\nb", "c"]);
+    }
+
+    #[test]
+    fn empty_data_lines_join_as_the_rules_say() {
+        // Two empty data lines make one LF; a single one makes no event.
+        let got = parse(1024, &[b"data:\ndata:\n\ndata:\n\ndata:\ndata: x\n\n"]);
+        let data: Vec<_> = got.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["\n", "\nx"]);
+    }
+
+    #[test]
+    fn an_over_long_line_skips_its_event_whatever_the_chunks() {
+        let text = b"data: 1\n: a comment longer than the limit\ndata: 2\n\ndata: ok\n\n";
+        let whole = parse(16, &[text]);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].data, "ok");
+        // Cut just before the over-long line's end: the rest must not read as an empty line.
+        let cut = text.windows(8).position(|w| w == b"\ndata: 2").unwrap();
+        let chunked = parse(16, &[&text[..cut], &text[cut..]]);
+        assert_eq!(chunked, whole);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chunks_do_not_change_the_events(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"data: {}"[..], b"data:", b"data: 0123456789abcdef0123", b"id: 7", b"id", b"event: e",
+                    b": c", b"retry: 1", b"", b"x",
+                ]),
+                0..24,
+            ),
+            ends in proptest::collection::vec(proptest::sample::select(vec![&b"\n"[..], b"\r", b"\r\n"]), 24),
+            step in 1usize..9,
+            max in 1usize..40,
+        ) {
+            let mut text = Vec::new();
+            for (line, end) in lines.iter().zip(&ends) {
+                text.extend_from_slice(line);
+                text.extend_from_slice(end);
+            }
+            let whole = parse(max, &[&text]);
+            let chunks: Vec<&[u8]> = text.chunks(step).collect();
+            proptest::prop_assert_eq!(parse(max, &chunks), whole);
+        }
     }
 }

@@ -434,3 +434,16 @@ impl Relay {
         })
     }
 }
+
+#[cfg(test)]
+impl CancelUpstream {
+    /// Replies to `upstream` with no headers and no session: for tests of what reads the responses.
+    pub(crate) fn for_test(upstream: HttpUpstream) -> Self {
+        CancelUpstream {
+            upstream,
+            headers: HeaderMap::new(),
+            session: None,
+            tracker: tessera_session::TaskTracker::new(),
+        }
+    }
+}

@@ -28,8 +28,19 @@ pub(crate) struct Inspector {
     rules: Option<Arc<Rules>>,
     /// Where a blocked server request's error goes.
     replies: Option<CancelUpstream>,
-    /// With rules on an SSE body: the bytes of the event not yet complete, and how far they were scanned.
-    held: Option<(BytesMut, usize)>,
+    /// With rules on an SSE body: the event not yet complete.
+    held: Option<Held>,
+}
+
+/// With rules on an SSE body: the bytes of the event not yet complete, how far they were scanned, and
+/// whether an over-long event is being dropped.
+#[derive(Default)]
+struct Held {
+    bytes: BytesMut,
+    scanned: usize,
+    dropping: Option<Skip>,
+    /// A dropped event ended with CR at the end of a chunk: an LF right after it is dropped too.
+    lf_after_drop: bool,
 }
 
 impl Inspector {
@@ -56,7 +67,7 @@ impl Inspector {
     /// Runs `rules` over the server's messages (an SSE body is then passed on event by event).
     pub(crate) fn with_rules(mut self, rules: Option<Arc<Rules>>, replies: CancelUpstream) -> Self {
         if rules.is_some() && self.sse.is_some() {
-            self.held = Some((BytesMut::new(), 0));
+            self.held = Some(Held::default());
         }
         self.rules = rules;
         self.replies = Some(replies);
@@ -65,27 +76,63 @@ impl Inspector {
 
     /// Takes a chunk of the body; returns what to pass on now.
     pub(crate) fn pass(&mut self, chunk: Bytes) -> Bytes {
-        let Some((mut held, mut scanned)) = self.held.take() else {
+        let Some(mut held) = self.held.take() else {
             self.feed(&chunk);
             return chunk;
         };
-        held.extend_from_slice(&chunk);
+        let mut rest = &chunk[..];
+        if let Some(skip) = &mut held.dropping {
+            match skip.event_end(rest) {
+                Some(end) => {
+                    rest = &rest[end..];
+                    held.dropping = None;
+                    held.lf_after_drop = rest.is_empty() && chunk.last() == Some(&b'\r');
+                    if chunk[end - 1] == b'\r' && rest.first() == Some(&b'\n') {
+                        rest = &rest[1..];
+                    }
+                }
+                None => rest = &[],
+            }
+        } else if held.lf_after_drop && !rest.is_empty() {
+            held.lf_after_drop = false;
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
+            }
+        }
+        held.bytes.extend_from_slice(rest);
         let mut out = BytesMut::new();
-        while let Some(end) = event_end(&held, &mut scanned) {
-            let event = held.split_to(end);
-            scanned = 0;
+        while let Some(end) = event_end(&held.bytes, &mut held.scanned) {
+            let event = held.bytes.split_to(end);
+            held.scanned = 0;
+            if event.len() > self.max {
+                self.oversized();
+                continue;
+            }
             if self.feed(&event) {
                 out.extend_from_slice(&event);
             }
         }
-        if held.len() > self.max {
-            // Too long to hold: passed on uninspected (the parser skips it as over-long).
-            self.feed(&held);
-            out.extend_from_slice(&held.split());
-            scanned = 0;
+        if held.bytes.len() > self.max {
+            // Too long for the rules to see whole: the event is dropped up to its end (fail closed: passing
+            // it on uninspected would let an upstream slip a message past the rules). So is a complete one
+            // over the limit, above.
+            self.oversized();
+            held.dropping = Some(Skip::after(&held.bytes));
+            held.bytes.clear();
+            held.scanned = 0;
         }
-        self.held = Some((held, scanned));
+        self.held = Some(held);
         out.freeze()
+    }
+
+    /// An event over the message limit, which the rules cannot see whole: it is left out.
+    fn oversized(&self) {
+        tracing::warn!(
+            session = %self.mcp.id(),
+            limit = self.max,
+            "an SSE event from the upstream is over the message limit: dropped"
+        );
+        metrics::malformed(Direction::ServerToClient);
     }
 
     /// Feeds bytes to the parser; false if an event in them was blocked by a rule.
@@ -112,8 +159,8 @@ impl Inspector {
             self.seen(body);
         }
         match self.held.take() {
-            Some((mut held, _)) if !held.is_empty() => {
-                let rest = held.split().freeze();
+            Some(mut held) if !held.bytes.is_empty() => {
+                let rest = held.bytes.split().freeze();
                 if self.feed(&rest) { rest } else { Bytes::new() }
             }
             _ => Bytes::new(),
@@ -173,24 +220,74 @@ impl Inspector {
 }
 
 /// The end (exclusive) of the first complete SSE event in `buf`: just past the empty line that ends it.
-/// `scanned` is where the search resumes (a line start); it is moved on when nothing is complete yet.
+/// A line ends at CR LF, LF or CR (the event-stream rules, as clients read them: splitting otherwise would
+/// let an upstream hide an event from the rules). A CR as the last byte of a non-empty line waits for the
+/// next byte, so that its LF is never read as an empty line. `scanned` is where the search resumes (a line
+/// start); it is moved on when nothing is complete yet.
 fn event_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     let mut line_start = *scanned;
-    while let Some(i) = buf[line_start..].iter().position(|&b| b == b'\n') {
-        let line = &buf[line_start..line_start + i];
-        let next = line_start + i + 1;
-        if line.is_empty() || line == b"\r" {
-            return Some(next);
+    while let Some(i) = buf[line_start..]
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+    {
+        let end = line_start + i;
+        if end == line_start {
+            // An empty line (a CR LF's LF, if it comes, is read as the next event's first byte: an empty
+            // line there, which dispatches nothing).
+            let lf = buf[end] == b'\r' && buf.get(end + 1) == Some(&b'\n');
+            return Some(end + 1 + usize::from(lf));
         }
-        line_start = next;
+        line_start = match (buf[end], buf.get(end + 1)) {
+            (b'\r', Some(b'\n')) => end + 2,
+            (b'\r', None) => break,
+            _ => end + 1,
+        };
     }
     *scanned = line_start;
     None
 }
 
+/// Finds the end of an event whose bytes are being dropped, across chunks, without holding them.
+struct Skip {
+    /// The last byte seen ended a line.
+    at_line_start: bool,
+    /// The last byte seen was a CR (an LF right after it belongs to the same line end).
+    after_cr: bool,
+}
+
+impl Skip {
+    /// The state after `bytes`, the start of an event that holds no empty line.
+    fn after(bytes: &[u8]) -> Skip {
+        let last = bytes.last().copied();
+        Skip {
+            at_line_start: matches!(last, Some(b'\n' | b'\r')),
+            after_cr: last == Some(b'\r'),
+        }
+    }
+
+    /// Just past the empty line that ends the event, if it is in `bytes`.
+    fn event_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            if b == b'\n' || b == b'\r' {
+                if self.at_line_start {
+                    return Some(i + 1);
+                }
+                self.at_line_start = true;
+                self.after_cr = b == b'\r';
+            } else {
+                self.at_line_start = false;
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::event_end;
+    use super::{Skip, event_end};
 
     #[test]
     fn events_end_at_an_empty_line_across_chunks() {
@@ -206,5 +303,86 @@ mod tests {
         let tail = &rest[second..];
         assert_eq!(event_end(tail, &mut scanned), None);
         assert_eq!(scanned, tail.len());
+    }
+
+    #[test]
+    fn a_cr_alone_ends_a_line_and_a_split_cr_lf_is_not_an_empty_line() {
+        let mut scanned = 0;
+        assert_eq!(event_end(b"data: a\r\rdata: b", &mut scanned), Some(9));
+        // "data: a" then CR at the end: its LF may follow, so nothing is complete yet...
+        let mut scanned = 0;
+        assert_eq!(event_end(b"data: a\r", &mut scanned), None);
+        assert_eq!(scanned, 0);
+        // ...and when it does, the line ends there, not an event.
+        assert_eq!(event_end(b"data: a\r\ndata: b\r", &mut scanned), None);
+        assert_eq!(
+            event_end(b"data: a\r\ndata: b\r\n\r\n", &mut scanned),
+            Some(20)
+        );
+    }
+
+    #[test]
+    fn a_dropped_event_ends_at_its_empty_line_across_chunks() {
+        let mut skip = Skip::after(b"data: long");
+        assert_eq!(skip.event_end(b"er and longer\r"), None);
+        assert_eq!(skip.event_end(b"\n"), None);
+        assert_eq!(skip.event_end(b"id: 3\n\ndata: next\n\n"), Some(7));
+        let mut skip = Skip::after(b"data: x\n");
+        assert_eq!(skip.event_end(b"\r\n"), Some(1));
+    }
+
+    /// With rules, an SSE body passes event by event: a blocked event and an over-long one are left out
+    /// whatever the line ends (CR alone included) and wherever the chunks split.
+    #[tokio::test]
+    async fn rules_see_every_event_however_it_is_framed() {
+        use std::sync::Arc;
+
+        use bytes::Bytes;
+
+        use super::Inspector;
+        use crate::rules::Rules;
+        use crate::session::{McpConfig, Sessions};
+
+        let rules = Rules::from_json(
+            r#"{"rules": [{"name": "no-progress", "method_regex": "^notifications/prog",
+                "direction": "s2c", "action": "block"}]}"#,
+        )
+        .unwrap();
+        let allowed = |n: u32, end: &str| {
+            format!(
+                r#"data: {{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{n}}}}}{end}{end}"#
+            )
+        };
+        let blocked = |end: &str| {
+            format!(
+                r#"data: {{"jsonrpc":"2.0","method":"notifications/progress","params":{{}}}}{end}{end}"#
+            )
+        };
+        let long = format!("data: {}\r\n\r\n", "x".repeat(300));
+        let text = [
+            allowed(1, "\r"),
+            blocked("\r"),
+            allowed(2, "\r\n"),
+            long,
+            blocked("\n"),
+            allowed(3, "\r"),
+        ]
+        .concat();
+        let want = [allowed(1, "\r"), allowed(2, "\r\n"), allowed(3, "\r")].concat();
+        for step in [1, 2, 3, 7, 64, text.len()] {
+            let sessions = Sessions::new(McpConfig::default());
+            let (_guard, mcp) = sessions.create("test").unwrap();
+            let upstream =
+                super::super::http::HttpUpstream::new("http://127.0.0.1:9/mcp", 1 << 20).unwrap();
+            let replies = super::super::http::CancelUpstream::for_test(upstream);
+            let mut inspector = Inspector::new(mcp, true, 200, None, None)
+                .with_rules(Some(Arc::new(rules.clone())), replies);
+            let mut out = Vec::new();
+            for chunk in text.as_bytes().chunks(step) {
+                out.extend_from_slice(&inspector.pass(Bytes::copy_from_slice(chunk)));
+            }
+            out.extend_from_slice(&inspector.finish());
+            assert_eq!(String::from_utf8_lossy(&out), want, "chunks of {step}");
+        }
     }
 }
