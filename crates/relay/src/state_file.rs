@@ -32,6 +32,12 @@ const HEADER_LEN: usize = 4 + 1 + 1 + 4 + 4 + 16;
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 /// Argon2id passes.
 pub const ARGON2_PASSES: u32 = 2;
+/// The most Argon2id memory (KiB) a state file may ask for when it is opened: 1 GiB. The header is
+/// authenticated only after the key is derived, so without this bound a damaged or hostile file could make
+/// `open` allocate terabytes or run for hours.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 1 << 20;
+/// The most Argon2id passes a state file may ask for when it is opened.
+pub const MAX_ARGON2_PASSES: u32 = 16;
 /// The largest state file read (64 MiB).
 pub const MAX_STATE_FILE: u64 = 64 << 20;
 
@@ -201,11 +207,18 @@ impl StateFile {
         let key = match (header[5], unlock) {
             (0, Unlock::Key(key)) => key,
             (1, Unlock::Passphrase(passphrase)) => {
-                StateKey::from_passphrase(&passphrase, &header[14..], be(6..10), be(10..14))
-                    .map_err(|source| StateFileError::State {
+                let (memory, passes) = (be(6..10), be(10..14));
+                if memory > MAX_ARGON2_MEMORY_KIB || passes > MAX_ARGON2_PASSES {
+                    return Err(bad(
+                        "the key derivation asks for more memory or passes than any state file uses",
+                    ));
+                }
+                StateKey::from_passphrase(&passphrase, &header[14..], memory, passes).map_err(
+                    |source| StateFileError::State {
                         path: path.clone(),
                         source,
-                    })?
+                    },
+                )?
             }
             (0, _) => {
                 return Err(bad(
@@ -358,6 +371,18 @@ mod tests {
         weakened[13] = 1;
         std::fs::write(&path, &weakened).expect("write");
         assert!(StateFile::open(&path, pass()).is_err());
+        // A header asking for terabytes of memory or billions of passes is refused before deriving.
+        for (at, value) in [
+            (6, u32::MAX),
+            (10, u32::MAX),
+            (6, MAX_ARGON2_MEMORY_KIB + 1),
+        ] {
+            let mut hostile = bytes.clone();
+            hostile[at..at + 4].copy_from_slice(&value.to_be_bytes());
+            std::fs::write(&path, &hostile).expect("write");
+            let err = StateFile::open(&path, pass()).expect_err("refused");
+            assert!(err.to_string().contains("more memory or passes"), "{err}");
+        }
 
         let keyed = dir.path().join("keyed.state");
         let key = [7u8; 32];
