@@ -286,16 +286,26 @@ impl OlmDevice {
         }
         let message: OlmMessage = serde_json::from_str(&delivery.ciphertext)
             .map_err(|_| E2eError::Malformed(device.clone()))?;
-        if let OlmMessage::PreKey(pre_key) = &message {
-            self.pin(device, pre_key.identity_key())?;
+        // A changed identity is refused before anything else; a device seen for the first time is pinned
+        // only once its message decrypts (below), so that what fails to decrypt leaves no trace.
+        if let OlmMessage::PreKey(pre_key) = &message
+            && let Some(pinned) = self.pins.get(device)
+            && *pinned != pre_key.identity_key()
+        {
+            return Err(E2eError::IdentityChanged {
+                device: device.clone(),
+                pinned: pinned.to_base64(),
+                presented: pre_key.identity_key().to_base64(),
+            });
         }
-        let sessions = self.sessions.entry(device.clone()).or_default();
-        for index in (0..sessions.len()).rev() {
-            if let Ok(plaintext) = sessions[index].decrypt(&message) {
-                let session = sessions.remove(index);
-                sessions.push(session);
-                self.seen.insert(id);
-                return Ok(Some(plaintext));
+        if let Some(sessions) = self.sessions.get_mut(device) {
+            for index in (0..sessions.len()).rev() {
+                if let Ok(plaintext) = sessions[index].decrypt(&message) {
+                    let session = sessions.remove(index);
+                    sessions.push(session);
+                    self.seen.insert(id);
+                    return Ok(Some(plaintext));
+                }
             }
         }
         let OlmMessage::PreKey(pre_key) = &message else {
@@ -308,7 +318,11 @@ impl OlmDevice {
         // replay (its message key is used up). Olm would build a second session from it when it rests on
         // the fallback key, handing the application the same plaintext again: never do that.
         let session_id = pre_key.session_id();
-        if sessions.iter().any(|s| s.session_id() == session_id) {
+        if self
+            .sessions
+            .get(device)
+            .is_some_and(|sessions| sessions.iter().any(|s| s.session_id() == session_id))
+        {
             tracing::warn!(%device, message_id = %delivery.message_id, "dropped a replayed pre-key message");
             self.seen.insert(id);
             return Ok(None);
@@ -320,6 +334,7 @@ impl OlmDevice {
                 device: device.clone(),
                 reason: e.to_string(),
             })?;
+        self.pin(device, pre_key.identity_key())?;
         self.sessions
             .entry(device.clone())
             .or_default()
@@ -381,5 +396,49 @@ mod tests {
             None
         );
         assert_eq!(bob.sessions["alice-device"].len(), 1, "no second session");
+    }
+
+    #[test]
+    fn what_fails_to_decrypt_pins_nothing_and_a_changed_identity_is_refused() {
+        let mut bob = OlmDevice::new();
+        let bundle = |bob: &mut OlmDevice, fallback| DeviceBundle {
+            device: "bob-device".into(),
+            identity_key: bob.identity_key(),
+            signing_key: bob.signing_key(),
+            one_time_key: None,
+            fallback_key: fallback,
+        };
+        // A pre-key message built on a key that is not bob's (a relay made it up): it cannot decrypt, and
+        // leaves neither a pin nor a session entry behind.
+        let (_, made_up) = OlmDevice::new().prekeys(0);
+        let forged = OlmDevice::new()
+            .encrypt_for(&bundle(&mut bob, made_up), b"x")
+            .expect("encrypt");
+        assert!(bob.decrypt(&delivery("m0", forged.ciphertext)).is_err());
+        assert!(bob.pins.is_empty() && bob.sessions.is_empty());
+
+        let (_, fallback) = bob.prekeys(0);
+        let real = bundle(&mut bob, fallback);
+        let mut alice = OlmDevice::new();
+        let hello = alice.encrypt_for(&real, b"hello").expect("encrypt");
+        assert_eq!(
+            bob.decrypt(&delivery("m1", hello.ciphertext))
+                .expect("decrypt"),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(
+            bob.pinned_fingerprint("alice-device"),
+            Some(alice.fingerprint())
+        );
+        // Someone else's pre-key message under alice's device name: refused, the pin kept.
+        let impostor = OlmDevice::new().encrypt_for(&real, b"hi").expect("encrypt");
+        assert!(matches!(
+            bob.decrypt(&delivery("m2", impostor.ciphertext)),
+            Err(E2eError::IdentityChanged { .. })
+        ));
+        assert_eq!(
+            bob.pinned_fingerprint("alice-device"),
+            Some(alice.fingerprint())
+        );
     }
 }
