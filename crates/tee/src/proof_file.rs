@@ -20,8 +20,15 @@ use thiserror::Error;
 /// The `format` value of version 1.
 pub const FORMAT_V1: &str = "tessera-tee-proof/v1";
 
-/// Largest proof file accepted (a 1 MB response makes a bundle of about 2 MB; base64 adds a third).
-pub const MAX_PROOF_FILE_LEN: usize = 64 * 1024 * 1024;
+/// Largest proof file accepted: room for the largest response a prover collects
+/// ([`crate::service::client::MAX_RESPONSE`]) twice — the bundle carries its ciphertext and its keystream —
+/// in base64 (a third more), plus the request, the signed outputs and the certificates.
+pub const MAX_PROOF_FILE_LEN: usize = 3 * crate::service::client::MAX_RESPONSE + (16 << 20);
+
+// Every proof the prover can make, the verifier can read.
+const _: () = assert!(
+    MAX_PROOF_FILE_LEN >= 4 * (2 * crate::service::client::MAX_RESPONSE + (8 << 20)).div_ceil(3)
+);
 
 /// Why a proof file could not be read.
 #[derive(Debug, Error)]
