@@ -5,8 +5,10 @@
 //! ending with the response — goes back as lines; notifications and responses expect 202. The session id and
 //! the negotiated version are taken from the `initialize` exchange and sent on every later request; a
 //! 2026-07-28 request (a `_meta` version claim) gets its headers mirrored from the body instead. After
-//! `notifications/initialized` the server's own stream is opened with GET (a 405 is fine). When the client
-//! closes its input the session is ended with DELETE.
+//! `notifications/initialized` the server's own stream is opened with GET (a 405 is fine). A response stream
+//! that ends before its response — a 2025-11-25 server closing it to be polled, or a broken connection — is
+//! resumed with GET and `Last-Event-ID` after the server's `retry`, as is the server's own stream. When the
+//! client closes its input the session is ended with DELETE.
 //!
 //! Requests run concurrently (one task each, all of the session); the client's output has one writer.
 
@@ -16,16 +18,32 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Duration, Instant, timeout_at};
 use tokio_util::codec::FramedRead;
 
 use crate::error::McpError;
-use crate::http::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, sse, stateless};
-use crate::jsonrpc::{INVALID_REQUEST, Kind, Message, PROXY_ERROR};
+use crate::http::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, sse, stateless};
+use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, Message, PROXY_ERROR};
 use crate::lines::{DEFAULT_MAX_LINE, Line, LineCodec};
 use crate::outbox::{LineTx, LineWriter};
 use crate::session::{Direction, McpSession, Sessions};
 use crate::upstream::http::HttpUpstream;
+
+/// How many times in a row a stream that ended is opened again with `Last-Event-ID`.
+const MAX_RESUMES: u32 = 8;
+/// The wait before reconnecting when the server gave no `retry`.
+const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+/// The longest `retry` honoured (a server asking for more is reconnected to after this).
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+fn retry_delay(parser: &sse::Parser) -> Duration {
+    parser
+        .retry_ms()
+        .map_or(DEFAULT_RETRY, Duration::from_millis)
+        .min(MAX_RETRY)
+}
 
 /// What the connection learned from the server.
 #[derive(Default)]
@@ -226,22 +244,25 @@ impl Link {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let mut body = response.into_body().into_data_stream();
-        let mut json = Vec::new();
-        let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
-        while let Some(Ok(chunk)) = body.next().await {
-            if is_sse {
-                let mut events = Vec::new();
-                parser.feed(&chunk, |e| events.push(e.data));
-                for data in events {
-                    self.deliver(Bytes::from(data)).await;
-                }
-            } else if json.len() + chunk.len() <= DEFAULT_MAX_LINE {
-                json.extend_from_slice(&chunk);
+        if is_sse {
+            let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
+            self.read_events(response.into_body(), &mut parser, id.as_ref())
+                .await;
+            if let (Some(id), Some(pending)) = (&id, &pending) {
+                // The stream ended before the response (the server closed it to be polled, or it broke).
+                self.resume(id, &mut parser, pending.deadline()).await;
             }
-        }
-        if !is_sse && !json.is_empty() {
-            self.deliver(Bytes::from(json)).await;
+        } else {
+            let mut body = response.into_body().into_data_stream();
+            let mut json = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                if json.len() + chunk.len() <= DEFAULT_MAX_LINE {
+                    json.extend_from_slice(&chunk);
+                }
+            }
+            if !json.is_empty() {
+                self.deliver(Bytes::from(json)).await;
+            }
         }
         if let Some(id) = &id
             && self.mcp.forget(Direction::ClientToServer, id)
@@ -259,33 +280,105 @@ impl Link {
         }
     }
 
-    /// The server's own stream (GET); a server without one answers 405.
-    async fn listen(self) {
-        let headers = self.headers(None);
-        let session = self
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .session
-            .clone();
-        let Ok(response) = self
-            .upstream
-            .send(Method::GET, &headers, session.as_ref(), Bytes::new())
-            .await
-        else {
-            return;
-        };
-        if !response.status().is_success() {
-            return;
-        }
-        let mut body = response.into_body().into_data_stream();
-        let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
+    /// Delivers the events of an SSE body as they come. With `until`, stops once that request of the
+    /// client's has been answered (the server ends the stream there anyway).
+    async fn read_events(&self, body: Incoming, parser: &mut sse::Parser, until: Option<&Id>) {
+        let mut body = body.into_data_stream();
         while let Some(Ok(chunk)) = body.next().await {
             let mut events = Vec::new();
             parser.feed(&chunk, |e| events.push(e.data));
             for data in events {
                 self.deliver(Bytes::from(data)).await;
             }
+            if until.is_some_and(|id| !self.mcp.is_pending(Direction::ClientToServer, id)) {
+                return;
+            }
+        }
+    }
+
+    /// Resumes a request's response stream that ended before its response: GET with `Last-Event-ID` after
+    /// the `retry` the server asked for, at most [`MAX_RESUMES`] times and never past the request's deadline.
+    /// Without an event id there is nothing to resume from, and the request is answered as unanswered.
+    async fn resume(&self, id: &Id, parser: &mut sse::Parser, deadline: Instant) {
+        for _ in 0..MAX_RESUMES {
+            if !self.mcp.is_pending(Direction::ClientToServer, id) {
+                return;
+            }
+            let Some(last) = parser
+                .last_event_id()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            else {
+                return;
+            };
+            let wait = retry_delay(parser);
+            if Instant::now() + wait >= deadline {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            let Ok(Some(response)) = timeout_at(deadline, self.open_stream(Some(last))).await
+            else {
+                return;
+            };
+            let _ = timeout_at(
+                deadline,
+                self.read_events(response.into_body(), parser, Some(id)),
+            )
+            .await;
+        }
+    }
+
+    /// GET on the endpoint: the server's own stream, or with `Last-Event-ID` the rest of a broken one.
+    /// `None` if the server has none (405) or failed.
+    async fn open_stream(&self, last: Option<HeaderValue>) -> Option<hyper::Response<Incoming>> {
+        let mut headers = self.headers(None);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        if let Some(last) = last {
+            headers.insert(LAST_EVENT_ID.clone(), last);
+        }
+        let session = self
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .session
+            .clone();
+        let response = self
+            .upstream
+            .send(Method::GET, &headers, session.as_ref(), Bytes::new())
+            .await
+            .ok()?;
+        response.status().is_success().then_some(response)
+    }
+
+    /// The server's own stream (GET; a server without one answers 405). When it ends it is opened again
+    /// with `Last-Event-ID` after the server's `retry`; [`MAX_RESUMES`] ends in a row that brought nothing
+    /// stop it. It ends with the session.
+    async fn listen(self) {
+        let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
+        let mut idle_ends = 0;
+        let mut last = None;
+        while idle_ends < MAX_RESUMES {
+            let Some(response) = self.open_stream(last.take()).await else {
+                return;
+            };
+            let before = self.mcp.frames();
+            self.read_events(response.into_body(), &mut parser, None)
+                .await;
+            idle_ends = if self.mcp.frames() == before {
+                idle_ends + 1
+            } else {
+                0
+            };
+            let Some(id) = parser
+                .last_event_id()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            else {
+                return;
+            };
+            last = Some(id);
+            tokio::time::sleep(retry_delay(&parser)).await;
         }
     }
 

@@ -494,6 +494,11 @@ impl McpSession {
         Some(id)
     }
 
+    /// Whether `sender`'s request `id` is still waiting for its response.
+    pub fn is_pending(&self, sender: Direction, id: &Id) -> bool {
+        self.session.pending_info(&key(sender, id)).is_some()
+    }
+
     /// Withdraws a request whose sender went away (an HTTP client disconnected): nothing stays pending.
     /// Returns true if the request was still pending.
     pub fn forget(&self, sender: Direction, id: &Id) -> bool {

@@ -404,17 +404,75 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Summarizes a tape read line by line (bounded memory per method: the round trips).
+/// The longest tape line [`summarize`] reads (a frame carries one message, 16 MiB by default, plus its
+/// record); a longer one is skipped to its end and counted as a bad line.
+pub const MAX_TAPE_LINE: usize = 64 * 1024 * 1024;
+
+/// Most distinct methods a summary lists; the rest are counted under `(other)`.
+pub const MAX_SUMMARY_METHODS: usize = 1000;
+
+/// Reads the next line (without its `\n`) into `buf`, never holding more than `max` bytes of it: `None` at
+/// the end of the input, `Some(false)` for a line longer than `max` (skipped to its end).
+fn read_bounded_line(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut fits = true;
+    let mut any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(any.then_some(fits));
+        }
+        any = true;
+        let (part, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if fits && buf.len() + part.len() <= max {
+            buf.extend_from_slice(part);
+        } else {
+            fits = false;
+            buf.clear();
+        }
+        let used = end.unwrap_or(available.len());
+        reader.consume(used);
+        if end.is_some() {
+            return Ok(Some(fits));
+        }
+    }
+}
+
+/// Summarizes a tape read line by line. Memory stays bounded whatever the file holds: one line of at most
+/// [`MAX_TAPE_LINE`] at a time, the round trips of at most [`MAX_SUMMARY_METHODS`] methods. A line that is
+/// not a tape record (not JSON, not UTF-8, too long, an unknown type) is counted, not fatal.
 pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> {
+    summarize_bounded(reader, MAX_TAPE_LINE)
+}
+
+fn summarize_bounded(
+    mut reader: impl std::io::BufRead,
+    max_line: usize,
+) -> std::io::Result<TapeSummary> {
     use std::collections::BTreeMap;
     let mut summary = TapeSummary::default();
     let mut per_method: BTreeMap<String, (Vec<u64>, usize)> = BTreeMap::new();
-    for line in reader.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    while let Some(fits) = read_bounded_line(&mut reader, &mut line, max_line)? {
+        if !fits {
+            summary.bad_lines += 1;
             continue;
         }
-        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let Ok(record) = serde_json::from_slice::<Value>(&line) else {
             summary.bad_lines += 1;
             continue;
         };
@@ -427,11 +485,14 @@ pub fn summarize(reader: impl std::io::BufRead) -> std::io::Result<TapeSummary> 
                 }
             }
             Some("correlation") => {
-                let method = record
+                let mut method = record
                     .get("method")
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_owned();
+                if !per_method.contains_key(&method) && per_method.len() >= MAX_SUMMARY_METHODS {
+                    method = "(other)".to_owned();
+                }
                 let rtt = record.get("rtt_us").and_then(Value::as_u64).unwrap_or(0);
                 let entry = per_method.entry(method).or_default();
                 entry.0.push(rtt);

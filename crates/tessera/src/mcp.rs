@@ -189,9 +189,12 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
                 ..McpConfig::default()
             };
             config.pending.deadline = Duration::from_secs(request_timeout.max(1));
-            let sessions = Sessions::new(config);
-            let (client_in, client_out) = client_pipes();
-            let frames = tessera_mcp::connect::run(&sessions, &url, client_in, client_out).await?;
+            let frames = on_one_thread("connect", async move {
+                let sessions = Sessions::new(config);
+                let (client_in, client_out) = client_pipes();
+                Ok(tessera_mcp::connect::run(&sessions, &url, client_in, client_out).await?)
+            })
+            .await?;
             tracing::info!(frames, "mcp connect done");
             let _ = std::io::stdout().flush();
             // As for stdio: do not wait for a blocking stdin reader that may never return.
@@ -263,13 +266,22 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// One session, two pipes: a single-threaded runtime serves it best (no cross-thread wake-ups per message).
 async fn run_stdio(args: StdioArgs) -> anyhow::Result<()> {
+    on_one_thread("stdio", stdio_proxy(args)).await
+}
+
+/// Runs `work` on a runtime of its own with one thread: a single-session bridge (`stdio`, `connect`) spends
+/// less CPU per message when its tasks never wake each other across threads.
+async fn on_one_thread<T: Send + 'static>(
+    what: &'static str,
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the stdio runtime")?;
-    tokio::task::spawn_blocking(move || runtime.block_on(stdio_proxy(args)))
+        .with_context(|| format!("starting the {what} runtime"))?;
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
         .await
-        .context("stdio proxy thread")?
+        .with_context(|| format!("{what} thread"))?
 }
 
 async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {

@@ -254,6 +254,7 @@ pub async fn http(
     proxy: Option<(u32, Option<&str>)>,
     sessions: usize,
     requests: usize,
+    warmup: usize,
 ) -> Row {
     let client = Arc::new(client());
     let per_session = (requests / sessions).max(1);
@@ -267,9 +268,11 @@ pub async fn http(
             r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"hello"}}}}}}"#
         )
     };
-    // A first call per session outside the measurement.
+    // `warmup` calls per session outside the measurement (ids below the timed ones' range).
     for session in &ids {
-        post(&client, url, Some(session), echo(1)).await;
+        for _ in 0..warmup {
+            post(&client, url, Some(session), echo(1)).await;
+        }
     }
     let tree = proxy.map(|(pid, marker)| Tree::of(pid, marker));
     let cpu_before = tree.as_ref().map(|t| procs::cpu(&t.own));

@@ -6,8 +6,12 @@
 //! target/release/examples/mcp_load --tessera target/release/tessera \
 //!     --everything <npm dir>/node_modules/.bin/mcp-server-everything \
 //!     --mcp-proxy <venv>/bin/mcp-proxy --supergateway <npm dir>/node_modules/.bin/supergateway \
-//!     --requests 2000 --stdio-requests 10000 --idle-sessions 1000 [--only stdio]
+//!     --requests 2000 --stdio-requests 10000 --idle-sessions 1000 \
+//!     [--only stdio|stdio-http|http-http|http-stdio] [--warmup N]
 //! ```
+//!
+//! `--only` measures one path; `--warmup N` makes N calls per HTTP session before the timed ones (default 1:
+//! a server that runs a child per session — node's JIT included — is otherwise measured cold).
 //!
 //! Paths measured, each with 1 session and (HTTP clients) 50 concurrent sessions:
 //! - `stdio`: a stdio client, a stdio server (`tessera mcp stdio`; neither peer has this mode);
@@ -38,7 +42,16 @@ struct Options {
     requests: usize,
     stdio_requests: usize,
     idle_sessions: Option<usize>,
+    warmup: usize,
+    only: Option<String>,
     me: String,
+}
+
+impl Options {
+    /// Whether `--only` lets the path (`stdio`, `stdio-http`, `http-http`, `http-stdio`) be measured.
+    fn wants(&self, path: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == path)
+    }
 }
 
 fn main() {
@@ -73,6 +86,11 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(requests * 5),
         idle_sessions: arg("--idle-sessions").and_then(|n| n.parse().ok()),
+        warmup: arg("--warmup")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+            .max(1),
+        only: arg("--only"),
         me: std::env::current_exe()
             .expect("own path")
             .display()
@@ -102,6 +120,9 @@ fn main() {
         ));
     }
     for &(name, marker, server, n) in &stdio_upstreams {
+        if !options.wants("stdio") {
+            break;
+        }
         let label = |proxy| Label {
             path: "stdio",
             proxy,
@@ -121,7 +142,7 @@ fn main() {
         );
     }
 
-    if arg("--only").as_deref() == Some("stdio") {
+    if options.only.as_deref() == Some("stdio") {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -133,6 +154,9 @@ fn main() {
 
     // stdio → HTTP: the bridges.
     for (name, upstream) in &http_upstreams {
+        if !options.wants("stdio-http") {
+            break;
+        }
         for proxy in options.bins.proxies() {
             let command = options.bins.bridge(proxy, &upstream.url);
             let label = Label {
@@ -150,6 +174,9 @@ fn main() {
     runtime.block_on(async {
         // HTTP → HTTP, and the upstreams' own HTTP as the reference.
         for (name, upstream) in &http_upstreams {
+            if !options.wants("http-http") {
+                break;
+            }
             let proxy = options
                 .bins
                 .serve(Peer::Tessera, &Upstream::Url(upstream.url.clone()));
@@ -164,7 +191,15 @@ fn main() {
                     upstream: name,
                 };
                 push(
-                    load::http(direct, &upstream.url, None, sessions, options.requests).await,
+                    load::http(
+                        direct,
+                        &upstream.url,
+                        None,
+                        sessions,
+                        options.requests,
+                        options.warmup,
+                    )
+                    .await,
                     &mut rows,
                 );
                 let label = Label {
@@ -178,6 +213,7 @@ fn main() {
                     Some((proxy.pid(), None)),
                     sessions,
                     options.requests,
+                    options.warmup,
                 )
                 .await;
                 push(row, &mut rows);
@@ -191,6 +227,9 @@ fn main() {
         }
         // HTTP → stdio: a command upstream.
         for &(name, marker, server, _) in &stdio_upstreams {
+            if !options.wants("http-stdio") {
+                break;
+            }
             for proxy in options.bins.proxies() {
                 for sessions in [1, 50] {
                     let running = options
@@ -211,6 +250,7 @@ fn main() {
                         Some((running.pid(), Some(marker))),
                         sessions,
                         options.requests,
+                        options.warmup,
                     )
                     .await;
                     push(row, &mut rows);

@@ -30,6 +30,8 @@ pub struct Parser {
     current: Event,
     has_data: bool,
     last_id: Option<String>,
+    /// The reconnection time set by the last `retry:` field, in milliseconds.
+    retry_ms: Option<u64>,
     max_event: usize,
     /// The current event is over the limit: its lines are skipped up to its end.
     overflow: bool,
@@ -47,6 +49,7 @@ impl Parser {
             current: Event::default(),
             has_data: false,
             last_id: None,
+            retry_ms: None,
             max_event,
             overflow: false,
             skip_line: false,
@@ -57,6 +60,11 @@ impl Parser {
     /// The last event id seen (an `id:` field of a complete or current event).
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_id.as_deref()
+    }
+
+    /// The reconnection time the server asked for with a `retry:` field (ASCII digits), in milliseconds.
+    pub fn retry_ms(&self) -> Option<u64> {
+        self.retry_ms
     }
 
     /// Feeds bytes; calls `on_event` for each complete event.
@@ -140,6 +148,12 @@ impl Parser {
             b"id" if !value.contains(&0) => {
                 self.last_id = Some(String::from_utf8_lossy(value).into_owned());
             }
+            // Only ASCII digits set the reconnection time; anything else is ignored (the rules).
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Some(ms) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+                    self.retry_ms = Some(ms);
+                }
+            }
             _ => {}
         }
     }
@@ -212,6 +226,20 @@ mod tests {
             }
         );
         assert_eq!(got[1].data, "x\ny");
+    }
+
+    #[test]
+    fn retry_takes_only_ascii_digits() {
+        let mut p = Parser::new(1024);
+        p.feed(b"retry: 250\n\n", |_| {});
+        assert_eq!(p.retry_ms(), Some(250));
+        p.feed(
+            b"retry: 1s\nretry: -5\nretry:\nretry: 99999999999999999999999\n\n",
+            |_| {},
+        );
+        assert_eq!(p.retry_ms(), Some(250));
+        p.feed(b"retry:7\n\n", |_| {});
+        assert_eq!(p.retry_ms(), Some(7));
     }
 
     #[test]

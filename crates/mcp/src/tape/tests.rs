@@ -153,3 +153,59 @@ fn summary_counts_and_percentiles() {
     );
     assert!(s.to_string().contains("tools/call"));
 }
+
+/// A reader that hands out at most `n` bytes per `fill_buf`, so lines cross buffer boundaries.
+struct Trickle<'a> {
+    data: &'a [u8],
+    n: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.n.min(out.len()).min(self.data.len());
+        out[..k].copy_from_slice(&self.data[..k]);
+        self.data = &self.data[k..];
+        Ok(k)
+    }
+}
+
+#[test]
+fn summary_survives_bad_utf8_and_overlong_lines_in_bounded_memory() {
+    let good = "{\"type\":\"correlation\",\"method\":\"ping\",\"rtt_us\":7}\n";
+    let mut tape = Vec::new();
+    tape.extend_from_slice(good.as_bytes());
+    tape.extend_from_slice(b"{\"type\":\"frame\",\"message\":\"\xff\xfe\"}\n");
+    // Longer than the limit below, with a valid record after it on the same stream.
+    tape.extend_from_slice(
+        format!("{{\"type\":\"frame\",\"pad\":\"{}\"}}\n", "x".repeat(500)).as_bytes(),
+    );
+    tape.extend_from_slice(good.as_bytes());
+    tape.extend_from_slice(good.trim_end().as_bytes()); // the last line without its newline
+    for chunk in [1, 3, 64, 4096] {
+        let reader = std::io::BufReader::with_capacity(
+            chunk,
+            Trickle {
+                data: &tape,
+                n: chunk,
+            },
+        );
+        let s = summarize_bounded(reader, 200).unwrap();
+        assert_eq!((s.frames, s.bad_lines), (0, 2), "chunk {chunk}");
+        assert_eq!(s.methods.len(), 1);
+        assert_eq!((s.methods[0].count, s.methods[0].p50_us), (3, 7));
+    }
+}
+
+#[test]
+fn summary_caps_distinct_methods() {
+    let mut tape = String::new();
+    for i in 0..MAX_SUMMARY_METHODS + 10 {
+        tape.push_str(&format!(
+            "{{\"type\":\"correlation\",\"method\":\"m{i}\",\"rtt_us\":1}}\n"
+        ));
+    }
+    let s = summarize(tape.as_bytes()).unwrap();
+    assert_eq!(s.methods.len(), MAX_SUMMARY_METHODS + 1);
+    let other = s.methods.iter().find(|m| m.method == "(other)").unwrap();
+    assert_eq!(other.count, 10);
+}
