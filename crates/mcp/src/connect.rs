@@ -8,13 +8,14 @@
 //! `notifications/initialized` the server's own stream is opened with GET (a 405 is fine). A response stream
 //! that ends before its response — a 2025-11-25 server closing it to be polled, or a broken connection — is
 //! resumed with GET and `Last-Event-ID` after the server's `retry`, as is the server's own stream. When the
-//! client closes its input the session is ended with DELETE.
+//! client closes its input the session is ended with DELETE. A request past its deadline gets an error to
+//! the client and `notifications/cancelled` to a stateful server (a closed stream cancels in 2026-07-28).
 //!
 //! Requests run concurrently (one task each, all of the session); the client's output has one writer.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
@@ -28,11 +29,13 @@ use crate::http::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, sse, stat
 use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, Message, PROXY_ERROR};
 use crate::lines::{DEFAULT_MAX_LINE, Line, LineCodec};
 use crate::outbox::{LineTx, LineWriter};
-use crate::session::{Direction, McpSession, Sessions};
+use crate::session::{Direction, Expired, McpSession, Sessions};
 use crate::upstream::http::HttpUpstream;
 
 /// How many times in a row a stream that ended is opened again with `Last-Event-ID`.
 const MAX_RESUMES: u32 = 8;
+/// How long sending `notifications/cancelled` for an expired request may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The wait before reconnecting when the server gave no `retry`.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 /// The longest `retry` honoured (a server asking for more is reconnected to after this).
@@ -199,17 +202,83 @@ impl Link {
         headers
     }
 
-    /// One POST, and what comes back.
+    /// One POST and what comes back, within the request's deadline. Past it, the client gets an error and
+    /// the server `notifications/cancelled` (a 2026-07-28 request is cancelled by closing its stream, which
+    /// dropping the exchange does).
     async fn exchange(self, message: Message, pending: Option<tessera_session::Pending<Message>>) {
-        let headers = self.headers(Some(&message));
+        let id = message.id().cloned().filter(|_| message.is_request());
+        let initialized = message.method() == Some("notifications/initialized");
+        let status = match (&id, pending) {
+            (Some(id), Some(pending)) => {
+                let deadline = pending.deadline();
+                // Only a deadline that passed ends the exchange early; a response lets it finish.
+                let expired = async {
+                    match McpSession::outcome(pending, id).await {
+                        Err(Some(expired)) => expired,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    status = self.post(&message, Some((id, deadline))) => status,
+                    expired = expired => {
+                        self.expire(&message, expired).await;
+                        return;
+                    }
+                }
+            }
+            _ => self.post(&message, None).await,
+        };
+        let Some(status) = status else { return };
+        if let Some(id) = &id
+            && self.mcp.forget(Direction::ClientToServer, id)
+        {
+            // No response came back (an HTTP error without a JSON-RPC body): answer the client ourselves.
+            let text = format!("the server answered HTTP {status} without a response");
+            self.out
+                .send(&Message::error_reply(Some(id), PROXY_ERROR, &text))
+                .await;
+        }
+        if initialized && status.is_success() {
+            let task = self.clone();
+            let _ = self.mcp.session().spawn(async move { task.listen().await });
+        }
+    }
+
+    /// A request's deadline passed unanswered (decided once by the runtime, against a response racing it):
+    /// the client gets the error and a stateful server `notifications/cancelled`.
+    async fn expire(&self, message: &Message, expired: Expired) {
+        self.out.send(&expired.reply).await;
+        if stateless::claim(message).is_some() {
+            return;
+        }
+        let headers = self.headers(Some(&expired.cancel));
         let session = self
             .remote
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .session
             .clone();
-        let id = message.id().cloned().filter(|_| message.is_request());
-        let initialized = message.method() == Some("notifications/initialized");
+        let sent = self.upstream.send(
+            Method::POST,
+            &headers,
+            session.as_ref(),
+            expired.cancel.raw().clone(),
+        );
+        if let Ok(Ok(r)) = tokio::time::timeout(CANCEL_TIMEOUT, sent).await {
+            let _ = tokio::time::timeout(CANCEL_TIMEOUT, r.into_body().collect()).await;
+        }
+    }
+
+    /// POSTs `message` and delivers what comes back; resumes a response stream that ends early. Returns the
+    /// HTTP status, or `None` when the server could not be reached (the client has been answered).
+    async fn post(&self, message: &Message, request: Option<(&Id, Instant)>) -> Option<StatusCode> {
+        let headers = self.headers(Some(message));
+        let session = self
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .session
+            .clone();
         let response = match self
             .upstream
             .send(
@@ -222,14 +291,14 @@ impl Link {
         {
             Ok(r) => r,
             Err(e) => {
-                if let Some(id) = &id {
+                if let Some((id, _)) = request {
                     self.mcp.forget(Direction::ClientToServer, id);
                     let text = format!("the server did not answer: {e}");
                     self.out
                         .send(&Message::error_reply(Some(id), PROXY_ERROR, &text))
                         .await;
                 }
-                return;
+                return None;
             }
         };
         if let Some(v) = response.headers().get(&MCP_SESSION_ID) {
@@ -246,11 +315,12 @@ impl Link {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
             let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
-            self.read_events(response.into_body(), &mut parser, id.as_ref())
+            let id = request.map(|(id, _)| id);
+            self.read_events(response.into_body(), &mut parser, id)
                 .await;
-            if let (Some(id), Some(pending)) = (&id, &pending) {
+            if let Some((id, deadline)) = request {
                 // The stream ended before the response (the server closed it to be polled, or it broke).
-                self.resume(id, &mut parser, pending.deadline()).await;
+                self.resume(id, &mut parser, deadline).await;
             }
         } else {
             let mut body = response.into_body().into_data_stream();
@@ -264,20 +334,7 @@ impl Link {
                 self.deliver(Bytes::from(json)).await;
             }
         }
-        if let Some(id) = &id
-            && self.mcp.forget(Direction::ClientToServer, id)
-        {
-            // No response came back (an HTTP error without a JSON-RPC body): answer the client ourselves.
-            let text = format!("the server answered HTTP {status} without a response");
-            self.out
-                .send(&Message::error_reply(Some(id), PROXY_ERROR, &text))
-                .await;
-        }
-        drop(pending);
-        if initialized && status.is_success() {
-            let task = self.clone();
-            let _ = self.mcp.session().spawn(async move { task.listen().await });
-        }
+        Some(status)
     }
 
     /// Delivers the events of an SSE body as they come. With `until`, stops once that request of the
