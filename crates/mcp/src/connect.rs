@@ -32,21 +32,8 @@ use crate::outbox::{LineTx, LineWriter};
 use crate::session::{Direction, Expired, McpSession, Sessions};
 use crate::upstream::http::HttpUpstream;
 
-/// How many times in a row a stream that ended is opened again with `Last-Event-ID`.
-const MAX_RESUMES: u32 = 8;
 /// How long sending `notifications/cancelled` for an expired request may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-/// The wait before reconnecting when the server gave no `retry`.
-const DEFAULT_RETRY: Duration = Duration::from_millis(500);
-/// The longest `retry` honoured (a server asking for more is reconnected to after this).
-const MAX_RETRY: Duration = Duration::from_secs(10);
-
-fn retry_delay(parser: &sse::Parser) -> Duration {
-    parser
-        .retry_ms()
-        .map_or(DEFAULT_RETRY, Duration::from_millis)
-        .min(MAX_RETRY)
-}
 
 /// What the connection learned from the server.
 #[derive(Default)]
@@ -354,10 +341,10 @@ impl Link {
     }
 
     /// Resumes a request's response stream that ended before its response: GET with `Last-Event-ID` after
-    /// the `retry` the server asked for, at most [`MAX_RESUMES`] times and never past the request's deadline.
+    /// the `retry` the server asked for, at most [`sse::MAX_RESUMES`] times and never past the request's deadline.
     /// Without an event id there is nothing to resume from, and the request is answered as unanswered.
     async fn resume(&self, id: &Id, parser: &mut sse::Parser, deadline: Instant) {
-        for _ in 0..MAX_RESUMES {
+        for _ in 0..sse::MAX_RESUMES {
             if !self.mcp.is_pending(Direction::ClientToServer, id) {
                 return;
             }
@@ -367,7 +354,7 @@ impl Link {
             else {
                 return;
             };
-            let wait = retry_delay(parser);
+            let wait = parser.reconnect_delay();
             if Instant::now() + wait >= deadline {
                 return;
             }
@@ -410,13 +397,13 @@ impl Link {
     }
 
     /// The server's own stream (GET; a server without one answers 405). When it ends it is opened again
-    /// with `Last-Event-ID` after the server's `retry`; [`MAX_RESUMES`] ends in a row that brought nothing
+    /// with `Last-Event-ID` after the server's `retry`; [`sse::MAX_RESUMES`] ends in a row that brought nothing
     /// stop it. It ends with the session.
     async fn listen(self) {
         let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
         let mut idle_ends = 0;
         let mut last = None;
-        while idle_ends < MAX_RESUMES {
+        while idle_ends < sse::MAX_RESUMES {
             let Some(response) = self.open_stream(last.take()).await else {
                 return;
             };
@@ -435,7 +422,7 @@ impl Link {
                 return;
             };
             last = Some(id);
-            tokio::time::sleep(retry_delay(&parser)).await;
+            tokio::time::sleep(parser.reconnect_delay()).await;
         }
     }
 

@@ -163,3 +163,83 @@ async fn an_old_http_sse_client_is_served_over_a_url_upstream() {
     p.proxy.sessions().wait_no_pending().await;
     p.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_client_gets_a_polled_answer_resumed_on_its_behalf() {
+    use http_body_util::{BodyExt, Full};
+    // A 2025-11-25 upstream that closes the `tools/call` stream after a priming event and a progress: the
+    // old client cannot resume, so the proxy GETs the rest with `Last-Event-ID` and pours it on its stream.
+    let (url, seen, server) = support::polling::serve().await;
+    let p = support::proxy::start(Upstream::Url(url)).await;
+    let base = p.http.url.trim_end_matches("/mcp").to_owned();
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let get = hyper::Request::get(format!("{base}/sse"))
+        .header("accept", "text/event-stream")
+        .body(Full::default())
+        .unwrap();
+    let mut body = client.request(get).await.unwrap().into_body();
+    let mut text = String::new();
+    // The data of every event up to (and including) the first whose block contains `want`.
+    let mut until = async |text: &mut String, want: &str| -> Vec<String> {
+        let mut datas = Vec::new();
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if let Some(d) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    datas.push(d.to_owned());
+                }
+                if block.contains(want) {
+                    return datas;
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+                .await
+                .expect("the stream went quiet")
+                .expect("stream open")
+                .expect("frame");
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    let endpoint = until(&mut text, "event: endpoint").await.pop().unwrap();
+    let post = |body: Value| {
+        let request = hyper::Request::post(format!("{base}{endpoint}"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let client = client.clone();
+        async move { client.request(request).await.unwrap().status() }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}}});
+    assert_eq!(post(init).await, 202);
+    until(&mut text, r#""id":1"#).await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(note).await, 202);
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow", "arguments": {}, "_meta": {"progressToken": "t"}}});
+    assert_eq!(post(call).await, 202);
+    let events = until(&mut text, r#""id":7"#).await;
+    let messages: Vec<Value> = events
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let progress = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    assert_eq!(progress, 1, "{messages:?}");
+    let reply = messages.last().unwrap();
+    assert_eq!(
+        reply["result"]["content"][0]["text"], "done",
+        "{messages:?}"
+    );
+    let gets = seen.0.lock().unwrap().clone();
+    assert!(gets.contains(&"call-2".to_owned()), "{gets:?}");
+    drop(body);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+    server.abort();
+}

@@ -3,7 +3,9 @@
 //! answered 202 at once and sent upstream as a Streamable HTTP POST (the upstream's session id kept by the
 //! proxy, `MCP-Protocol-Version` the negotiated one), and every message of the upstream's answer — JSON or
 //! SSE — comes on the client's stream as a `message` event. Once `initialize` has succeeded, the upstream's
-//! own GET stream (server-initiated messages) is poured onto the client's stream too. Closing the client's
+//! own GET stream (server-initiated messages) is poured onto the client's stream too, and reopened (with
+//! `Last-Event-ID`) when the upstream closes it. An answer stream that ends before its response (a 2025-11-25
+//! server polling) is resumed with GET and `Last-Event-ID` on the client's behalf. Closing the client's
 //! stream ends the session and the upstream's (DELETE).
 
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{HttpSession, Link, MCP_PROTOCOL_VERSION, State, sse};
-use crate::jsonrpc::{Message, PROXY_ERROR};
+use super::{HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, State, sse};
+use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
 
 /// Most messages waiting for the client's stream.
 pub(crate) const STREAM_QUEUE: usize = 256;
@@ -78,8 +80,35 @@ pub(crate) fn message(
             crate::upstream::http::post(&state, &session_ref, &headers, message, new_session, None)
                 .await;
         let status = response.status();
-        let poured = pour(response, state.config.max_body, &to_stream).await;
-        if poured == 0
+        let mut parser = sse::Parser::new(state.config.max_body);
+        let mut poured = pour(response, &mut parser, request.as_ref(), &to_stream).await;
+        if let Some(id) = &request
+            && !poured.answered
+        {
+            // The answer stream ended before the response (a server closing it to be polled, or a break):
+            // resumed with `Last-Event-ID` as a Streamable HTTP client would, since this client cannot.
+            let mut tries = 0;
+            while !poured.answered && tries < sse::MAX_RESUMES {
+                let Some(last) = parser
+                    .last_event_id()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                else {
+                    break;
+                };
+                tries += 1;
+                tokio::time::sleep(parser.reconnect_delay()).await;
+                let mut get_headers = upstream_headers(&session_ref, &headers);
+                get_headers.insert(LAST_EVENT_ID.clone(), last);
+                let stream = crate::upstream::http::get(&state, &session_ref, &get_headers).await;
+                if stream.status() != StatusCode::OK {
+                    break;
+                }
+                let more = pour(stream, &mut parser, Some(id), &to_stream).await;
+                poured.count += more.count;
+                poured.answered = more.answered;
+            }
+        }
+        if poured.count == 0
             && !status.is_success()
             && let Some(id) = request
         {
@@ -91,12 +120,7 @@ pub(crate) fn message(
             let _ = to_stream.send(error).await;
         }
         if new_session && status.is_success() {
-            // Server-initiated messages: the upstream's GET stream, for as long as the session lives.
-            let headers = upstream_headers(&session_ref, &headers);
-            let stream = crate::upstream::http::get(&state, &session_ref, &headers).await;
-            if stream.status() == StatusCode::OK {
-                pour(stream, state.config.max_body, &to_stream).await;
-            }
+            server_stream(&state, &session_ref, &headers, &to_stream).await;
         }
     });
     if spawned.is_err() {
@@ -104,18 +128,71 @@ pub(crate) fn message(
     }
 }
 
-/// Puts every message of an upstream answer (a JSON body or an SSE stream) on the client's stream; returns
-/// how many.
-async fn pour(response: Response, max: usize, to_stream: &mpsc::Sender<Message>) -> usize {
+/// Server-initiated messages: the upstream's GET stream, for as long as the session lives. When it ends it
+/// is opened again (with `Last-Event-ID` when its events had ids) after the server's `retry`;
+/// [`sse::MAX_RESUMES`] ends in a row that brought nothing stop it.
+async fn server_stream(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    client: &HeaderMap,
+    to_stream: &mpsc::Sender<Message>,
+) {
+    let mut parser = sse::Parser::new(state.config.max_body);
+    let mut idle_ends = 0;
+    while idle_ends < sse::MAX_RESUMES && !session.mcp.session().token().is_cancelled() {
+        let mut headers = upstream_headers(session, client);
+        if let Some(last) = parser
+            .last_event_id()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(LAST_EVENT_ID.clone(), last);
+        }
+        let stream = crate::upstream::http::get(state, session, &headers).await;
+        if stream.status() != StatusCode::OK {
+            return;
+        }
+        let poured = pour(stream, &mut parser, None, to_stream).await;
+        if to_stream.is_closed() {
+            return;
+        }
+        idle_ends = if poured.count == 0 { idle_ends + 1 } else { 0 };
+        tokio::time::sleep(parser.reconnect_delay()).await;
+    }
+}
+
+/// What [`pour`] put on the client's stream.
+struct Poured {
+    count: usize,
+    /// The response to the request it was waiting for came.
+    answered: bool,
+}
+
+/// Puts every message of an upstream answer (a JSON body or an SSE stream, read with `parser`, which keeps
+/// the last event id and `retry` for a resumption) on the client's stream.
+async fn pour(
+    response: Response,
+    parser: &mut sse::Parser,
+    request: Option<&Id>,
+    to_stream: &mpsc::Sender<Message>,
+) -> Poured {
     let is_sse = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut body = response.into_body().into_data_stream();
-    let mut count = 0;
+    let mut poured = Poured {
+        count: 0,
+        answered: false,
+    };
+    let put = |m: &Message, poured: &mut Poured| {
+        if request.is_some_and(|id| matches!(m.kind(), Kind::Response { .. }) && m.id() == Some(id))
+        {
+            poured.answered = true;
+        }
+        poured.count += 1;
+    };
     if is_sse {
-        let mut parser = sse::Parser::new(max);
         while let Some(Ok(chunk)) = body.next().await {
             let mut messages = Vec::new();
             parser.feed(&chunk, |event| {
@@ -124,27 +201,32 @@ async fn pour(response: Response, max: usize, to_stream: &mpsc::Sender<Message>)
                 }
             });
             for m in messages {
+                put(&m, &mut poured);
                 if to_stream.send(m).await.is_err() {
-                    return count;
+                    return poured;
                 }
-                count += 1;
+            }
+            if poured.answered {
+                return poured;
             }
         }
-        return count;
+        return poured;
     }
+    let max = parser.max_event();
     let mut json = BytesMut::new();
     while let Some(Ok(chunk)) = body.next().await {
         if json.len() + chunk.len() > max {
-            return count;
+            return poured;
         }
         json.extend_from_slice(&chunk);
     }
-    if let Ok(m) = Message::parse(json.freeze())
-        && to_stream.send(m).await.is_ok()
-    {
-        count += 1;
+    if let Ok(m) = Message::parse(json.freeze()) {
+        put(&m, &mut poured);
+        if to_stream.send(m).await.is_err() {
+            poured.count -= 1;
+        }
     }
-    count
+    poured
 }
 
 /// Ends the upstream's session when the client's stream goes (from a task of the server).

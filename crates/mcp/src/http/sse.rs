@@ -1,7 +1,17 @@
 //! Server-Sent Events: an incremental parser that watches a stream pass (the bytes are forwarded untouched)
 //! and an encoder for the events the proxy writes itself.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
+
+/// How many times in a row a client of the proxy's (`connect`, the old transport's translation) opens a
+/// stream that ended again with `Last-Event-ID`.
+pub const MAX_RESUMES: u32 = 8;
+/// The wait before reconnecting when the server gave no `retry`.
+pub const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+/// The longest `retry` honoured (a server asking for more is reconnected to after this).
+pub const MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,6 +75,19 @@ impl Parser {
     /// The reconnection time the server asked for with a `retry:` field (ASCII digits), in milliseconds.
     pub fn retry_ms(&self) -> Option<u64> {
         self.retry_ms
+    }
+
+    /// How long to wait before reconnecting: the server's `retry`, [`DEFAULT_RETRY`] without one, at most
+    /// [`MAX_RETRY`].
+    pub fn reconnect_delay(&self) -> Duration {
+        self.retry_ms
+            .map_or(DEFAULT_RETRY, Duration::from_millis)
+            .min(MAX_RETRY)
+    }
+
+    /// The size limit of one event.
+    pub fn max_event(&self) -> usize {
+        self.max_event
     }
 
     /// Feeds bytes; calls `on_event` for each complete event.
