@@ -7,7 +7,8 @@
 //! front of the site, TEE_K and TEE_T (and on TEE_K's link to TEE_T) in separate rounds, so that the timed
 //! rounds run without the extra hop.
 //!
-//! `cargo run --release -p tessera-tee --example tee_load` (`-- --quick` for fewer rounds).
+//! `cargo run --release -p tessera-tee --example tee_load` (`-- --quick` for fewer rounds, `-- --size 1024`
+//! for one response size in KB).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -290,6 +291,13 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // RUST_LOG=tessera_tee::service::client=debug prints each proof's stage timings.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let pki = pki();
     let site_addr = site(&pki);
@@ -307,7 +315,15 @@ async fn main() {
         "| response | plain GET p50 / p90 ms | prove p50 / p90 ms | time ratio (p50) | plain bytes | prove bytes (client-site, client-K, client-T, K-T) | bytes / response |"
     );
     println!("|---|---|---|---|---|---|---|");
+    // `--size KB` measures one response size only (e.g. `--size 1024` for a profile of 1 MB proofs).
+    let only: Option<usize> = std::env::args()
+        .skip_while(|a| a != "--size")
+        .nth(1)
+        .and_then(|kb| kb.parse().ok());
     for (size, rounds) in [(1_024usize, 30usize), (100 * 1024, 20), (1024 * 1024, 10)] {
+        if only.is_some_and(|kb| kb * 1024 != size) {
+            continue;
+        }
         let rounds = if quick { rounds.div_ceil(5) } else { rounds };
         // Warm-up: one of each.
         let r = plain_roots.clone();

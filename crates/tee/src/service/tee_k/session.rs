@@ -304,6 +304,9 @@ impl KSession {
             nonce: request.nonce.clone(),
         }))
         .await?;
+        // Hashed while TEE_T hashes and signs its own output.
+        let keystream_sha256 = crate::signing::sha256(&keystream).to_vec();
+        drop(keystream);
         let digest = expect!(self.recv_t().await?, TOutputDigest, "t_output_digest").digest;
         let digest: [u8; 32] = digest
             .as_slice()
@@ -319,7 +322,7 @@ impl KSession {
             tls_version: version,
             redacted_request: redacted.redacted,
             request_ranges: redacted.ranges,
-            response_keystream_sha256: crate::signing::sha256(&keystream).to_vec(),
+            response_keystream_sha256: keystream_sha256,
             response_ranges: hidden,
             certificate: est.certificates.first().map(|c| CertProto {
                 subject_cn: c.subject_cn.clone().unwrap_or_default(),

@@ -62,7 +62,7 @@ pub(super) async fn start(inner: Arc<Inner>, sid: WireSessionId, k_tx: ChannelWr
         eof: false,
         closed: false,
         records: Vec::new(),
-        ciphertext: Vec::new(),
+        ciphertext: sha2::Sha256::default(),
         total: 0,
     };
     // The task echoes session_created first: TEE_K waits for it before telling the client session_ready.
@@ -85,7 +85,9 @@ struct TSession {
     eof: bool,
     closed: bool,
     records: Vec<RecordInfo>,
-    ciphertext: Vec<u8>,
+    /// SHA-256 of the application data's ciphertext so far (T_OUTPUT signs it), hashed as records are
+    /// verified rather than kept and hashed at the end.
+    ciphertext: sha2::Sha256,
     total: usize,
 }
 
@@ -403,7 +405,9 @@ impl TSession {
             };
             let length = ct.len() - usize::from(tls13);
             match content_type {
-                ContentType::ApplicationData => self.ciphertext.extend_from_slice(&ct[..length]),
+                ContentType::ApplicationData => {
+                    sha2::Digest::update(&mut self.ciphertext, &ct[..length]);
+                }
                 ContentType::Alert => self.closed = true,
                 ContentType::Handshake if tls13 => {}
                 _ => return Err(Fail::new("unexpected record type after the handshake")),
@@ -443,7 +447,7 @@ impl TSession {
             session_id: self.sid.to_vec(),
             timestamp_ms: now_ms(),
             nonce: finished.nonce,
-            response_ciphertext_sha256: crate::signing::sha256(&std::mem::take(
+            response_ciphertext_sha256: sha2::Digest::finalize(std::mem::take(
                 &mut self.ciphertext,
             ))
             .to_vec(),
