@@ -315,7 +315,8 @@ async fn main() {
         "| response | plain GET p50 / p90 ms | prove p50 / p90 ms | time ratio (p50) | plain bytes | prove bytes (client-site, client-K, client-T, K-T) | bytes / response |"
     );
     println!("|---|---|---|---|---|---|---|");
-    // `--size KB` measures one response size only (e.g. `--size 1024` for a profile of 1 MB proofs).
+    // `--size KB` measures one response size only (e.g. `--size 1024` for a profile of 1 MB proofs), and
+    // not the concurrent clients.
     let only: Option<usize> = std::env::args()
         .skip_while(|a| a != "--size")
         .nth(1)
@@ -412,6 +413,9 @@ async fn main() {
         );
     }
 
+    if only.is_some() {
+        return;
+    }
     // Concurrency: 20 clients at once, each proving (or fetching) 1 KB pages back to back.
     let clients = 20;
     let per_client = if quick { 3 } else { 10 };
