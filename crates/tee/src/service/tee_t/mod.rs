@@ -239,6 +239,15 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
             let bytes = match reader.recv().await {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => break,
+                // TEE_K going away (1000 normal, 1001 shutting down) is an orderly end, not a fault.
+                Err(
+                    e @ tessera_channel::ChannelError::PeerClosed {
+                        code: 1000 | 1001, ..
+                    },
+                ) => {
+                    tracing::info!(reason = %e, "TEE_K link closed");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "TEE_K link lost");
                     break;
