@@ -76,12 +76,7 @@ where
     )
     .await;
     mcp.wait_idle().await;
-    let session = link
-        .remote
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .session
-        .clone();
+    let session = link.remote_session();
     if let Some(id) = session {
         let headers = link.headers(None);
         if let Ok(r) = link
@@ -149,6 +144,15 @@ async fn pump<S: Stream<Item = std::io::Result<Line>> + Unpin>(link: &Link, mut 
 }
 
 impl Link {
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's session id, once `initialize` gave one.
+    fn remote_session(&self) -> Option<HeaderValue> {
+        self.remote().session.clone()
+    }
+
     fn headers(&self, message: Option<&Message>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -176,13 +180,8 @@ impl Link {
                 }
             }
             None => {
-                if let Some(v) = &self
-                    .remote
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .version
-                {
-                    headers.insert(MCP_PROTOCOL_VERSION.clone(), v.clone());
+                if let Some(v) = self.remote().version.clone() {
+                    headers.insert(MCP_PROTOCOL_VERSION.clone(), v);
                 }
             }
         }
@@ -239,12 +238,7 @@ impl Link {
             return;
         }
         let headers = self.headers(Some(&expired.cancel));
-        let session = self
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .session
-            .clone();
+        let session = self.remote_session();
         let sent = self.upstream.send(
             Method::POST,
             &headers,
@@ -260,12 +254,7 @@ impl Link {
     /// HTTP status, or `None` when the server could not be reached (the client has been answered).
     async fn post(&self, message: &Message, request: Option<(&Id, Instant)>) -> Option<StatusCode> {
         let headers = self.headers(Some(message));
-        let session = self
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .session
-            .clone();
+        let session = self.remote_session();
         let response = match self
             .upstream
             .send(
@@ -289,10 +278,7 @@ impl Link {
             }
         };
         if let Some(v) = response.headers().get(&MCP_SESSION_ID) {
-            self.remote
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .session = Some(v.clone());
+            self.remote().session = Some(v.clone());
         }
         let status = response.status();
         let is_sse = response
@@ -382,12 +368,7 @@ impl Link {
         if let Some(last) = last {
             headers.insert(LAST_EVENT_ID.clone(), last);
         }
-        let session = self
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .session
-            .clone();
+        let session = self.remote_session();
         let response = self
             .upstream
             .send(Method::GET, &headers, session.as_ref(), Bytes::new())
@@ -445,11 +426,7 @@ impl Link {
                         .protocol_version
                         .and_then(|v| HeaderValue::from_str(&v).ok())
                 {
-                    self.remote
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .version
-                        .get_or_insert(version);
+                    self.remote().version.get_or_insert(version);
                 }
             }
             Kind::Request { .. } => {

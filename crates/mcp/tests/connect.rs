@@ -3,24 +3,14 @@
 mod support;
 
 use serde_json::json;
-use support::client::LineClient;
 use support::http::server_everything_http;
-use tessera_mcp::{McpConfig, Sessions};
+use tessera_mcp::McpConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_client_talks_to_a_streamable_http_server() {
     let upstream = server_everything_http().await;
-    let sessions = Sessions::new(McpConfig::default());
-    let (client_w, bridge_in) = tokio::io::duplex(1 << 16);
-    let (bridge_out, client_r) = tokio::io::duplex(1 << 16);
-    let s = sessions.clone();
-    let url = upstream.url.clone();
-    let bridge = tokio::spawn(async move {
-        tessera_mcp::connect::run(&s, &url, bridge_in, bridge_out)
-            .await
-            .unwrap()
-    });
-    let mut client = LineClient::new(client_r, client_w);
+    let (mut client, bridge, sessions) =
+        support::client::bridge(&upstream.url, McpConfig::default());
 
     let init = client.initialize().await;
     assert_eq!(

@@ -15,24 +15,14 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::any;
 use serde_json::{Value, json};
-use support::client::LineClient;
 use support::polling::{self, Seen};
-use tessera_mcp::{McpConfig, Sessions};
+use tessera_mcp::McpConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polled_response_stream_is_resumed_with_last_event_id() {
     let (url, seen, server) = polling::serve().await;
 
-    let sessions = Sessions::new(McpConfig::default());
-    let (client_w, bridge_in) = tokio::io::duplex(1 << 16);
-    let (bridge_out, client_r) = tokio::io::duplex(1 << 16);
-    let s = sessions.clone();
-    let bridge = tokio::spawn(async move {
-        tessera_mcp::connect::run(&s, &url, bridge_in, bridge_out)
-            .await
-            .unwrap()
-    });
-    let mut client = LineClient::new(client_r, client_w);
+    let (mut client, bridge, sessions) = support::client::bridge(&url, McpConfig::default());
     let init = client.initialize().await;
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
 
@@ -137,16 +127,7 @@ async fn a_request_past_its_deadline_is_answered_and_cancelled_upstream() {
 
     let mut config = McpConfig::default();
     config.pending.deadline = Duration::from_millis(300);
-    let sessions = Sessions::new(config);
-    let (client_w, bridge_in) = tokio::io::duplex(1 << 16);
-    let (bridge_out, client_r) = tokio::io::duplex(1 << 16);
-    let s = sessions.clone();
-    let bridge = tokio::spawn(async move {
-        tessera_mcp::connect::run(&s, &url, bridge_in, bridge_out)
-            .await
-            .unwrap()
-    });
-    let mut client = LineClient::new(client_r, client_w);
+    let (mut client, bridge, sessions) = support::client::bridge(&url, config);
     client.initialize().await;
     let started = Instant::now();
     let reply = tokio::time::timeout(

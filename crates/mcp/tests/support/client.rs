@@ -71,3 +71,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineClient<R, W> {
         self.writer = None;
     }
 }
+
+/// `connect::run` bridging a line client (over in-memory pipes) to `url`: the client, the bridge's task
+/// (its result: the frames that passed), and the sessions it runs in.
+pub fn bridge(
+    url: &str,
+    config: tessera_mcp::McpConfig,
+) -> (
+    LineClient<tokio::io::DuplexStream, tokio::io::DuplexStream>,
+    tokio::task::JoinHandle<u64>,
+    tessera_mcp::Sessions,
+) {
+    let sessions = tessera_mcp::Sessions::new(config);
+    let (client_w, bridge_in) = tokio::io::duplex(1 << 16);
+    let (bridge_out, client_r) = tokio::io::duplex(1 << 16);
+    let (s, url) = (sessions.clone(), url.to_owned());
+    let bridge = tokio::spawn(async move {
+        tessera_mcp::connect::run(&s, &url, bridge_in, bridge_out)
+            .await
+            .expect("the bridge runs")
+    });
+    (LineClient::new(client_r, client_w), bridge, sessions)
+}
