@@ -62,6 +62,41 @@ fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+// The first query's statements. Each must look its rows up through an index (`plans_use_indexes`
+// checks it against the linked SQLite): a scan would cost, per batch, time in proportion to every send
+// recorded within the message TTL. The pairs are written `IN (SELECT … FROM (VALUES …))`, which SQLite
+// 3.40 also searches by index; it scans `sent_messages` for the bare `IN (VALUES …)` form (the SQLite
+// linked here searches either).
+
+/// One ack's deletes (`index`: the ack's place in the batch; `refs`: its message references).
+fn ack_delete(index: usize, refs: usize) -> String {
+    format!(
+        "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
+         (SELECT column1, column2 FROM (VALUES {})) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, \
+         seq AS queued, 0 AS next_seq, 0 AS last_acked_seq;\n",
+        placeholders(refs, 2)
+    )
+}
+
+/// The state of `devices` devices.
+fn device_lookup(devices: usize) -> String {
+    format!(
+        "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
+         FROM devices WHERE device_id IN ({});\n",
+        vec!["?"; devices].join(", ")
+    )
+}
+
+/// The idempotency records of `sends` sends.
+fn sent_lookup(sends: usize) -> String {
+    format!(
+        "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
+         0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
+         (SELECT column1, column2 FROM (VALUES {}));\n",
+        placeholders(sends, 2)
+    )
+}
+
 /// What the first query found.
 struct Loaded {
     devices: HashMap<String, DeviceState>,
@@ -81,12 +116,7 @@ async fn begin_and_load(
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for (index, ack) in acks.iter().enumerate() {
         for part in ack.messages.chunks(CHUNK) {
-            sql.push_str(&format!(
-                "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
-                 (VALUES {}) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, seq AS queued, \
-                 0 AS next_seq, 0 AS last_acked_seq;\n",
-                placeholders(part.len(), 2)
-            ));
+            sql.push_str(&ack_delete(index, part.len()));
         }
     }
     let mut asked = HashSet::new();
@@ -103,19 +133,10 @@ async fn begin_and_load(
         }
     }
     for part in wanted.chunks(CHUNK) {
-        sql.push_str(&format!(
-            "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
-             FROM devices WHERE device_id IN ({});\n",
-            vec!["?"; part.len()].join(", ")
-        ));
+        sql.push_str(&device_lookup(part.len()));
     }
     for part in sends.chunks(CHUNK) {
-        sql.push_str(&format!(
-            "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
-             0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
-             (VALUES {});\n",
-            placeholders(part.len(), 2)
-        ));
+        sql.push_str(&sent_lookup(part.len()));
     }
     // Its text varies with the batch: prepared for this run only, not kept in the statement cache.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
@@ -377,4 +398,54 @@ async fn write_and_commit(
     }
     query.execute(&mut *conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Row, SqliteConnection};
+
+    use super::{ack_delete, device_lookup, sent_lookup};
+
+    /// Every lookup of the first query searches an index in the SQLite this crate links (a plan that
+    /// scans a table would cost time in proportion to everything ever sent).
+    #[tokio::test]
+    async fn plans_use_indexes() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("open");
+        for migration in super::super::sqlite::MIGRATIONS {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&mut conn)
+                .await
+                .expect("migrate");
+        }
+        for (sql, binds) in [
+            (ack_delete(0, 3), 7),
+            (device_lookup(3), 3),
+            (sent_lookup(3), 6),
+        ] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for _ in 0..binds {
+                query = query.bind("x");
+            }
+            let plan: Vec<String> = query
+                .fetch_all(&mut conn)
+                .await
+                .expect("plan")
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|step| step.starts_with("SEARCH")),
+                "{sql}: {plan:?}"
+            );
+            // Scanning the batch's own VALUES list is fine; scanning a table is not.
+            let scans_table = |step: &String| {
+                ["messages", "sent_messages", "devices"]
+                    .iter()
+                    .any(|table| step.starts_with(&format!("SCAN {table}")))
+            };
+            assert!(!plan.iter().any(scans_table), "{sql}: {plan:?}");
+        }
+    }
 }
