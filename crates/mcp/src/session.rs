@@ -119,6 +119,14 @@ impl Withdraw {
     pub fn disarm(&mut self) {
         self.id = None;
     }
+
+    /// Withdraws the request now; true if it was still pending, i.e. the caller now owes its answer (a
+    /// response racing it is then dropped as late).
+    pub fn claim(&mut self) -> bool {
+        self.id
+            .take()
+            .is_some_and(|id| self.mcp.forget(Direction::ClientToServer, &id))
+    }
 }
 
 impl Drop for Withdraw {

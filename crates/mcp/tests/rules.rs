@@ -419,3 +419,93 @@ async fn rules_on_a_url_upstreams_server_messages() {
     p.proxy.sessions().registry().wait_empty().await;
     p.finish().await;
 }
+
+/// A Streamable HTTP server whose `tools/call` answer is one SSE event of `size` bytes of text.
+async fn big_answer_server(size: usize) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    use axum::body::{Body, Bytes};
+    use axum::http::{Method, header};
+    use axum::response::Response;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::any(move |method: Method, body: Bytes| async move {
+            let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (kind, body) = match (method, message["method"].as_str()) {
+                (Method::POST, Some("initialize")) => (
+                    "application/json",
+                    json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+                        "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "big", "version": "0"}}})
+                    .to_string(),
+                ),
+                (Method::POST, Some("tools/call")) => {
+                    let text = "x".repeat(size);
+                    let reply = json!({"jsonrpc": "2.0", "id": message["id"],
+                        "result": {"content": [{"type": "text", "text": text}]}});
+                    ("text/event-stream", format!("data: {reply}\n\n"))
+                }
+                _ => {
+                    return Response::builder()
+                        .status(if message.is_null() { 405 } else { 202 })
+                        .body(Body::empty())
+                        .unwrap();
+                }
+            };
+            Response::builder()
+                .header(header::CONTENT_TYPE, kind)
+                .body(Body::from(body))
+                .unwrap()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    (
+        url,
+        tokio::spawn(async move { axum::serve(listener, app).await }),
+    )
+}
+
+/// With rules, a URL upstream's SSE body passes event by event and an event over the message limit is left
+/// out (the rules cannot see it whole). When that was the answer, the client gets the proxy's error as the
+/// body ends, not after the request's deadline; an answer under the limit still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_limit_left_out_by_rules_is_answered_at_once() {
+    let (small_url, small) = big_answer_server(100).await;
+    let (big_url, big) = big_answer_server(8 * 1024).await;
+    for (url, over) in [(small_url, false), (big_url, true)] {
+        let mut config = HttpConfig::new(Upstream::Url(url));
+        config.rules = Some(Arc::new(Rules::from_json(RULES).unwrap()));
+        config.max_body = 4 * 1024;
+        let p = start_with(config, None).await;
+        let (session, _) = p.http.initialize().await;
+        let started = std::time::Instant::now();
+        let reply = p
+            .http
+            .post(Some(&session), &call(9, "big", json!({})))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let answer = reply.response(&json!(9));
+        if over {
+            assert_eq!(answer["error"]["code"], -32000, "{answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("message limit")),
+                "{answer}"
+            );
+            // The default deadline is a minute: this came from the body's end.
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        } else {
+            assert_eq!(
+                answer["result"]["content"][0]["text"]
+                    .as_str()
+                    .map(str::len),
+                Some(100)
+            );
+        }
+        assert_eq!(p.http.delete(&session).await.status, 200);
+        p.proxy.sessions().registry().wait_empty().await;
+        p.finish().await;
+    }
+    small.abort();
+    big.abort();
+}

@@ -49,7 +49,12 @@ pub struct Parser {
     skip_line: bool,
     /// The last line ended with CR: an LF right after it is part of that line end.
     after_cr: bool,
+    /// Bytes of a leading UTF-8 byte order mark matched so far; `None` once the stream's start is past.
+    bom: Option<usize>,
 }
+
+/// A stream may begin with a UTF-8 byte order mark, which is not part of its first line.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Parser {
     /// A parser that skips events larger than `max_event` bytes.
@@ -64,6 +69,7 @@ impl Parser {
             overflow: false,
             skip_line: false,
             after_cr: false,
+            bom: Some(0),
         }
     }
 
@@ -93,6 +99,20 @@ impl Parser {
     /// Feeds bytes; calls `on_event` for each complete event.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event)) {
         let mut input = chunk;
+        while let Some(matched) = self.bom {
+            match input.first() {
+                None => return,
+                Some(&b) if b == BOM[matched] => {
+                    input = &input[1..];
+                    self.bom = (matched + 1 < BOM.len()).then_some(matched + 1);
+                }
+                Some(_) => {
+                    // Not a BOM after all: what matched begins the first line.
+                    self.partial.extend_from_slice(&BOM[..matched]);
+                    self.bom = None;
+                }
+            }
+        }
         if self.after_cr && !input.is_empty() {
             self.after_cr = false;
             if input[0] == b'\n' {
@@ -340,6 +360,26 @@ mod tests {
         let cut = text.windows(8).position(|w| w == b"\ndata: 2").unwrap();
         let chunked = parse(16, &[&text[..cut], &text[cut..]]);
         assert_eq!(chunked, whole);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped_whatever_the_chunks() {
+        let text = b"\xEF\xBB\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n";
+        let whole = parse(1024, &[text]);
+        let data: Vec<_> = whole.iter().map(|e| e.data.as_str()).collect();
+        // Only the stream's first bytes can be a mark; later, the same bytes start an unknown field.
+        assert_eq!(data, ["a"]);
+        for cut in 0..=text.len() {
+            assert_eq!(
+                parse(1024, &[&text[..cut], &text[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        // A first line that only begins like a mark keeps its bytes.
+        let mut p = Parser::new(1024);
+        p.feed(b"\xEF\xBBid: 1\n\ndata: x\n\n", |_| {});
+        assert_eq!(p.last_event_id(), None);
     }
 
     proptest::proptest! {

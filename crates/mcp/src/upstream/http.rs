@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -27,7 +27,7 @@ use crate::http::{
     HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, State, error_response,
     set_session_header, sse,
 };
-use crate::jsonrpc::{Id, Kind, Message};
+use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
 use crate::metrics;
 use crate::session::{Direction, Expired, McpSession, Withdraw};
 use crate::upstream::inspect::Inspector;
@@ -228,6 +228,7 @@ pub(crate) async fn post(
         cancel: Some(cancel),
         sent_any: false,
         sse: is_sse,
+        request: message.id().filter(|_| message.is_request()).cloned(),
     };
     let mut response = relay_head(
         &head,
@@ -287,6 +288,7 @@ pub(crate) async fn get(
         cancel: None,
         sent_any: false,
         sse: is_sse,
+        request: None,
     };
     let ended = session.mcp.session().token();
     let (head, body) = upstream.into_parts();
@@ -363,6 +365,8 @@ struct Relay {
     cancel: Option<CancelUpstream>,
     sent_any: bool,
     sse: bool,
+    /// The client's request this POST carried (its own id).
+    request: Option<Id>,
 }
 
 enum Step {
@@ -371,6 +375,23 @@ enum Step {
 }
 
 impl Relay {
+    /// The body ended while its request was unanswered and an event over the message limit had been left
+    /// out of it (rules pass an SSE body event by event): most likely the response. The client gets an
+    /// error event now instead of waiting for the deadline; `None` if the request was answered meanwhile.
+    fn response_left_out(&mut self) -> Option<Bytes> {
+        if !self.sse || self.waiter.is_none() || !self.inspector.dropped_oversized() {
+            return None;
+        }
+        let id = self.request.as_ref()?;
+        if !self.forget.as_mut()?.claim() {
+            return None;
+        }
+        self.waiter = None;
+        let text = "the server's answer was over the proxy's message limit and was left out";
+        let reply = Message::error_reply(Some(id), PROXY_ERROR, text);
+        Some(sse::message_event(&reply.line_safe(), None))
+    }
+
     fn into_stream(
         mut self,
         body: DataStream,
@@ -401,11 +422,14 @@ impl Relay {
                     }
                     Step::Chunk(None) => {
                         relay.body = None;
-                        let rest = relay.inspector.finish();
+                        let mut rest = BytesMut::from(relay.inspector.finish());
+                        if let Some(error) = relay.response_left_out() {
+                            rest.extend_from_slice(&error);
+                        }
                         if rest.is_empty() {
                             return None;
                         }
-                        return Some((Ok(rest), relay));
+                        return Some((Ok(rest.freeze()), relay));
                     }
                     Step::Outcome(Ok(_response)) => {
                         relay.waiter = None;

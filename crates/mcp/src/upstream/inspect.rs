@@ -30,6 +30,8 @@ pub(crate) struct Inspector {
     replies: Option<CancelUpstream>,
     /// With rules on an SSE body: the event not yet complete.
     held: Option<Held>,
+    /// An event over the message limit was left out.
+    dropped: bool,
 }
 
 /// With rules on an SSE body: the bytes of the event not yet complete, how far they were scanned, and
@@ -61,6 +63,7 @@ impl Inspector {
             rules: None,
             replies: None,
             held: None,
+            dropped: false,
         }
     }
 
@@ -125,8 +128,14 @@ impl Inspector {
         out.freeze()
     }
 
+    /// Whether an event over the message limit was left out of what passed.
+    pub(crate) fn dropped_oversized(&self) -> bool {
+        self.dropped
+    }
+
     /// An event over the message limit, which the rules cannot see whole: it is left out.
-    fn oversized(&self) {
+    fn oversized(&mut self) {
+        self.dropped = true;
         tracing::warn!(
             session = %self.mcp.id(),
             limit = self.max,
