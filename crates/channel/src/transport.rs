@@ -307,7 +307,7 @@ pub(crate) fn start(
         max_messages: config.max_messages,
         scratch: Vec::new(),
     };
-    session.spawn(writer.run(guard, sink, out_rx, config.clone()))?;
+    session.spawn(writer.run(guard, sink, out_rx, config.keepalive, config.close_timeout))?;
     Ok(Channel {
         reader: ChannelReader {
             shared: shared.clone(),
@@ -332,13 +332,14 @@ impl Writer {
         guard: SessionGuard,
         mut sink: WsSink,
         mut rx: mpsc::Receiver<Bytes>,
-        config: ChannelConfig,
+        keepalive: Option<std::time::Duration>,
+        close_timeout: std::time::Duration,
     ) {
         let session = guard.session().clone();
         let shutdown = session.shutdown_requested();
         tokio::pin!(shutdown);
         let closing = self.shared.closing.clone();
-        let mut pings = config.keepalive.map(|every| {
+        let mut pings = keepalive.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
@@ -366,20 +367,35 @@ impl Writer {
                         self.shared.end(Cause::Local { code: close_code::NORMAL, reason: String::new() });
                         break;
                     };
-                    if let Err(cause) = self.write_batch(&mut sink, message, &mut rx).await {
+                    // Boxed: an idle channel should not carry the write path's state (memory per idle
+                    // connection); a write costs one allocation.
+                    if let Err(cause) = Box::pin(self.write_batch(&mut sink, message, &mut rx)).await {
                         self.shared.end(cause);
                         break;
                     }
                     session.touch();
                 }
                 _ = ping(&mut pings) => {
-                    if let Err(e) = sink.send(WsMsg::Ping(Bytes::new())).await {
+                    if let Err(e) = Box::pin(sink.send(WsMsg::Ping(Bytes::new()))).await {
                         self.shared.end(Cause::Lost(format!("{e:?}")));
                         break;
                     }
                 }
             }
         }
+        // Boxed, like the writes: only a closing channel needs the close path's state.
+        Box::pin(self.finish(guard, sink, rx, close_timeout)).await;
+    }
+
+    /// Sends what the close needs (the queued messages after a normal local close, then the close frame),
+    /// then ends the session with the matching outcome.
+    async fn finish(
+        &mut self,
+        guard: SessionGuard,
+        mut sink: WsSink,
+        mut rx: mpsc::Receiver<Bytes>,
+        close_timeout: std::time::Duration,
+    ) {
         // A normal local close still delivers what was queued before it.
         let cause = self.shared.cause();
         // A sink that returned an error must not be polled again (its error mapper panics if it is).
@@ -397,11 +413,11 @@ impl Writer {
         match &cause {
             _ if sink_failed => {}
             Some(Cause::Local { code, reason }) => {
-                crate::ws::close(&mut sink, *code, reason.clone(), config.close_timeout).await;
+                crate::ws::close(&mut sink, *code, reason.clone(), close_timeout).await;
             }
             Some(Cause::Peer { .. }) => {
                 // The WebSocket layer queued its close reply; flush it.
-                let _ = tokio::time::timeout(config.close_timeout, sink.close()).await;
+                let _ = tokio::time::timeout(close_timeout, sink.close()).await;
             }
             Some(Cause::Lost(_)) | None => {}
         }
@@ -507,7 +523,8 @@ impl Reader {
                         self.shared.session.touch();
                         // If the reader half was dropped, keep draining the socket (for pings and
                         // the close frame) but discard data.
-                        if delivering && tx.send(message).await.is_err() {
+                        // Boxed, as the writer's writes: an idle reader carries no send state.
+                        if delivering && Box::pin(tx.send(message)).await.is_err() {
                             delivering = false;
                         }
                         continue;

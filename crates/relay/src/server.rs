@@ -356,19 +356,25 @@ impl<S: Store> Relay<S> {
                 incoming = reader.recv() => {
                     let Ok(Some(bytes)) = incoming else { break Closed::Peer };
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
-                    let (reply, now_registered) = if budget.take() {
-                        limited = 0;
-                        Box::pin(self.handle(&device, &bytes)).await
-                    } else {
-                        limited += 1;
-                        let message = "request rate exceeded; slow down".to_owned();
-                        (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
+                    // The request and its reply live in this block only, and the awaits are boxed: an
+                    // idle connection's task keeps none of their space (memory per idle client).
+                    let (encoded, violation, now_registered) = {
+                        let (reply, now_registered) = if budget.take() {
+                            limited = 0;
+                            Box::pin(self.handle(&device, &bytes)).await
+                        } else {
+                            limited += 1;
+                            let message = "request rate exceeded; slow down".to_owned();
+                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
+                        };
+                        if let Reply::Error { code, .. } = &reply {
+                            metrics.refused(*code);
+                        }
+                        let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
+                        (encode_reply(&reply), violation, now_registered)
                     };
-                    if let Reply::Error { code, .. } = &reply {
-                        metrics.refused(*code);
-                    }
-                    let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
-                    if writer.send(encode_reply(&reply)).await.is_err() {
+                    drop(bytes);
+                    if Box::pin(writer.send(encoded)).await.is_err() {
                         break Closed::Peer;
                     }
                     malformed = if violation { malformed + 1 } else { 0 };
@@ -393,7 +399,7 @@ impl<S: Store> Relay<S> {
                     let pushed = wake.borrow_and_update().clone();
                     match pushed.frame {
                         Some(frame) if !more && pushed.seq == cursor + 1 => {
-                            if writer.send(frame.to_vec()).await.is_err() {
+                            if Box::pin(writer.send(frame.to_vec())).await.is_err() {
                                 break Closed::Peer;
                             }
                             cursor = pushed.seq;
