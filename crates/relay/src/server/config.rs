@@ -1,0 +1,60 @@
+//! The relay's limits and policies.
+
+/// Limits the relay enforces on requests.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Queued messages read from the store per delivery batch (default 100).
+    pub delivery_batch: u32,
+    /// Longest username, in bytes (default 64).
+    pub max_username: usize,
+    /// Longest key, key id or message id, in bytes (default 256).
+    pub max_field: usize,
+    /// Most envelopes in one send (default 64).
+    pub max_envelopes: usize,
+    /// Most one-time prekeys in one publish (default 100).
+    pub max_prekeys: usize,
+    /// Consecutive malformed frames after which the relay closes the channel (default 8); each one
+    /// before that gets an error reply.
+    pub max_malformed: u32,
+    /// Requests per second a connection may sustain (default 50).
+    pub requests_per_second: f64,
+    /// Requests a connection may send at once before the rate applies (default 100).
+    pub request_burst: u32,
+    /// Most messages acknowledged in one ack (default 1,000).
+    pub max_acks: usize,
+    /// How long an undelivered message is kept, and how long a message id is remembered for idempotent
+    /// retries (default 30 days). Applied by [`Relay::expire`].
+    pub message_ttl: std::time::Duration,
+    /// Registration policy: when true a new account needs an invite token (see [`crate::invite`]);
+    /// when false (default) anyone may create an account. A new device of an existing account always
+    /// needs a link token from one of its devices.
+    pub invite_only: bool,
+    /// How long a device-link token stays valid (default 10 minutes).
+    pub link_ttl: std::time::Duration,
+    /// A connection that sends no request (a `ping` counts) for this long is closed (default 120 s).
+    /// Clients that only listen send `ping` well within it.
+    pub idle_timeout: std::time::Duration,
+    /// Consecutive `rate_limited` replies after which the relay closes the connection (default 32).
+    pub max_rate_limited: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            delivery_batch: 100,
+            max_username: 64,
+            max_field: 256,
+            max_envelopes: 64,
+            max_prekeys: 100,
+            max_acks: 1000,
+            max_malformed: 8,
+            requests_per_second: 50.0,
+            request_burst: 100,
+            message_ttl: std::time::Duration::from_secs(30 * 24 * 3600),
+            invite_only: false,
+            link_ttl: std::time::Duration::from_secs(600),
+            idle_timeout: std::time::Duration::from_secs(120),
+            max_rate_limited: 32,
+        }
+    }
+}
