@@ -745,3 +745,44 @@ async fn a_huge_ack_does_not_fail_the_batch_it_shares() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].message_id, "h1");
 }
+
+/// A device acking the same messages on two connections at once (both acks in one group commit): the
+/// messages are deleted once, counted for one ack only, and the queue's counter is not decremented twice
+/// (a full queue accepts exactly as many new messages as were acknowledged).
+#[tokio::test]
+async fn the_same_messages_acked_twice_at_once_count_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let limits = tessera_relay::store::StoreLimits {
+        max_queued_per_device: 4,
+    };
+    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
+        .await
+        .expect("open");
+    two_users(&store).await;
+    for i in 0..4 {
+        store
+            .enqueue("a1", &format!("m{i}"), "bob", &[env("b1", "c")])
+            .await
+            .expect("room");
+    }
+    let refs = [acked("a1", "m0"), acked("a1", "m1")];
+    let overlapping = [acked("a1", "m1"), acked("a1", "m2")];
+    let (first, second) = tokio::join!(store.ack("b1", &refs), store.ack("b1", &overlapping));
+    let (first, second) = (first.expect("ack"), second.expect("ack"));
+    assert_eq!(first + second, 3, "m0, m1 and m2 deleted once each");
+    let left = store.pending("b1", 0, 10).await.expect("pending");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id, "m3");
+    // Three places freed, not four: the fourth new message finds the queue full.
+    for i in 4..7 {
+        store
+            .enqueue("a1", &format!("m{i}"), "bob", &[env("b1", "c")])
+            .await
+            .expect("room");
+    }
+    let full = store.enqueue("a1", "m7", "bob", &[env("b1", "c")]).await;
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { .. })),
+        "{full:?}"
+    );
+}

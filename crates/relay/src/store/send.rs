@@ -2,10 +2,11 @@
 //! transaction and **two queries** whatever the batch's length, each a single hand-off to sqlx's SQLite
 //! worker thread (under load each hand-off costs about as much as the commit's fsync):
 //!
-//! 1. `BEGIN IMMEDIATE`, the acks' deletes (one statement per ack, `RETURNING` what they deleted), and
-//!    one read of every device involved (owner, queue length, counters) together with the idempotency
-//!    records of the sends;
-//! 2. the writes — a multi-row insert or update per table — and `COMMIT`.
+//! 1. `BEGIN IMMEDIATE`, the sequence numbers of the messages the acks name (one statement per ack),
+//!    one read of every device involved (owner, queue length, counters) and the idempotency records of
+//!    the sends — each statement returning its findings as one row of JSON;
+//! 2. the writes — the acknowledged messages' deletes by primary key, a multi-row insert or update per
+//!    table — and `COMMIT`.
 //!
 //! In between, the rules are decided in memory, send by send in arrival order, against that state (so a
 //! send sees the queue lengths and sequence numbers the sends before it left), and sequence numbers are
@@ -62,18 +63,20 @@ fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-// The first query's statements. Each must look its rows up through an index (`plans_use_indexes`
-// checks it against the linked SQLite): a scan would cost, per batch, time in proportion to every send
-// recorded within the message TTL. The pairs are written `IN (SELECT … FROM (VALUES …))`, which SQLite
-// 3.40 also searches by index; it scans `sent_messages` for the bare `IN (VALUES …)` form (the SQLite
-// linked here searches either).
+// The first query's statements. Each returns **one row** (its findings as a JSON array), not a row per
+// item: sqlx hands every row from its SQLite thread to the async side, and a hand-off per row cost more
+// than the lookups (`store_load`). Each must look its rows up through an index (`plans_use_indexes` checks
+// it against the linked SQLite): a scan would cost, per batch, time in proportion to every send recorded
+// within the message TTL. The pairs are written `IN (SELECT … FROM (VALUES …))`, which SQLite 3.40 also
+// searches by index (it scans `sent_messages` for the bare `IN (VALUES …)` form).
 
-/// One ack's deletes (`index`: the ack's place in the batch; `refs`: its message references).
-fn ack_delete(index: usize, refs: usize) -> String {
+/// The sequence numbers of the messages one ack names (`index`: the ack's place in the batch; `refs`:
+/// its message references). They are deleted by the second query.
+fn ack_lookup(index: usize, refs: usize) -> String {
     format!(
-        "DELETE FROM messages WHERE recipient_device = ? AND (sender_device, message_id) IN \
-         (SELECT column1, column2 FROM (VALUES {})) RETURNING 'a' AS kind, '{index}' AS a, '' AS b, \
-         seq AS queued, 0 AS next_seq, 0 AS last_acked_seq;\n",
+        "SELECT 'a' AS kind, '{index}' AS at, json_group_array(seq) AS j FROM messages \
+         WHERE recipient_device = ? AND (sender_device, message_id) IN \
+         (SELECT column1, column2 FROM (VALUES {}));\n",
         placeholders(refs, 2)
     )
 }
@@ -81,8 +84,8 @@ fn ack_delete(index: usize, refs: usize) -> String {
 /// The state of `devices` devices.
 fn device_lookup(devices: usize) -> String {
     format!(
-        "SELECT 'd' AS kind, device_id AS a, username AS b, queued, next_seq, last_acked_seq \
-         FROM devices WHERE device_id IN ({});\n",
+        "SELECT 'd' AS kind, '' AS at, json_group_array(json_array(device_id, username, queued, \
+         next_seq, last_acked_seq)) AS j FROM devices WHERE device_id IN ({});\n",
         vec!["?"; devices].join(", ")
     )
 }
@@ -90,24 +93,30 @@ fn device_lookup(devices: usize) -> String {
 /// The idempotency records of `sends` sends.
 fn sent_lookup(sends: usize) -> String {
     format!(
-        "SELECT 's' AS kind, sender_device AS a, message_id AS b, 0 AS queued, 0 AS next_seq, \
-         0 AS last_acked_seq FROM sent_messages WHERE (sender_device, message_id) IN \
+        "SELECT 's' AS kind, '' AS at, json_group_array(json_array(sender_device, message_id)) AS j \
+         FROM sent_messages WHERE (sender_device, message_id) IN \
          (SELECT column1, column2 FROM (VALUES {}));\n",
         placeholders(sends, 2)
     )
+}
+
+/// A found row's JSON, as the type it must have (a malformed one is a database error, not a panic).
+fn findings<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, sqlx::Error> {
+    serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// What the first query found.
 struct Loaded {
     devices: HashMap<String, DeviceState>,
     sent: HashSet<(String, String)>,
-    /// Per ack: the sequence numbers it deleted.
+    /// Per ack: the sequence numbers of the messages it names that are still stored (each counted for
+    /// the first ack of the batch that names it, as if the acks ran one after the other).
     deleted: Vec<Vec<i64>>,
 }
 
-/// The first query: `BEGIN IMMEDIATE`, the acks' deletes, then the devices and the idempotency records
-/// (a statement per [`CHUNK`] items, so no request, however large, passes SQLite's limit on bound
-/// values and fails the batch).
+/// The first query: `BEGIN IMMEDIATE`, what the acks name, the devices and the idempotency records (a
+/// statement per [`CHUNK`] items, so no request, however large, passes SQLite's limit on bound values
+/// and fails the batch).
 async fn begin_and_load(
     conn: &mut SqliteConnection,
     sends: &[SendOp],
@@ -116,7 +125,7 @@ async fn begin_and_load(
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for (index, ack) in acks.iter().enumerate() {
         for part in ack.messages.chunks(CHUNK) {
-            sql.push_str(&ack_delete(index, part.len()));
+            sql.push_str(&ack_lookup(index, part.len()));
         }
     }
     let mut asked = HashSet::new();
@@ -159,31 +168,41 @@ async fn begin_and_load(
         sent: HashSet::new(),
         deleted: vec![Vec::new(); acks.len()],
     };
+    // A message two acks of the batch name (a device acking on two connections) counts for the first.
+    let mut claimed: HashSet<(usize, i64)> = HashSet::new();
     for row in query.fetch_all(&mut *conn).await? {
         let kind: String = row.try_get("kind")?;
-        let (a, b): (String, String) = (row.try_get("a")?, row.try_get("b")?);
+        let json: String = row.try_get("j")?;
         match kind.as_str() {
             "d" => {
-                let state = DeviceState {
-                    user: b,
-                    queued: to_u64(row.try_get("queued")?),
-                    next_seq: row.try_get("next_seq")?,
-                    last_acked_seq: row.try_get("last_acked_seq")?,
-                    touched: false,
-                };
-                loaded.devices.insert(a, state);
-            }
-            "s" => {
-                loaded.sent.insert((a, b));
-            }
-            _ => {
-                let seq: i64 = row.try_get("queued")?;
-                if let Some(deleted) = a
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| loaded.deleted.get_mut(i))
+                for (device, user, queued, next_seq, last_acked_seq) in
+                    findings::<(String, String, i64, i64, i64)>(&json)?
                 {
-                    deleted.push(seq);
+                    let state = DeviceState {
+                        user,
+                        queued: to_u64(queued),
+                        next_seq,
+                        last_acked_seq,
+                        touched: false,
+                    };
+                    loaded.devices.insert(device, state);
+                }
+            }
+            "s" => loaded.sent.extend(findings::<(String, String)>(&json)?),
+            _ => {
+                let at: String = row.try_get("at")?;
+                let Some(index) = at.parse::<usize>().ok().filter(|i| *i < acks.len()) else {
+                    continue;
+                };
+                // Claimed per device: the seqs of two devices are separate spaces.
+                let device = acks
+                    .iter()
+                    .position(|a| a.device == acks[index].device)
+                    .unwrap_or(index);
+                for seq in findings::<i64>(&json)? {
+                    if claimed.insert((device, seq)) {
+                        loaded.deleted[index].push(seq);
+                    }
                 }
             }
         }
@@ -315,19 +334,29 @@ pub(super) async fn run_batch(
         .iter()
         .map(|op| decide(op, &mut devices, &mut sent, limits, stored_at, &mut rows))
         .collect();
-    write_and_commit(conn, &rows, &devices, stored_at).await?;
+    write_and_commit(conn, &rows, &devices, (acks, &deleted), stored_at).await?;
     Ok((results, counts))
 }
 
-/// The second query: the batch's rows (a statement per table, or per [`CHUNK`] rows: the idempotency
-/// records, the contacts, the devices' counters, the messages), then `COMMIT`.
+/// The second query: the batch's writes (a statement per table, or per [`CHUNK`] rows: the acknowledged
+/// messages' deletes, the idempotency records, the contacts, the devices' counters, the messages), then
+/// `COMMIT`.
 async fn write_and_commit(
     conn: &mut SqliteConnection,
     rows: &Rows<'_>,
     devices: &HashMap<String, DeviceState>,
+    (acks, deleted): (&[AckOp], &[Vec<i64>]),
     stored_at: i64,
 ) -> Result<(), sqlx::Error> {
     let mut sql = String::new();
+    // The acknowledged messages, by primary key.
+    for seqs in deleted {
+        for part in seqs.chunks(CHUNK) {
+            sql.push_str("DELETE FROM messages WHERE recipient_device = ? AND seq IN (");
+            sql.push_str(&vec!["?"; part.len()].join(", "));
+            sql.push_str(");\n");
+        }
+    }
     for chunk in rows.sent.chunks(CHUNK) {
         sql.push_str("INSERT INTO sent_messages (sender_device, message_id, stored_at) VALUES ");
         sql.push_str(&placeholders(chunk.len(), 3));
@@ -369,6 +398,14 @@ async fn write_and_commit(
     sql.push_str("COMMIT;");
     // The values, in the order of the statements above (not cached: the text varies with the batch).
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for (ack, seqs) in acks.iter().zip(deleted) {
+        for part in seqs.chunks(CHUNK) {
+            query = query.bind(&ack.device);
+            for seq in part {
+                query = query.bind(*seq);
+            }
+        }
+    }
     for op in &rows.sent {
         query = query.bind(&op.sender).bind(&op.message_id).bind(stored_at);
     }
@@ -404,7 +441,7 @@ async fn write_and_commit(
 mod tests {
     use sqlx::{Connection, Row, SqliteConnection};
 
-    use super::{ack_delete, device_lookup, sent_lookup};
+    use super::{ack_lookup, device_lookup, sent_lookup};
 
     /// Every lookup of the first query searches an index in the SQLite this crate links (a plan that
     /// scans a table would cost time in proportion to everything ever sent).
@@ -420,7 +457,7 @@ mod tests {
                 .expect("migrate");
         }
         for (sql, binds) in [
-            (ack_delete(0, 3), 7),
+            (ack_lookup(0, 3), 7),
             (device_lookup(3), 3),
             (sent_lookup(3), 6),
         ] {
