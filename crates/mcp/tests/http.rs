@@ -260,7 +260,8 @@ async fn disconnect_mid_request(p: &Running) {
     p.proxy.sessions().wait_no_pending().await;
     assert_eq!(p.http.delete(&session).await.status, 200);
     p.proxy.sessions().registry().wait_empty().await;
-    assert_eq!(p.proxy.mapped_sessions(), 0);
+    // The map entry goes when the session's last task has dropped, which can be just after the registry
+    // reports no session: `finish` checks the map after waiting for every task.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
