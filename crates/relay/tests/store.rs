@@ -36,6 +36,20 @@ fn acked(from: &str, id: &str) -> MessageRef {
     }
 }
 
+/// A fresh store whose device queues hold at most `max` messages, with [`two_users`] registered (the
+/// directory lives as long as the returned guard).
+async fn two_users_with_queues_of(max: u64) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("dir");
+    let limits = tessera_relay::store::StoreLimits {
+        max_queued_per_device: max,
+    };
+    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
+        .await
+        .expect("open");
+    two_users(&store).await;
+    (dir, store)
+}
+
 async fn two_users(store: &SqliteStore) {
     store
         .register_device(&reg("alice", "a1", "ik-a1", "sk-a1"), &Admission::default())
@@ -547,14 +561,7 @@ async fn a_group_commit_stores_the_good_sends_and_nothing_of_a_refused_one() {
 
 #[tokio::test]
 async fn a_device_queue_is_bounded_and_acks_make_room() {
-    let dir = tempfile::tempdir().expect("dir");
-    let limits = tessera_relay::store::StoreLimits {
-        max_queued_per_device: 3,
-    };
-    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
-        .await
-        .expect("open");
-    two_users(&store).await;
+    let (_dir, store) = two_users_with_queues_of(3).await;
     for i in 0..3 {
         store
             .enqueue("a1", &format!("q{i}"), "bob", &[env("b1", "c")])
@@ -587,14 +594,7 @@ async fn a_device_queue_is_bounded_and_acks_make_room() {
 
 #[tokio::test]
 async fn sends_in_one_group_commit_see_each_other() {
-    let dir = tempfile::tempdir().expect("dir");
-    let limits = tessera_relay::store::StoreLimits {
-        max_queued_per_device: 5,
-    };
-    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
-        .await
-        .expect("open");
-    two_users(&store).await;
+    let (_dir, store) = two_users_with_queues_of(5).await;
     // 12 sends at once (they share runs of the group commit): ids d0..d5 each twice, and the queue of
     // b1 holds 5: exactly five are stored, each id at most once; the rest are duplicates or refused
     // (a full queue is checked before the id), whatever the order.
@@ -751,14 +751,7 @@ async fn a_huge_ack_does_not_fail_the_batch_it_shares() {
 /// (a full queue accepts exactly as many new messages as were acknowledged).
 #[tokio::test]
 async fn the_same_messages_acked_twice_at_once_count_once() {
-    let dir = tempfile::tempdir().expect("dir");
-    let limits = tessera_relay::store::StoreLimits {
-        max_queued_per_device: 4,
-    };
-    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
-        .await
-        .expect("open");
-    two_users(&store).await;
+    let (_dir, store) = two_users_with_queues_of(4).await;
     for i in 0..4 {
         store
             .enqueue("a1", &format!("m{i}"), "bob", &[env("b1", "c")])

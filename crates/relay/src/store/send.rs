@@ -169,7 +169,7 @@ async fn begin_and_load(
         deleted: vec![Vec::new(); acks.len()],
     };
     // A message two acks of the batch name (a device acking on two connections) counts for the first.
-    let mut claimed: HashSet<(usize, i64)> = HashSet::new();
+    let mut claimed: HashSet<(&str, i64)> = HashSet::new();
     for row in query.fetch_all(&mut *conn).await? {
         let kind: String = row.try_get("kind")?;
         let json: String = row.try_get("j")?;
@@ -195,10 +195,7 @@ async fn begin_and_load(
                     continue;
                 };
                 // Claimed per device: the seqs of two devices are separate spaces.
-                let device = acks
-                    .iter()
-                    .position(|a| a.device == acks[index].device)
-                    .unwrap_or(index);
+                let device = acks[index].device.as_str();
                 for seq in findings::<i64>(&json)? {
                     if claimed.insert((device, seq)) {
                         loaded.deleted[index].push(seq);
