@@ -298,6 +298,7 @@ pub(crate) fn start(
         nonce: recv_nonce,
         max_messages: config.max_messages,
         partial: BytesMut::new(),
+        expected: 0,
     };
     session.spawn(reader.run(stream, in_tx))?;
     let writer = Writer {
@@ -503,7 +504,10 @@ struct Reader {
     cipher: Arc<StatelessTransportState>,
     nonce: u64,
     max_messages: u64,
+    /// The message being reassembled from its fragments.
     partial: BytesMut,
+    /// The length of the last message that came in several fragments.
+    expected: usize,
 }
 
 impl Reader {
@@ -556,35 +560,65 @@ impl Reader {
         }
     }
 
-    /// Decrypts one frame; returns a complete message when its last fragment arrives.
+    /// Decrypts one frame; returns a complete message when its last fragment arrives. A message's first
+    /// fragment is decrypted into a buffer of its own, which becomes the message when it is the only one;
+    /// later fragments are decrypted straight onto the end of the message so far (no copy of the bytes
+    /// already received).
     fn open(&mut self, bytes: &[u8]) -> Result<Option<Bytes>, ChannelError> {
         if self.nonce >= self.max_messages {
             return Err(ChannelError::NonceExhausted);
         }
-        let mut out = BytesMut::zeroed(bytes.len());
-        let n = handshake::open(&self.cipher, self.nonce, bytes, &mut out)?;
-        self.nonce += 1;
-        out.truncate(n);
-        let (last, len) = match Plaintext::decode(&out)? {
-            Plaintext::Data { last, body } => (last, body.len()),
-            Plaintext::SessionEstablished(_) => {
-                return Err(ChannelError::Protocol(
-                    "unexpected session_established after the handshake".into(),
-                ));
+        if self.partial.is_empty() {
+            let mut out = BytesMut::zeroed(bytes.len());
+            let n = handshake::open(&self.cipher, self.nonce, bytes, &mut out)?;
+            self.nonce += 1;
+            out.truncate(n);
+            let last = data_fragment(&out)?;
+            self.check_size(out.len() - 1)?;
+            out.advance(1);
+            if last {
+                return Ok(Some(out.freeze()));
             }
-        };
-        let total = self.partial.len() + len;
-        if total > self.shared.max_message_size {
+            self.partial = out;
+            // Room for a message as long as the last fragmented one, so it grows once, not by doubling.
+            self.partial
+                .reserve(self.expected.saturating_sub(self.partial.len()));
+            return Ok(None);
+        }
+        // The fragment's type byte lands on the last byte of the message so far, which is put back after.
+        let at = self.partial.len() - 1;
+        let kept = self.partial[at];
+        self.partial.resize(at + bytes.len(), 0);
+        let n = handshake::open(&self.cipher, self.nonce, bytes, &mut self.partial[at..])?;
+        self.nonce += 1;
+        self.partial.truncate(at + n);
+        let last = data_fragment(&self.partial[at..])?;
+        self.partial[at] = kept;
+        self.check_size(self.partial.len())?;
+        if !last {
+            return Ok(None);
+        }
+        self.expected = self.partial.len().min(self.shared.max_message_size);
+        Ok(Some(self.partial.split().freeze()))
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), ChannelError> {
+        if size > self.shared.max_message_size {
             return Err(ChannelError::TooLarge {
-                size: total,
+                size,
                 limit: self.shared.max_message_size,
             });
         }
-        out.advance(1);
-        if self.partial.is_empty() && last {
-            return Ok(Some(out.freeze()));
-        }
-        self.partial.extend_from_slice(&out);
-        Ok(last.then(|| self.partial.split().freeze()))
+        Ok(())
+    }
+}
+
+/// Whether a decrypted transport plaintext is a message's last data fragment (or a protocol error).
+fn data_fragment(plaintext: &[u8]) -> Result<bool, ChannelError> {
+    match Plaintext::decode(plaintext)? {
+        Plaintext::Data { last, .. } => Ok(last),
+        Plaintext::SessionEstablished(_) => Err(ChannelError::Protocol(
+            "unexpected session_established after the handshake".into(),
+        )),
     }
 }

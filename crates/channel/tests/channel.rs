@@ -59,6 +59,28 @@ async fn handshake_succeeds_and_echoes() {
         client.recv().await.expect("recv").as_deref(),
         Some(&big[..])
     );
+    // Every length around the fragment boundaries, each after one of another length, arrives whole.
+    let f = tessera_channel::frame::MAX_FRAGMENT;
+    for (i, len) in [
+        f - 1,
+        f,
+        f + 1,
+        3 * f,
+        1,
+        2 * f + 1,
+        2 * f,
+        5,
+        1 << 20,
+        2 * f - 1,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let message: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+        accepted.send(message.clone()).await.expect("send");
+        let got = client.recv().await.expect("recv").expect("a message");
+        assert!(got == message[..], "length {len}: got {} bytes", got.len());
+    }
     // Empty messages are messages too.
     client.send(Vec::new()).await.expect("send empty");
     assert_eq!(

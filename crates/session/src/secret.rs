@@ -63,6 +63,49 @@ impl SecretBytes {
         SecretBytes(bytes.to_vec())
     }
 
+    /// An empty secret with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        SecretBytes(Vec::with_capacity(capacity))
+    }
+
+    /// Appends `bytes`. When the buffer is full it moves to a larger one and the old one is zeroized
+    /// (a plain `Vec` would free it as it was, leaving a copy of the secret in freed memory).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let needed = self.0.len().saturating_add(bytes.len());
+        if needed > self.0.capacity() {
+            self.move_to(needed.max(self.0.capacity().saturating_mul(2)));
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Makes room for at least `additional` more bytes (moving as [`SecretBytes::extend_from_slice`]
+    /// does, and like `Vec::reserve` at least doubling), so that appends up to that length neither move
+    /// nor copy the secret.
+    pub fn reserve(&mut self, additional: usize) {
+        let needed = self.0.len().saturating_add(additional);
+        if needed > self.0.capacity() {
+            self.move_to(needed.max(self.0.capacity().saturating_mul(2)));
+        }
+    }
+
+    fn move_to(&mut self, capacity: usize) {
+        let mut larger = Vec::with_capacity(capacity);
+        larger.extend_from_slice(&self.0);
+        // The old buffer is zeroized as it drops.
+        drop(SecretBytes(std::mem::replace(&mut self.0, larger)));
+    }
+
+    /// The raw bytes, writable (e.g. to blank part of them).
+    pub fn expose_secret_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
+    /// Gives up the bytes as a plain vector, for when they stop being secret (e.g. a keystream with its
+    /// hidden ranges blanked, published in a proof).
+    pub fn into_public(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+
     /// The raw bytes. Named so that every use of raw key material stands out in review.
     pub fn expose_secret(&self) -> &[u8] {
         &self.0
@@ -119,6 +162,38 @@ mod tests {
         let mut bytes = SecretBytes::from_slice(&[9u8; 40]);
         bytes.zeroize();
         assert!(bytes.is_empty());
+    }
+
+    #[test]
+    fn extend_keeps_the_bytes_across_growth() {
+        let mut secret = SecretBytes::with_capacity(4);
+        let mut want = Vec::new();
+        for i in 0..200u8 {
+            let chunk = vec![i; usize::from(i % 7)];
+            secret.extend_from_slice(&chunk);
+            want.extend_from_slice(&chunk);
+            assert_eq!(secret.expose_secret(), &want[..]);
+        }
+        secret.expose_secret_mut()[..3].fill(0);
+        want[..3].fill(0);
+        assert_eq!(secret.into_public(), want);
+        // Growth is geometric: a thousand one-byte appends move the buffer a handful of times.
+        let mut secret = SecretBytes::default();
+        let mut moves = 0;
+        for _ in 0..1000 {
+            let before = secret.expose_secret().as_ptr();
+            secret.extend_from_slice(&[1]);
+            moves += usize::from(secret.expose_secret().as_ptr() != before);
+        }
+        assert!(moves <= 12, "{moves} moves");
+        // Reserved room takes appends without a move.
+        secret.reserve(500);
+        let before = secret.expose_secret().as_ptr();
+        for _ in 0..500 {
+            secret.extend_from_slice(&[2]);
+        }
+        assert_eq!(secret.expose_secret().as_ptr(), before);
+        assert_eq!(secret.len(), 1500);
     }
 
     #[test]

@@ -284,6 +284,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// CPU time of this whole process (every thread: the site, both TEEs and the clients), in ms.
+fn cpu_ms() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+}
+
 fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
     (percentile(&ms, 50.0), percentile(&ms, 90.0))
@@ -312,20 +324,26 @@ async fn main() {
 
     println!("# tee_load ({})", if quick { "quick" } else { "full" });
     println!(
-        "| response | plain GET p50 / p90 ms | prove p50 / p90 ms | time ratio (p50) | plain bytes | prove bytes (client-site, client-K, client-T, K-T) | bytes / response |"
+        "| response | plain GET p50 / p90 ms | prove p50 / p90 ms | time ratio (p50) | CPU ms per plain GET / proof (ratio) | plain bytes | prove bytes (client-site, client-K, client-T, K-T) | bytes / response |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     // `--size KB` measures one response size only (e.g. `--size 1024` for a profile of 1 MB proofs), and
     // not the concurrent clients.
     let only: Option<usize> = std::env::args()
         .skip_while(|a| a != "--size")
         .nth(1)
         .and_then(|kb| kb.parse().ok());
+    // `--rounds N` overrides the number of timed rounds per size.
+    let rounds_arg: Option<usize> = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
     for (size, rounds) in [(1_024usize, 30usize), (100 * 1024, 20), (1024 * 1024, 10)] {
         if only.is_some_and(|kb| kb * 1024 != size) {
             continue;
         }
         let rounds = if quick { rounds.div_ceil(5) } else { rounds };
+        let rounds = rounds_arg.unwrap_or(rounds);
         // Warm-up: one of each.
         let r = plain_roots.clone();
         tokio::task::spawn_blocking(move || plain_get(site_addr, &r, size))
@@ -337,21 +355,26 @@ async fn main() {
         let mut plain_ms = Vec::new();
         let mut prove_ms = Vec::new();
         let mut plain_bytes = 0;
+        let (mut plain_cpu, mut prove_cpu) = (0.0, 0.0);
         for _ in 0..rounds {
             // Interleaved, so both see the same machine.
             let r = plain_roots.clone();
+            let cpu = cpu_ms();
             let start = Instant::now();
             let (got, bytes) = tokio::task::spawn_blocking(move || plain_get(site_addr, &r, size))
                 .await
                 .expect("plain");
             plain_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            plain_cpu += cpu_ms() - cpu;
             assert!(got > size, "short plain response: {got}");
             plain_bytes = bytes;
+            let cpu = cpu_ms();
             let start = Instant::now();
             let proved = prove(&request(site_addr, size), &direct.k_end, &direct.t_end)
                 .await
                 .expect("proof");
             prove_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            prove_cpu += cpu_ms() - cpu;
             assert!(proved.response.len() > size);
         }
         // The last proof verifies (outside the timing).
@@ -402,9 +425,12 @@ async fn main() {
         let (plain_p50, plain_p90) = summary(plain_ms);
         let (prove_p50, prove_p90) = summary(prove_ms);
         println!(
-            "| {} | {plain_p50:.2} / {plain_p90:.2} | {prove_p50:.2} / {prove_p90:.2} | {:.2}x | {plain_bytes} | {total} ({}, {}, {}, {}) | {:.2}x |",
+            "| {} | {plain_p50:.2} / {plain_p90:.2} | {prove_p50:.2} / {prove_p90:.2} | {:.2}x | {:.2} / {:.2} ({:.2}x) | {plain_bytes} | {total} ({}, {}, {}, {}) | {:.2}x |",
             human(size),
             prove_p50 / plain_p50,
+            plain_cpu / rounds as f64,
+            prove_cpu / rounds as f64,
+            prove_cpu / plain_cpu,
             parts[0],
             parts[1],
             parts[2],

@@ -56,13 +56,14 @@ pub fn error_message(session: &WireSessionId, reason: impl Into<String>) -> Vec<
     )
 }
 
-/// Decodes one message; with `expected`, a message of another session is refused.
+/// Decodes one message; with `expected`, a message of another session is refused. Given a `Bytes`
+/// (a received channel message), the bulk fields are slices of it rather than copies.
 pub fn decode(
-    bytes: &[u8],
+    bytes: impl bytes::Buf,
     expected: Option<&WireSessionId>,
 ) -> Result<(WireSessionId, Body), WireError> {
-    if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(WireError::Oversized(bytes.len()));
+    if bytes.remaining() > MAX_MESSAGE_LEN {
+        return Err(WireError::Oversized(bytes.remaining()));
     }
     let envelope = Envelope::decode(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     let session: WireSessionId = envelope
@@ -119,7 +120,7 @@ mod tests {
                 data: vec![1, 2, 3],
             }),
         );
-        let (session, body) = decode(&bytes, Some(&S)).unwrap();
+        let (session, body) = decode(&bytes[..], Some(&S)).unwrap();
         assert_eq!(session, S);
         assert_eq!(
             body,
@@ -128,7 +129,10 @@ mod tests {
             })
         );
         assert_eq!(body_name(&body), "tcp_data");
-        assert_eq!(decode(&bytes, Some(&[8; 16])), Err(WireError::WrongSession));
+        assert_eq!(
+            decode(&bytes[..], Some(&[8; 16])),
+            Err(WireError::WrongSession)
+        );
     }
 
     #[test]
@@ -140,21 +144,21 @@ mod tests {
         }
         .encode_to_vec();
         unknown.extend_from_slice(&[0x9a, 0x06, 0x00]); // tag 99, length-delimited, empty
-        assert_eq!(decode(&unknown, None), Err(WireError::UnknownMessage));
+        assert_eq!(decode(&unknown[..], None), Err(WireError::UnknownMessage));
         let short = Envelope {
             session_id: vec![1; 3],
             body: None,
         }
         .encode_to_vec();
-        assert_eq!(decode(&short, None), Err(WireError::BadSessionId(3)));
+        assert_eq!(decode(&short[..], None), Err(WireError::BadSessionId(3)));
         assert_eq!(
-            decode(&vec![0; MAX_MESSAGE_LEN + 1], None),
+            decode(&vec![0; MAX_MESSAGE_LEN + 1][..], None),
             Err(WireError::Oversized(MAX_MESSAGE_LEN + 1))
         );
         for junk in [&[0xff_u8][..], &[0x0a, 0x40], &[0x08]] {
             assert!(matches!(decode(junk, None), Err(WireError::Malformed(_))));
         }
-        let (_, body) = decode(&error_message(&S, "bad tag"), None).unwrap();
+        let (_, body) = decode(&error_message(&S, "bad tag")[..], None).unwrap();
         assert_eq!(body_name(&body), "error");
     }
 

@@ -43,7 +43,7 @@ async fn recv(rx: &mut ChannelReader, sid: &WireSessionId) -> Option<Body> {
         .await
         .expect("an answer in time")
     {
-        Ok(Some(bytes)) => Some(wire::decode(&bytes, Some(sid)).expect("a valid message").1),
+        Ok(Some(bytes)) => Some(wire::decode(bytes, Some(sid)).expect("a valid message").1),
         _ => None,
     }
 }
@@ -68,7 +68,7 @@ impl Raw {
             .expect("connect TEE_K");
         let (mut k_rx, k_tx) = k.split();
         let bytes = k_rx.recv().await.expect("recv").expect("session_ready");
-        let (sid, body) = wire::decode(&bytes, None).expect("decode");
+        let (sid, body) = wire::decode(bytes, None).expect("decode");
         assert!(matches!(body, Body::SessionReady(_)));
         Raw {
             sid,
@@ -194,7 +194,7 @@ impl Raw {
                 let parts = ProtectedPayload::parse(suite, record).expect("parts");
                 seq += 1;
                 EncryptedResponse {
-                    ciphertext: parts.ciphertext.to_vec(),
+                    ciphertext: parts.ciphertext.to_vec().into(),
                     tag: parts.tag.to_vec(),
                     header: record.header.encode().to_vec(),
                     seq: seq - 1,
@@ -308,7 +308,9 @@ async fn every_fault_ends_its_session_only_with_a_reason() {
     raw.handshake(&site).await;
     raw.request(&tees, &site).await;
     let mut records = raw.records().await;
-    records[0].ciphertext[0] ^= 1;
+    let mut tampered = records[0].ciphertext.to_vec();
+    tampered[0] ^= 1;
+    records[0].ciphertext = tampered.into();
     raw.send_t(Body::BatchedEncryptedResponses(BatchedEncryptedResponses {
         responses: records,
         eof: true,

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let bytes = wire::encode(&session, body.clone());
     let (again, decoded) =
-        wire::decode(&bytes, Some(&session)).expect("re-encoded envelope decodes");
+        wire::decode(&bytes[..], Some(&session)).expect("re-encoded envelope decodes");
     assert_eq!(again, session);
     assert_eq!(decoded, body);
 });

@@ -267,9 +267,10 @@ pub struct EncryptedData {
 /// One server record as the client read it.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct EncryptedResponse {
-    /// Ciphertext without explicit nonce and tag.
-    #[prost(bytes = "vec", tag = "1")]
-    pub ciphertext: Vec<u8>,
+    /// Ciphertext without explicit nonce and tag. `Bytes`: decoded from a received message without a
+    /// copy (a response's bulk crosses here), and shared with the client's own copy without one.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub ciphertext: bytes::Bytes,
     /// AEAD tag.
     #[prost(bytes = "vec", tag = "2")]
     pub tag: Vec<u8>,

@@ -178,6 +178,15 @@ impl Keystream {
         self.0.expose_secret()
     }
 
+    /// Gives up the first `len` bytes without a copy, for a message to the client whose secret fields are
+    /// zeroized once encoded (the bytes past `len` stay in the vector's spare capacity, which zeroizing a
+    /// `Vec` covers too).
+    pub fn into_message_bytes(self, len: usize) -> Vec<u8> {
+        let mut bytes = self.0.into_public();
+        bytes.truncate(len);
+        bytes
+    }
+
     /// XORs the keystream into `data`; fails unless the lengths are equal.
     pub fn apply(&self, data: &mut [u8]) -> Result<()> {
         let ks = self.0.expose_secret();

@@ -172,7 +172,7 @@ impl Peers {
         sid: &WireSessionId,
     ) -> Result<Body, ClientError> {
         match rx.recv().await {
-            Ok(Some(bytes)) => match wire::decode(&bytes, Some(sid)) {
+            Ok(Some(bytes)) => match wire::decode(bytes, Some(sid)) {
                 Ok((_, Body::Error(e))) => Err(ClientError::Rejected(side.name(), e.reason)),
                 Ok((_, body)) => Ok(body),
                 Err(e) => Err(ClientError::Protocol(format!("{}: {e}", side.name()))),
@@ -299,7 +299,7 @@ async fn run(
         .await
         .map_err(|e| ClientError::Channel("TEE_K", e.to_string()))?
         .ok_or(ClientError::Channel("TEE_K", "closed".into()))?;
-    let sid = match wire::decode(&first, None) {
+    let sid = match wire::decode(first, None) {
         Ok((sid, Body::SessionReady(_))) => sid,
         Ok((_, Body::Error(e))) => return Err(ClientError::Rejected("TEE_K", e.reason)),
         Ok((_, body)) => return Err(unexpected(Side::K, &body, "session_ready")),
@@ -427,7 +427,7 @@ async fn run(
         TlsVersion::Tls13 => 0u64,
         TlsVersion::Tls12 => 1,
     };
-    let mut kept: std::collections::VecDeque<(u64, Vec<u8>)> = Default::default();
+    let mut kept: std::collections::VecDeque<(u64, bytes::Bytes)> = Default::default();
     let mut streams: HashMap<u64, Vec<u8>> = HashMap::new();
     // The seq after each batch sent: a batch's keystreams settle every record before it.
     let mut batch_ends: std::collections::VecDeque<u64> = Default::default();
@@ -479,13 +479,19 @@ async fn run(
                         return Err(ClientError::Website("response larger than the limit".into()));
                     }
                     batch_bytes += record.payload.len() + 32;
-                    kept.push_back((seq, parts.ciphertext.to_vec()));
+                    let tag = parts.tag.to_vec();
+                    let explicit_iv = parts.explicit_nonce.map(|n| n.to_vec()).unwrap_or_default();
+                    let at = explicit_iv.len();
+                    let length = parts.ciphertext.len();
+                    // The record's own buffer, shared by the batch and the kept copy: no copies.
+                    let ciphertext = bytes::Bytes::from(record.payload).slice(at..at + length);
+                    kept.push_back((seq, ciphertext.clone()));
                     batch.responses.push(EncryptedResponse {
-                        ciphertext: parts.ciphertext.to_vec(),
-                        tag: parts.tag.to_vec(),
+                        ciphertext,
+                        tag,
                         header: record.header.encode().to_vec(),
                         seq,
-                        explicit_iv: parts.explicit_nonce.map(|n| n.to_vec()).unwrap_or_default(),
+                        explicit_iv,
                     });
                     seq += 1;
                 }
@@ -501,7 +507,7 @@ async fn run(
                     let end = batch_ends.pop_front().ok_or_else(|| {
                         ClientError::Protocol("keystreams for a batch never sent".into())
                     })?;
-                    assembled.settle(&mut kept, &mut streams, end)?;
+                    assembled.settle(&mut kept, &mut streams, end, total)?;
                     if done.closed {
                         reading = false;
                     }
@@ -511,7 +517,7 @@ async fn run(
         }
     }
     stages.mark("records_and_keystreams");
-    assembled.settle(&mut kept, &mut streams, u64::MAX)?;
+    assembled.settle(&mut kept, &mut streams, u64::MAX, total)?;
     if !streams.is_empty() {
         return Err(ClientError::Protocol("a keystream for no record".into()));
     }
@@ -558,7 +564,7 @@ async fn run(
         // In bounds: TEE_K checked the ranges against the same length before signing.
         let start = usize::try_from(range.start).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(range.length).unwrap_or(usize::MAX));
-        if let Some(bytes) = response_keystream.get_mut(start..end) {
+        if let Some(bytes) = response_keystream.expose_secret_mut().get_mut(start..end) {
             bytes.fill(0);
         }
     }
@@ -568,7 +574,8 @@ async fn run(
             t_output,
             attestations: Vec::new(),
             response_ciphertext,
-            response_keystream: std::mem::take(&mut *response_keystream),
+            // Public from here on: the hidden bytes are zero.
+            response_keystream: response_keystream.into_public(),
         },
         response,
         revealed,

@@ -1,6 +1,7 @@
 //! TEE_K: accepts clients on `/ws`, creates one protocol session per client channel, and talks to TEE_T
 //! over one persistent pinned channel ([`super::peer`]). The session's steps are in [`session`].
 
+mod response;
 mod session;
 
 use super::Serving;

@@ -2,26 +2,24 @@
 //! `tests/split_session.rs`), over the client's channel and the shared link to TEE_T.
 
 use super::Inner;
-use crate::nonce::record_overhead;
 use crate::proto::{
-    BatchedDecryptionStreams, BatchedResponseLengths, BatchedTagSecrets, BatchedTagVerifications,
-    Body, CertificateInfo as CertProto, ConnectionReady, DecryptionStream, EncryptedRequest,
-    Finished, HandshakeComplete, KOutput, RecordInfo, RecordTagSecrets, RequestConnection,
-    ResponseEnd, ResponseRange, SessionCreated, SessionReady, SignedMessage, TcpData,
+    Body, CertificateInfo as CertProto, ConnectionReady, EncryptedRequest, Finished,
+    HandshakeComplete, KOutput, RequestConnection, ResponseEnd, SessionCreated, SessionReady,
+    SignedMessage, TcpData,
 };
-use crate::record::{ContentType, EXPLICIT_NONCE_LEN, HEADER_LEN, MAX_PLAINTEXT, RecordHeader};
+use crate::record::{ContentType, MAX_PLAINTEXT};
 use crate::redaction::{target_ranges, validate_redacted_request};
 use crate::service::common::{Fail, MAX_NONCE, RouteGuard, now_ms, send};
 use crate::service::peer::Link;
-use crate::split::Keystream;
 use crate::suite::{CipherSuite, TlsVersion};
-use crate::tls_client::{ConnectRequest, EstablishedSession, RelayedTlsClient};
+use crate::tls_client::{ConnectRequest, RelayedTlsClient};
 use crate::wire::{self, WireSessionId};
 use std::sync::Arc;
 use tessera_channel::{Channel, ChannelReader, ChannelWriter};
 use tessera_session::{FailureReason, Session, SessionGuard};
 use tokio::sync::mpsc;
-use zeroize::Zeroizing;
+
+use super::response::Response;
 
 /// Most hidden response ranges.
 pub(crate) const MAX_RANGES: usize = 4096;
@@ -109,7 +107,7 @@ impl KSession {
     async fn next(&mut self) -> Result<From, Fail> {
         let client = async {
             match self.client_rx.recv().await {
-                Ok(Some(bytes)) => wire::decode(&bytes, Some(&self.sid))
+                Ok(Some(bytes)) => wire::decode(bytes, Some(&self.sid))
                     .map(|(_, body)| From::Client(body))
                     .map_err(|e| Fail(format!("client message refused: {e}"))),
                 Ok(None) | Err(_) => Err(Fail::new("client gone")),
@@ -305,7 +303,7 @@ impl KSession {
         }))
         .await?;
         // Hashed while TEE_T hashes and signs its own output.
-        let keystream_sha256 = crate::signing::sha256(&keystream).to_vec();
+        let keystream_sha256 = crate::signing::sha256(keystream.expose_secret()).to_vec();
         drop(keystream);
         let digest = expect!(self.recv_t().await?, TOutputDigest, "t_output_digest").digest;
         let digest: [u8; 32] = digest
@@ -390,205 +388,4 @@ fn connect_request(r: &RequestConnection) -> Result<(ConnectRequest, u16), Fail>
         connect = connect.with_suite(suite);
     }
     Ok((connect, port))
-}
-
-/// A record TEE_K made secrets for and TEE_T has not verified yet.
-struct Outstanding {
-    seq: u64,
-    keystream: Keystream,
-    header_type: ContentType,
-    ciphertext_len: usize,
-}
-
-/// TEE_K's view of the response: lengths, types, keystreams; never the ciphertext.
-struct Response {
-    suite: CipherSuite,
-    outstanding: Vec<Outstanding>,
-    records: Vec<RecordInfo>,
-    keystream: Zeroizing<Vec<u8>>,
-    total: usize,
-    closed: bool,
-}
-
-impl Response {
-    fn new(suite: CipherSuite) -> Self {
-        Response {
-            suite,
-            outstanding: Vec::new(),
-            records: Vec::new(),
-            keystream: Zeroizing::new(Vec::new()),
-            total: 0,
-            closed: false,
-        }
-    }
-
-    /// Step 9: From each record's header (and explicit nonce): tag secrets for TEE_T, and the tail keystream that
-    /// lets TEE_T read the TLS 1.3 inner type (and an alert's two bytes, which are not secret).
-    fn secrets(
-        &mut self,
-        est: &mut EstablishedSession,
-        lengths: BatchedResponseLengths,
-        limits: &crate::service::Limits,
-    ) -> Result<BatchedTagSecrets, Fail> {
-        if !self.outstanding.is_empty() {
-            return Err(Fail::new("a batch is still being verified"));
-        }
-        let version = self.suite.version();
-        let gcm = self.suite.aead().is_gcm();
-        let overhead = record_overhead(version, gcm);
-        let mut out = BatchedTagSecrets::default();
-        let mut alert = false;
-        for length in lengths.lengths {
-            if self.closed || alert {
-                return Err(Fail::new("a record after close_notify"));
-            }
-            if length.seq != est.reader.next_seq() {
-                return Err(Fail::new("response records are not contiguous"));
-            }
-            let header: &[u8; HEADER_LEN] = length
-                .header
-                .as_slice()
-                .try_into()
-                .map_err(|_| Fail::new("record header is not 5 bytes"))?;
-            let header = RecordHeader::parse(header)?;
-            let ciphertext_len = length.length as usize;
-            if usize::from(header.length) != ciphertext_len + overhead {
-                return Err(Fail::new("record length disagrees with its header"));
-            }
-            if version == TlsVersion::Tls13 && ciphertext_len == 0 {
-                return Err(Fail::new("empty TLS 1.3 record"));
-            }
-            self.total = self.total.saturating_add(ciphertext_len);
-            if self.total > limits.max_response {
-                return Err(Fail::new("response larger than the limit"));
-            }
-            let explicit: Option<[u8; EXPLICIT_NONCE_LEN]> = if version == TlsVersion::Tls12 && gcm
-            {
-                Some(
-                    length
-                        .explicit_iv
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| Fail::new("explicit nonce is not 8 bytes"))?,
-                )
-            } else if length.explicit_iv.is_empty() {
-                None
-            } else {
-                return Err(Fail::new("unexpected explicit nonce"));
-            };
-            let secrets = est.reader.next_record_secrets(&header, explicit.as_ref())?;
-            let ks = secrets.keystream.expose_secret();
-            let tail_len = match version {
-                TlsVersion::Tls13 if ciphertext_len <= 3 => ciphertext_len,
-                TlsVersion::Tls13 => 1,
-                TlsVersion::Tls12 if header.content_type == ContentType::Alert => {
-                    if ciphertext_len != 2 {
-                        return Err(Fail::new("malformed alert record"));
-                    }
-                    2
-                }
-                TlsVersion::Tls12 => 0,
-            };
-            out.secrets.push(RecordTagSecrets {
-                seq: secrets.seq,
-                tag_secrets: secrets.tag_secrets.expose_secret().to_vec(),
-                tail_keystream: ks[ciphertext_len - tail_len..].to_vec(),
-            });
-            self.outstanding.push(Outstanding {
-                seq: secrets.seq,
-                keystream: secrets.keystream,
-                header_type: header.content_type,
-                ciphertext_len,
-            });
-            alert = header.content_type == ContentType::Alert;
-        }
-        Ok(out)
-    }
-
-    /// Step 10: Keystreams for the application data, only for records TEE_T verified.
-    fn verified(
-        &mut self,
-        verifications: BatchedTagVerifications,
-    ) -> Result<BatchedDecryptionStreams, Fail> {
-        let outstanding = std::mem::take(&mut self.outstanding);
-        if verifications.verifications.len() != outstanding.len() {
-            return Err(Fail::new("TEE_T verified a different number of records"));
-        }
-        let tls13 = self.suite.version() == TlsVersion::Tls13;
-        let mut streams = BatchedDecryptionStreams::default();
-        for (v, record) in verifications.verifications.iter().zip(outstanding) {
-            if v.seq != record.seq || !v.verified {
-                return Err(Fail::new("a response record failed verification"));
-            }
-            if self.closed {
-                return Err(Fail::new("a record after close_notify"));
-            }
-            let content_type = u8::try_from(v.content_type)
-                .ok()
-                .and_then(|t| ContentType::try_from(t).ok())
-                .ok_or(Fail::new("unknown content type"))?;
-            if !tls13 && content_type != record.header_type {
-                return Err(Fail::new("content type differs from the record header"));
-            }
-            let length = record.ciphertext_len - usize::from(tls13);
-            match content_type {
-                ContentType::ApplicationData => {
-                    let ks = &record.keystream.expose_secret()[..length];
-                    self.keystream.extend_from_slice(ks);
-                    streams.streams.push(DecryptionStream {
-                        seq: record.seq,
-                        keystream: ks.to_vec(),
-                    });
-                }
-                ContentType::Alert => self.closed = true, // TEE_T checked it is close_notify
-                ContentType::Handshake if tls13 => {}     // tickets: counted, never content
-                _ => return Err(Fail::new("unexpected record type after the handshake")),
-            }
-            self.records.push(RecordInfo {
-                seq: record.seq,
-                content_type: u32::from(content_type.to_u8()),
-                length: u32::try_from(length).map_err(|_| Fail::new("record length"))?,
-            });
-        }
-        streams.closed = self.closed;
-        Ok(streams)
-    }
-
-    /// Completion: nothing outstanding, the end proven by close_notify, the hidden ranges valid. Returns the
-    /// consolidated keystream with random bytes at hidden positions, and the ranges.
-    fn finish(
-        &mut self,
-        hidden: &[ResponseRange],
-    ) -> Result<(Zeroizing<Vec<u8>>, Vec<ResponseRange>), Fail> {
-        if !self.outstanding.is_empty() {
-            return Err(Fail::new(
-                "response_redaction_spec before every record was verified",
-            ));
-        }
-        if !self.closed {
-            return Err(Fail::new(
-                "the response end is not proven: the server closed without close_notify",
-            ));
-        }
-        if hidden.len() > MAX_RANGES {
-            return Err(Fail::new("too many hidden ranges"));
-        }
-        let mut keystream = std::mem::take(&mut self.keystream);
-        let mut end_of_previous = 0u64;
-        for range in hidden {
-            let end = range
-                .start
-                .checked_add(range.length)
-                .filter(|&e| e <= keystream.len() as u64 && range.length > 0)
-                .ok_or(Fail::new("hidden range out of bounds or empty"))?;
-            if range.start < end_of_previous {
-                return Err(Fail::new("hidden ranges overlap or are unsorted"));
-            }
-            end_of_previous = end;
-            // Zero, not random: the client zeroes the same bytes of its copy, and the bundle carries that
-            // copy under the digest K_OUTPUT signs; the verifier shows these bytes as `*`.
-            keystream[range.start as usize..end as usize].fill(0);
-        }
-        Ok((keystream, hidden.to_vec()))
-    }
 }

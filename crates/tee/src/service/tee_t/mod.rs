@@ -253,7 +253,7 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
                     break;
                 }
             };
-            match wire::decode(&bytes, None) {
+            match wire::decode(bytes, None) {
                 Ok((sid, Body::SessionCreated(_))) => {
                     session::start(inner.clone(), sid, writer.clone()).await;
                 }
@@ -274,7 +274,7 @@ fn serve_client(inner: Arc<Inner>, channel: Channel) {
     let (mut reader, writer) = channel.split();
     let _ = client_session.spawn(async move {
         let first = match reader.recv().await {
-            Ok(Some(bytes)) => wire::decode(&bytes, None),
+            Ok(Some(bytes)) => wire::decode(bytes, None),
             _ => return,
         };
         let (sid, body) = match first {
@@ -304,7 +304,7 @@ fn serve_client(inner: Arc<Inner>, channel: Channel) {
         }
         loop {
             let event = match reader.recv().await {
-                Ok(Some(bytes)) => match wire::decode(&bytes, Some(&sid)) {
+                Ok(Some(bytes)) => match wire::decode(bytes, Some(&sid)) {
                     Ok((_, body)) => Event::FromClient(body),
                     Err(e) => Event::ClientRefused(format!("client message refused: {e}")),
                 },
