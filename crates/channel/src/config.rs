@@ -34,6 +34,20 @@ pub struct ChannelConfig {
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection (default 8 KiB; tungstenite's default is 128 KiB).
     pub ws_write_buffer: usize,
+    /// Which implementation runs the channel's cipher (default [`CipherImpl::Compact`]).
+    pub cipher: CipherImpl,
+}
+
+/// Which implementation runs the channel's ChaCha20-Poly1305. The wire is the same either way, so the two
+/// ends choose independently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CipherImpl {
+    /// RustCrypto's: a 32-byte key per direction. For servers that hold many mostly idle connections.
+    #[default]
+    Compact,
+    /// ring's assembly: about a quarter less CPU on bulk data, for ~0.9 KB more per direction (ring sizes
+    /// every key for its largest algorithm). For channels that carry megabytes.
+    Fast,
 }
 
 impl Default for ChannelConfig {
@@ -50,6 +64,7 @@ impl Default for ChannelConfig {
             accept_queue: 128,
             ws_read_buffer: 8 * 1024,
             ws_write_buffer: 8 * 1024,
+            cipher: CipherImpl::Compact,
         }
     }
 }

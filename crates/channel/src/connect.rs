@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::config::ChannelConfig;
 use crate::error::ChannelError;
-use crate::handshake::{Established, client_hello};
+use crate::handshake::{Established, ExpectServerHello, client_hello};
 use crate::identity::Identity;
 use crate::policy::ServerTrust;
 use crate::transport::{self, Channel};
@@ -84,15 +84,17 @@ impl Connector {
             }
         };
         let (mut sink, mut stream) = ws::from_tungstenite(socket);
-        let handshake = handshake(
-            guard.session(),
-            &mut sink,
-            &mut stream,
+        let started = client_hello::start_with(
+            self.config.cipher,
             identity,
             server.into(),
             host,
             auth_payload,
         );
+        let handshake = async {
+            let (state, hello) = started?;
+            handshake(guard.session(), &mut sink, &mut stream, state, hello).await
+        };
         let outcome = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(outcome) => outcome,
             Err(_) => Err(timed_out()),
@@ -133,12 +135,9 @@ async fn handshake(
     session: &tessera_session::Session,
     sink: &mut WsSink,
     stream: &mut WsStream,
-    identity: &Identity,
-    trust: ServerTrust,
-    host: String,
-    auth_payload: Vec<u8>,
+    state: ExpectServerHello,
+    hello: Vec<u8>,
 ) -> Result<Established, ChannelError> {
-    let (state, hello) = client_hello::start(identity, trust, host, auth_payload)?;
     send(sink, hello).await?;
     let (state, auth) = state.handle(&ws::next_frame(stream).await?)?;
     session.touch();

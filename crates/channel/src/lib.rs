@@ -39,7 +39,7 @@ mod policy;
 mod transport;
 mod ws;
 
-pub use config::ChannelConfig;
+pub use config::{ChannelConfig, CipherImpl};
 pub use connect::{Connector, connect};
 pub use echo::{echo, echo_channel};
 pub use error::{ChannelError, close_code};

@@ -205,7 +205,11 @@ async fn handshake(
     sink: &mut WsSink,
     stream: &mut WsStream,
 ) -> Result<Established, ChannelError> {
-    let state = ExpectClientHello::new(&inner.identity, inner.config.max_auth_payload)?;
+    let state = ExpectClientHello::with_cipher(
+        &inner.identity,
+        inner.config.max_auth_payload,
+        inner.config.cipher,
+    )?;
     let (state, server_hello) = state.handle(&ws::next_frame(stream).await?)?;
     session.touch();
     send(sink, server_hello).await?;

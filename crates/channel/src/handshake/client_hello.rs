@@ -7,6 +7,7 @@
 use snow::HandshakeState;
 
 use super::{ExpectServerHello, builder, expect, random_nonce, write};
+use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{ClientHello, FrameKind, PROTOCOL_VERSION};
 use crate::handshake::client_auth::ExpectClientAuth;
@@ -14,8 +15,20 @@ use crate::identity::Identity;
 use crate::policy::ServerTrust;
 
 /// Client: builds client_hello. `host` is the `host:port` the trust check uses; `auth_payload` goes into
-/// client_auth. Returns the state awaiting server_hello and the frame to send.
+/// client_auth. Returns the state awaiting server_hello and the frame to send. The cipher runs on
+/// [`CipherImpl::Compact`]; see [`start_with`].
 pub fn start(
+    identity: &Identity,
+    trust: ServerTrust,
+    host: String,
+    auth_payload: Vec<u8>,
+) -> Result<(ExpectServerHello, Vec<u8>), ChannelError> {
+    start_with(CipherImpl::Compact, identity, trust, host, auth_payload)
+}
+
+/// [`start`], with the cipher run by `cipher`.
+pub fn start_with(
+    cipher: CipherImpl,
     identity: &Identity,
     trust: ServerTrust,
     host: String,
@@ -27,7 +40,7 @@ pub fn start(
             limit: crate::frame::MAX_AUTH_PAYLOAD,
         });
     }
-    let mut hs = builder(identity)?
+    let mut hs = builder(identity, cipher)?
         .build_initiator()
         .map_err(ChannelError::noise)?;
     let hello = ClientHello {
@@ -46,9 +59,18 @@ pub struct ExpectClientHello {
 
 impl ExpectClientHello {
     /// A fresh responder with the server's identity; client_auth payloads above `max_auth_payload` bytes
-    /// are refused.
+    /// are refused. The cipher runs on [`CipherImpl::Compact`]; see [`ExpectClientHello::with_cipher`].
     pub fn new(identity: &Identity, max_auth_payload: usize) -> Result<Self, ChannelError> {
-        let hs = builder(identity)?
+        Self::with_cipher(identity, max_auth_payload, CipherImpl::Compact)
+    }
+
+    /// [`ExpectClientHello::new`], with the cipher run by `cipher`.
+    pub fn with_cipher(
+        identity: &Identity,
+        max_auth_payload: usize,
+        cipher: CipherImpl,
+    ) -> Result<Self, ChannelError> {
+        let hs = builder(identity, cipher)?
             .build_responder()
             .map_err(ChannelError::noise)?;
         Ok(ExpectClientHello {

@@ -25,7 +25,10 @@ pub use client_hello::ExpectClientHello;
 pub use server_hello::ExpectServerHello;
 pub use session_established::ExpectSessionEstablished;
 
+use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, StatelessTransportState};
+
+use crate::config::CipherImpl;
 
 use crate::error::ChannelError;
 use crate::frame::{self, Frame, FrameKind, NOISE_PARAMS, PROLOGUE};
@@ -121,10 +124,21 @@ pub(crate) fn open(
         .map_err(|_| ChannelError::Decrypt("transport message"))
 }
 
-/// A Noise builder with our parameters, prologue and static key.
-fn builder(identity: &Identity) -> Result<Builder<'_>, ChannelError> {
+/// A Noise builder with our parameters, prologue and static key, its cipher run by `cipher`.
+fn builder(identity: &Identity, cipher: CipherImpl) -> Result<Builder<'_>, ChannelError> {
     let params = NOISE_PARAMS.parse().map_err(ChannelError::noise)?;
-    Builder::new(params)
+    let builder = match cipher {
+        CipherImpl::Compact => Builder::with_resolver(params, Box::new(DefaultResolver)),
+        // ring for the cipher and hash, the default resolver for what ring lacks (X25519 static keys).
+        CipherImpl::Fast => Builder::with_resolver(
+            params,
+            Box::new(FallbackResolver::new(
+                Box::new(RingResolver::default()),
+                Box::new(DefaultResolver),
+            )),
+        ),
+    };
+    builder
         .local_private_key(identity.expose_private())
         .and_then(|b| b.prologue(&PROLOGUE))
         .map_err(ChannelError::noise)

@@ -12,14 +12,24 @@ struct Run {
 }
 
 fn full(client: &Identity, server: &Identity) -> Run {
-    let (expect_sh, client_hello) = client_hello::start(
+    full_with(CipherImpl::Compact, CipherImpl::Compact, client, server)
+}
+
+fn full_with(
+    client_cipher: CipherImpl,
+    server_cipher: CipherImpl,
+    client: &Identity,
+    server: &Identity,
+) -> Run {
+    let (expect_sh, client_hello) = client_hello::start_with(
+        client_cipher,
         client,
         ServerTrust::Key(server.public_key()),
         "h:1".into(),
         b"token".to_vec(),
     )
     .expect("start");
-    let (expect_ca, server_hello) = ExpectClientHello::new(server, 1024)
+    let (expect_ca, server_hello) = ExpectClientHello::with_cipher(server, 1024, server_cipher)
         .expect("responder")
         .handle(&client_hello)
         .expect("client_hello");
@@ -37,6 +47,39 @@ fn full(client: &Identity, server: &Identity) -> Run {
         client_auth,
         client: client_est,
         server: server_est,
+    }
+}
+
+#[test]
+fn both_cipher_implementations_speak_the_same_wire() {
+    use CipherImpl::{Compact, Fast};
+    for (client_cipher, server_cipher) in [(Compact, Fast), (Fast, Compact), (Fast, Fast)] {
+        let (c, s) = (Identity::generate(), Identity::generate());
+        let mut run = full_with(client_cipher, server_cipher, &c, &s);
+        let long: Vec<u8> = (0..frame::MAX_FRAGMENT as u32).map(|i| i as u8).collect();
+        let mut plaintext = vec![frame::TYPE_DATA];
+        plaintext.extend_from_slice(&long);
+        let mut out = vec![0u8; frame::MAX_FRAME];
+        for _ in 0..3 {
+            let sealed = run.client.seal(&plaintext).expect("seal");
+            let n = run.server.open(&sealed, &mut out).expect("open");
+            assert_eq!(
+                &out[..n],
+                &plaintext[..],
+                "{client_cipher:?} → {server_cipher:?}"
+            );
+            let sealed = run.server.seal(&plaintext[..100]).expect("seal");
+            let n = run.client.open(&sealed, &mut out).expect("open");
+            assert_eq!(
+                &out[..n],
+                &plaintext[..100],
+                "{server_cipher:?} → {client_cipher:?}"
+            );
+        }
+        // A flipped bit fails on either implementation.
+        let mut sealed = run.client.seal(&plaintext[..10]).expect("seal");
+        sealed[5] ^= 1;
+        assert!(run.server.open(&sealed, &mut out).is_err());
     }
 }
 

@@ -6,7 +6,7 @@ use crate::wire::{self, WireSessionId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tessera_channel::{ChannelConfig, ChannelWriter};
+use tessera_channel::{ChannelConfig, ChannelWriter, CipherImpl};
 use tessera_session::{Registry, RegistryConfig};
 use tokio::sync::mpsc;
 
@@ -65,6 +65,8 @@ impl Limits {
 pub(crate) fn channel_config() -> ChannelConfig {
     ChannelConfig {
         max_message_size: wire::MAX_MESSAGE_LEN,
+        // A proof moves its response through two channels: the faster cipher is worth its larger keys.
+        cipher: CipherImpl::Fast,
         ..ChannelConfig::default()
     }
 }
