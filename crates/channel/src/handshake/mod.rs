@@ -133,7 +133,7 @@ fn builder(identity: &Identity, cipher: CipherImpl) -> Result<Builder<'_>, Chann
         CipherImpl::Fast => Builder::with_resolver(
             params,
             Box::new(FallbackResolver::new(
-                Box::new(RingResolver::default()),
+                Box::new(RingResolver),
                 Box::new(DefaultResolver),
             )),
         ),
