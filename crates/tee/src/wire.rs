@@ -102,6 +102,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::TOutputDigest(_) => "t_output_digest",
         Body::SignedMessage(_) => "signed_message",
         Body::Error(_) => "error",
+        Body::NewSession(_) => "new_session",
     }
 }
 

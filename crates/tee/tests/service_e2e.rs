@@ -9,7 +9,7 @@ mod service_common;
 use common::{HOSTNAME, TestPki};
 use service_common::{Site, request, start_tees, wait_empty};
 use tessera_tee::CipherSuite;
-use tessera_tee::service::{ClientError, ProveRequest, TeeEndpoint, prove};
+use tessera_tee::service::{ClientError, ProveRequest, Prover, TeeEndpoint, prove};
 use tessera_tee::verify::{VerifierConfig, verify_bundle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +126,71 @@ async fn a_failing_session_reports_why_and_leaves_nothing() {
     )
     .await
     .unwrap();
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prover_keeps_its_channels_across_proofs_and_replaces_them_after_a_failure() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+    config.nonce = Some(b"nonce-1".to_vec());
+    let channel_ids = |tees: &service_common::Tees| {
+        let ids = |r: &tessera_session::Registry| {
+            r.sessions()
+                .iter()
+                .map(|s| s.id())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        (ids(tees.k.channels()), ids(tees.t.channels()))
+    };
+    let mut prover = Prover::new(tees.k_end.clone(), tees.t_end.clone());
+    let mut sessions = std::collections::HashSet::new();
+    let mut channels = None;
+    for i in 0..4 {
+        let account = format!("{:04}", 2000 + i);
+        let proved = prover
+            .prove(&request(&site, "/balance", &account))
+            .await
+            .unwrap_or_else(|e| panic!("proof {i}: {e}"));
+        let plain = String::from_utf8(proved.response.clone()).unwrap();
+        assert!(plain.contains(&format!("{account}.00")), "{plain}");
+        let proof = verify_bundle(&proved.bundle, &config).unwrap();
+        assert_eq!(proof.response, proved.revealed);
+        assert!(!String::from_utf8_lossy(&proof.response).contains(&account));
+        // A new protocol session each time, on the same two channels.
+        assert!(sessions.insert(proved.session_id), "session id reused");
+        let now = channel_ids(&tees);
+        assert_eq!(
+            *channels.get_or_insert_with(|| now.clone()),
+            now,
+            "proof {i}"
+        );
+    }
+    // A failed proof (a site whose name is not on its certificate) ends its session and its channels; the
+    // next proof opens new ones.
+    let wrong_name = ProveRequest::get(&format!("https://other.test:{}/", site.addr.port()))
+        .unwrap()
+        .connect_to(site.addr);
+    let err = prover.prove(&wrong_name).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Rejected("TEE_K", reason) if reason.contains("TLS handshake")),
+        "{err}"
+    );
+    let proved = prover
+        .prove(&request(&site, "/balance", "2999"))
+        .await
+        .unwrap();
+    verify_bundle(&proved.bundle, &config).unwrap();
+    assert!(sessions.insert(proved.session_id));
+    let (k_after, _) = channel_ids(&tees);
+    let (k_before, _) = channels.unwrap();
+    assert!(
+        k_after.is_disjoint(&k_before),
+        "new channels after a failure"
+    );
+    prover.close().await;
     wait_empty(&tees).await;
 }
 

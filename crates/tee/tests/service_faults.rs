@@ -18,7 +18,7 @@ use tessera_tee::proto::{
 };
 use tessera_tee::record::{ContentType, Record, RecordSplitter};
 use tessera_tee::redaction::redact_request;
-use tessera_tee::service::{ClientError, Limits, prove};
+use tessera_tee::service::{ClientError, Limits, Prover, prove};
 use tessera_tee::wire::{self, WireSessionId};
 use tessera_tee::{CipherSuite, ProtectedPayload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -414,6 +414,58 @@ async fn an_idle_session_ends_with_the_reason() {
     let mut raw = Raw::open(&tees, ChannelConfig::default()).await;
     raw.handshake(&site).await;
     assert!(reason(raw.recv_k().await).contains("idle for too long"));
+    drop(raw);
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_channels_idle_past_the_limit_are_closed_and_the_prover_opens_new_ones() {
+    let pki = TestPki::new();
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let tees = start_tees_with(&pki, limits).await;
+    let site = Site::start(&pki.ecdsa);
+    let mut prover = Prover::new(tees.k_end.clone(), tees.t_end.clone());
+    let first = prover
+        .prove(&request(&site, "/balance", "0100"))
+        .await
+        .expect("first proof");
+    // Both TEEs close a channel that waits past their idle limit for its next session.
+    tokio::time::timeout(WAIT, async {
+        tees.k.channels().wait_empty().await;
+        tees.t.channels().wait_empty().await;
+    })
+    .await
+    .expect("idle kept channels closed");
+    let second = prover
+        .prove(&request(&site, "/balance", "0101"))
+        .await
+        .expect("a proof on new channels");
+    assert_ne!(first.session_id, second.session_id);
+    assert!(String::from_utf8_lossy(&second.response).contains("0101.00"));
+    prover.close().await;
+    wait_empty(&tees).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tee_t_channel_carries_one_session_at_a_time() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let mut raw = Raw::open(&tees, ChannelConfig::default()).await;
+    raw.handshake(&site).await;
+    raw.request(&tees, &site).await;
+    // A message for another session on the channel attached to this one, while this one runs.
+    let (_, tx) = raw.t.as_ref().expect("TEE_T channel");
+    let other = wire::encode(
+        &[7; 16],
+        Body::BatchedEncryptedResponses(Default::default()),
+    );
+    let _ = tx.send(other).await;
+    assert!(reason(raw.recv_t().await).contains("another session while this one runs"));
+    assert!(reason(raw.recv_k().await).contains("another session while this one runs"));
     drop(raw);
     wait_empty(&tees).await;
 }

@@ -22,7 +22,7 @@ pub struct Envelope {
     /// The message.
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31"
     )]
     pub body: Option<Body>,
 }
@@ -93,6 +93,9 @@ pub enum Body {
     /// Any direction; ends the session.
     #[prost(message, tag = "30")]
     Error(Error),
+    /// 1. C→K: the next session on channels a finished session leaves open.
+    #[prost(message, tag = "31")]
+    NewSession(NewSession),
 }
 
 /// 1. K→T: a new session; TEE_T echoes it back once the session is registered.
@@ -102,6 +105,11 @@ pub struct SessionCreated {}
 /// 1. K→C: the session id is in the envelope.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct SessionReady {}
+
+/// Step 1 again, C→K, after a session ended with both signed outputs: the next session on the same
+/// channels (TEE_K answers `session_ready` with its id). The envelope carries the ended session's id.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct NewSession {}
 
 /// 2. C→K: where to connect and how.
 #[derive(Clone, PartialEq, Eq, prost::Message)]

@@ -21,7 +21,7 @@ pub mod tee_k;
 pub mod tee_t;
 
 pub use attestation::{Attestation, Standalone};
-pub use client::{ClientError, ProveRequest, Proved, Reveal, TeeEndpoint, prove};
+pub use client::{ClientError, ProveRequest, Proved, Prover, Reveal, TeeEndpoint, prove};
 pub use common::Limits;
 pub use tee_k::{TeeK, TeeKConfig};
 pub use tee_t::{TeeT, TeeTConfig};

@@ -33,20 +33,73 @@ macro_rules! expect {
     };
 }
 
-/// Creates the session for a new client channel and spawns its task.
+/// Serves a new client channel: its sessions one after another, each a registry session with a task of its
+/// own. The first starts at once; after one that ended with both signed outputs the channel stays open, and
+/// the client's `new_session` starts the next. A failed session closes the channel.
 pub(super) fn start(inner: Arc<Inner>, channel: Channel) {
-    let guard = match inner.sessions.create("tee-k") {
-        Ok(guard) => guard,
-        Err(e) => {
-            tracing::warn!(error = %e, "refusing a client");
-            return; // dropping the channel closes it
+    let client_session = channel.session().clone();
+    let _ = client_session.spawn(serve_channel(inner, channel));
+}
+
+async fn serve_channel(inner: Arc<Inner>, channel: Channel) {
+    let client_session = channel.session().clone();
+    let (mut rx, mut tx) = channel.split();
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) && !next_session_asked(&inner, &mut rx, &tx).await {
+            tx.close();
+            return;
         }
-    };
-    let session = guard.session().clone();
-    if session.activate().is_err() {
-        return;
+        let guard = match inner.sessions.create("tee-k") {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing a client session");
+                tx.close();
+                return;
+            }
+        };
+        let session = guard.session().clone();
+        if session.activate().is_err() {
+            return;
+        }
+        let (kept_tx, kept) = tokio::sync::oneshot::channel();
+        let ended = client_session.clone();
+        let inner = inner.clone();
+        let spawned = session.spawn(async move {
+            let _ = kept_tx.send(run(inner, guard, ended, rx, tx).await);
+        });
+        // The channel comes back after a session that ended well; otherwise it is closed (or was dropped
+        // with a cancelled task).
+        match (spawned, kept.await) {
+            (Ok(_), Ok(Some(halves))) => (rx, tx) = halves,
+            _ => return,
+        }
     }
-    let _ = session.spawn(run(inner, guard, channel));
+}
+
+/// Waits for the client's `new_session` (within the idle limit). False: the channel ended, was idle too
+/// long, or carried something else (answered with an error).
+async fn next_session_asked(inner: &Inner, rx: &mut ChannelReader, tx: &ChannelWriter) -> bool {
+    let message = match tokio::time::timeout(inner.limits.idle_timeout, rx.recv()).await {
+        Ok(Ok(Some(bytes))) => wire::decode(bytes, None),
+        _ => return false,
+    };
+    match message {
+        Ok((_, Body::NewSession(_))) => true,
+        Ok((sid, body)) => {
+            let reason = format!(
+                "{} between sessions (expected new_session)",
+                wire::body_name(&body)
+            );
+            let _ = tx.send(wire::error_message(&sid, reason)).await;
+            false
+        }
+        Err(e) => {
+            let reason = format!("message refused: {e}");
+            let _ = tx.send(wire::error_message(&[0; 16], reason)).await;
+            false
+        }
+    }
 }
 
 enum From {
@@ -65,10 +118,17 @@ struct KSession {
     _route: Option<RouteGuard<Body>>,
 }
 
-async fn run(inner: Arc<Inner>, guard: SessionGuard, channel: Channel) {
+/// One session's steps on the client's channel. Returns the channel's halves when the session ended with
+/// both signed outputs (the channel may carry the next one); otherwise the client got the reason and the
+/// channel is closed.
+async fn run(
+    inner: Arc<Inner>,
+    guard: SessionGuard,
+    client_session: Session,
+    client_rx: ChannelReader,
+    client_tx: ChannelWriter,
+) -> Option<(ChannelReader, ChannelWriter)> {
     let session = guard.session().clone();
-    let client_session = channel.session().clone();
-    let (client_rx, client_tx) = channel.split();
     let deadline = tokio::time::Instant::now() + inner.limits.session_deadline;
     let mut s = KSession {
         inner,
@@ -87,8 +147,8 @@ async fn run(inner: Arc<Inner>, guard: SessionGuard, channel: Channel) {
     };
     match outcome {
         Ok(()) => {
-            s.client_tx.close();
             guard.close();
+            Some((s.client_rx, s.client_tx))
         }
         Err(Fail(reason)) => {
             tracing::info!(session = %s.session.id(), %reason, "TEE_K session failed");
@@ -99,6 +159,7 @@ async fn run(inner: Arc<Inner>, guard: SessionGuard, channel: Channel) {
             let _ = s.client_tx.send(error).await;
             s.client_tx.close();
             guard.fail(FailureReason::error(reason));
+            None
         }
     }
 }

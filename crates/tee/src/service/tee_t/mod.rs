@@ -268,52 +268,84 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
     });
 }
 
-/// One client channel: its first message names the session it joins; the rest go to that session.
+/// One client channel: each message goes to the session its envelope names. A channel carries one session
+/// at a time: the first message of a session attaches the channel to it, and a message for another session
+/// is taken only once that one has ended (a client's next proof on kept channels); otherwise it ends the
+/// attached session. A channel that ends tells the session attached to it.
 fn serve_client(inner: Arc<Inner>, channel: Channel) {
     let client_session = channel.session().clone();
     let (mut reader, writer) = channel.split();
     let _ = client_session.spawn(async move {
-        let first = match reader.recv().await {
-            Ok(Some(bytes)) => wire::decode(bytes, None),
-            _ => return,
-        };
-        let (sid, body) = match first {
-            Ok(first) => first,
-            Err(e) => {
+        let mut attached: Option<(crate::wire::WireSessionId, tokio::sync::mpsc::Sender<Event>)> =
+            None;
+        let idle = inner.limits.idle_timeout;
+        loop {
+            let received = match tokio::time::timeout(idle, reader.recv()).await {
+                Ok(received) => received,
+                // A session running on the channel keeps its own idle limit; between sessions it is this.
+                Err(_)
+                    if attached
+                        .as_ref()
+                        .is_some_and(|(_, inbox)| !inbox.is_closed()) =>
+                {
+                    continue;
+                }
+                Err(_) => {
+                    writer.close();
+                    return;
+                }
+            };
+            let message = match received {
+                Ok(Some(bytes)) => wire::decode(bytes, None),
+                Ok(None) | Err(_) => {
+                    if let Some((_, inbox)) = attached {
+                        let _ = inbox.send(Event::ClientGone).await;
+                    }
+                    return;
+                }
+            };
+            let live = attached.as_ref().filter(|(_, inbox)| !inbox.is_closed());
+            let (sid, body) = match (message, live) {
+                (Ok(message), _) => message,
+                (Err(e), Some((_, inbox))) => {
+                    let reason = format!("client message refused: {e}");
+                    let _ = inbox.send(Event::ClientRefused(reason)).await;
+                    return;
+                }
+                (Err(e), None) => {
+                    let reason = format!("message refused: {e}");
+                    let _ = writer.send(wire::error_message(&[0; 16], reason)).await;
+                    writer.close();
+                    return;
+                }
+            };
+            match live {
+                Some((current, inbox)) if *current == sid => {
+                    if inbox.send(Event::FromClient(body)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some((_, inbox)) => {
+                    let reason = "a message for another session while this one runs".to_string();
+                    let _ = inbox.send(Event::ClientRefused(reason)).await;
+                    return;
+                }
+                None => {}
+            }
+            let Some(inbox) = inner.routes.get(&sid) else {
                 let _ = writer
-                    .send(wire::error_message(
-                        &[0; 16],
-                        format!("message refused: {e}"),
-                    ))
+                    .send(wire::error_message(&sid, "unknown session"))
                     .await;
                 writer.close();
                 return;
-            }
-        };
-        let Some(inbox) = inner.routes.get(&sid) else {
-            let _ = writer
-                .send(wire::error_message(&sid, "unknown session"))
-                .await;
-            writer.close();
-            return;
-        };
-        if inbox.send(Event::Attach(writer.clone())).await.is_err()
-            || inbox.send(Event::FromClient(body)).await.is_err()
-        {
-            return;
-        }
-        loop {
-            let event = match reader.recv().await {
-                Ok(Some(bytes)) => match wire::decode(bytes, Some(&sid)) {
-                    Ok((_, body)) => Event::FromClient(body),
-                    Err(e) => Event::ClientRefused(format!("client message refused: {e}")),
-                },
-                Ok(None) | Err(_) => Event::ClientGone,
             };
-            let last = !matches!(event, Event::FromClient(_));
-            if inbox.send(event).await.is_err() || last {
+            if inbox.send(Event::Attach(writer.clone())).await.is_err()
+                || inbox.send(Event::FromClient(body)).await.is_err()
+            {
                 return;
             }
+            attached = Some((sid, inbox));
         }
     });
 }

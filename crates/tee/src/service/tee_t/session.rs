@@ -117,10 +117,8 @@ async fn run(
     }
     match outcome {
         Ok(()) => {
+            // The client's channel stays open: it may carry the client's next session.
             s.inner.metrics.signed(guard.session().age(), s.total);
-            if let Some(client) = &s.client {
-                client.close();
-            }
             guard.close();
         }
         Err(Fail(reason)) => {
