@@ -504,7 +504,7 @@ impl McpSession {
 
     /// Whether `sender`'s request `id` is still waiting for its response.
     pub fn is_pending(&self, sender: Direction, id: &Id) -> bool {
-        self.session.pending_info(&key(sender, id)).is_some()
+        self.session.has_pending(&key(sender, id))
     }
 
     /// Withdraws a request whose sender went away (an HTTP client disconnected): nothing stays pending.

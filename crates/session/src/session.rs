@@ -360,6 +360,11 @@ impl<R> Session<R> {
             .map(|e| e.info.clone())
     }
 
+    /// Whether a request with this id is pending (cheaper than [`Session::pending_info`]: no copy).
+    pub fn has_pending(&self, id: &RequestId) -> bool {
+        lock(&self.inner.core).pending.contains_key(id)
+    }
+
     /// How many requests are pending in this session.
     pub fn pending_len(&self) -> usize {
         lock(&self.inner.core).pending.len()

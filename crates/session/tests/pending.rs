@@ -243,10 +243,12 @@ async fn duplicate_ids_and_reuse_after_response() {
         session.pending_info(&"a".into()).map(|i| i.kind),
         Some("tools/list".into())
     );
+    assert!(session.has_pending(&"a".into()));
     assert_eq!(
         session.respond(&"a".into(), 2).map(|i| i.kind),
         Ok("tools/list".into())
     );
+    assert!(!session.has_pending(&"a".into()));
     assert!(matches!(
         session.respond(&"a".into(), 3),
         Err(SessionError::NotPending(_))

@@ -119,7 +119,7 @@ impl Parser {
                 input = &input[1..];
             }
         }
-        while let Some(i) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', input) {
             let piece = &input[..i];
             let cr = input[i] == b'\r';
             input = &input[i + 1..];
