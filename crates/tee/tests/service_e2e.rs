@@ -192,6 +192,14 @@ async fn a_prover_keeps_its_channels_across_proofs_and_replaces_them_after_a_fai
     );
     prover.close().await;
     wait_empty(&tees).await;
+    // A prover dropped without `close` still closes its channels.
+    let mut dropped = Prover::new(tees.k_end.clone(), tees.t_end.clone());
+    dropped
+        .prove(&request(&site, "/balance", "2998"))
+        .await
+        .unwrap();
+    drop(dropped);
+    wait_empty(&tees).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

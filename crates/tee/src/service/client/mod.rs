@@ -186,7 +186,8 @@ impl Prover {
         Ok(proved)
     }
 
-    /// Closes the channels and waits (briefly) for them to end.
+    /// Closes the channels and waits (briefly) for them to end. (Dropping a prover closes its channels
+    /// too, without waiting.)
     pub async fn close(mut self) {
         if let Some(peers) = self.kept.take() {
             peers.k_tx.close();
