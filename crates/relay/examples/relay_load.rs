@@ -231,8 +231,12 @@ fn summarize(count: u64, elapsed: Duration, mut latencies: Vec<u64>, cpu_ticks: 
 
 async fn echo_run(server: &Child_, clients: usize, duration: Duration) -> Result<Run, Error> {
     let mut sockets = Vec::with_capacity(clients);
+    // The same WebSocket buffers as the relay's clients (tungstenite's default read buffer, zero-filled
+    // before every read, made these clients — not the server — the bottleneck).
+    let config = ChannelConfig::default().websocket_config();
     for _ in 0..clients {
-        let (socket, _) = tokio_tungstenite::connect_async(&server.url).await?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(&server.url, Some(config), false).await?;
         sockets.push(socket);
     }
     let stop = Arc::new(AtomicBool::new(false));
