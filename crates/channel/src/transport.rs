@@ -4,7 +4,10 @@
 //!
 //! * the **writer task** is the only writer of the socket. It owns the send nonce and the session guard;
 //!   [`ChannelWriter::send`] queues plaintext (bounded), the task fragments, encrypts, writes and flushes in
-//!   batches, sends pings, and sends the close frame. When it ends, the session ends.
+//!   batches, sends pings, and sends the close frame. When it ends, the session ends. A message's buffer is
+//!   zeroized once encrypted when the writer holds its only handle ([`tessera_session::scrub`]), and so
+//!   are its plaintext copy and whatever is still queued when the channel ends: a received message's
+//!   buffer is the receiver's to scrub.
 //! * the **reader task** is the only reader. It owns the receive nonce, decrypts, reassembles fragments up
 //!   to [`ChannelConfig::max_message_size`] and queues messages (bounded) for the [`ChannelReader`]. An
 //!   undecryptable, oversized or unexpected frame makes it ask the writer to close with the matching code.
@@ -17,9 +20,12 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use snow::StatelessTransportState;
-use tessera_session::{FailureReason, Registry, Session, SessionGuard, SessionId, SessionState};
+use tessera_session::{
+    FailureReason, Registry, Session, SessionGuard, SessionId, SessionState, scrub,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroize;
 
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, close_code};
@@ -190,7 +196,8 @@ impl Channel {
 
 impl ChannelWriter {
     /// Queues one message for the writer task, waiting while the queue is full. Messages above
-    /// [`ChannelConfig::max_message_size`] are refused (the channel stays open).
+    /// [`ChannelConfig::max_message_size`] are refused (the channel stays open). Once encrypted, the
+    /// message's buffer is zeroized if the writer holds its only handle (keep no clone of a secret).
     pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
         let message = message.into();
         if message.len() > self.shared.max_message_size {
@@ -225,6 +232,7 @@ impl ChannelWriter {
 impl ChannelReader {
     /// The next message. `Ok(None)` once the channel closed normally; an error if it ended otherwise
     /// (the peer's close code, a protocol error we closed for, a lost connection, the session's end).
+    /// The message's buffer is the caller's: pass it to [`tessera_session::scrub`] when it carried secrets.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, ChannelError> {
         match self.rx.recv().await {
             Some(message) => Ok(Some(message)),
@@ -407,6 +415,7 @@ impl Writer {
             let mut result = Ok(());
             while let (Ok(()), Ok(message)) = (&result, rx.try_recv()) {
                 result = self.write_message(&mut sink, &message).await;
+                scrub(message);
             }
             sink_failed = result.is_err() || sink.flush().await.is_err();
         }
@@ -421,6 +430,11 @@ impl Writer {
                 let _ = tokio::time::timeout(close_timeout, sink.close()).await;
             }
             Some(Cause::Lost(_)) | None => {}
+        }
+        // What will never be sent is scrubbed too.
+        rx.close();
+        while let Ok(message) = rx.try_recv() {
+            scrub(message);
         }
         match cause {
             Some(Cause::Local { code, .. } | Cause::Peer { code, .. })
@@ -442,10 +456,16 @@ impl Writer {
         first: Bytes,
         rx: &mut mpsc::Receiver<Bytes>,
     ) -> Result<(), Cause> {
-        self.write_message(sink, &first).await?;
+        let written = self.write_message(sink, &first).await;
+        scrub(first);
+        written?;
         for _ in 1..BATCH {
             match rx.try_recv() {
-                Ok(message) => self.write_message(sink, &message).await?,
+                Ok(message) => {
+                    let written = self.write_message(sink, &message).await;
+                    scrub(message);
+                    written?;
+                }
                 Err(_) => break,
             }
         }
@@ -483,8 +503,10 @@ impl Writer {
         self.scratch.clear();
         self.scratch.push(ty);
         self.scratch.extend_from_slice(body);
-        let frame =
-            handshake::seal(&self.cipher, self.nonce, &self.scratch).map_err(|e| local(&e))?;
+        let frame = handshake::seal(&self.cipher, self.nonce, &self.scratch);
+        // The plaintext copy does not outlive its encryption.
+        self.scratch.as_mut_slice().zeroize();
+        let frame = frame.map_err(|e| local(&e))?;
         self.nonce += 1;
         sink.feed(WsMsg::Binary(frame.into()))
             .await
@@ -573,21 +595,37 @@ impl Reader {
             let n = handshake::open(&self.cipher, self.nonce, bytes, &mut out)?;
             self.nonce += 1;
             out.truncate(n);
-            let last = data_fragment(&out)?;
-            self.check_size(out.len() - 1)?;
+            let checked = data_fragment(&out).and_then(|last| {
+                self.check_size(out.len() - 1)?;
+                Ok(last)
+            });
+            let last = match checked {
+                Ok(last) => last,
+                Err(e) => {
+                    out.as_mut().zeroize();
+                    return Err(e);
+                }
+            };
             out.advance(1);
             if last {
                 return Ok(Some(out.freeze()));
             }
-            self.partial = out;
-            // Room for a message as long as the last fragmented one, so it grows once, not by doubling.
-            self.partial
-                .reserve(self.expected.saturating_sub(self.partial.len()));
+            // Room for a message as long as the last fragmented one, so it grows once, not by doubling;
+            // the first fragment moves there, and its own buffer is zeroized.
+            let mut partial = BytesMut::with_capacity(self.expected.max(out.len()));
+            partial.extend_from_slice(&out);
+            out.as_mut().zeroize();
+            self.partial = partial;
             return Ok(None);
         }
         // The fragment's type byte lands on the last byte of the message so far, which is put back after.
         let at = self.partial.len() - 1;
         let kept = self.partial[at];
+        grow_zeroizing(
+            &mut self.partial,
+            bytes.len().saturating_sub(1),
+            self.shared.max_message_size.saturating_add(1),
+        );
         self.partial.resize(at + bytes.len(), 0);
         let n = handshake::open(&self.cipher, self.nonce, bytes, &mut self.partial[at..])?;
         self.nonce += 1;
@@ -599,7 +637,9 @@ impl Reader {
             return Ok(None);
         }
         self.expected = self.partial.len().min(self.shared.max_message_size);
-        Ok(Some(self.partial.split().freeze()))
+        // Taken whole, not split off: the message is then its buffer's only handle (the receiver can
+        // scrub it), and the next fragmented message gets a buffer of its own, sized `expected`.
+        Ok(Some(std::mem::take(&mut self.partial).freeze()))
     }
 
     fn check_size(&self, size: usize) -> Result<(), ChannelError> {
@@ -610,6 +650,28 @@ impl Reader {
             });
         }
         Ok(())
+    }
+}
+
+/// Makes room for `additional` more bytes. Where `BytesMut` would move the bytes to a larger buffer and
+/// free the old one as it is, the old one is zeroized first: it holds plaintext. Grows by doubling, but
+/// not past `limit` unless `additional` needs it.
+fn grow_zeroizing(buffer: &mut BytesMut, additional: usize, limit: usize) {
+    if buffer.capacity() - buffer.len() >= additional {
+        return;
+    }
+    let needed = buffer.len() + additional;
+    let wanted = needed.max(buffer.capacity().saturating_mul(2).min(limit));
+    let mut grown = BytesMut::with_capacity(wanted);
+    grown.extend_from_slice(buffer);
+    buffer.as_mut().zeroize();
+    *buffer = grown;
+}
+
+impl Drop for Reader {
+    /// A message cut short (the channel ended between its fragments) is plaintext nobody will read.
+    fn drop(&mut self) {
+        self.partial.as_mut().zeroize();
     }
 }
 

@@ -5,6 +5,8 @@
 //! `expose_secret`, so every place that touches raw key material is easy to find.
 
 use std::fmt;
+
+use bytes::Bytes;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A fixed-size secret, e.g. a 32-byte key.
@@ -128,6 +130,22 @@ impl From<Vec<u8>> for SecretBytes {
     }
 }
 
+/// Zeroizes a message buffer that carried secrets (a keystream, key shares), if `bytes` is the only handle
+/// to it, and frees it. Returns whether it did; a buffer still shared (a clone or a slice of it is alive
+/// elsewhere) is left to its last holder, which should scrub it in turn.
+///
+/// For buffers that cross task and channel boundaries as [`Bytes`]: the channel's writer scrubs every
+/// message once encrypted, and a receiver scrubs a message once it has taken what it needs from it.
+pub fn scrub(bytes: Bytes) -> bool {
+    match bytes.try_into_mut() {
+        Ok(mut buffer) => {
+            buffer.as_mut().zeroize();
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretBytes({} bytes, <redacted>)", self.0.len())
@@ -150,6 +168,24 @@ mod tests {
         let text = format!("{bytes:?} {bytes:#?}");
         assert_eq!(format!("{bytes:?}"), "SecretBytes(15 bytes, <redacted>)");
         assert!(!text.contains("hunter"), "{text}");
+    }
+
+    #[test]
+    fn scrub_takes_only_a_buffer_it_holds_alone() {
+        assert!(scrub(Bytes::from(vec![5u8; 32])));
+        let shared = Bytes::from(vec![5u8; 32]);
+        let other = shared.clone();
+        assert!(
+            !scrub(shared),
+            "a shared buffer is its last holder's to scrub"
+        );
+        assert_eq!(
+            &other[..],
+            &[5u8; 32],
+            "the other holder's bytes are intact"
+        );
+        assert!(scrub(other));
+        assert!(!scrub(Bytes::from_static(b"not on the heap")));
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub fn error_message(session: &WireSessionId, reason: impl Into<String>) -> Vec<
     )
 }
 
+/// [`decode`] for a message received on a channel: once decoded, the message's buffer is zeroized
+/// ([`tessera_session::scrub`]) — it may carry keystreams, tag secrets or redaction streams, which the body
+/// now holds as copies — unless the body still refers to it (ciphertext slices, which are not secret).
+pub fn decode_received(
+    bytes: bytes::Bytes,
+    expected: Option<&WireSessionId>,
+) -> Result<(WireSessionId, Body), WireError> {
+    let decoded = decode(bytes.clone(), expected);
+    tessera_session::scrub(bytes);
+    decoded
+}
+
 /// Decodes one message; with `expected`, a message of another session is refused. Given a `Bytes`
 /// (a received channel message), the bulk fields are slices of it rather than copies.
 pub fn decode(

@@ -75,7 +75,7 @@ impl PeerLink {
                 let _dead = dead;
                 loop {
                     match reader.recv().await {
-                        Ok(Some(bytes)) => match wire::decode(bytes, None) {
+                        Ok(Some(bytes)) => match wire::decode_received(bytes, None) {
                             Ok((sid, body)) => {
                                 if !routes.deliver(&sid, body) {
                                     tracing::debug!("TEE_T message for a session that is gone");

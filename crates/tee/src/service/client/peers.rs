@@ -40,7 +40,7 @@ impl Peers {
         sid: &WireSessionId,
     ) -> Result<Body, ClientError> {
         match rx.recv().await {
-            Ok(Some(bytes)) => match wire::decode(bytes, Some(sid)) {
+            Ok(Some(bytes)) => match wire::decode_received(bytes, Some(sid)) {
                 Ok((_, Body::Error(e))) => Err(ClientError::Rejected(side.name(), e.reason)),
                 Ok((_, body)) => Ok(body),
                 Err(e) => Err(ClientError::Protocol(format!("{}: {e}", side.name()))),
@@ -143,7 +143,7 @@ async fn session_ready(k_rx: &mut ChannelReader) -> Result<WireSessionId, Client
         .await
         .map_err(|e| ClientError::Channel("TEE_K", e.to_string()))?
         .ok_or(ClientError::Channel("TEE_K", "closed".into()))?;
-    match wire::decode(first, None) {
+    match wire::decode_received(first, None) {
         Ok((sid, Body::SessionReady(_))) => Ok(sid),
         Ok((_, Body::Error(e))) => Err(ClientError::Rejected("TEE_K", e.reason)),
         Ok((_, body)) => Err(super::unexpected(Side::K, &body, "session_ready")),

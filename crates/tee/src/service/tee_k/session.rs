@@ -81,7 +81,7 @@ async fn serve_channel(inner: Arc<Inner>, channel: Channel) {
 /// long, or carried something else (answered with an error).
 async fn next_session_asked(inner: &Inner, rx: &mut ChannelReader, tx: &ChannelWriter) -> bool {
     let message = match tokio::time::timeout(inner.limits.idle_timeout, rx.recv()).await {
-        Ok(Ok(Some(bytes))) => wire::decode(bytes, None),
+        Ok(Ok(Some(bytes))) => wire::decode_received(bytes, None),
         _ => return false,
     };
     match message {
@@ -168,7 +168,7 @@ impl KSession {
     async fn next(&mut self) -> Result<From, Fail> {
         let client = async {
             match self.client_rx.recv().await {
-                Ok(Some(bytes)) => wire::decode(bytes, Some(&self.sid))
+                Ok(Some(bytes)) => wire::decode_received(bytes, Some(&self.sid))
                     .map(|(_, body)| From::Client(body))
                     .map_err(|e| Fail(format!("client message refused: {e}"))),
                 Ok(None) | Err(_) => Err(Fail::new("client gone")),

@@ -253,7 +253,7 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
                     break;
                 }
             };
-            match wire::decode(bytes, None) {
+            match wire::decode_received(bytes, None) {
                 Ok((sid, Body::SessionCreated(_))) => {
                     session::start(inner.clone(), sid, writer.clone()).await;
                 }
@@ -296,7 +296,7 @@ fn serve_client(inner: Arc<Inner>, channel: Channel) {
                 }
             };
             let message = match received {
-                Ok(Some(bytes)) => wire::decode(bytes, None),
+                Ok(Some(bytes)) => wire::decode_received(bytes, None),
                 Ok(None) | Err(_) => {
                     if let Some((_, inbox)) = attached {
                         let _ = inbox.send(Event::ClientGone).await;
