@@ -21,11 +21,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use snow::StatelessTransportState;
 use tessera_session::{
-    FailureReason, Registry, Session, SessionGuard, SessionId, SessionState, scrub,
+    FailureReason, Registry, Session, SessionGuard, SessionId, SessionState, scrub, wipe,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeroize::Zeroize;
 
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, close_code};
@@ -505,7 +504,7 @@ impl Writer {
         self.scratch.extend_from_slice(body);
         let frame = handshake::seal(&self.cipher, self.nonce, &self.scratch);
         // The plaintext copy does not outlive its encryption.
-        self.scratch.as_mut_slice().zeroize();
+        wipe(&mut self.scratch);
         let frame = frame.map_err(|e| local(&e))?;
         self.nonce += 1;
         sink.feed(WsMsg::Binary(frame.into()))
@@ -602,7 +601,7 @@ impl Reader {
             let last = match checked {
                 Ok(last) => last,
                 Err(e) => {
-                    out.as_mut().zeroize();
+                    wipe(&mut out);
                     return Err(e);
                 }
             };
@@ -614,7 +613,7 @@ impl Reader {
             // the first fragment moves there, and its own buffer is zeroized.
             let mut partial = BytesMut::with_capacity(self.expected.max(out.len()));
             partial.extend_from_slice(&out);
-            out.as_mut().zeroize();
+            wipe(&mut out);
             self.partial = partial;
             return Ok(None);
         }
@@ -664,14 +663,14 @@ fn grow_zeroizing(buffer: &mut BytesMut, additional: usize, limit: usize) {
     let wanted = needed.max(buffer.capacity().saturating_mul(2).min(limit));
     let mut grown = BytesMut::with_capacity(wanted);
     grown.extend_from_slice(buffer);
-    buffer.as_mut().zeroize();
+    wipe(buffer);
     *buffer = grown;
 }
 
 impl Drop for Reader {
     /// A message cut short (the channel ended between its fragments) is plaintext nobody will read.
     fn drop(&mut self) {
-        self.partial.as_mut().zeroize();
+        wipe(&mut self.partial);
     }
 }
 

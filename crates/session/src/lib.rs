@@ -50,7 +50,7 @@ pub use error::{LimitScope, PendingError, SessionEnd, SessionError};
 pub use id::{ParseSessionIdError, SessionId};
 pub use pending::{Pending, PendingLimits, RequestId, RequestInfo, Taken};
 pub use registry::{Registry, RegistryConfig, ShutdownReport, SweepReport};
-pub use secret::{Secret, SecretBytes, scrub};
+pub use secret::{Secret, SecretBytes, scrub, wipe, wipe_vec};
 pub use session::{ConnectionGuard, Session, SessionGuard};
 pub use state::{FailureReason, IllegalTransition, SessionState};
 

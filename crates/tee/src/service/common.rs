@@ -129,9 +129,10 @@ pub(crate) fn scrub(body: &mut Body) {
             s.tag_secrets.zeroize();
             s.tail_keystream.zeroize();
         }),
-        Body::BatchedDecryptionStreams(b) => {
-            b.streams.iter_mut().for_each(|s| s.keystream.zeroize())
-        }
+        Body::BatchedDecryptionStreams(b) => b
+            .streams
+            .iter_mut()
+            .for_each(|s| tessera_session::wipe_vec(&mut s.keystream)),
         Body::EncryptedRequest(r) => r.tag_secrets.zeroize(),
         Body::RedactionStreams(r) => {
             r.streams.iter_mut().for_each(Zeroize::zeroize);

@@ -25,7 +25,7 @@ impl Assembled {
     pub(super) fn settle(
         &mut self,
         kept: &mut VecDeque<(u64, Bytes)>,
-        streams: &mut HashMap<u64, Vec<u8>>,
+        streams: &mut HashMap<u64, SecretBytes>,
         end: u64,
         read: usize,
     ) -> Result<(), ClientError> {
@@ -44,13 +44,13 @@ impl Assembled {
             let Some(keystream) = streams.remove(&seq) else {
                 continue;
             };
-            let keystream = zeroize::Zeroizing::new(keystream);
+            let keystream = keystream.expose_secret();
             let content = ciphertext.get(..keystream.len()).ok_or_else(|| {
                 ClientError::Protocol("a keystream longer than its record".into())
             })?;
-            xor_into(&mut self.response, content, &keystream);
+            xor_into(&mut self.response, content, keystream);
             self.ciphertext.extend_from_slice(content);
-            self.keystream.extend_from_slice(&keystream);
+            self.keystream.extend_from_slice(keystream);
         }
         Ok(())
     }
@@ -66,6 +66,7 @@ mod tests {
     use super::{Assembled, xor_into};
     use bytes::Bytes;
     use std::collections::{HashMap, VecDeque};
+    use tessera_session::SecretBytes;
 
     #[test]
     fn xor_into_matches_bytewise_at_every_length_and_offset() {
@@ -92,8 +93,11 @@ mod tests {
             .collect();
         // Record 1 has no keystream (e.g. a ticket); record 2's keystream covers 4 of its 5 bytes (the
         // TLS 1.3 inner type is not content).
-        let mut streams: HashMap<u64, Vec<u8>> =
-            HashMap::from([(0, vec![0xf0; 5]), (2, vec![0x0f; 4]), (3, vec![0; 5])]);
+        let mut streams: HashMap<u64, SecretBytes> = HashMap::from([
+            (0, vec![0xf0; 5].into()),
+            (2, vec![0x0f; 4].into()),
+            (3, vec![0; 5].into()),
+        ]);
         assembled.settle(&mut kept, &mut streams, 3, 20).unwrap();
         assert_eq!(kept.len(), 1, "record 3 waits for its batch");
         assert_eq!(
@@ -115,7 +119,7 @@ mod tests {
         assert_eq!(assembled.response.len(), 14);
         // A keystream longer than its record is refused.
         let mut kept = VecDeque::from([(9, Bytes::from_static(b"ab"))]);
-        let mut streams = HashMap::from([(9, vec![0; 3])]);
+        let mut streams = HashMap::from([(9, vec![0; 3].into())]);
         assert!(assembled.settle(&mut kept, &mut streams, 10, 0).is_err());
     }
 }

@@ -39,7 +39,7 @@ use crate::suite::{CipherSuite, TlsVersion};
 use crate::wire::{self, WireSessionId};
 use std::collections::HashMap;
 use tessera_channel::{Connector, Identity, PublicKey};
-use tessera_session::{Registry, RegistryConfig};
+use tessera_session::{Registry, RegistryConfig, SecretBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -378,7 +378,8 @@ async fn run(
         TlsVersion::Tls12 => 1,
     };
     let mut kept: std::collections::VecDeque<(u64, bytes::Bytes)> = Default::default();
-    let mut streams: HashMap<u64, Vec<u8>> = HashMap::new();
+    // Keystreams waiting for their records: zeroized when taken or, on any failure, when dropped.
+    let mut streams: HashMap<u64, SecretBytes> = HashMap::new();
     // The seq after each batch sent: a batch's keystreams settle every record before it.
     let mut batch_ends: std::collections::VecDeque<u64> = Default::default();
     // The response, and the two consolidated byte strings the bundle carries: the application data's
@@ -452,7 +453,7 @@ async fn run(
                         ClientError::Protocol("keystreams for a batch never sent".into())
                     })?;
                     for s in done.streams {
-                        streams.insert(s.seq, s.keystream);
+                        streams.insert(s.seq, SecretBytes::new(s.keystream));
                     }
                     let end = batch_ends.pop_front().ok_or_else(|| {
                         ClientError::Protocol("keystreams for a batch never sent".into())
