@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use snow::{Builder, StatelessTransportState};
-use tessera_channel::frame::{MAX_FRAGMENT, NOISE_PARAMS, PROLOGUE, TYPE_DATA, TYPE_DATA_MORE};
+use tessera_channel::frame::{MAX_FRAGMENT, Suite, TYPE_DATA, TYPE_DATA_MORE};
 use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, serve};
 use tessera_session::{Registry, RegistryConfig};
 
@@ -29,15 +29,15 @@ fn snow_handshake(
     client: &Identity,
     server: &Identity,
 ) -> (StatelessTransportState, StatelessTransportState) {
-    let params = || NOISE_PARAMS.parse().expect("params");
+    let params = || Suite::ChaChaPoly.noise_params().parse().expect("params");
     let mut i = Builder::new(params())
         .local_private_key(client.expose_private())
-        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.prologue(Suite::ChaChaPoly.prologue()))
         .and_then(|b| b.build_initiator())
         .expect("initiator");
     let mut r = Builder::new(params())
         .local_private_key(server.expose_private())
-        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.prologue(Suite::ChaChaPoly.prologue()))
         .and_then(|b| b.build_responder())
         .expect("responder");
     let (mut buf, mut payload) = (vec![0u8; 1024], vec![0u8; 1024]);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::frame::MAX_FRAME;
+use crate::frame::{MAX_FRAME, Suite};
 
 /// Limits and timeouts of a channel (both sides). Every queue and size is bounded.
 #[derive(Debug, Clone)]
@@ -34,15 +34,19 @@ pub struct ChannelConfig {
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection (default 8 KiB; tungstenite's default is 128 KiB).
     pub ws_write_buffer: usize,
+    /// Client only: the protocol version, i.e. the Noise cipher, this side asks for (default
+    /// [`Suite::ChaChaPoly`], version 1). A server speaks every version.
+    pub suite: Suite,
     /// Which implementation runs the channel's cipher (default [`CipherImpl::Compact`]).
     pub cipher: CipherImpl,
 }
 
-/// Which implementation runs the channel's ChaCha20-Poly1305. The wire is the same either way, so the two
-/// ends choose independently.
+/// Which implementation runs the channel's cipher (ChaCha20-Poly1305 or AES-256-GCM, per [`Suite`]). The
+/// wire is the same either way, so the two ends choose independently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CipherImpl {
-    /// RustCrypto's: a 32-byte key per direction. For servers that hold many mostly idle connections.
+    /// RustCrypto's: a 32-byte ChaCha20-Poly1305 key per direction (AES-256-GCM's key schedule is larger).
+    /// For servers that hold many mostly idle connections.
     #[default]
     Compact,
     /// ring's assembly: about a quarter less CPU on bulk data, for ~0.9 KB more per direction (ring sizes
@@ -64,6 +68,7 @@ impl Default for ChannelConfig {
             accept_queue: 128,
             ws_read_buffer: 8 * 1024,
             ws_write_buffer: 8 * 1024,
+            suite: Suite::ChaChaPoly,
             cipher: CipherImpl::Compact,
         }
     }

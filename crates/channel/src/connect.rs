@@ -85,6 +85,7 @@ impl Connector {
         };
         let (mut sink, mut stream) = ws::from_tungstenite(socket);
         let started = client_hello::start_with(
+            self.config.suite,
             self.config.cipher,
             identity,
             server.into(),

@@ -13,22 +13,65 @@
 
 use thiserror::Error;
 
-/// The Noise protocol name: pattern XX, X25519, ChaCha20-Poly1305, SHA-256.
+/// A version of the channel protocol. The versions differ only in the Noise cipher; both are pattern XX,
+/// X25519 and SHA-256, with the same messages and frames. The client chooses (its version is in client_hello
+/// and in the prologue); a server speaks both.
 ///
 /// SHA-256 rather than BLAKE2: every Noise implementation supports it (the Python `noiseprotocol` package,
-/// Go's `flynn/noise`, the JavaScript ports), it is hardware-accelerated on current x86 and ARM CPUs through the
-/// `sha2` crate's runtime detection, and the handshake's cost is dominated by the four X25519 operations per
-/// side anyway, so BLAKE2s would buy nothing measurable.
-pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+/// Go's `flynn/noise`, the JavaScript ports), it is hardware-accelerated on current x86 and ARM CPUs, and the
+/// handshake's cost is dominated by the four X25519 operations per side anyway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Suite {
+    /// Version 1, `Noise_XX_25519_ChaChaPoly_SHA256`: fast on every CPU, and its key is 32 bytes (for servers
+    /// holding many idle connections).
+    #[default]
+    ChaChaPoly,
+    /// Version 2, `Noise_XX_25519_AESGCM_SHA256`: several times faster on bulk data where the CPU has AES
+    /// and carry-less multiplication instructions (x86-64 AES-NI and PCLMULQDQ or VAES, ARMv8's crypto
+    /// extensions), for channels that carry megabytes.
+    AesGcm,
+}
 
-/// The protocol name, the first part of the Noise prologue.
-pub const PROTOCOL_NAME: &[u8; 15] = b"tessera-channel";
+impl Suite {
+    /// Every version this implementation speaks.
+    pub const ALL: [Suite; 2] = [Suite::ChaChaPoly, Suite::AesGcm];
 
-/// The protocol version this implementation speaks, carried in the prologue and in client_hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+    /// The protocol version number carried in client_hello and in the prologue.
+    pub const fn version(self) -> u16 {
+        match self {
+            Suite::ChaChaPoly => 1,
+            Suite::AesGcm => 2,
+        }
+    }
 
-/// The Noise prologue: the protocol name followed by the version as a big-endian u16 (17 bytes).
-pub const PROLOGUE: [u8; 17] = prologue(PROTOCOL_VERSION);
+    /// The suite of a protocol version number; `None` for versions this implementation does not speak.
+    pub const fn from_version(version: u16) -> Option<Suite> {
+        match version {
+            1 => Some(Suite::ChaChaPoly),
+            2 => Some(Suite::AesGcm),
+            _ => None,
+        }
+    }
+
+    /// The Noise protocol name.
+    pub const fn noise_params(self) -> &'static str {
+        match self {
+            Suite::ChaChaPoly => "Noise_XX_25519_ChaChaPoly_SHA256",
+            Suite::AesGcm => "Noise_XX_25519_AESGCM_SHA256",
+        }
+    }
+
+    /// The Noise prologue: [`PROTOCOL_NAME`] followed by the version as a big-endian u16 (17 bytes).
+    pub const fn prologue(self) -> &'static [u8; 17] {
+        match self {
+            Suite::ChaChaPoly => &PROLOGUE_V1,
+            Suite::AesGcm => &PROLOGUE_V2,
+        }
+    }
+}
+
+const PROLOGUE_V1: [u8; 17] = prologue(1);
+const PROLOGUE_V2: [u8; 17] = prologue(2);
 
 const fn prologue(version: u16) -> [u8; 17] {
     let mut out = [0u8; 17];
@@ -42,6 +85,9 @@ const fn prologue(version: u16) -> [u8; 17] {
     out[16] = v[1];
     out
 }
+
+/// The protocol name, the first part of the Noise prologue.
+pub const PROTOCOL_NAME: &[u8; 15] = b"tessera-channel";
 
 /// Largest Noise message (the Noise specification's limit).
 pub const MAX_NOISE_MESSAGE: usize = 65_535;
@@ -196,6 +242,16 @@ impl ClientHello {
         out
     }
 
+    /// The version a client_hello Noise message claims, read before any Noise processing: the message is
+    /// `e` (32 bytes) followed by the payload in clear, and the version picks the Noise protocol the server
+    /// must build to read it.
+    pub fn peek_version(noise_message: &[u8]) -> Result<u16, FrameError> {
+        match noise_message.get(KEY_LEN..KEY_LEN + 2) {
+            Some(&[hi, lo]) => Ok(u16::from_be_bytes([hi, lo])),
+            _ => Err(FrameError::BadPayload("client_hello")),
+        }
+    }
+
     /// Decodes exactly [`ClientHello::LEN`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         if bytes.len() != Self::LEN {
@@ -315,9 +371,35 @@ mod tests {
 
     #[test]
     fn prologue_bytes_are_name_then_version() {
-        assert_eq!(&PROLOGUE[..15], b"tessera-channel");
-        assert_eq!(&PROLOGUE[15..], &[0x00, 0x01]);
-        assert_eq!(hex::encode(PROLOGUE), "746573736572612d6368616e6e656c0001");
+        let v1 = Suite::ChaChaPoly.prologue();
+        assert_eq!(&v1[..15], b"tessera-channel");
+        assert_eq!(hex::encode(v1), "746573736572612d6368616e6e656c0001");
+        assert_eq!(
+            hex::encode(Suite::AesGcm.prologue()),
+            "746573736572612d6368616e6e656c0002"
+        );
+    }
+
+    #[test]
+    fn versions_name_their_suites() {
+        for suite in Suite::ALL {
+            assert_eq!(Suite::from_version(suite.version()), Some(suite));
+            assert!(
+                suite
+                    .noise_params()
+                    .parse::<snow::params::NoiseParams>()
+                    .is_ok()
+            );
+        }
+        assert_eq!(Suite::from_version(0), None);
+        assert_eq!(Suite::from_version(3), None);
+        let hello = ClientHello {
+            version: 2,
+            nonce: [7; NONCE_LEN],
+        };
+        let message = [[1u8; KEY_LEN].as_slice(), &hello.encode()].concat();
+        assert_eq!(ClientHello::peek_version(&message), Ok(2));
+        assert!(ClientHello::peek_version(&message[..KEY_LEN + 1]).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub use config::{ChannelConfig, CipherImpl};
 pub use connect::{Connector, connect};
 pub use echo::{echo, echo_channel};
 pub use error::{ChannelError, close_code};
+pub use frame::Suite;
 pub use handshake::HandshakeInfo;
 pub use identity::{Identity, IdentityError, ParseKeyError, PublicKey};
 pub use known_hosts::{KnownHosts, KnownHostsError, Trust};

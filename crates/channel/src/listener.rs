@@ -209,7 +209,7 @@ async fn handshake(
         &inner.identity,
         inner.config.max_auth_payload,
         inner.config.cipher,
-    )?;
+    );
     let (state, server_hello) = state.handle(&ws::next_frame(stream).await?)?;
     session.touch();
     send(sink, server_hello).await?;

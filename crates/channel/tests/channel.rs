@@ -356,3 +356,82 @@ async fn close_delivers_queued_messages_first() {
     }
     assert_eq!(accepted.recv().await.expect("normal close"), None);
 }
+
+#[tokio::test]
+async fn a_full_accept_queue_turns_new_channels_away_with_1013_and_keeps_the_queued_ones() {
+    let config = ChannelConfig {
+        accept_queue: 2,
+        ..ChannelConfig::default()
+    };
+    let (server, mut listener) = start_with(AnyKey, config).await;
+    let c = connector();
+    let key = server.identity.public_key();
+    // Nobody accepts yet: the first two channels wait in the queue, established.
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        let me = Identity::generate();
+        queued.push(c.connect(&server.url, key, &me).await.expect("queued"));
+    }
+    // The third finds the queue full: the server ends it with 1013 (try again later), at once or right
+    // after session_established.
+    let refused = match c.connect(&server.url, key, &Identity::generate()).await {
+        Err(e) => e,
+        Ok(mut channel) => channel
+            .recv()
+            .await
+            .expect_err("refused after establishment"),
+    };
+    assert!(
+        matches!(&refused, ChannelError::PeerClosed { code, reason }
+            if *code == close_code::TRY_AGAIN_LATER && reason.contains("busy")),
+        "{refused}"
+    );
+    // The queued two are still there and work once accepted.
+    for client in &mut queued {
+        let mut accepted = tokio::time::timeout(LIMIT, listener.accept())
+            .await
+            .expect("accept in time")
+            .expect("queued channel");
+        client.send(&b"still here"[..]).await.expect("send");
+        assert_eq!(
+            accepted.recv().await.expect("recv").as_deref(),
+            Some(&b"still here"[..])
+        );
+    }
+    for client in queued {
+        client.close().await;
+    }
+    drop(listener);
+    // Every session ends, the refused one's included.
+    wait_empty(server.registry(), LIMIT).await;
+}
+
+#[tokio::test]
+async fn the_client_chooses_the_protocol_version_and_the_server_speaks_both() {
+    let (server, mut listener) = start_with(AnyKey, ChannelConfig::default()).await;
+    for suite in tessera_channel::Suite::ALL {
+        let config = ChannelConfig {
+            suite,
+            ..ChannelConfig::default()
+        };
+        let c = tessera_channel::Connector::new(registry("suite-client"), config);
+        let mut client = c
+            .connect(
+                &server.url,
+                server.identity.public_key(),
+                &Identity::generate(),
+            )
+            .await
+            .expect("connect");
+        let mut accepted = listener.accept().await.expect("accepted");
+        assert_eq!(client.info().suite, suite);
+        assert_eq!(accepted.info().suite, suite);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        client.send(big.clone()).await.expect("send");
+        assert_eq!(
+            accepted.recv().await.expect("recv").as_deref(),
+            Some(&big[..])
+        );
+        client.close().await;
+    }
+}

@@ -8,7 +8,8 @@
 //! rounds run without the extra hop.
 //!
 //! `cargo run --release -p tessera-tee --example tee_load` (`-- --quick` for fewer rounds, `-- --size 1024`
-//! for one response size in KB).
+//! for one response size in KB, `-- --malloc-default` for glibc's allocator defaults instead of the policy
+//! the `tessera` TEE commands run with).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -301,8 +302,35 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     (percentile(&ms, 50.0), percentile(&ms, 90.0))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// The allocator policy `tessera tee-k`, `tee-t` and `prove` run with (crates/tessera/src/memory.rs):
+/// allocations up to 32 MiB from glibc's heap, up to 64 MiB of freed memory kept. `--malloc-default`
+/// leaves glibc's defaults, to measure what the policy is worth.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: called before any thread starts; parameters and values as glibc documents them.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20) == 1
+        };
+        assert!(ok, "mallopt");
+    }
+}
+
+fn main() {
+    let malloc_default = std::env::args().any(|a| a == "--malloc-default");
+    if !malloc_default {
+        keep_freed_memory();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(malloc_default));
+}
+
+async fn run(malloc_default: bool) {
     // RUST_LOG=tessera_tee::service::client=debug prints each proof's stage timings.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -322,7 +350,15 @@ async fn main() {
     let direct = tees(roots.clone(), None).await;
     let verifier = VerifierConfig::new(direct.k.signer_address(), direct.t.signer_address());
 
-    println!("# tee_load ({})", if quick { "quick" } else { "full" });
+    println!(
+        "# tee_load ({}, allocator: {})",
+        if quick { "quick" } else { "full" },
+        if malloc_default {
+            "glibc defaults"
+        } else {
+            "freed memory kept"
+        }
+    );
     println!(
         "| response | plain GET p50 / p90 ms | prove p50 / p90 ms | time ratio (p50) | prove on kept channels p50 ms (ratio) | CPU ms per plain GET / proof (ratio) | plain bytes | prove bytes (client-site, client-K, client-T, K-T) | bytes / response |"
     );

@@ -8,6 +8,7 @@ mod demo;
 mod keygen;
 mod logging;
 mod mcp;
+mod memory;
 mod relay;
 mod tee;
 mod verify;
@@ -24,6 +25,18 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = logging::init(cli.log_format, default_level) {
         eprintln!("tessera: cannot set up logging: {e:#}");
         return std::process::ExitCode::FAILURE;
+    }
+    // The TEE commands move megabyte buffers per proof: keep freed memory for the next one.
+    if matches!(
+        cli.command,
+        Some(
+            cli::Command::TeeK(_)
+                | cli::Command::TeeT(_)
+                | cli::Command::Prove(_)
+                | cli::Command::Demo
+        )
+    ) {
+        memory::keep_freed_memory();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -9,19 +9,21 @@ use snow::HandshakeState;
 
 use super::{Established, HandshakeInfo, expect, handshake_hash, remote_static};
 use crate::error::ChannelError;
-use crate::frame::{self, FrameKind, SessionEstablished};
+use crate::frame::{self, FrameKind, SessionEstablished, Suite};
 use crate::identity::PublicKey;
 
 /// Server: waiting for client_auth.
 pub struct ExpectClientAuth {
     hs: HandshakeState,
+    suite: Suite,
     max_auth_payload: usize,
 }
 
 impl ExpectClientAuth {
-    pub(super) fn new(hs: HandshakeState, max_auth_payload: usize) -> Self {
+    pub(super) fn new(hs: HandshakeState, suite: Suite, max_auth_payload: usize) -> Self {
         ExpectClientAuth {
             hs,
+            suite,
             max_auth_payload,
         }
     }
@@ -44,6 +46,7 @@ impl ExpectClientAuth {
         let channel_binding = handshake_hash(&self.hs)?;
         Ok(ClientAuthenticated {
             hs: self.hs,
+            suite: self.suite,
             peer,
             channel_binding,
             auth_payload: payload,
@@ -54,6 +57,7 @@ impl ExpectClientAuth {
 /// Server: the client is authenticated; the policy decides, then [`ClientAuthenticated::establish`].
 pub struct ClientAuthenticated {
     hs: HandshakeState,
+    suite: Suite,
     peer: PublicKey,
     channel_binding: [u8; 32],
     auth_payload: Vec<u8>,
@@ -103,6 +107,7 @@ impl ClientAuthenticated {
                 session_id,
                 expires_at,
                 peer_payload: self.auth_payload,
+                suite: self.suite,
             },
         };
         let frame = established.seal(&plaintext)?;

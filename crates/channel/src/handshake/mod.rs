@@ -31,7 +31,7 @@ use snow::{Builder, HandshakeState, StatelessTransportState};
 use crate::config::CipherImpl;
 
 use crate::error::ChannelError;
-use crate::frame::{self, Frame, FrameKind, NOISE_PARAMS, PROLOGUE};
+use crate::frame::{self, Frame, FrameKind, Suite};
 use crate::identity::{Identity, PublicKey};
 
 /// A finished handshake: the transport keys, the peer's proven identity, and what session_established
@@ -67,6 +67,8 @@ pub struct HandshakeInfo {
     /// The peer's application payload: client_auth's auth payload on the server, session_established's
     /// welcome payload on the client.
     pub peer_payload: Vec<u8>,
+    /// The protocol version (Noise cipher) the client chose.
+    pub suite: Suite,
 }
 
 impl Established {
@@ -124,9 +126,14 @@ pub(crate) fn open(
         .map_err(|_| ChannelError::Decrypt("transport message"))
 }
 
-/// A Noise builder with our parameters, prologue and static key, its cipher run by `cipher`.
-fn builder(identity: &Identity, cipher: CipherImpl) -> Result<Builder<'_>, ChannelError> {
-    let params = NOISE_PARAMS.parse().map_err(ChannelError::noise)?;
+/// A Noise builder with the parameters and prologue of `suite` and our static key, its cipher run by
+/// `cipher`.
+fn builder(
+    identity: &Identity,
+    suite: Suite,
+    cipher: CipherImpl,
+) -> Result<Builder<'_>, ChannelError> {
+    let params = suite.noise_params().parse().map_err(ChannelError::noise)?;
     let builder = match cipher {
         CipherImpl::Compact => Builder::with_resolver(params, Box::new(DefaultResolver)),
         // ring for the cipher and hash, the default resolver for what ring lacks (X25519 static keys).
@@ -140,7 +147,7 @@ fn builder(identity: &Identity, cipher: CipherImpl) -> Result<Builder<'_>, Chann
     };
     builder
         .local_private_key(identity.expose_private())
-        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.prologue(suite.prologue()))
         .map_err(ChannelError::noise)
 }
 

@@ -9,12 +9,13 @@ use snow::HandshakeState;
 
 use super::{ExpectSessionEstablished, expect, remote_static, write};
 use crate::error::ChannelError;
-use crate::frame::{FrameKind, ServerHello};
+use crate::frame::{FrameKind, ServerHello, Suite};
 use crate::policy::ServerTrust;
 
 /// Client: waiting for server_hello.
 pub struct ExpectServerHello {
     hs: HandshakeState,
+    suite: Suite,
     trust: ServerTrust,
     host: String,
     auth_payload: Vec<u8>,
@@ -23,12 +24,14 @@ pub struct ExpectServerHello {
 impl ExpectServerHello {
     pub(super) fn new(
         hs: HandshakeState,
+        suite: Suite,
         trust: ServerTrust,
         host: String,
         auth_payload: Vec<u8>,
     ) -> Self {
         ExpectServerHello {
             hs,
+            suite,
             trust,
             host,
             auth_payload,
@@ -51,6 +54,9 @@ impl ExpectServerHello {
         let server = remote_static(&self.hs)?;
         self.trust.verify(&self.host, server)?;
         let auth = write(&mut self.hs, FrameKind::ClientAuth, &self.auth_payload)?;
-        Ok((ExpectSessionEstablished::new(self.hs, server)?, auth))
+        Ok((
+            ExpectSessionEstablished::new(self.hs, self.suite, server)?,
+            auth,
+        ))
     }
 }

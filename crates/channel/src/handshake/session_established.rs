@@ -7,18 +7,23 @@ use snow::HandshakeState;
 
 use super::{Established, HandshakeInfo, expect, handshake_hash};
 use crate::error::ChannelError;
-use crate::frame::{self, FrameKind, Plaintext};
+use crate::frame::{self, FrameKind, Plaintext, Suite};
 use crate::identity::PublicKey;
 
 /// Client: client_auth sent, waiting for session_established.
 pub struct ExpectSessionEstablished {
     hs: HandshakeState,
+    suite: Suite,
     server: PublicKey,
 }
 
 impl ExpectSessionEstablished {
-    pub(super) fn new(hs: HandshakeState, server: PublicKey) -> Result<Self, ChannelError> {
-        Ok(ExpectSessionEstablished { hs, server })
+    pub(super) fn new(
+        hs: HandshakeState,
+        suite: Suite,
+        server: PublicKey,
+    ) -> Result<Self, ChannelError> {
+        Ok(ExpectSessionEstablished { hs, suite, server })
     }
 
     /// Reads session_established; the channel is ready.
@@ -46,6 +51,7 @@ impl ExpectSessionEstablished {
                 session_id: est.session_id,
                 expires_at: est.expires_at,
                 peer_payload: est.payload.to_vec(),
+                suite: self.suite,
             },
             cipher,
             send_nonce: 0,

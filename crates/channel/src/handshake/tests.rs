@@ -12,16 +12,24 @@ struct Run {
 }
 
 fn full(client: &Identity, server: &Identity) -> Run {
-    full_with(CipherImpl::Compact, CipherImpl::Compact, client, server)
+    full_with(
+        Suite::ChaChaPoly,
+        CipherImpl::Compact,
+        CipherImpl::Compact,
+        client,
+        server,
+    )
 }
 
 fn full_with(
+    suite: Suite,
     client_cipher: CipherImpl,
     server_cipher: CipherImpl,
     client: &Identity,
     server: &Identity,
 ) -> Run {
     let (expect_sh, client_hello) = client_hello::start_with(
+        suite,
         client_cipher,
         client,
         ServerTrust::Key(server.public_key()),
@@ -30,7 +38,6 @@ fn full_with(
     )
     .expect("start");
     let (expect_ca, server_hello) = ExpectClientHello::with_cipher(server, 1024, server_cipher)
-        .expect("responder")
         .handle(&client_hello)
         .expect("client_hello");
     let (expect_se, client_auth) = expect_sh.handle(&server_hello).expect("server_hello");
@@ -41,6 +48,8 @@ fn full_with(
         .establish([9; 16], 42, b"welcome")
         .expect("establish");
     let client_est = expect_se.handle(&established).expect("session_established");
+    assert_eq!(client_est.info.suite, suite);
+    assert_eq!(server_est.info.suite, suite);
     Run {
         client_hello,
         server_hello,
@@ -51,11 +60,20 @@ fn full_with(
 }
 
 #[test]
-fn both_cipher_implementations_speak_the_same_wire() {
+fn both_cipher_implementations_speak_the_same_wire_in_every_version() {
     use CipherImpl::{Compact, Fast};
-    for (client_cipher, server_cipher) in [(Compact, Fast), (Fast, Compact), (Fast, Fast)] {
+    let pairs = [
+        (Compact, Compact),
+        (Compact, Fast),
+        (Fast, Compact),
+        (Fast, Fast),
+    ];
+    for (suite, (client_cipher, server_cipher)) in Suite::ALL
+        .into_iter()
+        .flat_map(|suite| pairs.map(|pair| (suite, pair)))
+    {
         let (c, s) = (Identity::generate(), Identity::generate());
-        let mut run = full_with(client_cipher, server_cipher, &c, &s);
+        let mut run = full_with(suite, client_cipher, server_cipher, &c, &s);
         let long: Vec<u8> = (0..frame::MAX_FRAGMENT as u32).map(|i| i as u8).collect();
         let mut plaintext = vec![frame::TYPE_DATA];
         plaintext.extend_from_slice(&long);
@@ -66,14 +84,14 @@ fn both_cipher_implementations_speak_the_same_wire() {
             assert_eq!(
                 &out[..n],
                 &plaintext[..],
-                "{client_cipher:?} → {server_cipher:?}"
+                "{suite:?}: {client_cipher:?} → {server_cipher:?}"
             );
             let sealed = run.server.seal(&plaintext[..100]).expect("seal");
             let n = run.client.open(&sealed, &mut out).expect("open");
             assert_eq!(
                 &out[..n],
                 &plaintext[..100],
-                "{server_cipher:?} → {client_cipher:?}"
+                "{suite:?}: {server_cipher:?} → {client_cipher:?}"
             );
         }
         // A flipped bit fails on either implementation.
@@ -119,7 +137,6 @@ fn wrong_pinned_key_is_rejected_before_client_auth() {
     let (expect_sh, hello) =
         client_hello::start(&c, ServerTrust::Key(other), "h:1".into(), vec![]).expect("start");
     let (_, server_hello) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&hello)
         .expect("hello");
     let err = expect_sh.handle(&server_hello).err().expect("must fail");
@@ -138,7 +155,6 @@ fn mitm_swapping_the_ephemeral_key_fails() {
     let attacker_e = Identity::generate().public_key();
     hello[1..33].copy_from_slice(attacker_e.as_bytes());
     let (_, server_hello) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&hello)
         .expect("server cannot tell");
     // ee no longer matches: the client cannot decrypt the server's static key.
@@ -160,7 +176,6 @@ fn active_mitm_with_its_own_static_key_is_refused_by_the_pin() {
         client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
     // The attacker terminates the client's handshake itself.
     let (_, server_hello) = ExpectClientHello::new(&m, 1024)
-        .expect("responder")
         .handle(&hello)
         .expect("hello");
     assert!(matches!(
@@ -180,7 +195,6 @@ fn client_auth_relayed_under_another_ephemeral_fails() {
     let (victim_sh, victim_hello) =
         client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
     let (_, victim_server_hello) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&victim_hello)
         .expect("hello");
     let (_, victim_auth) = victim_sh.handle(&victim_server_hello).expect("sh");
@@ -188,7 +202,6 @@ fn client_auth_relayed_under_another_ephemeral_fails() {
     let (_, attacker_hello) =
         client_hello::start(&attacker, s.public_key().into(), "h:1".into(), vec![]).expect("start");
     let (server_state, _) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&attacker_hello)
         .expect("hello");
     assert!(matches!(
@@ -203,7 +216,6 @@ fn client_auth_replayed_on_a_new_connection_fails() {
     let run = full(&c, &s);
     // Replay the whole recorded client side against a fresh server state.
     let (state, _) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&run.client_hello)
         .expect("a replayed hello looks fresh");
     assert!(matches!(
@@ -218,7 +230,6 @@ fn duplicate_and_out_of_order_messages_are_protocol_errors() {
     let run = full(&c, &s);
     // Server waiting for client_auth gets a second client_hello.
     let (state, _) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&run.client_hello)
         .expect("hello");
     let err = state.handle(&run.client_hello).err().expect("dup");
@@ -232,7 +243,6 @@ fn duplicate_and_out_of_order_messages_are_protocol_errors() {
     let (sh, hello) =
         client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
     let (_, server_hello) = ExpectClientHello::new(&s, 1024)
-        .expect("responder")
         .handle(&hello)
         .expect("hello");
     let (se, _) = sh.handle(&server_hello).expect("sh");
@@ -242,15 +252,12 @@ fn duplicate_and_out_of_order_messages_are_protocol_errors() {
     ));
     // A server waiting for client_hello gets client_auth first.
     assert!(matches!(
-        ExpectClientHello::new(&s, 1024)
-            .expect("responder")
-            .handle(&run.client_auth),
+        ExpectClientHello::new(&s, 1024).handle(&run.client_auth),
         Err(ChannelError::Protocol(_))
     ));
     // server_hello sent to a server.
     assert!(
         ExpectClientHello::new(&s, 1024)
-            .expect("responder")
             .handle(&run.server_hello)
             .is_err()
     );
@@ -259,10 +266,11 @@ fn duplicate_and_out_of_order_messages_are_protocol_errors() {
 #[test]
 fn unsupported_version_is_reported_as_such() {
     let s = Identity::generate();
-    let params: snow::params::NoiseParams = NOISE_PARAMS.parse().expect("params");
+    let params: snow::params::NoiseParams =
+        Suite::ChaChaPoly.noise_params().parse().expect("params");
     let mut hs = snow::Builder::new(params)
         .local_private_key(Identity::generate().expose_private())
-        .and_then(|b| b.prologue(&PROLOGUE))
+        .and_then(|b| b.prologue(Suite::ChaChaPoly.prologue()))
         .and_then(|b| b.build_initiator())
         .expect("hs");
     let hello = crate::frame::ClientHello {
@@ -271,7 +279,7 @@ fn unsupported_version_is_reported_as_such() {
     };
     let frame = write(&mut hs, FrameKind::ClientHello, &hello.encode()).expect("write");
     assert!(matches!(
-        ExpectClientHello::new(&s, 1024).expect("r").handle(&frame),
+        ExpectClientHello::new(&s, 1024).handle(&frame),
         Err(ChannelError::UnsupportedVersion(7))
     ));
 }
@@ -282,7 +290,6 @@ fn oversized_auth_payload_is_refused() {
     let (sh, hello) =
         client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![0; 2000]).expect("start");
     let (ca, server_hello) = ExpectClientHello::new(&s, 1024)
-        .expect("r")
         .handle(&hello)
         .expect("hello");
     let (_, auth) = sh.handle(&server_hello).expect("sh");
@@ -292,5 +299,24 @@ fn oversized_auth_payload_is_refused() {
             size: 2000,
             limit: 1024
         })
+    ));
+}
+
+#[test]
+fn a_version_claim_that_is_not_the_noise_protocol_spoken_fails_the_handshake() {
+    // A client_hello written under version 1's Noise protocol and prologue that claims version 2 (as a
+    // downgrade or upgrade in transit would): the server reads it as version 2 and the client cannot read
+    // the server_hello that follows, since the prologues (and ciphers) differ.
+    let (c, s) = (Identity::generate(), Identity::generate());
+    let (expect_sh, mut hello) =
+        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
+    // frame kind (1) || e (32) || version (2) || nonce (32)
+    hello[1 + frame::KEY_LEN..1 + frame::KEY_LEN + 2].copy_from_slice(&2u16.to_be_bytes());
+    let (_, server_hello) = ExpectClientHello::new(&s, 1024)
+        .handle(&hello)
+        .expect("the server speaks version 2");
+    assert!(matches!(
+        expect_sh.handle(&server_hello),
+        Err(ChannelError::Decrypt("server_hello"))
     ));
 }

@@ -1,6 +1,7 @@
 """A tessera-channel client written from docs/channel.md alone, with `noiseprotocol` and `websockets`.
 
-Usage: channel_client.py URL SERVER_PUBLIC_KEY_HEX
+Usage: channel_client.py URL SERVER_PUBLIC_KEY_HEX [VERSION]
+VERSION is the protocol version (section 3): 1 (ChaChaPoly, the default) or 2 (AESGCM).
 Runs the handshake, checks the server key, sends messages (one that needs fragmenting), checks the echo,
 closes normally, and prints one JSON line describing the session for the Rust test to compare.
 """
@@ -13,8 +14,7 @@ import sys
 from noise.connection import Keypair, NoiseConnection
 from websockets.sync.client import connect
 
-PROTOCOL = b"Noise_XX_25519_ChaChaPoly_SHA256"
-PROLOGUE = b"tessera-channel" + struct.pack(">H", 1)  # section 3
+PROTOCOLS = {1: b"Noise_XX_25519_ChaChaPoly_SHA256", 2: b"Noise_XX_25519_AESGCM_SHA256"}  # section 3
 CLIENT_HELLO, SERVER_HELLO, CLIENT_AUTH, TRANSPORT = 0x01, 0x02, 0x03, 0x04  # section 2
 T_ESTABLISHED, T_DATA, T_DATA_MORE = 0x01, 0x02, 0x03  # section 5
 MAX_BODY = 65518  # section 5
@@ -58,19 +58,20 @@ def recv_message(ws, noise):
 
 def main():
     url, server_key_hex = sys.argv[1], sys.argv[2]
+    version = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     private = os.urandom(32)
 
-    noise = NoiseConnection.from_name(PROTOCOL)
+    noise = NoiseConnection.from_name(PROTOCOLS[version])
     noise.set_as_initiator()
     noise.set_keypair_from_private_bytes(Keypair.STATIC, private)
-    noise.set_prologue(PROLOGUE)
+    noise.set_prologue(b"tessera-channel" + struct.pack(">H", version))  # section 3
     noise.start_handshake()
     my_public = noise.noise_protocol.keypairs["s"].public_bytes
 
     # Section 1: frames are at most 65,536 bytes.
     with connect(url, max_size=65536) as ws:
-        # 4.1 client_hello: version 1 and a client nonce, in clear.
-        ws.send(frame(CLIENT_HELLO, noise.write_message(struct.pack(">H", 1) + os.urandom(32))))
+        # 4.1 client_hello: the version and a client nonce, in clear.
+        ws.send(frame(CLIENT_HELLO, noise.write_message(struct.pack(">H", version) + os.urandom(32))))
 
         # 4.2 server_hello: the payload is the server nonce; then check the server's key.
         server_nonce = noise.read_message(recv_frame(ws, SERVER_HELLO))
@@ -110,6 +111,7 @@ def main():
         "expires_at": expires_at,
         "welcome": welcome.decode(),
         "echoed": len(messages),
+        "version": version,
     }))
 
 

@@ -6,7 +6,7 @@ use crate::wire::{self, WireSessionId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tessera_channel::{ChannelConfig, ChannelWriter, CipherImpl};
+use tessera_channel::{ChannelConfig, ChannelWriter, CipherImpl, Suite};
 use tessera_session::{Registry, RegistryConfig};
 use tokio::sync::mpsc;
 
@@ -65,7 +65,10 @@ impl Limits {
 pub(crate) fn channel_config() -> ChannelConfig {
     ChannelConfig {
         max_message_size: wire::MAX_MESSAGE_LEN,
-        // A proof moves its response through two channels: the faster cipher is worth its larger keys.
+        // A proof moves its response through two channels: AES-GCM (version 2) on ring's assembly runs
+        // the bulk several times faster than ChaCha20-Poly1305 on CPUs with AES instructions, and is worth
+        // its larger keys. (Servers speak both versions; this picks what the clients ask for.)
+        suite: Suite::AesGcm,
         cipher: CipherImpl::Fast,
         ..ChannelConfig::default()
     }
