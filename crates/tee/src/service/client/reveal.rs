@@ -40,11 +40,12 @@ pub fn hidden_ranges(
     if reveal.is_empty() || reveal.contains(&Reveal::All) {
         return Ok(Vec::new());
     }
-    let mut shown = vec![false; response.len()];
+    // The revealed spans `[start, end)`, in any order and overlapping; hidden is their complement.
+    let mut shown: Vec<(usize, usize)> = Vec::new();
     let head_end = find(response, b"\r\n\r\n").ok_or(RevealError::NoHeaders)?;
     let status_end = find(response, b"\r\n").map_or(head_end, |e| e + 2);
-    shown[..status_end].fill(true);
-    shown[head_end..head_end + 4].fill(true);
+    shown.push((0, status_end));
+    shown.push((head_end, head_end + 4));
     let body_start = head_end + 4;
     for selection in reveal {
         match selection {
@@ -52,9 +53,7 @@ pub fn hidden_ranges(
             Reveal::Regex(pattern) => {
                 let re = regex::bytes::Regex::new(pattern)
                     .map_err(|e| RevealError::Regex(pattern.clone(), e.to_string()))?;
-                for m in re.find_iter(response) {
-                    shown[m.start()..m.end()].fill(true);
-                }
+                shown.extend(re.find_iter(response).map(|m| (m.start(), m.end())));
             }
             Reveal::JsonPath(path) => {
                 let bad = |why| RevealError::JsonPath(path.clone(), why);
@@ -92,26 +91,29 @@ pub fn hidden_ranges(
                     }
                     response.len()
                 };
-                shown[raw_at(start, false)..raw_at(end, true)].fill(true);
+                shown.push((raw_at(start, false), raw_at(end, true)));
             }
         }
     }
-    // The runs of hidden bytes (each scan a `position`, which runs far faster than an index loop).
+    Ok(gaps(shown, response.len()))
+}
+
+/// The gaps in `[0, len)` that no span `[start, end)` of `shown` covers, in order.
+fn gaps(mut shown: Vec<(usize, usize)>, len: usize) -> Vec<ResponseRange> {
+    shown.retain(|&(start, end)| start < end); // an empty span (a regex's empty match) reveals nothing
+    shown.sort_unstable();
     let mut hidden = Vec::new();
-    let mut i = 0;
-    while let Some(p) = shown[i..].iter().position(|&s| !s) {
-        let start = i + p;
-        let len = shown[start..]
-            .iter()
-            .position(|&s| s)
-            .unwrap_or(shown.len() - start);
-        hidden.push(ResponseRange {
-            start: start as u64,
-            length: len as u64,
-        });
-        i = start + len;
+    let mut covered = 0;
+    for (start, end) in shown.into_iter().chain([(len, len)]) {
+        if start > covered {
+            hidden.push(ResponseRange {
+                start: covered as u64,
+                length: (start - covered) as u64,
+            });
+        }
+        covered = covered.max(end);
     }
-    Ok(hidden)
+    hidden
 }
 
 /// The response as a verifier will see it: hidden bytes as `*`.
@@ -198,14 +200,14 @@ fn skip_string(d: &[u8], mut i: usize) -> Option<usize> {
         return None;
     }
     i += 1;
-    while i < d.len() {
-        match d[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    // From one quote or backslash to the next (a slice scan, far faster than a byte-by-byte match).
+    loop {
+        i += d.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if d[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
-    None
 }
 
 /// Index after the value starting at `i`.
@@ -334,5 +336,49 @@ mod tests {
             shown.contains("\r\n\r\n****\"a\":\"xy\r\n4\r\nz\"***"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn strings_with_escapes_are_skipped_whole() {
+        let d = br#""a\"b\\" tail"#;
+        assert_eq!(
+            skip_string(d, 0),
+            Some(8),
+            "the quote after the escaped backslash"
+        );
+        assert_eq!(skip_string(br#""\"#, 0), None, "an escape at the end");
+        assert_eq!(skip_string(br#""abc"#, 0), None, "no closing quote");
+        let response = b"HTTP/1.1 200 OK\r\n\r\n{\"k\\\"\":\"x\\\"y\",\"show\":\"v\"}";
+        let hidden = hidden_ranges(response, &[Reveal::JsonPath("show".into())]).unwrap();
+        let shown = String::from_utf8(view(response, &hidden)).unwrap();
+        assert!(shown.ends_with("*\"show\":\"v\"*"), "{shown}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn gaps_are_exactly_the_bytes_no_span_covers(
+            len in 0usize..300,
+            spans in proptest::collection::vec((0usize..300, 0usize..40), 0..12),
+        ) {
+            let spans: Vec<(usize, usize)> = spans
+                .into_iter()
+                .map(|(start, n)| (start.min(len), (start + n).min(len)))
+                .collect();
+            let mut covered = vec![false; len];
+            for &(start, end) in &spans {
+                covered[start..end].fill(true);
+            }
+            let mut from_gaps = vec![true; len];
+            let hidden = gaps(spans, len);
+            for r in &hidden {
+                proptest::prop_assert!(r.length > 0);
+                from_gaps[r.start as usize..(r.start + r.length) as usize].fill(false);
+            }
+            proptest::prop_assert_eq!(from_gaps, covered);
+            // In order, and never two touching (each gap is maximal).
+            for pair in hidden.windows(2) {
+                proptest::prop_assert!(pair[0].start + pair[0].length < pair[1].start);
+            }
+        }
     }
 }
