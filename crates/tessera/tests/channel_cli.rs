@@ -97,6 +97,28 @@ fn connect_from_the_command_line_with_a_pin_and_with_known_hosts() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&server_key));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protocol version 1"));
+    // Protocol version 2 (AES-GCM), asked for by the client; the server speaks both.
+    let out = connect(
+        &url,
+        &client_key_file,
+        &[
+            "--server-key",
+            &server_key,
+            "--suite",
+            "aesgcm",
+            "-m",
+            "gcm",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "gcm\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protocol version 2"));
 
     // Trust on first use records the key; a second connection checks it.
     let known = dir.join("known_hosts");
