@@ -415,7 +415,7 @@ async fn the_client_chooses_the_protocol_version_and_the_server_speaks_both() {
             ..ChannelConfig::default()
         };
         let c = tessera_channel::Connector::new(registry("suite-client"), config);
-        let mut client = c
+        let client = c
             .connect(
                 &server.url,
                 server.identity.public_key(),
