@@ -8,6 +8,8 @@
 //!   channel does (65,518-byte bodies behind a type byte).
 //! * `transport/<size>/websocket_loopback` — one-way stream of `size`-byte messages from a client to a
 //!   server over loopback; the server acknowledges the end of each batch.
+//! * `transport/<size>/…_aesgcm_ring` — the same in protocol version 2 (AES-256-GCM), run on ring at both
+//!   ends (`CipherImpl::Fast`), as the TEE services run their channels.
 //!
 //! Run: `cargo bench -p tessera-channel --bench channel -- --warm-up-time 1 --measurement-time 3`
 
@@ -29,15 +31,37 @@ fn snow_handshake(
     client: &Identity,
     server: &Identity,
 ) -> (StatelessTransportState, StatelessTransportState) {
-    let params = || Suite::ChaChaPoly.noise_params().parse().expect("params");
-    let mut i = Builder::new(params())
+    snow_handshake_with(Suite::ChaChaPoly, false, client, server)
+}
+
+/// A snow handshake in `suite`, the cipher on ring (`ring`) or on snow's default (RustCrypto) resolver.
+fn snow_handshake_with(
+    suite: Suite,
+    ring: bool,
+    client: &Identity,
+    server: &Identity,
+) -> (StatelessTransportState, StatelessTransportState) {
+    use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
+    let builder = || {
+        let params = suite.noise_params().parse().expect("params");
+        let resolver: Box<dyn CryptoResolver + Send> = if ring {
+            Box::new(FallbackResolver::new(
+                Box::new(RingResolver),
+                Box::new(DefaultResolver),
+            ))
+        } else {
+            Box::new(DefaultResolver)
+        };
+        Builder::with_resolver(params, resolver)
+    };
+    let mut i = builder()
         .local_private_key(client.expose_private())
-        .and_then(|b| b.prologue(Suite::ChaChaPoly.prologue()))
+        .and_then(|b| b.prologue(suite.prologue()))
         .and_then(|b| b.build_initiator())
         .expect("initiator");
-    let mut r = Builder::new(params())
+    let mut r = builder()
         .local_private_key(server.expose_private())
-        .and_then(|b| b.prologue(Suite::ChaChaPoly.prologue()))
+        .and_then(|b| b.prologue(suite.prologue()))
         .and_then(|b| b.build_responder())
         .expect("responder");
     let (mut buf, mut payload) = (vec![0u8; 1024], vec![0u8; 1024]);
@@ -156,15 +180,15 @@ impl SnowPipe {
     }
 }
 
-fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let (client, server_id) = (Identity::generate(), Identity::generate());
-    let (url, key) = rt.block_on(async {
-        let (server, mut listener) = Server::new(
-            server_id.clone(),
-            AnyKey,
-            ChannelConfig::default(),
-            registry("bench-tx"),
-        );
+/// A sink server: counts messages; an empty message asks for an acknowledgement. Returns its URL and key.
+fn sink(
+    rt: &tokio::runtime::Runtime,
+    server_id: &Identity,
+    config: ChannelConfig,
+) -> (String, tessera_channel::PublicKey) {
+    rt.block_on(async {
+        let (server, mut listener) =
+            Server::new(server_id.clone(), AnyKey, config, registry("bench-tx"));
         let serving = serve("127.0.0.1:0".parse().expect("addr"), &server)
             .await
             .expect("bind");
@@ -184,12 +208,27 @@ fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         let url = format!("ws://{}/", serving.local_addr());
         std::mem::forget(serving);
         (url, server.public_key())
-    });
-    let connector = rt
-        .block_on(async { Connector::new(registry("bench-tx-client"), ChannelConfig::default()) });
-    let mut channel = rt
-        .block_on(connector.connect(&url, key, &client))
-        .expect("connect");
+    })
+}
+
+fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let (client, server_id) = (Identity::generate(), Identity::generate());
+    // The default channel (version 1, ChaCha20-Poly1305 on RustCrypto), and version 2 (AES-256-GCM) on
+    // ring at both ends, as the TEE services run it.
+    let fast = ChannelConfig {
+        suite: Suite::AesGcm,
+        cipher: tessera_channel::CipherImpl::Fast,
+        ..ChannelConfig::default()
+    };
+    let mut channels = Vec::new();
+    for config in [ChannelConfig::default(), fast] {
+        let (url, key) = sink(rt, &server_id, config.clone());
+        let connector = rt.block_on(async { Connector::new(registry("bench-tx-client"), config) });
+        let channel = rt
+            .block_on(connector.connect(&url, key, &client))
+            .expect("connect");
+        channels.push(channel);
+    }
 
     for size in [100usize, 1024, 64 * 1024] {
         let mut group = c.benchmark_group(format!("transport/{size}"));
@@ -207,20 +246,37 @@ fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         group.bench_function(BenchmarkId::new("snow_in_memory", size), |b| {
             b.iter(|| pipe.send(&message))
         });
-        group.bench_function(BenchmarkId::new("websocket_loopback", size), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        channel.send(message.clone()).await.expect("send");
-                    }
-                    channel.send(bytes::Bytes::new()).await.expect("marker");
-                    let ack = channel.recv().await.expect("ack").expect("open");
-                    assert_eq!(&ack[..], b"ack");
-                    started.elapsed()
-                })
-            })
+        let (sender, receiver) = snow_handshake_with(Suite::AesGcm, true, &client, &server_id);
+        let mut pipe = SnowPipe {
+            sender,
+            receiver,
+            nonce: 0,
+            scratch: Vec::new(),
+            out: vec![0u8; 65_535],
+            plain: vec![0u8; 65_535],
+        };
+        group.bench_function(BenchmarkId::new("snow_in_memory_aesgcm_ring", size), |b| {
+            b.iter(|| pipe.send(&message))
         });
+        for (name, channel) in ["websocket_loopback", "websocket_loopback_aesgcm_ring"]
+            .into_iter()
+            .zip(channels.iter_mut())
+        {
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            channel.send(message.clone()).await.expect("send");
+                        }
+                        channel.send(bytes::Bytes::new()).await.expect("marker");
+                        let ack = channel.recv().await.expect("ack").expect("open");
+                        assert_eq!(&ack[..], b"ack");
+                        started.elapsed()
+                    })
+                })
+            });
+        }
         group.finish();
     }
 }
