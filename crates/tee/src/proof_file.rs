@@ -4,8 +4,11 @@
 //! byte for byte (re-encoding a protobuf message is not guaranteed to give the signed bytes back):
 //!
 //! ```json
-//! {"format": "tessera-tee-proof/v1", "bundle": "<standard base64 of the Bundle protobuf>"}
+//! {"format": "tessera-tee-proof/v2", "bundle": "<standard base64 of the Bundle protobuf>"}
 //! ```
+//!
+//! Version 2 carries the keystream of the revealed response bytes only (version 1, which carried the
+//! whole keystream with zeros at hidden positions, is refused with a clear error).
 //!
 //! Nothing else in the file is trusted: whatever a verifier shows comes from [`crate::verify`]'s checks of
 //! the signed bodies inside `bundle`. Unknown members are ignored, so a writer may add informational ones.
@@ -17,8 +20,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The `format` value of version 1.
-pub const FORMAT_V1: &str = "tessera-tee-proof/v1";
+/// The `format` value this version writes and reads.
+pub const FORMAT: &str = "tessera-tee-proof/v2";
 
 /// Largest proof file accepted: room for the largest response a prover collects
 /// ([`crate::service::client::MAX_RESPONSE`]) twice — the bundle carries its ciphertext and its keystream —
@@ -40,8 +43,10 @@ pub enum ProofFileError {
     /// Not the JSON document described above.
     #[error("proof file is not valid JSON of the expected shape: {0}")]
     Json(#[from] serde_json::Error),
-    /// A `format` other than [`FORMAT_V1`].
-    #[error("unsupported proof format {0:?} (expected {FORMAT_V1:?})")]
+    /// A `format` other than [`FORMAT`] (a version-1 file comes from a Tessera before 2026-12-07).
+    #[error(
+        "unsupported proof format {0:?} (expected {FORMAT:?}; make the proof again with this version)"
+    )]
     Format(String),
     /// `bundle` is not base64.
     #[error("bundle is not valid base64: {0}")]
@@ -60,7 +65,7 @@ struct Document {
 /// Serializes a bundle into the proof file's JSON text.
 pub fn to_json(bundle: &Bundle) -> String {
     let document = Document {
-        format: FORMAT_V1.to_owned(),
+        format: FORMAT.to_owned(),
         bundle: STANDARD.encode(bundle.encode_to_vec()),
     };
     // A struct of two strings always serializes.
@@ -73,7 +78,7 @@ pub fn from_json(bytes: &[u8]) -> Result<Bundle, ProofFileError> {
         return Err(ProofFileError::TooLarge(bytes.len()));
     }
     let document: Document = serde_json::from_slice(bytes)?;
-    if document.format != FORMAT_V1 {
+    if document.format != FORMAT {
         return Err(ProofFileError::Format(document.format));
     }
     let raw = STANDARD.decode(document.bundle.as_bytes())?;
@@ -113,11 +118,11 @@ mod tests {
             Err(ProofFileError::Format(_))
         ));
         assert!(matches!(
-            from_json(format!(r#"{{"format":"{FORMAT_V1}","bundle":"@@"}}"#).as_bytes()),
+            from_json(format!(r#"{{"format":"{FORMAT}","bundle":"@@"}}"#).as_bytes()),
             Err(ProofFileError::Base64(_))
         ));
         assert!(matches!(
-            from_json(format!(r#"{{"format":"{FORMAT_V1}","bundle":"/w=="}}"#).as_bytes()),
+            from_json(format!(r#"{{"format":"{FORMAT}","bundle":"/w=="}}"#).as_bytes()),
             Err(ProofFileError::Protobuf)
         ));
     }

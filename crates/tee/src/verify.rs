@@ -6,10 +6,10 @@
 //! - both outputs carry the same 16-byte session id, K_OUTPUT carries the Keccak-256 of T_OUTPUT's exact body,
 //!   and T_OUTPUT carries the [`transcript_hash`] of K_OUTPUT's session id, request ranges and records;
 //! - both records lists are equal, contiguous from the first response sequence number (TLS 1.3: 0, TLS 1.2:
-//!   1), the end of the response is proven, and the application-data lengths add up to both the ciphertext
-//!   and the keystream length;
+//!   1), the end of the response is proven, and the application-data lengths add up to the ciphertext's
+//!   length, and, less the hidden ranges, to the keystream's;
 //! - the bundle's ciphertext and keystream are the ones whose SHA-256 T_OUTPUT and K_OUTPUT signed (the
-//!   keystream is zero at hidden positions, so hidden bytes cannot be decrypted from the bundle);
+//!   keystream covers the revealed bytes only, so hidden bytes cannot be decrypted from the bundle);
 //! - timestamps are at most `max_age` old, at most `max_future` ahead, and at most `max_gap` apart;
 //! - both nonces are equal, and equal to the verifier's nonce when it gives one;
 //! - request ranges are in bounds, sorted and disjoint; each `SENSITIVE_PROOF` range has exactly one proof
@@ -17,7 +17,7 @@
 
 use crate::proto::{
     BodyType, Bundle, CertificateInfo, KOutput, RangeType, RecordInfo, RequestRange, ResponseEnd,
-    SignedMessage, TOutput,
+    ResponseRange, SignedMessage, TOutput,
 };
 use crate::signing::{Address, SignatureError, keccak256, recover_signer, sha256};
 use prost::Message;
@@ -233,9 +233,10 @@ pub fn verify_bundle(
 
     let content_len = check_records(&k, &t)?;
     let (ciphertext, keystream) = (&bundle.response_ciphertext, &bundle.response_keystream);
-    if ciphertext.len() != content_len || keystream.len() != content_len {
+    let hidden_len = hidden_len(&k.response_ranges, content_len)?;
+    if ciphertext.len() != content_len || keystream.len() != content_len - hidden_len {
         return Err(VerifyError::Records(
-            "ciphertext or keystream length differs from the records",
+            "ciphertext or revealed keystream length differs from the records and hidden ranges",
         ));
     }
     if t.response_ciphertext_sha256 != sha256(ciphertext) {
@@ -392,31 +393,128 @@ fn reveal_request(k: &KOutput, t: &TOutput) -> Result<(Vec<u8>, Vec<RevealedRang
     Ok((request, revealed))
 }
 
-fn reveal_response(
-    k: &KOutput,
-    ciphertext: &[u8],
-    keystream: &[u8],
-) -> Result<Vec<u8>, VerifyError> {
-    let mut response: Vec<u8> = ciphertext
-        .iter()
-        .zip(keystream)
-        .map(|(c, s)| c ^ s)
-        .collect();
-    let mut end_of_previous = 0u64;
-    for range in &k.response_ranges {
-        let end = range
-            .start
-            .checked_add(range.length)
-            .filter(|&e| e <= response.len() as u64 && range.length > 0)
-            .ok_or(VerifyError::Ranges("response range out of bounds or empty"))?;
-        if range.start < end_of_previous {
+/// Checks the hidden response ranges (in bounds of `len`, non-empty, sorted, apart); returns how many
+/// bytes they hide.
+fn hidden_len(hidden: &[ResponseRange], len: usize) -> Result<usize, VerifyError> {
+    let mut total = 0;
+    let mut end_of_previous = 0;
+    for range in hidden {
+        let (start, end) = range_bounds(range, len)?;
+        if start < end_of_previous {
             return Err(VerifyError::Ranges(
                 "response ranges overlap or are unsorted",
             ));
         }
         end_of_previous = end;
-        // In bounds of a Vec, so both fit in usize.
-        response[range.start as usize..end as usize].fill(b'*');
+        total += end - start;
+    }
+    Ok(total)
+}
+
+fn range_bounds(range: &ResponseRange, len: usize) -> Result<(usize, usize), VerifyError> {
+    let start = usize::try_from(range.start).ok();
+    let end = start.zip(usize::try_from(range.length).ok());
+    end.and_then(|(start, length)| Some((start, start.checked_add(length)?)))
+        .filter(|&(start, end)| end <= len && end > start)
+        .ok_or(VerifyError::Ranges("response range out of bounds or empty"))
+}
+
+/// The bytes of `full` outside the `hidden` ranges, in order. This is what a bundle carries of the
+/// response keystream, and K_OUTPUT signs their SHA-256: the keystream of hidden bytes never leaves TEE_K
+/// and the client, and the signers hash only what is revealed.
+pub fn revealed_bytes(full: &[u8], hidden: &[ResponseRange]) -> Result<Vec<u8>, VerifyError> {
+    let hidden_len = hidden_len(hidden, full.len())?;
+    let mut out = Vec::with_capacity(full.len() - hidden_len);
+    let mut at = 0;
+    for range in hidden {
+        let (start, end) = range_bounds(range, full.len())?;
+        out.extend_from_slice(&full[at..start]);
+        at = end;
+    }
+    out.extend_from_slice(&full[at..]);
+    Ok(out)
+}
+
+/// The response as a verifier sees it: revealed bytes decrypted with the revealed keystream, hidden
+/// ones `*`.
+fn reveal_response(
+    k: &KOutput,
+    ciphertext: &[u8],
+    keystream: &[u8],
+) -> Result<Vec<u8>, VerifyError> {
+    let short =
+        || VerifyError::Records("the revealed keystream is shorter than the revealed bytes");
+    let mut response = Vec::with_capacity(ciphertext.len());
+    let mut revealed = keystream;
+    let mut at = 0;
+    let whole = ciphertext.len();
+    let hidden = k.response_ranges.iter().map(|r| range_bounds(r, whole));
+    // Each hidden range, then an empty one at the end for the revealed tail.
+    for bounds in hidden.chain([Ok((whole, whole))]) {
+        let (start, end) = bounds?;
+        let shown = ciphertext.get(at..start).ok_or(VerifyError::Ranges(
+            "response ranges overlap or are unsorted",
+        ))?;
+        let (stream, rest) = revealed.split_at_checked(shown.len()).ok_or_else(short)?;
+        response.extend(shown.iter().zip(stream).map(|(c, s)| c ^ s));
+        response.resize(end, b'*');
+        (revealed, at) = (rest, end);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the prover cuts out (`revealed_bytes`) and what the verifier puts back (`reveal_response`)
+        /// fit: every revealed byte decrypts, every hidden one is `*`, for any valid hidden ranges.
+        #[test]
+        fn the_revealed_keystream_decrypts_exactly_the_revealed_bytes(
+            plain in proptest::collection::vec(b'a'..=b'z', 0..200),
+            cuts in proptest::collection::vec((0usize..200, 1usize..20), 0..6),
+        ) {
+            let keystream: Vec<u8> = (0..plain.len()).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+            let ciphertext: Vec<u8> = plain.iter().zip(&keystream).map(|(p, k)| p ^ k).collect();
+            // Sorted, disjoint, non-empty ranges in bounds.
+            let mut hidden = Vec::new();
+            let mut at = 0;
+            let mut starts: Vec<(usize, usize)> = cuts;
+            starts.sort_unstable();
+            for (start, len) in starts {
+                let (start, end) = (start.max(at), (start.max(at) + len).min(plain.len()));
+                if start < end {
+                    hidden.push(ResponseRange { start: start as u64, length: (end - start) as u64 });
+                    at = end + 1;
+                }
+            }
+            let revealed = revealed_bytes(&keystream, &hidden).unwrap();
+            let k = KOutput { response_ranges: hidden.clone(), ..KOutput::default() };
+            let shown = reveal_response(&k, &ciphertext, &revealed).unwrap();
+            let mut expected = plain.clone();
+            for r in &hidden {
+                expected[r.start as usize..(r.start + r.length) as usize].fill(b'*');
+            }
+            prop_assert_eq!(shown, expected);
+            let hidden_total: u64 = hidden.iter().map(|r| r.length).sum();
+            prop_assert_eq!(revealed.len() as u64 + hidden_total, plain.len() as u64);
+        }
+    }
+
+    #[test]
+    fn bad_hidden_ranges_are_errors_not_panics() {
+        let full = [1u8; 10];
+        let range = |start, length| ResponseRange { start, length };
+        for hidden in [
+            vec![range(8, 5)],
+            vec![range(3, 0)],
+            vec![range(u64::MAX, 2)],
+            vec![range(4, 2), range(5, 1)],
+            vec![range(6, 1), range(2, 1)],
+        ] {
+            assert!(revealed_bytes(&full, &hidden).is_err(), "{hidden:?}");
+        }
+    }
 }

@@ -20,10 +20,12 @@ struct Fixture {
     t_signer: Signer,
     k: KOutput,
     t: TOutput,
-    /// The bundle's consolidated ciphertext and keystream (zero at hidden positions); their digests are
+    /// The bundle's consolidated ciphertext and the keystream of the revealed bytes; their digests are
     /// signed into the outputs by [`Fixture::sign`].
     ciphertext: Vec<u8>,
     keystream: Vec<u8>,
+    /// The whole keystream, hidden positions included (never in an honest bundle).
+    full_keystream: Vec<u8>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> u32 {
@@ -53,12 +55,12 @@ impl Fixture {
         for (i, s) in proof_stream.iter().enumerate() {
             redacted[proof.start as usize + i] ^= s;
         }
-        let mut keystream: Vec<u8> = (0..RESPONSE.len())
+        let full_keystream: Vec<u8> = (0..RESPONSE.len())
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
             .collect();
         let ciphertext: Vec<u8> = RESPONSE
             .iter()
-            .zip(&keystream)
+            .zip(&full_keystream)
             .map(|(p, k)| p ^ k)
             .collect();
         let split = 20u32;
@@ -85,7 +87,13 @@ impl Fixture {
             }, // close_notify
         ];
         let hidden_start = find(RESPONSE, b"hidden!") as u64;
-        keystream[hidden_start as usize..hidden_start as usize + 7].fill(0);
+        let hidden = [ResponseRange {
+            start: hidden_start,
+            length: 7,
+        }];
+        let keystream =
+            tessera_tee::verify::revealed_bytes(&full_keystream, &hidden).expect("in bounds");
+        assert_eq!(keystream.len(), RESPONSE.len() - 7);
         let k = KOutput {
             session_id: session_id.clone(),
             timestamp_ms: NOW,
@@ -97,10 +105,7 @@ impl Fixture {
             redacted_request: redacted,
             request_ranges: vec![cookie, proof],
             response_keystream_sha256: Vec::new(),
-            response_ranges: vec![ResponseRange {
-                start: hidden_start,
-                length: 7,
-            }],
+            response_ranges: hidden.to_vec(),
             certificate: None,
             records: records.clone(),
             response_end: ResponseEnd::CloseNotify as i32,
@@ -125,6 +130,7 @@ impl Fixture {
             t,
             ciphertext,
             keystream,
+            full_keystream,
         }
     }
 
@@ -367,19 +373,22 @@ fn the_bundles_bytes_are_the_signed_ones() {
             "the bundle's ciphertext is not the one T_OUTPUT signed"
         ))
     );
-    // The real keystream put back at the hidden positions (it would decrypt the hidden bytes): refused.
+    // A revealed keystream byte changed: not what K_OUTPUT signed.
     let mut bundle = honest.clone();
-    let at = find(RESPONSE, b"hidden!") as usize;
-    let real: Vec<u8> = (at..at + 7)
-        .map(|i| bundle.response_ciphertext[i] ^ RESPONSE[i])
-        .collect();
-    bundle.response_keystream[at..at + 7].copy_from_slice(&real);
+    bundle.response_keystream[2] ^= 1;
     assert_eq!(
         verify_bundle(&bundle, &f.config()),
         Err(VerifyError::Binding(
             "the bundle's keystream is not the one K_OUTPUT signed"
         ))
     );
+    // The whole keystream, hidden positions included (it would decrypt the hidden bytes): refused.
+    let mut bundle = honest.clone();
+    bundle.response_keystream = f.full_keystream.clone();
+    assert!(matches!(
+        verify_bundle(&bundle, &f.config()),
+        Err(VerifyError::Records(_))
+    ));
     // The bytes of another session of the same length: refused too.
     let mut other = Fixture::new(2);
     other.keystream[0] ^= 0x80;

@@ -62,10 +62,16 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         .zip(&keystream)
         .map(|(p, k)| p ^ k)
         .collect();
-    // The hidden response bytes get a zero keystream in the bundle (K_OUTPUT signs its digest).
-    let mut keystream = keystream;
+    // The bundle carries the keystream of the revealed response bytes only (K_OUTPUT signs its digest).
     let hidden = find(RESPONSE, b"zz99");
-    keystream[hidden..hidden + 4].fill(0);
+    let keystream = tessera_tee::verify::revealed_bytes(
+        &keystream,
+        &[ResponseRange {
+            start: hidden as u64,
+            length: 4,
+        }],
+    )
+    .expect("in bounds");
     let records = vec![
         RecordInfo {
             seq: 0,

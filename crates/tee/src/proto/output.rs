@@ -116,8 +116,9 @@ pub struct KOutput {
     /// Hidden request ranges.
     #[prost(message, repeated, tag = "9")]
     pub request_ranges: Vec<RequestRange>,
-    /// SHA-256 of the consolidated application-data keystream with zeros at hidden positions. The keystream
-    /// itself travels in the [`Bundle`] (the client already holds it), so the signed body stays small.
+    /// SHA-256 of the keystream of the revealed application-data bytes (the consolidated keystream with the
+    /// hidden response ranges cut out, in order). Those bytes travel in the [`Bundle`] (the client already
+    /// holds them), so the signed body stays small and the keystream of hidden bytes goes nowhere.
     #[prost(bytes = "vec", tag = "10")]
     pub response_keystream_sha256: Vec<u8>,
     /// Hidden response ranges.
@@ -203,7 +204,7 @@ pub struct Bundle {
     /// The consolidated application-data ciphertext (T_OUTPUT signs its SHA-256).
     #[prost(bytes = "vec", tag = "4")]
     pub response_ciphertext: Vec<u8>,
-    /// The consolidated application-data keystream, zero at hidden positions (K_OUTPUT signs its SHA-256).
+    /// The keystream of the revealed application-data bytes only (K_OUTPUT signs its SHA-256).
     #[prost(bytes = "vec", tag = "5")]
     pub response_keystream: Vec<u8>,
 }

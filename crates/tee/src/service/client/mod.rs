@@ -475,7 +475,7 @@ async fn run(
     let Assembled {
         response,
         ciphertext: response_ciphertext,
-        keystream: mut response_keystream,
+        keystream: response_keystream,
     } = assembled;
     stages.mark("reconstructed");
 
@@ -509,22 +509,19 @@ async fn run(
     stages.mark("signed_outputs");
     tracing::debug!(response_bytes = total, stages = %stages, "proof timings");
     let revealed = view(&response, &hidden);
-    for range in &hidden {
-        // In bounds: TEE_K checked the ranges against the same length before signing.
-        let start = usize::try_from(range.start).unwrap_or(usize::MAX);
-        let end = start.saturating_add(usize::try_from(range.length).unwrap_or(usize::MAX));
-        if let Some(bytes) = response_keystream.expose_secret_mut().get_mut(start..end) {
-            bytes.fill(0);
-        }
-    }
+    // The bundle carries the keystream of the revealed bytes only, as K_OUTPUT signs it; the whole
+    // keystream is zeroized when dropped here.
+    let revealed_keystream =
+        crate::verify::revealed_bytes(response_keystream.expose_secret(), &hidden)
+            .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))?;
+    drop(response_keystream);
     let proved = Proved {
         bundle: Bundle {
             k_output,
             t_output,
             attestations: Vec::new(),
             response_ciphertext,
-            // Public from here on: the hidden bytes are zero.
-            response_keystream: response_keystream.into_public(),
+            response_keystream: revealed_keystream,
         },
         response,
         revealed,

@@ -203,7 +203,7 @@ impl Response {
     pub(super) fn finish(
         &mut self,
         hidden: &[ResponseRange],
-    ) -> Result<(SecretBytes, Vec<ResponseRange>), Fail> {
+    ) -> Result<(Vec<u8>, Vec<ResponseRange>), Fail> {
         if !self.outstanding.is_empty() {
             return Err(Fail::new(
                 "response_redaction_spec before every record was verified",
@@ -217,7 +217,7 @@ impl Response {
         if hidden.len() > MAX_RANGES {
             return Err(Fail::new("too many hidden ranges"));
         }
-        let mut keystream = std::mem::take(&mut self.keystream);
+        let keystream = std::mem::take(&mut self.keystream);
         let mut end_of_previous = 0u64;
         for range in hidden {
             let end = range
@@ -229,10 +229,11 @@ impl Response {
                 return Err(Fail::new("hidden ranges overlap or are unsorted"));
             }
             end_of_previous = end;
-            // Zero, not random: the client zeroes the same bytes of its copy, and the bundle carries that
-            // copy under the digest K_OUTPUT signs; the verifier shows these bytes as `*`.
-            keystream.expose_secret_mut()[range.start as usize..end as usize].fill(0);
         }
-        Ok((keystream, hidden.to_vec()))
+        // Only the revealed keystream is signed (its SHA-256) and carried in the bundle; the client cuts the
+        // same bytes from its copy. The whole keystream is zeroized here, when dropped.
+        let revealed = crate::verify::revealed_bytes(keystream.expose_secret(), hidden)
+            .map_err(|e| Fail::new(format!("hidden ranges: {e}")))?;
+        Ok((revealed, hidden.to_vec()))
     }
 }

@@ -356,16 +356,16 @@ impl KSession {
             }
         };
         // Completion, in one place: every record verified, the end proven, the client's spec received.
-        let (keystream, hidden) = response.finish(&spec.hidden)?;
+        let (revealed_keystream, hidden) = response.finish(&spec.hidden)?;
 
         // 12. finished K→T, t_output_digest T→K, K_OUTPUT signed and sent.
         self.to_t(Body::Finished(Finished {
             nonce: request.nonce.clone(),
         }))
         .await?;
-        // Hashed while TEE_T hashes and signs its own output.
-        let keystream_sha256 = crate::signing::sha256(keystream.expose_secret()).to_vec();
-        drop(keystream);
+        // Hashed while TEE_T signs its own output: only what the proof reveals.
+        let keystream_sha256 = crate::signing::sha256(&revealed_keystream).to_vec();
+        drop(revealed_keystream);
         let digest = expect!(self.recv_t().await?, TOutputDigest, "t_output_digest").digest;
         let digest: [u8; 32] = digest
             .as_slice()
