@@ -38,7 +38,11 @@ fn main() -> std::process::ExitCode {
     ) {
         memory::keep_freed_memory();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tessera: cannot start the async runtime: {e}");

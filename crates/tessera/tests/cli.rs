@@ -51,6 +51,20 @@ fn no_command_is_a_clear_error_in_either_log_format() {
 }
 
 #[test]
+fn threads_must_be_at_least_one() {
+    let out = tessera()
+        .args(["--threads", "0", "keygen", "--show", "none.key"])
+        .output()
+        .expect("run tessera");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--threads"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_bad_log_format_is_rejected() {
     let out = tessera()
         .args(["--log-format", "xml"])
