@@ -95,46 +95,62 @@ async fn no_freed_block_holds_a_messages_plaintext() {
     for (slot, b) in MARKER.iter().zip(bytes) {
         slot.store(b, Ordering::Relaxed);
     }
-    let server = echo_server(ChannelConfig::default()).await;
-    let client_registry = registry("scrub-client");
-    let connector = Connector::new(client_registry.clone(), ChannelConfig::default());
-    let mut channel = connector
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
-
-    // The scan sees what it should: a buffer holding the marker, freed as it is, counts.
-    ARMED.store(true, Ordering::Relaxed);
-    drop(marked_message(64));
-    assert_eq!(
-        HITS.swap(0, Ordering::Relaxed),
-        1,
-        "the scan missed a marked block"
-    );
-
-    // Small, fragmented (three fragments: the reader's reassembly grows), and small again (the reader's
-    // kept reservation).
-    for len in [200, 150_000, 300] {
-        channel.send(marked_message(len)).await.expect("send");
-        let echoed = channel.recv().await.expect("recv").expect("a message");
-        assert_eq!(echoed.len(), len);
-        assert!(is_marked(&echoed), "the echo differs");
-        assert!(
-            tessera_session::scrub(echoed),
-            "the received buffer was shared"
-        );
-    }
-    channel.close().await;
-    wait_empty(server.registry(), Duration::from_secs(10)).await;
-    for tasks in [server.registry().tasks(), client_registry.tasks()] {
-        tasks.close();
-        tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+    // Version 1 on RustCrypto (the default, the relay's) and version 2 on ring (the TEE services').
+    let tee_like = ChannelConfig {
+        suite: tessera_channel::Suite::AesGcm,
+        cipher: tessera_channel::CipherImpl::Fast,
+        ..ChannelConfig::default()
+    };
+    for config in [ChannelConfig::default(), tee_like] {
+        let server = echo_server(config.clone()).await;
+        let client_registry = registry("scrub-client");
+        let connector = Connector::new(client_registry.clone(), config.clone());
+        let mut channel = connector
+            .connect(
+                &server.url,
+                server.identity.public_key(),
+                &Identity::generate(),
+            )
             .await
-            .expect("the channels' tasks end");
+            .expect("connect");
+
+        // The scan sees what it should: a buffer holding the marker, freed as it is, counts.
+        ARMED.store(true, Ordering::Relaxed);
+        drop(marked_message(64));
+        assert_eq!(
+            HITS.swap(0, Ordering::Relaxed),
+            1,
+            "the scan missed a marked block"
+        );
+
+        // Small, fragmented (three fragments: the reader's reassembly grows), and small again (the reader's
+        // kept reservation).
+        for len in [200, 150_000, 300] {
+            channel.send(marked_message(len)).await.expect("send");
+            let echoed = channel.recv().await.expect("recv").expect("a message");
+            assert_eq!(echoed.len(), len);
+            assert!(is_marked(&echoed), "the echo differs");
+            assert!(
+                tessera_session::scrub(echoed),
+                "the received buffer was shared"
+            );
+        }
+        channel.close().await;
+        wait_empty(server.registry(), Duration::from_secs(10)).await;
+        for tasks in [server.registry().tasks(), client_registry.tasks()] {
+            tasks.close();
+            tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+                .await
+                .expect("the channels' tasks end");
+        }
+        ARMED.store(false, Ordering::Relaxed);
+        assert_eq!(
+            HITS.swap(0, Ordering::Relaxed),
+            0,
+            "freed blocks held a message's plaintext ({:?}, {:?})",
+            config.suite,
+            config.cipher
+        );
     }
     ARMED.store(false, Ordering::Relaxed);
     assert_eq!(

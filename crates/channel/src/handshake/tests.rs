@@ -307,16 +307,33 @@ fn a_version_claim_that_is_not_the_noise_protocol_spoken_fails_the_handshake() {
     // A client_hello written under version 1's Noise protocol and prologue that claims version 2 (as a
     // downgrade or upgrade in transit would): the server reads it as version 2 and the client cannot read
     // the server_hello that follows, since the prologues (and ciphers) differ.
-    let (c, s) = (Identity::generate(), Identity::generate());
-    let (expect_sh, mut hello) =
-        client_hello::start(&c, s.public_key().into(), "h:1".into(), vec![]).expect("start");
-    // frame kind (1) || e (32) || version (2) || nonce (32)
-    hello[1 + frame::KEY_LEN..1 + frame::KEY_LEN + 2].copy_from_slice(&2u16.to_be_bytes());
-    let (_, server_hello) = ExpectClientHello::new(&s, 1024)
-        .handle(&hello)
-        .expect("the server speaks version 2");
-    assert!(matches!(
-        expect_sh.handle(&server_hello),
-        Err(ChannelError::Decrypt("server_hello"))
-    ));
+    // Both ways: version 1 relabelled 2, and version 2 (what the TEE clients speak) relabelled 1.
+    for (spoken, claimed) in [
+        (Suite::ChaChaPoly, Suite::AesGcm),
+        (Suite::AesGcm, Suite::ChaChaPoly),
+    ] {
+        let (c, s) = (Identity::generate(), Identity::generate());
+        let (expect_sh, mut hello) = client_hello::start_with(
+            spoken,
+            CipherImpl::Compact,
+            &c,
+            s.public_key().into(),
+            "h:1".into(),
+            vec![],
+        )
+        .expect("start");
+        // frame kind (1) || e (32) || version (2) || nonce (32)
+        hello[1 + frame::KEY_LEN..1 + frame::KEY_LEN + 2]
+            .copy_from_slice(&claimed.version().to_be_bytes());
+        let (_, server_hello) = ExpectClientHello::new(&s, 1024)
+            .handle(&hello)
+            .expect("the server speaks both versions");
+        assert!(
+            matches!(
+                expect_sh.handle(&server_hello),
+                Err(ChannelError::Decrypt("server_hello"))
+            ),
+            "{spoken:?} claimed as {claimed:?}"
+        );
+    }
 }

@@ -61,6 +61,9 @@ impl Limits {
     }
 }
 
+/// Most hidden response ranges a proof may have (TEE_K refuses more; the client says so before asking).
+pub(crate) const MAX_HIDDEN_RANGES: usize = 4096;
+
 /// Channel limits for the TEE protocol: messages up to [`wire::MAX_MESSAGE_LEN`].
 pub(crate) fn channel_config() -> ChannelConfig {
     ChannelConfig {

@@ -382,9 +382,9 @@ async fn run(
     let mut streams: HashMap<u64, SecretBytes> = HashMap::new();
     // The seq after each batch sent: a batch's keystreams settle every record before it.
     let mut batch_ends: std::collections::VecDeque<u64> = Default::default();
-    // The response, and the two consolidated byte strings the bundle carries: the application data's
-    // ciphertext (T_OUTPUT signs its digest) and keystream (K_OUTPUT signs its digest, hidden bytes zeroed);
-    // built batch by batch as keystreams come, while the next batch is still on its way.
+    // The response, and the two consolidated byte strings of the bundle: the application data's ciphertext
+    // (T_OUTPUT signs its digest) and keystream (the bundle carries its revealed bytes, whose digest K_OUTPUT
+    // signs); built batch by batch as keystreams come, while the next batch is still on its way.
     let mut assembled = Assembled::default();
     let mut batch = BatchedEncryptedResponses::default();
     let (mut batch_bytes, mut total, mut outstanding) = (0usize, 0usize, 0usize);
@@ -515,6 +515,9 @@ async fn run(
         crate::verify::revealed_bytes(response_keystream.expose_secret(), &hidden)
             .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))?;
     drop(response_keystream);
+    // The keystream the bundle carries must be the one K_OUTPUT signed (a TEE_K of another protocol
+    // version would make a proof no verifier accepts): checked here, before the proof is handed out.
+    signed_digest_matches(k_output.as_ref(), &revealed_keystream)?;
     let proved = Proved {
         bundle: Bundle {
             k_output,
@@ -530,4 +533,22 @@ async fn run(
         suite,
     };
     Ok((proved, peers))
+}
+
+/// Checks that K_OUTPUT signed the SHA-256 of `keystream`, the revealed keystream the bundle carries. (The
+/// ciphertext's digest, which TEE_T made from the records as the client relayed them, is not hashed again
+/// here: a megabyte of SHA-256 per proof for a check the verifier makes anyway.)
+fn signed_digest_matches(
+    k_output: Option<&SignedMessage>,
+    keystream: &[u8],
+) -> Result<(), ClientError> {
+    use prost::Message as _;
+    let bad = |what: &str| ClientError::Protocol(format!("{what} (a TEE_K of another version?)"));
+    let k = k_output
+        .and_then(|m| crate::proto::KOutput::decode(m.body.as_slice()).ok())
+        .ok_or_else(|| bad("K_OUTPUT does not decode"))?;
+    if k.response_keystream_sha256 != crate::signing::sha256(keystream) {
+        return Err(bad("TEE_K signed another keystream than the revealed one"));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! sees `*`.
 
 use crate::proto::ResponseRange;
+use crate::service::common::MAX_HIDDEN_RANGES;
 
 /// One selection of response bytes to reveal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +31,14 @@ pub enum RevealError {
     /// The response has no end of headers.
     #[error("the response has no header end")]
     NoHeaders,
+    /// The selections leave more separate hidden pieces than a proof may have.
+    #[error(
+        "the selections leave more than {limit} separate hidden pieces; reveal fewer, larger spans"
+    )]
+    TooManyRanges {
+        /// The most a proof may have.
+        limit: usize,
+    },
 }
 
 /// The hidden ranges for `reveal` (none if `reveal` is empty or holds [`Reveal::All`]).
@@ -53,7 +62,22 @@ pub fn hidden_ranges(
             Reveal::Regex(pattern) => {
                 let re = regex::bytes::Regex::new(pattern)
                     .map_err(|e| RevealError::Regex(pattern.clone(), e.to_string()))?;
-                shown.extend(re.find_iter(response).map(|m| (m.start(), m.end())));
+                // Matches come in order and apart: touching ones merge as they come, and a regex that
+                // leaves more separate pieces than a proof may hide stops here (not after a span for each
+                // of millions of matches).
+                let mut pieces: Vec<(usize, usize)> = Vec::new();
+                for m in re.find_iter(response) {
+                    match pieces.last_mut() {
+                        Some(last) if m.start() <= last.1 => last.1 = last.1.max(m.end()),
+                        _ => pieces.push((m.start(), m.end())),
+                    }
+                    if pieces.len() > MAX_HIDDEN_RANGES + 1 {
+                        return Err(RevealError::TooManyRanges {
+                            limit: MAX_HIDDEN_RANGES,
+                        });
+                    }
+                }
+                shown.extend(pieces);
             }
             Reveal::JsonPath(path) => {
                 let bad = |why| RevealError::JsonPath(path.clone(), why);
@@ -95,7 +119,13 @@ pub fn hidden_ranges(
             }
         }
     }
-    Ok(gaps(shown, response.len()))
+    let hidden = gaps(shown, response.len());
+    if hidden.len() > MAX_HIDDEN_RANGES {
+        return Err(RevealError::TooManyRanges {
+            limit: MAX_HIDDEN_RANGES,
+        });
+    }
+    Ok(hidden)
 }
 
 /// The gaps in `[0, len)` that no span `[start, end)` of `shown` covers, in order.
@@ -352,6 +382,21 @@ mod tests {
         let hidden = hidden_ranges(response, &[Reveal::JsonPath("show".into())]).unwrap();
         let shown = String::from_utf8(view(response, &hidden)).unwrap();
         assert!(shown.ends_with("*\"show\":\"v\"*"), "{shown}");
+    }
+
+    #[test]
+    fn a_regex_leaving_too_many_pieces_is_refused_early() {
+        let mut response = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        response.extend(b"a.".repeat(20_000));
+        assert_eq!(
+            hidden_ranges(&response, &[Reveal::Regex("a".into())]),
+            Err(RevealError::TooManyRanges {
+                limit: MAX_HIDDEN_RANGES
+            })
+        );
+        // Touching matches merge: `[a.]` matches every byte of the body, one revealed span, nothing hidden.
+        let hidden = hidden_ranges(&response, &[Reveal::Regex("[a.]".into())]).unwrap();
+        assert_eq!(hidden.len(), 0, "{hidden:?}");
     }
 
     proptest::proptest! {

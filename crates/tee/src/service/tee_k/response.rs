@@ -199,7 +199,7 @@ impl Response {
     }
 
     /// Completion: nothing outstanding, the end proven by close_notify, the hidden ranges valid. Returns the
-    /// consolidated keystream with random bytes at hidden positions, and the ranges.
+    /// keystream of the revealed bytes (the hidden ranges cut out), and the ranges.
     pub(super) fn finish(
         &mut self,
         hidden: &[ResponseRange],

@@ -21,8 +21,7 @@ use tokio::sync::mpsc;
 
 use super::response::Response;
 
-/// Most hidden response ranges.
-pub(crate) const MAX_RANGES: usize = 4096;
+pub(crate) use crate::service::common::MAX_HIDDEN_RANGES as MAX_RANGES;
 
 macro_rules! expect {
     ($body:expr, $variant:ident, $name:literal) => {
