@@ -118,7 +118,8 @@ pub struct KOutput {
     pub request_ranges: Vec<RequestRange>,
     /// SHA-256 of the keystream of the revealed application-data bytes (the consolidated keystream with the
     /// hidden response ranges cut out, in order). Those bytes travel in the [`Bundle`] (the client already
-    /// holds them), so the signed body stays small and the keystream of hidden bytes goes nowhere.
+    /// holds them), so the signed body stays small; the keystream of hidden bytes stays with TEE_K and the
+    /// client.
     #[prost(bytes = "vec", tag = "10")]
     pub response_keystream_sha256: Vec<u8>,
     /// Hidden response ranges.
