@@ -289,18 +289,33 @@ async fn run(
             }),
         )
         .await?;
-    match peers.expect(Side::K, "connection_ready").await? {
+    // 3. The TCP connection, opened while TEE_K answers (it needs nothing from TEE_K); tcp_ready follows
+    // connection_ready, as the protocol orders them.
+    let connect = async {
+        match request.connect_to {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((request.host.as_str(), request.port)).await,
+        }
+    };
+    tokio::pin!(connect);
+    let mut connected = None;
+    // TEE_K's answer decides: a refusal returns at once, without waiting for the connection.
+    let ready = loop {
+        tokio::select! {
+            ready = peers.expect(Side::K, "connection_ready") => break ready?,
+            tcp = &mut connect, if connected.is_none() => connected = Some(tcp),
+        }
+    };
+    match ready {
         Body::ConnectionReady(_) => {}
         other => return Err(unexpected(Side::K, &other, "connection_ready")),
     }
     stages.mark("connection_ready");
-
-    // 3. The TCP connection, then tcp_ready.
-    let mut tcp = match request.connect_to {
-        Some(addr) => TcpStream::connect(addr).await,
-        None => TcpStream::connect((request.host.as_str(), request.port)).await,
-    }
-    .map_err(|e| ClientError::Website(format!("connect: {e}")))?;
+    let tcp = match connected {
+        Some(tcp) => tcp,
+        None => connect.await,
+    };
+    let mut tcp = tcp.map_err(|e| ClientError::Website(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
     peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
     stages.mark("tcp_connected");
