@@ -567,3 +567,38 @@ fn signed_digest_matches(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn k_output(keystream_sha256: Vec<u8>) -> SignedMessage {
+        SignedMessage {
+            body_type: BodyType::KOutput as i32,
+            body: crate::proto::KOutput {
+                response_keystream_sha256: keystream_sha256,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            signature: vec![0; 65],
+        }
+    }
+
+    #[test]
+    fn a_k_output_over_another_keystream_is_caught_before_the_proof_is_handed_out() {
+        let revealed = b"revealed keystream bytes";
+        let signed = k_output(crate::signing::sha256(revealed).to_vec());
+        assert!(signed_digest_matches(Some(&signed), revealed).is_ok());
+        // What an older TEE_K signs: the whole keystream, zero at hidden positions.
+        let older = k_output(crate::signing::sha256(b"revealed\0\0\0\0 keystream bytes").to_vec());
+        let err = signed_digest_matches(Some(&older), revealed).unwrap_err();
+        assert!(err.to_string().contains("another keystream"), "{err}");
+        let garbage = SignedMessage {
+            body: vec![0xff; 3],
+            ..signed
+        };
+        assert!(signed_digest_matches(Some(&garbage), revealed).is_err());
+        assert!(signed_digest_matches(None, revealed).is_err());
+    }
+}
