@@ -18,6 +18,7 @@
 //! ```
 
 mod assemble;
+mod bundle;
 mod peers;
 mod request;
 mod reveal;
@@ -524,15 +525,8 @@ async fn run(
     stages.mark("signed_outputs");
     tracing::debug!(response_bytes = total, stages = %stages, "proof timings");
     let revealed = view(&response, &hidden);
-    // The bundle carries the keystream of the revealed bytes only, as K_OUTPUT signs it; the whole
-    // keystream is zeroized when dropped here.
     let revealed_keystream =
-        crate::verify::revealed_bytes(response_keystream.expose_secret(), &hidden)
-            .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))?;
-    drop(response_keystream);
-    // The keystream the bundle carries must be the one K_OUTPUT signed (a TEE_K of another protocol
-    // version would make a proof no verifier accepts): checked here, before the proof is handed out.
-    signed_digest_matches(k_output.as_ref(), &revealed_keystream)?;
+        bundle::revealed_keystream(response_keystream, &hidden, k_output.as_ref())?;
     let proved = Proved {
         bundle: Bundle {
             k_output,
@@ -548,57 +542,4 @@ async fn run(
         suite,
     };
     Ok((proved, peers))
-}
-
-/// Checks that K_OUTPUT signed the SHA-256 of `keystream`, the revealed keystream the bundle carries. (The
-/// ciphertext's digest, which TEE_T made from the records as the client relayed them, is not hashed again
-/// here: a megabyte of SHA-256 per proof for a check the verifier makes anyway.)
-fn signed_digest_matches(
-    k_output: Option<&SignedMessage>,
-    keystream: &[u8],
-) -> Result<(), ClientError> {
-    use prost::Message as _;
-    let bad = |what: &str| ClientError::Protocol(format!("{what} (a TEE_K of another version?)"));
-    let k = k_output
-        .and_then(|m| crate::proto::KOutput::decode(m.body.as_slice()).ok())
-        .ok_or_else(|| bad("K_OUTPUT does not decode"))?;
-    if k.response_keystream_sha256 != crate::signing::sha256(keystream) {
-        return Err(bad("TEE_K signed another keystream than the revealed one"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prost::Message as _;
-
-    fn k_output(keystream_sha256: Vec<u8>) -> SignedMessage {
-        SignedMessage {
-            body_type: BodyType::KOutput as i32,
-            body: crate::proto::KOutput {
-                response_keystream_sha256: keystream_sha256,
-                ..Default::default()
-            }
-            .encode_to_vec(),
-            signature: vec![0; 65],
-        }
-    }
-
-    #[test]
-    fn a_k_output_over_another_keystream_is_caught_before_the_proof_is_handed_out() {
-        let revealed = b"revealed keystream bytes";
-        let signed = k_output(crate::signing::sha256(revealed).to_vec());
-        assert!(signed_digest_matches(Some(&signed), revealed).is_ok());
-        // What an older TEE_K signs: the whole keystream, zero at hidden positions.
-        let older = k_output(crate::signing::sha256(b"revealed\0\0\0\0 keystream bytes").to_vec());
-        let err = signed_digest_matches(Some(&older), revealed).unwrap_err();
-        assert!(err.to_string().contains("another keystream"), "{err}");
-        let garbage = SignedMessage {
-            body: vec![0xff; 3],
-            ..signed
-        };
-        assert!(signed_digest_matches(Some(&garbage), revealed).is_err());
-        assert!(signed_digest_matches(None, revealed).is_err());
-    }
 }
