@@ -158,6 +158,17 @@ struct SnowPipe {
 }
 
 impl SnowPipe {
+    fn new((sender, receiver): (StatelessTransportState, StatelessTransportState)) -> Self {
+        SnowPipe {
+            sender,
+            receiver,
+            nonce: 0,
+            scratch: Vec::new(),
+            out: vec![0u8; 65_535],
+            plain: vec![0u8; 65_535],
+        }
+    }
+
     fn send(&mut self, message: &[u8]) {
         let mut chunks = message.chunks(MAX_FRAGMENT).peekable();
         while let Some(chunk) = chunks.next() {
@@ -234,27 +245,16 @@ fn transport(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         let mut group = c.benchmark_group(format!("transport/{size}"));
         group.throughput(Throughput::Bytes(size as u64));
         let message = bytes::Bytes::from(vec![0x5au8; size]);
-        let (sender, receiver) = snow_handshake(&client, &server_id);
-        let mut pipe = SnowPipe {
-            sender,
-            receiver,
-            nonce: 0,
-            scratch: Vec::new(),
-            out: vec![0u8; 65_535],
-            plain: vec![0u8; 65_535],
-        };
+        let mut pipe = SnowPipe::new(snow_handshake(&client, &server_id));
         group.bench_function(BenchmarkId::new("snow_in_memory", size), |b| {
             b.iter(|| pipe.send(&message))
         });
-        let (sender, receiver) = snow_handshake_with(Suite::AesGcm, true, &client, &server_id);
-        let mut pipe = SnowPipe {
-            sender,
-            receiver,
-            nonce: 0,
-            scratch: Vec::new(),
-            out: vec![0u8; 65_535],
-            plain: vec![0u8; 65_535],
-        };
+        let mut pipe = SnowPipe::new(snow_handshake_with(
+            Suite::AesGcm,
+            true,
+            &client,
+            &server_id,
+        ));
         group.bench_function(BenchmarkId::new("snow_in_memory_aesgcm_ring", size), |b| {
             b.iter(|| pipe.send(&message))
         });

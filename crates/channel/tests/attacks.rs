@@ -158,14 +158,7 @@ async fn a_timely_handshake_is_never_killed_by_the_timer() {
         ..ChannelConfig::default()
     })
     .await;
-    let mut channel = connector()
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let mut channel = server.connect(&connector()).await.expect("connect");
     tokio::time::sleep(timeout * 2).await;
     channel.send(&b"still here"[..]).await.expect("send");
     assert_eq!(

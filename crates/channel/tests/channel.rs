@@ -98,14 +98,7 @@ async fn handshake_succeeds_and_echoes() {
 #[tokio::test]
 async fn halves_work_from_different_tasks() {
     let server = echo_server(ChannelConfig::default()).await;
-    let channel = connector()
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let channel = server.connect(&connector()).await.expect("connect");
     let (mut reader, writer) = channel.split();
     let writers: Vec<_> = (0..4u8)
         .map(|w| {
@@ -204,14 +197,7 @@ async fn allow_list_admits_listed_clients_only() {
         .expect("allowed");
     ok.send(&b"x"[..]).await.expect("send");
     assert!(ok.recv().await.expect("echo").is_some());
-    let err = c
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect_err("not allowed");
+    let err = server.connect(&c).await.expect_err("not allowed");
     assert!(
         matches!(&err, ChannelError::PeerClosed { code, reason } if *code == close_code::REJECTED && reason.contains("allow-list")),
         "{err}"
@@ -232,14 +218,7 @@ async fn oversized_messages_are_refused_locally_and_remotely() {
             ..ChannelConfig::default()
         },
     );
-    let mut channel = c
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let mut channel = server.connect(&c).await.expect("connect");
     // Locally: above our own limit, refused without closing.
     let err = channel
         .send(vec![0u8; 1_000_001])
@@ -266,14 +245,7 @@ async fn nonce_exhaustion_closes_the_channel() {
             ..ChannelConfig::default()
         },
     );
-    let mut channel = c
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let mut channel = server.connect(&c).await.expect("connect");
     for _ in 0..3 {
         channel.send(&b"m"[..]).await.expect("send");
     }
@@ -299,14 +271,7 @@ async fn nonce_exhaustion_closes_the_channel() {
 #[tokio::test]
 async fn server_shutdown_closes_channels_with_going_away() {
     let server = echo_server(ChannelConfig::default()).await;
-    let mut channel = connector()
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let mut channel = server.connect(&connector()).await.expect("connect");
     let report = server.serving.shutdown(Duration::from_secs(2)).await;
     assert_eq!(report.cancelled, 0, "{report:?}");
     let err = channel.recv().await.expect_err("closed");
@@ -337,14 +302,7 @@ async fn connect_convenience_function_works() {
 async fn close_delivers_queued_messages_first() {
     let (server, mut listener) = start_with(AnyKey, ChannelConfig::default()).await;
     let accept = tokio::spawn(async move { listener.accept().await.expect("accepted") });
-    let client = connector()
-        .connect(
-            &server.url,
-            server.identity.public_key(),
-            &Identity::generate(),
-        )
-        .await
-        .expect("connect");
+    let client = server.connect(&connector()).await.expect("connect");
     let mut accepted = accept.await.expect("join");
     for i in 0..40u8 {
         client.send(vec![i; 5000]).await.expect("send");
@@ -415,14 +373,7 @@ async fn the_client_chooses_the_protocol_version_and_the_server_speaks_both() {
             ..ChannelConfig::default()
         };
         let c = tessera_channel::Connector::new(registry("suite-client"), config);
-        let client = c
-            .connect(
-                &server.url,
-                server.identity.public_key(),
-                &Identity::generate(),
-            )
-            .await
-            .expect("connect");
+        let client = server.connect(&c).await.expect("connect");
         let mut accepted = listener.accept().await.expect("accepted");
         assert_eq!(client.info().suite, suite);
         assert_eq!(accepted.info().suite, suite);

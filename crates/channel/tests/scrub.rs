@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use tessera_channel::{ChannelConfig, Connector, Identity};
+use tessera_channel::{ChannelConfig, Connector};
 
 const MARK: usize = 16;
 
@@ -105,14 +105,7 @@ async fn no_freed_block_holds_a_messages_plaintext() {
         let server = echo_server(config.clone()).await;
         let client_registry = registry("scrub-client");
         let connector = Connector::new(client_registry.clone(), config.clone());
-        let mut channel = connector
-            .connect(
-                &server.url,
-                server.identity.public_key(),
-                &Identity::generate(),
-            )
-            .await
-            .expect("connect");
+        let mut channel = server.connect(&connector).await.expect("connect");
 
         // The scan sees what it should: a buffer holding the marker, freed as it is, counts.
         ARMED.store(true, Ordering::Relaxed);

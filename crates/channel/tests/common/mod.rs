@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tessera_channel::{
-    ChannelConfig, ClientPolicy, Connector, Identity, Listener, Server, Serving, serve,
+    Channel, ChannelConfig, ChannelError, ClientPolicy, Connector, Identity, Listener, Server,
+    Serving, serve,
 };
 use tessera_session::{Registry, RegistryConfig};
 use tokio::net::TcpStream;
@@ -22,6 +23,13 @@ pub struct TestServer {
 impl TestServer {
     pub fn registry(&self) -> &Registry {
         self.server.registry()
+    }
+
+    /// Connects through `connector` with a fresh client identity, pinning this server's key.
+    pub async fn connect(&self, connector: &Connector) -> Result<Channel, ChannelError> {
+        connector
+            .connect(&self.url, self.identity.public_key(), &Identity::generate())
+            .await
     }
 }
 
