@@ -1,5 +1,6 @@
 //! The response put together batch by batch as TEE_K's keystreams arrive: plaintext = ciphertext XOR
-//! keystream, record by record, beside the consolidated ciphertext and keystream the bundle carries.
+//! keystream, record by record, beside the consolidated ciphertext the bundle carries. The keystream is
+//! not kept: it is plaintext XOR ciphertext, and the bundle needs only its revealed bytes.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -14,8 +15,6 @@ pub(super) struct Assembled {
     /// Plaintext: ciphertext XOR keystream.
     pub(super) response: Vec<u8>,
     pub(super) ciphertext: Vec<u8>,
-    /// Grows without leaving copies behind in freed memory.
-    pub(super) keystream: SecretBytes,
 }
 
 impl Assembled {
@@ -33,8 +32,6 @@ impl Assembled {
             .reserve(read.saturating_sub(self.response.len()));
         self.ciphertext
             .reserve(read.saturating_sub(self.ciphertext.len()));
-        self.keystream
-            .reserve(read.saturating_sub(self.keystream.len()));
         while let Some((seq, ciphertext)) = kept
             .front()
             .is_some_and(|(seq, _)| *seq < end)
@@ -50,7 +47,6 @@ impl Assembled {
             })?;
             xor_into(&mut self.response, content, keystream);
             self.ciphertext.extend_from_slice(content);
-            self.keystream.extend_from_slice(keystream);
         }
         Ok(())
     }
@@ -107,10 +103,6 @@ mod tests {
         assert_eq!(
             assembled.ciphertext,
             [[1u8; 5].as_slice(), &[3; 4]].concat()
-        );
-        assert_eq!(
-            assembled.keystream.expose_secret(),
-            [[0xf0u8; 5].as_slice(), &[0x0f; 4]].concat()
         );
         assembled
             .settle(&mut kept, &mut streams, u64::MAX, 20)

@@ -2,19 +2,29 @@
 
 use super::ClientError;
 use crate::proto::{ResponseRange, SignedMessage};
-use tessera_session::SecretBytes;
 
-/// The keystream of the revealed bytes (the hidden ranges cut out of `keystream`, which is zeroized when
-/// dropped here), once K_OUTPUT is seen to have signed exactly these bytes: a TEE_K of another protocol
-/// version would otherwise make a proof no verifier accepts, found out only by the verifier.
+/// The keystream of the revealed bytes — plaintext XOR ciphertext there, the hidden ranges cut out — once
+/// K_OUTPUT is seen to have signed exactly these bytes: a TEE_K of another protocol version would otherwise
+/// make a proof no verifier accepts, found out only by the verifier.
 pub(super) fn revealed_keystream(
-    keystream: SecretBytes,
+    plaintext: &[u8],
+    ciphertext: &[u8],
     hidden: &[ResponseRange],
     k_output: Option<&SignedMessage>,
 ) -> Result<Vec<u8>, ClientError> {
-    let revealed = crate::verify::revealed_bytes(keystream.expose_secret(), hidden)
-        .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))?;
-    drop(keystream);
+    if plaintext.len() != ciphertext.len() {
+        return Err(ClientError::Protocol(
+            "the response and its ciphertext differ in length".into(),
+        ));
+    }
+    let cut = |bytes: &[u8]| {
+        crate::verify::revealed_bytes(bytes, hidden)
+            .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))
+    };
+    let mut revealed = cut(plaintext)?;
+    for (k, c) in revealed.iter_mut().zip(cut(ciphertext)?) {
+        *k ^= c;
+    }
     signed_digest_matches(k_output, &revealed)?;
     Ok(revealed)
 }
@@ -70,5 +80,31 @@ mod tests {
         };
         assert!(signed_digest_matches(Some(&garbage), revealed).is_err());
         assert!(signed_digest_matches(None, revealed).is_err());
+    }
+
+    #[test]
+    fn the_revealed_keystream_is_plaintext_xor_ciphertext_outside_the_hidden_ranges() {
+        let plaintext = b"HTTP/1.1 200 OK\r\n\r\nsecret=42; shown=7";
+        let keystream: Vec<u8> = (0..plaintext.len() as u8)
+            .map(|i| i.wrapping_mul(29) ^ 0xa5)
+            .collect();
+        let ciphertext: Vec<u8> = plaintext
+            .iter()
+            .zip(&keystream)
+            .map(|(p, k)| p ^ k)
+            .collect();
+        let at = plaintext
+            .windows(9)
+            .position(|w| w == b"secret=42")
+            .unwrap() as u64;
+        let hidden = [ResponseRange {
+            start: at,
+            length: 9,
+        }];
+        let expected = crate::verify::revealed_bytes(&keystream, &hidden).unwrap();
+        let signed = k_output(crate::signing::sha256(&expected).to_vec());
+        let got = revealed_keystream(plaintext, &ciphertext, &hidden, Some(&signed)).unwrap();
+        assert_eq!(got, expected);
+        assert!(revealed_keystream(plaintext, &ciphertext[1..], &hidden, Some(&signed)).is_err());
     }
 }

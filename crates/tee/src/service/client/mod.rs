@@ -399,8 +399,8 @@ async fn run(
     // The seq after each batch sent: a batch's keystreams settle every record before it.
     let mut batch_ends: std::collections::VecDeque<u64> = Default::default();
     // The response, and the two consolidated byte strings of the bundle: the application data's ciphertext
-    // (T_OUTPUT signs its digest) and keystream (the bundle carries its revealed bytes, whose digest K_OUTPUT
-    // signs); built batch by batch as keystreams come, while the next batch is still on its way.
+    // (T_OUTPUT signs its digest); built batch by batch as keystreams come, while the next batch is still on
+    // its way. (The keystream's revealed bytes, which the bundle carries, are plaintext XOR ciphertext.)
     let mut assembled = Assembled::default();
     let mut batch = BatchedEncryptedResponses::default();
     let (mut batch_bytes, mut total, mut outstanding) = (0usize, 0usize, 0usize);
@@ -491,7 +491,6 @@ async fn run(
     let Assembled {
         response,
         ciphertext: response_ciphertext,
-        keystream: response_keystream,
     } = assembled;
     stages.mark("reconstructed");
 
@@ -526,7 +525,7 @@ async fn run(
     tracing::debug!(response_bytes = total, stages = %stages, "proof timings");
     let revealed = view(&response, &hidden);
     let revealed_keystream =
-        bundle::revealed_keystream(response_keystream, &hidden, k_output.as_ref())?;
+        bundle::revealed_keystream(&response, &response_ciphertext, &hidden, k_output.as_ref())?;
     let proved = Proved {
         bundle: Bundle {
             k_output,
