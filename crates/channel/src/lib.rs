@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cipher;
 mod config;
 mod connect;
 mod echo;

@@ -12,20 +12,21 @@
 //!   to [`ChannelConfig::max_message_size`] and queues messages (bounded) for the [`ChannelReader`]. An
 //!   undecryptable, oversized or unexpected frame makes it ask the writer to close with the matching code.
 //!
-//! The two share the Noise cipher states read-only (`snow`'s stateless transport takes the nonce as an
-//! argument), so neither waits for the other.
+//! Each holds its direction's key ([`crate::cipher::TransportKey`]) and counter, so neither waits for the
+//! other; both encrypt and decrypt in place (a fragment is copied once into its frame, and once out of
+//! the WebSocket's buffer).
 
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use snow::StatelessTransportState;
 use tessera_session::{
     FailureReason, Registry, Session, SessionGuard, SessionId, SessionState, scrub, wipe,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cipher::TransportKey;
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, close_code};
 use crate::frame::{self, MAX_FRAGMENT, Plaintext};
@@ -275,7 +276,8 @@ pub(crate) fn start(
     config: &ChannelConfig,
 ) -> Result<Channel, ChannelError> {
     let Established {
-        cipher,
+        send,
+        recv,
         send_nonce,
         recv_nonce,
         info,
@@ -287,7 +289,6 @@ pub(crate) fn start(
             _ => ChannelError::Closed,
         })?;
     }
-    let cipher = Arc::new(cipher);
     let shared = Arc::new(Shared {
         info,
         session: session.clone(),
@@ -301,7 +302,7 @@ pub(crate) fn start(
     let (in_tx, rx) = mpsc::channel::<Bytes>(config.recv_queue.max(1));
     let reader = Reader {
         shared: shared.clone(),
-        cipher: cipher.clone(),
+        key: recv,
         nonce: recv_nonce,
         max_messages: config.max_messages,
         partial: BytesMut::new(),
@@ -310,10 +311,9 @@ pub(crate) fn start(
     session.spawn(reader.run(stream, in_tx))?;
     let writer = Writer {
         shared: shared.clone(),
-        cipher,
+        key: send,
         nonce: send_nonce,
         max_messages: config.max_messages,
-        scratch: Vec::new(),
     };
     session.spawn(writer.run(guard, sink, out_rx, config.keepalive, config.close_timeout))?;
     Ok(Channel {
@@ -328,10 +328,9 @@ pub(crate) fn start(
 
 struct Writer {
     shared: Arc<Shared>,
-    cipher: Arc<StatelessTransportState>,
+    key: TransportKey,
     nonce: u64,
     max_messages: u64,
-    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -499,13 +498,15 @@ impl Writer {
         if self.nonce >= self.max_messages {
             return Err(local(&ChannelError::NonceExhausted));
         }
-        self.scratch.clear();
-        self.scratch.push(ty);
-        self.scratch.extend_from_slice(body);
-        let frame = handshake::seal(&self.cipher, self.nonce, &self.scratch);
-        // The plaintext copy does not outlive its encryption.
-        wipe(&mut self.scratch);
-        let frame = frame.map_err(|e| local(&e))?;
+        // The frame is built around the plaintext and encrypted where it lies: no plaintext copy is left.
+        let mut frame = Vec::with_capacity(2 + body.len() + frame::TAG_LEN);
+        frame.push(frame::FrameKind::Transport as u8);
+        frame.push(ty);
+        frame.extend_from_slice(body);
+        if let Err(e) = handshake::seal_frame(&self.key, self.nonce, &mut frame) {
+            wipe(&mut frame);
+            return Err(local(&e));
+        }
         self.nonce += 1;
         sink.feed(WsMsg::Binary(frame.into()))
             .await
@@ -522,7 +523,7 @@ fn local(error: &ChannelError) -> Cause {
 
 struct Reader {
     shared: Arc<Shared>,
-    cipher: Arc<StatelessTransportState>,
+    key: TransportKey,
     nonce: u64,
     max_messages: u64,
     /// The message being reassembled from its fragments.
@@ -589,9 +590,16 @@ impl Reader {
         if self.nonce >= self.max_messages {
             return Err(ChannelError::NonceExhausted);
         }
+        let body = handshake::transport_body(bytes)?;
+        let undecryptable = |()| ChannelError::Decrypt("transport message");
         if self.partial.is_empty() {
-            let mut out = BytesMut::zeroed(bytes.len());
-            let n = handshake::open(&self.cipher, self.nonce, bytes, &mut out)?;
+            // Copied out of the WebSocket's buffer once, then decrypted in place.
+            let mut out = BytesMut::with_capacity(body.len());
+            out.extend_from_slice(body);
+            let n = self
+                .key
+                .open_in_place(self.nonce, &mut out)
+                .map_err(undecryptable)?;
             self.nonce += 1;
             out.truncate(n);
             let checked = data_fragment(&out).and_then(|last| {
@@ -617,16 +625,21 @@ impl Reader {
             self.partial = partial;
             return Ok(None);
         }
-        // The fragment's type byte lands on the last byte of the message so far, which is put back after.
+        // The fragment is copied onto the end of the message so far and decrypted there; its type byte
+        // lands on the message's last byte, which is put back after.
         let at = self.partial.len() - 1;
         let kept = self.partial[at];
         grow_zeroizing(
             &mut self.partial,
-            bytes.len().saturating_sub(1),
+            body.len().saturating_sub(1),
             self.shared.max_message_size.saturating_add(1),
         );
-        self.partial.resize(at + bytes.len(), 0);
-        let n = handshake::open(&self.cipher, self.nonce, bytes, &mut self.partial[at..])?;
+        self.partial.truncate(at);
+        self.partial.extend_from_slice(body);
+        let n = self
+            .key
+            .open_in_place(self.nonce, &mut self.partial[at..])
+            .map_err(undecryptable)?;
         self.nonce += 1;
         self.partial.truncate(at + n);
         let last = data_fragment(&self.partial[at..])?;

@@ -3,7 +3,10 @@
 //! messages' marker bytes. The writer scrubs what it encrypted, the reader what it reassembled, and the
 //! receiver scrubs what it read ([`tessera_session::scrub`]): no freed block may hold the marker.
 //!
-//! The scan is a global allocator of this test binary only, so the file holds one test.
+//! The scan is a global allocator of this test binary only, so the file holds one test. The marker is
+//! never held whole in a local: the scanner and the helpers read it a byte at a time from statics, since a
+//! copy left on the stack would be carried into the heap by the next future built there (a spawned task's
+//! uninitialized bytes), and found as if the channel had leaked it.
 
 mod common;
 
@@ -24,12 +27,15 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static HITS: AtomicUsize = AtomicUsize::new(0);
 static MARKER: [AtomicU8; MARK] = [const { AtomicU8::new(0) }; MARK];
 
-fn marker() -> [u8; MARK] {
-    std::array::from_fn(|i| MARKER[i].load(Ordering::Relaxed))
+/// The marker's byte at position `i` of a marked message.
+fn marker_byte(i: usize) -> u8 {
+    MARKER[i % MARK].load(Ordering::Relaxed)
 }
 
-fn holds_marker(block: &[u8], marker: &[u8; MARK]) -> bool {
-    block.windows(MARK).any(|w| w == marker)
+fn holds_marker(block: &[u8]) -> bool {
+    block
+        .windows(MARK)
+        .any(|w| w.iter().enumerate().all(|(i, &b)| b == marker_byte(i)))
 }
 
 // SAFETY: every call is forwarded to `System`; `dealloc` only reads the block it is about to free.
@@ -46,7 +52,7 @@ unsafe impl GlobalAlloc for Scanning {
         if ARMED.load(Ordering::Relaxed) && layout.size() >= MARK {
             // SAFETY: the block is live and `layout.size()` bytes long until `System.dealloc` below.
             let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            if holds_marker(block, &marker()) {
+            if holds_marker(block) {
                 HITS.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -75,25 +81,22 @@ static ALLOCATOR: Scanning = Scanning;
 
 /// A message of `len` bytes made of the marker, built in one allocation (no growth leaves copies).
 fn marked_message(len: usize) -> Bytes {
-    let marker = marker();
     let mut message = Vec::with_capacity(len);
-    while message.len() < len {
-        let take = (len - message.len()).min(MARK);
-        message.extend_from_slice(&marker[..take]);
-    }
+    message.extend((0..len).map(marker_byte));
     Bytes::from(message)
 }
 
 fn is_marked(message: &[u8]) -> bool {
-    let marker = marker();
-    message.chunks(MARK).all(|c| c == &marker[..c.len()])
+    message
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == marker_byte(i))
 }
 
 #[tokio::test]
 async fn no_freed_block_holds_a_messages_plaintext() {
-    let bytes: [u8; MARK] = rand::random();
-    for (slot, b) in MARKER.iter().zip(bytes) {
-        slot.store(b, Ordering::Relaxed);
+    for slot in &MARKER {
+        slot.store(rand::random(), Ordering::Relaxed);
     }
     // Version 1 on RustCrypto (the default, the relay's) and version 2 on ring (the TEE services').
     let tee_like = ChannelConfig {

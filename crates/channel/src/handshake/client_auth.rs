@@ -7,7 +7,8 @@
 
 use snow::HandshakeState;
 
-use super::{Established, HandshakeInfo, expect, handshake_hash, remote_static};
+use super::{Established, HandshakeInfo, expect, handshake_hash, remote_static, transport_keys};
+use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{self, FrameKind, SessionEstablished, Suite};
 use crate::identity::PublicKey;
@@ -16,14 +17,21 @@ use crate::identity::PublicKey;
 pub struct ExpectClientAuth {
     hs: HandshakeState,
     suite: Suite,
+    cipher: CipherImpl,
     max_auth_payload: usize,
 }
 
 impl ExpectClientAuth {
-    pub(super) fn new(hs: HandshakeState, suite: Suite, max_auth_payload: usize) -> Self {
+    pub(super) fn new(
+        hs: HandshakeState,
+        suite: Suite,
+        cipher: CipherImpl,
+        max_auth_payload: usize,
+    ) -> Self {
         ExpectClientAuth {
             hs,
             suite,
+            cipher,
             max_auth_payload,
         }
     }
@@ -47,6 +55,7 @@ impl ExpectClientAuth {
         Ok(ClientAuthenticated {
             hs: self.hs,
             suite: self.suite,
+            cipher: self.cipher,
             peer,
             channel_binding,
             auth_payload: payload,
@@ -58,6 +67,7 @@ impl ExpectClientAuth {
 pub struct ClientAuthenticated {
     hs: HandshakeState,
     suite: Suite,
+    cipher: CipherImpl,
     peer: PublicKey,
     channel_binding: [u8; 32],
     auth_payload: Vec<u8>,
@@ -93,12 +103,10 @@ impl ClientAuthenticated {
             payload: welcome,
         }
         .encode();
-        let cipher = self
-            .hs
-            .into_stateless_transport_mode()
-            .map_err(ChannelError::noise)?;
+        let (send, recv) = transport_keys(self.hs, self.suite, self.cipher)?;
         let mut established = Established {
-            cipher,
+            send,
+            recv,
             send_nonce: 0,
             recv_nonce: 0,
             info: HandshakeInfo {

@@ -56,7 +56,7 @@ pub fn start_with(
     };
     let frame = write(&mut hs, FrameKind::ClientHello, &hello.encode())?;
     Ok((
-        ExpectServerHello::new(hs, suite, trust, host, auth_payload),
+        ExpectServerHello::new(hs, suite, cipher, trust, host, auth_payload),
         frame,
     ))
 }
@@ -102,7 +102,7 @@ impl ExpectClientHello {
         let server_nonce = random_nonce();
         let reply = write(&mut hs, FrameKind::ServerHello, &server_nonce)?;
         Ok((
-            ExpectClientAuth::new(hs, suite, self.max_auth_payload),
+            ExpectClientAuth::new(hs, suite, self.cipher, self.max_auth_payload),
             reply,
         ))
     }

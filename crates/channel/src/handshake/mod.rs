@@ -26,8 +26,10 @@ pub use server_hello::ExpectServerHello;
 pub use session_established::ExpectSessionEstablished;
 
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
-use snow::{Builder, HandshakeState, StatelessTransportState};
+use snow::{Builder, HandshakeState};
+use zeroize::Zeroizing;
 
+use crate::cipher::TransportKey;
 use crate::config::CipherImpl;
 
 use crate::error::ChannelError;
@@ -37,7 +39,8 @@ use crate::identity::{Identity, PublicKey};
 /// A finished handshake: the transport keys, the peer's proven identity, and what session_established
 /// carried. Turned into a [`crate::Channel`] by the driver.
 pub struct Established {
-    pub(crate) cipher: StatelessTransportState,
+    pub(crate) send: TransportKey,
+    pub(crate) recv: TransportKey,
     pub(crate) send_nonce: u64,
     pub(crate) recv_nonce: u64,
     pub(crate) info: HandshakeInfo,
@@ -79,14 +82,14 @@ impl Established {
 
     /// Encrypts one transport plaintext (type byte included) into a frame, using the next send nonce.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, ChannelError> {
-        let frame = seal(&self.cipher, self.send_nonce, plaintext)?;
+        let frame = seal(&self.send, self.send_nonce, plaintext)?;
         self.send_nonce += 1;
         Ok(frame)
     }
 
     /// Decrypts one transport frame with the next receive nonce into `out`; returns the plaintext length.
     pub fn open(&mut self, bytes: &[u8], out: &mut [u8]) -> Result<usize, ChannelError> {
-        let n = open(&self.cipher, self.recv_nonce, bytes, out)?;
+        let n = open(&self.recv, self.recv_nonce, bytes, out)?;
         self.recv_nonce += 1;
         Ok(n)
     }
@@ -94,36 +97,78 @@ impl Established {
 
 /// Encrypts a transport plaintext under `nonce` into a complete frame (kind byte included).
 pub(crate) fn seal(
-    cipher: &StatelessTransportState,
+    key: &TransportKey,
     nonce: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, ChannelError> {
-    if plaintext.len() > frame::MAX_PLAINTEXT {
-        return Err(ChannelError::TooLarge {
-            size: plaintext.len(),
-            limit: frame::MAX_PLAINTEXT,
-        });
-    }
-    let mut out = vec![0u8; 1 + plaintext.len() + frame::TAG_LEN];
-    out[0] = FrameKind::Transport as u8;
-    let n = cipher
-        .write_message(nonce, plaintext, &mut out[1..])
-        .map_err(ChannelError::noise)?;
-    out.truncate(1 + n);
+    let mut out = Vec::with_capacity(1 + plaintext.len() + frame::TAG_LEN);
+    out.push(FrameKind::Transport as u8);
+    out.extend_from_slice(plaintext);
+    seal_frame(key, nonce, &mut out)?;
     Ok(out)
 }
 
-/// Decrypts a transport frame under `nonce` into `out`; returns the plaintext length.
+/// Encrypts a transport frame in place: `frame` holds the kind byte and the plaintext; the plaintext is
+/// encrypted where it lies and the tag appended.
+pub(crate) fn seal_frame(
+    key: &TransportKey,
+    nonce: u64,
+    frame: &mut Vec<u8>,
+) -> Result<(), ChannelError> {
+    let size = frame.len().saturating_sub(1);
+    if size > frame::MAX_PLAINTEXT {
+        return Err(ChannelError::TooLarge {
+            size,
+            limit: frame::MAX_PLAINTEXT,
+        });
+    }
+    key.seal_in_place(nonce, frame, 1)
+}
+
+/// Decrypts a transport frame under `nonce` into `out` (at least the frame's length less one); returns
+/// the plaintext length.
 pub(crate) fn open(
-    cipher: &StatelessTransportState,
+    key: &TransportKey,
     nonce: u64,
     bytes: &[u8],
     out: &mut [u8],
 ) -> Result<usize, ChannelError> {
     let frame = expect(bytes, FrameKind::Transport, "a transport message")?;
-    cipher
-        .read_message(nonce, frame.noise, out)
-        .map_err(|_| ChannelError::Decrypt("transport message"))
+    let out = out
+        .get_mut(..frame.noise.len())
+        .ok_or(ChannelError::Protocol(
+            "transport message larger than its buffer".into(),
+        ))?;
+    out.copy_from_slice(frame.noise);
+    key.open_in_place(nonce, out)
+        .map_err(|()| ChannelError::Decrypt("transport message"))
+}
+
+/// The Noise message of a transport frame (ciphertext and tag), or why the bytes are not one.
+pub(crate) fn transport_body(bytes: &[u8]) -> Result<&[u8], ChannelError> {
+    Ok(expect(bytes, FrameKind::Transport, "a transport message")?.noise)
+}
+
+/// The two transport keys of a finished handshake, (send, receive) for this side: Noise's `Split()`, the
+/// first key the initiator's (the client's) sending key.
+fn transport_keys(
+    mut hs: HandshakeState,
+    suite: Suite,
+    cipher: CipherImpl,
+) -> Result<(TransportKey, TransportKey), ChannelError> {
+    if !hs.is_handshake_finished() {
+        return Err(ChannelError::Noise("handshake not finished".into()));
+    }
+    let initiator = hs.is_initiator();
+    let (first, second) = hs.dangerously_get_raw_split();
+    let (first, second) = (Zeroizing::new(first), Zeroizing::new(second));
+    let first = TransportKey::new(suite, cipher, &first);
+    let second = TransportKey::new(suite, cipher, &second);
+    Ok(if initiator {
+        (first, second)
+    } else {
+        (second, first)
+    })
 }
 
 /// A Noise builder with the parameters and prologue of `suite` and our static key, its cipher run by

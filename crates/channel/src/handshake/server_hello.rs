@@ -8,6 +8,7 @@
 use snow::HandshakeState;
 
 use super::{ExpectSessionEstablished, expect, remote_static, write};
+use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{FrameKind, ServerHello, Suite};
 use crate::policy::ServerTrust;
@@ -16,6 +17,7 @@ use crate::policy::ServerTrust;
 pub struct ExpectServerHello {
     hs: HandshakeState,
     suite: Suite,
+    cipher: CipherImpl,
     trust: ServerTrust,
     host: String,
     auth_payload: Vec<u8>,
@@ -25,6 +27,7 @@ impl ExpectServerHello {
     pub(super) fn new(
         hs: HandshakeState,
         suite: Suite,
+        cipher: CipherImpl,
         trust: ServerTrust,
         host: String,
         auth_payload: Vec<u8>,
@@ -32,6 +35,7 @@ impl ExpectServerHello {
         ExpectServerHello {
             hs,
             suite,
+            cipher,
             trust,
             host,
             auth_payload,
@@ -55,7 +59,7 @@ impl ExpectServerHello {
         self.trust.verify(&self.host, server)?;
         let auth = write(&mut self.hs, FrameKind::ClientAuth, &self.auth_payload)?;
         Ok((
-            ExpectSessionEstablished::new(self.hs, self.suite, server)?,
+            ExpectSessionEstablished::new(self.hs, self.suite, self.cipher, server),
             auth,
         ))
     }

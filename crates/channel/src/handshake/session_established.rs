@@ -5,7 +5,8 @@
 
 use snow::HandshakeState;
 
-use super::{Established, HandshakeInfo, expect, handshake_hash};
+use super::{Established, HandshakeInfo, expect, handshake_hash, transport_keys};
+use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{self, FrameKind, Plaintext, Suite};
 use crate::identity::PublicKey;
@@ -14,6 +15,7 @@ use crate::identity::PublicKey;
 pub struct ExpectSessionEstablished {
     hs: HandshakeState,
     suite: Suite,
+    cipher: CipherImpl,
     server: PublicKey,
 }
 
@@ -21,23 +23,27 @@ impl ExpectSessionEstablished {
     pub(super) fn new(
         hs: HandshakeState,
         suite: Suite,
+        cipher: CipherImpl,
         server: PublicKey,
-    ) -> Result<Self, ChannelError> {
-        Ok(ExpectSessionEstablished { hs, suite, server })
+    ) -> Self {
+        ExpectSessionEstablished {
+            hs,
+            suite,
+            cipher,
+            server,
+        }
     }
 
     /// Reads session_established; the channel is ready.
     pub fn handle(self, bytes: &[u8]) -> Result<Established, ChannelError> {
         let frame = expect(bytes, FrameKind::Transport, "session_established")?;
         let channel_binding = handshake_hash(&self.hs)?;
-        let cipher = self
-            .hs
-            .into_stateless_transport_mode()
-            .map_err(ChannelError::noise)?;
-        let mut plaintext = vec![0u8; frame.noise.len()];
-        let n = cipher
-            .read_message(0, frame.noise, &mut plaintext)
-            .map_err(|_| ChannelError::Decrypt("session_established"))?;
+        // The client is the initiator: it sends with the first key of the split.
+        let (send, recv) = transport_keys(self.hs, self.suite, self.cipher)?;
+        let mut plaintext = frame.noise.to_vec();
+        let n = recv
+            .open_in_place(0, &mut plaintext)
+            .map_err(|()| ChannelError::Decrypt("session_established"))?;
         let Plaintext::SessionEstablished(est) = Plaintext::decode(&plaintext[..n])? else {
             return Err(ChannelError::Protocol(
                 "expected session_established as the server's first transport message".into(),
@@ -53,7 +59,8 @@ impl ExpectSessionEstablished {
                 peer_payload: est.payload.to_vec(),
                 suite: self.suite,
             },
-            cipher,
+            send,
+            recv,
             send_nonce: 0,
             recv_nonce: 1,
         })

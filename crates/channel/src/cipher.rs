@@ -1,0 +1,230 @@
+//! The transport phase's cipher: one Noise cipher state per direction, run where the bytes lie.
+//!
+//! The handshake ends with Noise's `Split()`: two 32-byte keys, initiator-to-responder and back. A
+//! [`TransportKey`] is one of them. It encrypts a frame's plaintext in place and appends the tag, and
+//! decrypts a frame in place, so a fragment is copied once (into its frame) on the way out and once (out
+//! of the WebSocket's buffer) on the way in. (`snow`'s transport state encrypts from one buffer into
+//! another: a copy of every byte before the cipher runs, into an output buffer the caller zeroes first.)
+//!
+//! The wire is Noise's, unchanged (docs/channel.md §4.1): `EncryptWithAd` with empty associated data, the
+//! nonce 32 zero bits then the 64-bit message counter, little-endian for ChaChaPoly and big-endian for
+//! AESGCM (Noise specification §12.3, §12.4). The tests check it against `snow`'s own transport state.
+
+use aes_gcm::Aes256Gcm;
+use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use zeroize::Zeroizing;
+
+use crate::config::CipherImpl;
+use crate::error::ChannelError;
+use crate::frame::{KEY_LEN, Suite, TAG_LEN};
+
+/// One direction's key of an established channel (Noise's `CipherState` with its nonce kept by the
+/// caller: the writer task owns the send counter, the reader task the receive counter).
+pub(crate) struct TransportKey {
+    suite: Suite,
+    inner: Inner,
+}
+
+enum Inner {
+    /// RustCrypto's cipher, built for each message from the 32 bytes kept (zeroized on drop).
+    Compact(Zeroizing<[u8; KEY_LEN]>),
+    /// ring's assembly, its key schedule kept (boxed: ~540 bytes, which a compact key's reader and writer
+    /// tasks should not carry).
+    Fast(Box<LessSafeKey>),
+}
+
+impl TransportKey {
+    /// The key for `suite`, run by `imp`.
+    pub(crate) fn new(suite: Suite, imp: CipherImpl, key: &[u8; KEY_LEN]) -> Self {
+        let inner = match imp {
+            CipherImpl::Compact => Inner::Compact(Zeroizing::new(*key)),
+            CipherImpl::Fast => {
+                let algorithm = match suite {
+                    Suite::ChaChaPoly => &CHACHA20_POLY1305,
+                    Suite::AesGcm => &AES_256_GCM,
+                };
+                // Both algorithms take a 32-byte key, the only way `new` fails.
+                match UnboundKey::new(algorithm, key) {
+                    Ok(unbound) => Inner::Fast(Box::new(LessSafeKey::new(unbound))),
+                    Err(_) => Inner::Compact(Zeroizing::new(*key)),
+                }
+            }
+        };
+        TransportKey { suite, inner }
+    }
+
+    /// The AEAD nonce for message counter `n`.
+    fn nonce(&self, n: u64) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&match self.suite {
+            Suite::ChaChaPoly => n.to_le_bytes(),
+            Suite::AesGcm => n.to_be_bytes(),
+        });
+        nonce
+    }
+
+    /// Encrypts `buf[from..]` in place under counter `n` and appends the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        n: u64,
+        buf: &mut Vec<u8>,
+        from: usize,
+    ) -> Result<(), ChannelError> {
+        let nonce = self.nonce(n);
+        let size = buf.len().saturating_sub(from);
+        // Both ciphers refuse only a plaintext beyond their limit (far above a frame's).
+        let failed = || ChannelError::TooLarge {
+            size,
+            limit: crate::frame::MAX_PLAINTEXT,
+        };
+        let plaintext = buf.get_mut(from..).ok_or(ChannelError::Protocol(
+            "seal past the end of a frame".into(),
+        ))?;
+        let tag: [u8; TAG_LEN] = match (&self.inner, self.suite) {
+            (Inner::Fast(key), _) => {
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        plaintext,
+                    )
+                    .map_err(|_| failed())?;
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                out
+            }
+            (Inner::Compact(key), Suite::ChaChaPoly) => ChaCha20Poly1305::new(key.as_ref().into())
+                .encrypt_in_place_detached(&nonce.into(), &[], plaintext)
+                .map_err(|_| failed())?
+                .into(),
+            (Inner::Compact(key), Suite::AesGcm) => Aes256Gcm::new(key.as_ref().into())
+                .encrypt_in_place_detached(&nonce.into(), &[], plaintext)
+                .map_err(|_| failed())?
+                .into(),
+        };
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Decrypts `buf` (ciphertext then tag) in place under counter `n`; returns the plaintext's length,
+    /// at the start of `buf`. On failure the bytes are left as they came (ciphertext).
+    pub(crate) fn open_in_place(&self, n: u64, buf: &mut [u8]) -> Result<usize, ()> {
+        let len = buf.len().checked_sub(TAG_LEN).ok_or(())?;
+        let nonce = self.nonce(n);
+        match (&self.inner, self.suite) {
+            (Inner::Fast(key), _) => key
+                .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
+                .map(|plaintext| plaintext.len())
+                .map_err(|_| ()),
+            (Inner::Compact(key), suite) => {
+                let (body, tag) = buf.split_at_mut(len);
+                let tag: &[u8] = tag;
+                let opened =
+                    match suite {
+                        Suite::ChaChaPoly => ChaCha20Poly1305::new(key.as_ref().into())
+                            .decrypt_in_place_detached(&nonce.into(), &[], body, tag.into()),
+                        Suite::AesGcm => Aes256Gcm::new(key.as_ref().into())
+                            .decrypt_in_place_detached(&nonce.into(), &[], body, tag.into()),
+                    };
+                opened.map(|()| len).map_err(|_| ())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TransportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let imp = match self.inner {
+            Inner::Compact(_) => "compact",
+            Inner::Fast(_) => "fast",
+        };
+        f.debug_struct("TransportKey")
+            .field("suite", &self.suite)
+            .field("impl", &imp)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snow::{Builder, HandshakeState};
+
+    /// A finished XX handshake between two snow states speaking `suite`.
+    fn handshake(suite: Suite) -> (HandshakeState, HandshakeState) {
+        let params: snow::params::NoiseParams = suite.noise_params().parse().unwrap();
+        let key = |_| Builder::new(params.clone()).generate_keypair().unwrap();
+        let (ki, kr) = (key(0), key(1));
+        let mut i = Builder::new(params.clone())
+            .local_private_key(&ki.private)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = Builder::new(params.clone())
+            .local_private_key(&kr.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut a, mut b) = ([0u8; 1024], [0u8; 1024]);
+        let n = i.write_message(&[], &mut a).unwrap();
+        r.read_message(&a[..n], &mut b).unwrap();
+        let n = r.write_message(&[], &mut a).unwrap();
+        i.read_message(&a[..n], &mut b).unwrap();
+        let n = i.write_message(&[], &mut a).unwrap();
+        r.read_message(&a[..n], &mut b).unwrap();
+        assert!(i.is_handshake_finished() && r.is_handshake_finished());
+        (i, r)
+    }
+
+    /// Our in-place transport is byte for byte snow's transport state, both directions, both suites,
+    /// both implementations, at counters whose bytes tell the two byte orders apart.
+    #[test]
+    fn the_wire_is_snows() {
+        for suite in Suite::ALL {
+            for imp in [CipherImpl::Compact, CipherImpl::Fast] {
+                let (mut i, r) = handshake(suite);
+                let (k1, k2) = i.dangerously_get_raw_split();
+                let (send, recv) = (
+                    TransportKey::new(suite, imp, &k1),
+                    TransportKey::new(suite, imp, &k2),
+                );
+                let (i, r) = (
+                    i.into_stateless_transport_mode().unwrap(),
+                    r.into_stateless_transport_mode().unwrap(),
+                );
+                for (n, len) in [(0u64, 0usize), (1, 1), (258, 100), ((1 << 40) + 3, 65_000)] {
+                    let plaintext: Vec<u8> = (0..len).map(|x| (x * 7 + n as usize) as u8).collect();
+                    // Ours → snow.
+                    let mut frame = vec![0xAA];
+                    frame.extend_from_slice(&plaintext);
+                    send.seal_in_place(n, &mut frame, 1).unwrap();
+                    let mut expected = vec![0u8; len + TAG_LEN];
+                    let m = i.write_message(n, &plaintext, &mut expected).unwrap();
+                    assert_eq!(&frame[1..], &expected[..m], "{suite:?} {imp:?} n={n}");
+                    let mut out = vec![0u8; len + TAG_LEN];
+                    let m = r.read_message(n, &frame[1..], &mut out).unwrap();
+                    assert_eq!(&out[..m], &plaintext[..]);
+                    // Snow → ours, the other direction.
+                    let mut sealed = vec![0u8; len + TAG_LEN];
+                    let m = r.write_message(n, &plaintext, &mut sealed).unwrap();
+                    sealed.truncate(m);
+                    let mut tampered = sealed.clone();
+                    tampered[m - 1] ^= 1;
+                    assert!(recv.open_in_place(n, &mut tampered).is_err());
+                    assert!(recv.open_in_place(n + 1, &mut sealed.clone()).is_err());
+                    let got = recv.open_in_place(n, &mut sealed).unwrap();
+                    assert_eq!(&sealed[..got], &plaintext[..]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let key = TransportKey::new(Suite::AesGcm, CipherImpl::Compact, &[0x5A; KEY_LEN]);
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("5a") && !shown.contains("90"), "{shown}");
+    }
+}
