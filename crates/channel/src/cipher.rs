@@ -65,13 +65,17 @@ impl TransportKey {
         nonce
     }
 
-    /// Encrypts `buf[from..]` in place under counter `n` and appends the tag.
+    /// Encrypts `buf[from..]` in place under counter `n` and appends the tag. Counter 2^64-1 is reserved
+    /// (Noise §5.1) and refused.
     pub(crate) fn seal_in_place(
         &self,
         n: u64,
         buf: &mut Vec<u8>,
         from: usize,
     ) -> Result<(), ChannelError> {
+        if n == u64::MAX {
+            return Err(ChannelError::NonceExhausted);
+        }
         let nonce = self.nonce(n);
         let size = buf.len().saturating_sub(from);
         // Both ciphers refuse only a plaintext beyond their limit (far above a frame's).
@@ -109,8 +113,12 @@ impl TransportKey {
     }
 
     /// Decrypts `buf` (ciphertext then tag) in place under counter `n`; returns the plaintext's length,
-    /// at the start of `buf`. On failure the bytes are left as they came (ciphertext).
+    /// at the start of `buf`. On failure no plaintext is left (RustCrypto checks the tag first and leaves
+    /// the ciphertext; ring zeroes the buffer). Counter 2^64-1 is reserved and refused.
     pub(crate) fn open_in_place(&self, n: u64, buf: &mut [u8]) -> Result<usize, ()> {
+        if n == u64::MAX {
+            return Err(());
+        }
         let len = buf.len().checked_sub(TAG_LEN).ok_or(())?;
         let nonce = self.nonce(n);
         match (&self.inner, self.suite) {
@@ -217,6 +225,9 @@ mod tests {
                     let got = recv.open_in_place(n, &mut sealed).unwrap();
                     assert_eq!(&sealed[..got], &plaintext[..]);
                 }
+                // The reserved counter is refused both ways.
+                assert!(send.seal_in_place(u64::MAX, &mut vec![0, 1, 2], 1).is_err());
+                assert!(recv.open_in_place(u64::MAX, &mut [0u8; 32]).is_err());
             }
         }
     }

@@ -87,7 +87,9 @@ impl Established {
         Ok(frame)
     }
 
-    /// Decrypts one transport frame with the next receive nonce into `out`; returns the plaintext length.
+    /// Decrypts one transport frame with the next receive nonce into `out` (at least the frame's length
+    /// less one: it holds the ciphertext and tag while they are decrypted in place); returns the plaintext
+    /// length.
     pub fn open(&mut self, bytes: &[u8], out: &mut [u8]) -> Result<usize, ChannelError> {
         let n = open(&self.recv, self.recv_nonce, bytes, out)?;
         self.recv_nonce += 1;
@@ -101,6 +103,13 @@ pub(crate) fn seal(
     nonce: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, ChannelError> {
+    // Checked before the copy, so that a refused plaintext leaves no copy behind.
+    if plaintext.len() > frame::MAX_PLAINTEXT {
+        return Err(ChannelError::TooLarge {
+            size: plaintext.len(),
+            limit: frame::MAX_PLAINTEXT,
+        });
+    }
     let mut out = Vec::with_capacity(1 + plaintext.len() + frame::TAG_LEN);
     out.push(FrameKind::Transport as u8);
     out.extend_from_slice(plaintext);

@@ -337,3 +337,65 @@ fn a_version_claim_that_is_not_the_noise_protocol_spoken_fails_the_handshake() {
         );
     }
 }
+
+/// A client on plain `snow`, built from docs/channel.md alone, against our server states: pins which key
+/// of `Split()` each side sends with (both ends of our own code would agree on a swapped mapping).
+#[test]
+fn a_plain_snow_client_talks_to_our_server() {
+    for suite in Suite::ALL {
+        for server_cipher in [CipherImpl::Compact, CipherImpl::Fast] {
+            let (c, s) = (Identity::generate(), Identity::generate());
+            let params: snow::params::NoiseParams = suite.noise_params().parse().unwrap();
+            let mut hs = snow::Builder::new(params)
+                .local_private_key(c.expose_private())
+                .unwrap()
+                .prologue(suite.prologue())
+                .unwrap()
+                .build_initiator()
+                .unwrap();
+            let mut buf = vec![0u8; frame::MAX_NOISE_MESSAGE];
+            let hello = frame::ClientHello {
+                version: suite.version(),
+                nonce: [7; frame::NONCE_LEN],
+            };
+            let n = hs.write_message(&hello.encode(), &mut buf).unwrap();
+            let client_hello = frame::encode(FrameKind::ClientHello, &buf[..n]);
+            let (expect_ca, server_hello) = ExpectClientHello::with_cipher(&s, 1024, server_cipher)
+                .handle(&client_hello)
+                .expect("client_hello");
+            let mut payload = vec![0u8; frame::MAX_NOISE_MESSAGE];
+            hs.read_message(frame::decode(&server_hello).unwrap().noise, &mut payload)
+                .expect("server_hello");
+            let n = hs.write_message(b"token", &mut buf).unwrap();
+            let client_auth = frame::encode(FrameKind::ClientAuth, &buf[..n]);
+            let (mut server, established) = expect_ca
+                .handle(&client_auth)
+                .expect("client_auth")
+                .establish([3; 16], 0, b"hi")
+                .expect("establish");
+            let client = hs.into_stateless_transport_mode().unwrap();
+            let n = client
+                .read_message(0, frame::decode(&established).unwrap().noise, &mut payload)
+                .expect("session_established under the responder's key");
+            let Ok(frame::Plaintext::SessionEstablished(est)) =
+                frame::Plaintext::decode(&payload[..n])
+            else {
+                panic!("not session_established");
+            };
+            assert_eq!((est.session_id, est.payload), ([3; 16], &b"hi"[..]));
+            // Client → server under the initiator's key, then server → client.
+            let n = client
+                .write_message(0, &[frame::TYPE_DATA, 1, 2, 3], &mut buf)
+                .unwrap();
+            let sealed = frame::encode(FrameKind::Transport, &buf[..n]);
+            let mut out = vec![0u8; sealed.len()];
+            let n = server.open(&sealed, &mut out).expect("open");
+            assert_eq!(&out[..n], &[frame::TYPE_DATA, 1, 2, 3], "{suite:?}");
+            let sealed = server.seal(&[frame::TYPE_DATA, 4, 5]).expect("seal");
+            let n = client
+                .read_message(1, frame::decode(&sealed).unwrap().noise, &mut payload)
+                .expect("the server's second transport message");
+            assert_eq!(&payload[..n], &[frame::TYPE_DATA, 4, 5], "{suite:?}");
+        }
+    }
+}
