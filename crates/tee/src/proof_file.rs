@@ -4,11 +4,12 @@
 //! byte for byte (re-encoding a protobuf message is not guaranteed to give the signed bytes back):
 //!
 //! ```json
-//! {"format": "tessera-tee-proof/v2", "bundle": "<standard base64 of the Bundle protobuf>"}
+//! {"format": "tessera-tee-proof/v3", "bundle": "<standard base64 of the Bundle protobuf>"}
 //! ```
 //!
-//! Version 2 carries the keystream of the revealed response bytes only (version 1, which carried the
-//! whole keystream with zeros at hidden positions, is refused with a clear error).
+//! Version 3 carries the ciphertext and the keystream of the revealed response bytes only. Older files are
+//! refused with a clear error: version 1 carried the whole keystream with zeros at hidden positions,
+//! version 2 the whole ciphertext (and T_OUTPUT signed the whole ciphertext's digest).
 //!
 //! Nothing else in the file is trusted: whatever a verifier shows comes from [`crate::verify`]'s checks of
 //! the signed bodies inside `bundle`. Unknown members are ignored, so a writer may add informational ones.
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The `format` value this version writes and reads.
-pub const FORMAT: &str = "tessera-tee-proof/v2";
+pub const FORMAT: &str = "tessera-tee-proof/v3";
 
 /// Largest proof file accepted: room for the largest response a prover collects
 /// ([`crate::service::client::MAX_RESPONSE`]) twice — the bundle carries its ciphertext and its keystream —
@@ -43,7 +44,7 @@ pub enum ProofFileError {
     /// Not the JSON document described above.
     #[error("proof file is not valid JSON of the expected shape: {0}")]
     Json(#[from] serde_json::Error),
-    /// A `format` other than [`FORMAT`] (a version-1 file comes from a Tessera before 2026-12-07).
+    /// A `format` other than [`FORMAT`] (versions 1 and 2 come from earlier Tesseras).
     #[error(
         "unsupported proof format {0:?} (expected {FORMAT:?}; make the proof again with this version)"
     )]

@@ -233,10 +233,10 @@ pub fn verify_bundle(
 
     let content_len = check_records(&k, &t)?;
     let (ciphertext, keystream) = (&bundle.response_ciphertext, &bundle.response_keystream);
-    let hidden_len = hidden_len(&k.response_ranges, content_len)?;
-    if ciphertext.len() != content_len || keystream.len() != content_len - hidden_len {
+    let revealed_len = content_len - hidden_len(&k.response_ranges, content_len)?;
+    if ciphertext.len() != revealed_len || keystream.len() != revealed_len {
         return Err(VerifyError::Records(
-            "ciphertext or revealed keystream length differs from the records and hidden ranges",
+            "revealed ciphertext or keystream length differs from the records and hidden ranges",
         ));
     }
     if t.response_ciphertext_sha256 != sha256(ciphertext) {
@@ -251,7 +251,7 @@ pub fn verify_bundle(
     }
 
     let (request, proof_ranges) = reveal_request(&k, &t)?;
-    let response = reveal_response(&k, ciphertext, keystream)?;
+    let response = reveal_response(&k.response_ranges, content_len, ciphertext, keystream)?;
     Ok(VerifiedProof {
         session_id: k.session_id,
         hostname: k.hostname,
@@ -421,8 +421,8 @@ fn range_bounds(range: &ResponseRange, len: usize) -> Result<(usize, usize), Ver
 }
 
 /// The bytes of `full` outside the `hidden` ranges, in order. This is what a bundle carries of the
-/// response keystream, and K_OUTPUT signs their SHA-256: the keystream of hidden bytes never leaves TEE_K
-/// and the client, and the signers hash only what is revealed.
+/// response ciphertext and keystream, and T_OUTPUT and K_OUTPUT sign their SHA-256: the keystream of
+/// hidden bytes never leaves TEE_K and the client, and the signers hash only what is revealed.
 pub fn revealed_bytes(full: &[u8], hidden: &[ResponseRange]) -> Result<Vec<u8>, VerifyError> {
     let hidden_len = hidden_len(hidden, full.len())?;
     let mut out = Vec::with_capacity(full.len() - hidden_len);
@@ -436,30 +436,69 @@ pub fn revealed_bytes(full: &[u8], hidden: &[ResponseRange]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// The response as a verifier sees it: revealed bytes decrypted with the revealed keystream, hidden
-/// ones `*`.
+/// [`revealed_bytes`] of a response held in pieces (records as they came), hashed as it goes: the
+/// SHA-256 T_OUTPUT signs, without a consolidated copy.
+pub fn revealed_sha256<'a>(
+    pieces: impl IntoIterator<Item = &'a [u8]> + Clone,
+    hidden: &[ResponseRange],
+) -> Result<[u8; 32], VerifyError> {
+    use sha2::Digest as _;
+    let whole = pieces.clone().into_iter().map(<[u8]>::len).sum();
+    hidden_len(hidden, whole)?;
+    // The revealed spans: the gaps between hidden ranges, and the tail.
+    let mut spans = Vec::with_capacity(hidden.len() + 1);
+    let mut at = 0;
+    for range in hidden {
+        let (start, end) = range_bounds(range, whole)?;
+        spans.push((at, start));
+        at = end;
+    }
+    spans.push((at, whole));
+    let mut hasher = sha2::Sha256::new();
+    let mut spans = spans.into_iter().filter(|(s, e)| s < e).peekable();
+    let mut offset = 0;
+    for piece in pieces {
+        let piece_end = offset + piece.len();
+        while let Some(&(start, end)) = spans.peek() {
+            if start >= piece_end {
+                break;
+            }
+            let (from, to) = (start.max(offset), end.min(piece_end));
+            hasher.update(&piece[from - offset..to - offset]);
+            if end > piece_end {
+                break;
+            }
+            spans.next();
+        }
+        offset = piece_end;
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// The response (`whole` bytes) as a verifier sees it: the revealed bytes decrypted (revealed ciphertext
+/// XOR revealed keystream, both with the hidden ranges cut out), hidden ones `*`.
 fn reveal_response(
-    k: &KOutput,
+    hidden: &[ResponseRange],
+    whole: usize,
     ciphertext: &[u8],
     keystream: &[u8],
 ) -> Result<Vec<u8>, VerifyError> {
-    let short =
-        || VerifyError::Records("the revealed keystream is shorter than the revealed bytes");
-    let mut response = Vec::with_capacity(ciphertext.len());
-    let mut revealed = keystream;
+    let short = || VerifyError::Records("the revealed bytes are fewer than the ranges leave");
+    let mut response = Vec::with_capacity(whole);
+    let (mut ciphertext, mut keystream) = (ciphertext, keystream);
     let mut at = 0;
-    let whole = ciphertext.len();
-    let hidden = k.response_ranges.iter().map(|r| range_bounds(r, whole));
+    let hidden = hidden.iter().map(|r| range_bounds(r, whole));
     // Each hidden range, then an empty one at the end for the revealed tail.
     for bounds in hidden.chain([Ok((whole, whole))]) {
         let (start, end) = bounds?;
-        let shown = ciphertext.get(at..start).ok_or(VerifyError::Ranges(
+        let shown = start.checked_sub(at).ok_or(VerifyError::Ranges(
             "response ranges overlap or are unsorted",
         ))?;
-        let (stream, rest) = revealed.split_at_checked(shown.len()).ok_or_else(short)?;
-        response.extend(shown.iter().zip(stream).map(|(c, s)| c ^ s));
+        let (c, c_rest) = ciphertext.split_at_checked(shown).ok_or_else(short)?;
+        let (k, k_rest) = keystream.split_at_checked(shown).ok_or_else(short)?;
+        response.extend(c.iter().zip(k).map(|(c, k)| c ^ k));
         response.resize(end, b'*');
-        (revealed, at) = (rest, end);
+        (ciphertext, keystream, at) = (c_rest, k_rest, end);
     }
     Ok(response)
 }
@@ -492,8 +531,9 @@ mod tests {
                 }
             }
             let revealed = revealed_bytes(&keystream, &hidden).unwrap();
-            let k = KOutput { response_ranges: hidden.clone(), ..KOutput::default() };
-            let shown = reveal_response(&k, &ciphertext, &revealed).unwrap();
+            let revealed_ciphertext = revealed_bytes(&ciphertext, &hidden).unwrap();
+            let shown =
+                reveal_response(&hidden, plain.len(), &revealed_ciphertext, &revealed).unwrap();
             let mut expected = plain.clone();
             for r in &hidden {
                 expected[r.start as usize..(r.start + r.length) as usize].fill(b'*');
@@ -501,7 +541,29 @@ mod tests {
             prop_assert_eq!(shown, expected);
             let hidden_total: u64 = hidden.iter().map(|r| r.length).sum();
             prop_assert_eq!(revealed.len() as u64 + hidden_total, plain.len() as u64);
+            // TEE_T's digest over the response in pieces is the digest of the revealed bytes.
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut rest = &ciphertext[..];
+            for (i, cut) in cuts_again(plain.len()).into_iter().enumerate() {
+                let (piece, tail) = rest.split_at(cut.min(rest.len()));
+                if i % 3 != 2 { pieces.push(piece); } else { pieces.push(&[]); pieces.push(piece); }
+                rest = tail;
+            }
+            pieces.push(rest);
+            prop_assert_eq!(
+                revealed_sha256(pieces.iter().copied(), &hidden).unwrap(),
+                crate::signing::sha256(&revealed_ciphertext)
+            );
         }
+    }
+
+    /// Piece lengths that split a response of `len` bytes several ways (1-byte pieces included).
+    fn cuts_again(len: usize) -> Vec<usize> {
+        [1, 7, 1, 64, 3]
+            .into_iter()
+            .cycle()
+            .take(len / 10 + 2)
+            .collect()
     }
 
     #[test]
@@ -516,6 +578,10 @@ mod tests {
             vec![range(6, 1), range(2, 1)],
         ] {
             assert!(revealed_bytes(&full, &hidden).is_err(), "{hidden:?}");
+            assert!(
+                revealed_sha256([&full[..4], &full[4..]], &hidden).is_err(),
+                "{hidden:?}"
+            );
         }
     }
 }

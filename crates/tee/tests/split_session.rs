@@ -169,17 +169,23 @@ fn session(pki: &TestPki, suite: CipherSuite) {
     }
     assert!(String::from_utf8_lossy(&response).ends_with(BODY));
 
-    // Step 11: the client hides the balance; TEE_K keeps the keystream of the revealed bytes only (and
-    // signs its digest).
+    // Step 11: the client hides the balance; the bundle carries the ciphertext and keystream of the
+    // revealed bytes only (the TEEs sign their digests).
     let hidden_at = response.windows(7).position(|w| w == b"1234.56").unwrap();
-    let keystream = tessera_tee::verify::revealed_bytes(
-        &keystream,
-        &[ResponseRange {
-            start: hidden_at as u64,
-            length: 7,
-        }],
-    )
-    .unwrap();
+    let hidden = [ResponseRange {
+        start: hidden_at as u64,
+        length: 7,
+    }];
+    let keystream = tessera_tee::verify::revealed_bytes(&keystream, &hidden).unwrap();
+    // TEE_T signs the ciphertext of the revealed bytes only, from the records as they came.
+    let ciphertext_pieces: Vec<&[u8]> = ciphertext.chunks(5).collect();
+    let revealed_ciphertext_sha256 =
+        tessera_tee::verify::revealed_sha256(ciphertext_pieces.iter().copied(), &hidden).unwrap();
+    let ciphertext = tessera_tee::verify::revealed_bytes(&ciphertext, &hidden).unwrap();
+    assert_eq!(
+        revealed_ciphertext_sha256,
+        tessera_tee::signing::sha256(&ciphertext)
+    );
 
     // Step 12: TEE_T signs, then TEE_K binds to it.
     let (k_signer, t_signer) = (Signer::generate(), Signer::generate());

@@ -20,12 +20,13 @@ struct Fixture {
     t_signer: Signer,
     k: KOutput,
     t: TOutput,
-    /// The bundle's consolidated ciphertext and the keystream of the revealed bytes; their digests are
-    /// signed into the outputs by [`Fixture::sign`].
+    /// The ciphertext and the keystream of the revealed bytes; their digests are signed into the outputs
+    /// by [`Fixture::sign`].
     ciphertext: Vec<u8>,
     keystream: Vec<u8>,
-    /// The whole keystream, hidden positions included (never in an honest bundle).
+    /// The whole keystream and ciphertext, hidden positions included (never in an honest bundle).
     full_keystream: Vec<u8>,
+    full_ciphertext: Vec<u8>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> u32 {
@@ -94,6 +95,9 @@ impl Fixture {
         let keystream =
             tessera_tee::verify::revealed_bytes(&full_keystream, &hidden).expect("in bounds");
         assert_eq!(keystream.len(), RESPONSE.len() - 7);
+        let full_ciphertext = ciphertext;
+        let ciphertext =
+            tessera_tee::verify::revealed_bytes(&full_ciphertext, &hidden).expect("in bounds");
         let k = KOutput {
             session_id: session_id.clone(),
             timestamp_ms: NOW,
@@ -131,6 +135,7 @@ impl Fixture {
             ciphertext,
             keystream,
             full_keystream,
+            full_ciphertext,
         }
     }
 
@@ -385,6 +390,13 @@ fn the_bundles_bytes_are_the_signed_ones() {
     // The whole keystream, hidden positions included (it would decrypt the hidden bytes): refused.
     let mut bundle = honest.clone();
     bundle.response_keystream = f.full_keystream.clone();
+    assert!(matches!(
+        verify_bundle(&bundle, &f.config()),
+        Err(VerifyError::Records(_))
+    ));
+    // The whole ciphertext (what T_OUTPUT signed before format 3): refused.
+    let mut bundle = honest.clone();
+    bundle.response_ciphertext = f.full_ciphertext.clone();
     assert!(matches!(
         verify_bundle(&bundle, &f.config()),
         Err(VerifyError::Records(_))

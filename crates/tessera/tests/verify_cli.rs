@@ -62,16 +62,14 @@ fn bundle(k_signer: &Signer, t_signer: &Signer, age_ms: u64) -> Bundle {
         .zip(&keystream)
         .map(|(p, k)| p ^ k)
         .collect();
-    // The bundle carries the keystream of the revealed response bytes only (K_OUTPUT signs its digest).
-    let hidden = find(RESPONSE, b"zz99");
-    let keystream = tessera_tee::verify::revealed_bytes(
-        &keystream,
-        &[ResponseRange {
-            start: hidden as u64,
-            length: 4,
-        }],
-    )
-    .expect("in bounds");
+    // The bundle carries the ciphertext and keystream of the revealed response bytes only (T_OUTPUT and
+    // K_OUTPUT sign their digests).
+    let hidden = [ResponseRange {
+        start: find(RESPONSE, b"zz99") as u64,
+        length: 4,
+    }];
+    let keystream = tessera_tee::verify::revealed_bytes(&keystream, &hidden).expect("in bounds");
+    let ciphertext = tessera_tee::verify::revealed_bytes(&ciphertext, &hidden).expect("in bounds");
     let records = vec![
         RecordInfo {
             seq: 0,

@@ -412,6 +412,10 @@ pub struct Finished {
     /// The verifier's nonce (from `request_connection`), signed into T_OUTPUT.
     #[prost(bytes = "vec", tag = "1")]
     pub nonce: Vec<u8>,
+    /// The hidden response ranges K_OUTPUT signs (checked by TEE_K): T_OUTPUT hashes the ciphertext
+    /// outside them.
+    #[prost(message, repeated, tag = "2")]
+    pub response_ranges: Vec<ResponseRange>,
 }
 
 /// 12. T→K: Keccak-256 of T_OUTPUT's body, signed into K_OUTPUT.

@@ -162,7 +162,8 @@ pub struct TOutput {
     /// The verifier's nonce (empty if none).
     #[prost(bytes = "vec", tag = "3")]
     pub nonce: Vec<u8>,
-    /// SHA-256 of the consolidated application-data ciphertext, which travels in the [`Bundle`].
+    /// SHA-256 of the ciphertext of the revealed application-data bytes (the hidden response ranges cut
+    /// out), which travels in the [`Bundle`].
     #[prost(bytes = "vec", tag = "4")]
     pub response_ciphertext_sha256: Vec<u8>,
     /// One per `SENSITIVE_PROOF` request range.
@@ -202,7 +203,7 @@ pub struct Bundle {
     /// Attestation documents.
     #[prost(message, repeated, tag = "3")]
     pub attestations: Vec<AttestationDocument>,
-    /// The consolidated application-data ciphertext (T_OUTPUT signs its SHA-256).
+    /// The ciphertext of the revealed application-data bytes only (T_OUTPUT signs its SHA-256).
     #[prost(bytes = "vec", tag = "4")]
     pub response_ciphertext: Vec<u8>,
     /// The keystream of the revealed application-data bytes only (K_OUTPUT signs its SHA-256).

@@ -1,17 +1,20 @@
-//! What the bundle carries of the keystream: the revealed bytes only, checked against K_OUTPUT's digest.
+//! What the bundle carries of the response: the revealed bytes' ciphertext and keystream only, each checked
+//! against the digest its TEE signed before a proof is handed out.
 
 use super::ClientError;
-use crate::proto::{ResponseRange, SignedMessage};
+use crate::proto::{KOutput, ResponseRange, SignedMessage, TOutput};
 
-/// The keystream of the revealed bytes — plaintext XOR ciphertext there, the hidden ranges cut out — once
-/// K_OUTPUT is seen to have signed exactly these bytes: a TEE_K of another protocol version would otherwise
-/// make a proof no verifier accepts, found out only by the verifier.
-pub(super) fn revealed_keystream(
+/// The revealed bytes of the response as the bundle carries them: (ciphertext, keystream), the hidden
+/// ranges cut out; the keystream is plaintext XOR ciphertext there. Checked against T_OUTPUT's and
+/// K_OUTPUT's digests: a TEE of another protocol version would otherwise make a proof no verifier
+/// accepts, found out only by the verifier.
+pub(super) fn revealed(
     plaintext: &[u8],
     ciphertext: &[u8],
     hidden: &[ResponseRange],
     k_output: Option<&SignedMessage>,
-) -> Result<Vec<u8>, ClientError> {
+    t_output: Option<&SignedMessage>,
+) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
     if plaintext.len() != ciphertext.len() {
         return Err(ClientError::Protocol(
             "the response and its ciphertext differ in length".into(),
@@ -21,28 +24,41 @@ pub(super) fn revealed_keystream(
         crate::verify::revealed_bytes(bytes, hidden)
             .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))
     };
-    let mut revealed = cut(plaintext)?;
-    for (k, c) in revealed.iter_mut().zip(cut(ciphertext)?) {
+    let revealed_ciphertext = cut(ciphertext)?;
+    let mut revealed_keystream = cut(plaintext)?;
+    for (k, c) in revealed_keystream.iter_mut().zip(&revealed_ciphertext) {
         *k ^= c;
     }
-    signed_digest_matches(k_output, &revealed)?;
-    Ok(revealed)
+    signed_digests_match(
+        k_output,
+        t_output,
+        &revealed_keystream,
+        &revealed_ciphertext,
+    )?;
+    Ok((revealed_ciphertext, revealed_keystream))
 }
 
-/// Checks that K_OUTPUT signed the SHA-256 of `keystream`, the revealed keystream the bundle carries. (The
-/// ciphertext's digest, which TEE_T made from the records as the client relayed them, is not hashed again
-/// here: a megabyte of SHA-256 per proof for a check the verifier makes anyway.)
-fn signed_digest_matches(
+/// Checks that K_OUTPUT signed the SHA-256 of `keystream` and T_OUTPUT that of `ciphertext`, the revealed
+/// bytes the bundle carries.
+fn signed_digests_match(
     k_output: Option<&SignedMessage>,
+    t_output: Option<&SignedMessage>,
     keystream: &[u8],
+    ciphertext: &[u8],
 ) -> Result<(), ClientError> {
     use prost::Message as _;
-    let bad = |what: &str| ClientError::Protocol(format!("{what} (a TEE_K of another version?)"));
+    let bad = |what: &str| ClientError::Protocol(format!("{what} (a TEE of another version?)"));
     let k = k_output
-        .and_then(|m| crate::proto::KOutput::decode(m.body.as_slice()).ok())
+        .and_then(|m| KOutput::decode(m.body.as_slice()).ok())
         .ok_or_else(|| bad("K_OUTPUT does not decode"))?;
     if k.response_keystream_sha256 != crate::signing::sha256(keystream) {
         return Err(bad("TEE_K signed another keystream than the revealed one"));
+    }
+    let t = t_output
+        .and_then(|m| TOutput::decode(m.body.as_slice()).ok())
+        .ok_or_else(|| bad("T_OUTPUT does not decode"))?;
+    if t.response_ciphertext_sha256 != crate::signing::sha256(ciphertext) {
+        return Err(bad("TEE_T signed another ciphertext than the revealed one"));
     }
     Ok(())
 }
@@ -51,12 +67,13 @@ fn signed_digest_matches(
 mod tests {
     use super::*;
     use crate::proto::BodyType;
+    use crate::signing::sha256;
     use prost::Message as _;
 
     fn k_output(keystream_sha256: Vec<u8>) -> SignedMessage {
         SignedMessage {
             body_type: BodyType::KOutput as i32,
-            body: crate::proto::KOutput {
+            body: KOutput {
                 response_keystream_sha256: keystream_sha256,
                 ..Default::default()
             }
@@ -65,25 +82,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_k_output_over_another_keystream_is_caught_before_the_proof_is_handed_out() {
-        let revealed = b"revealed keystream bytes";
-        let signed = k_output(crate::signing::sha256(revealed).to_vec());
-        assert!(signed_digest_matches(Some(&signed), revealed).is_ok());
-        // What an older TEE_K signs: the whole keystream, zero at hidden positions.
-        let older = k_output(crate::signing::sha256(b"revealed\0\0\0\0 keystream bytes").to_vec());
-        let err = signed_digest_matches(Some(&older), revealed).unwrap_err();
-        assert!(err.to_string().contains("another keystream"), "{err}");
-        let garbage = SignedMessage {
-            body: vec![0xff; 3],
-            ..signed
-        };
-        assert!(signed_digest_matches(Some(&garbage), revealed).is_err());
-        assert!(signed_digest_matches(None, revealed).is_err());
+    fn t_output(ciphertext_sha256: Vec<u8>) -> SignedMessage {
+        SignedMessage {
+            body_type: BodyType::TOutput as i32,
+            body: TOutput {
+                response_ciphertext_sha256: ciphertext_sha256,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            signature: vec![0; 65],
+        }
     }
 
     #[test]
-    fn the_revealed_keystream_is_plaintext_xor_ciphertext_outside_the_hidden_ranges() {
+    fn outputs_over_other_bytes_are_caught_before_the_proof_is_handed_out() {
+        let (keystream, ciphertext) = (b"revealed keystream", b"revealed ciphertext");
+        let k = k_output(sha256(keystream).to_vec());
+        let t = t_output(sha256(ciphertext).to_vec());
+        let check = |k: Option<&SignedMessage>, t: Option<&SignedMessage>| {
+            signed_digests_match(k, t, keystream, ciphertext)
+        };
+        assert!(check(Some(&k), Some(&t)).is_ok());
+        // What an older TEE_K signs: the whole keystream, zero at hidden positions.
+        let older_k = k_output(sha256(b"revealed\0\0\0\0 keystream").to_vec());
+        let err = check(Some(&older_k), Some(&t)).unwrap_err();
+        assert!(err.to_string().contains("another keystream"), "{err}");
+        // What an older TEE_T signs: the whole ciphertext.
+        let older_t = t_output(sha256(b"revealed\x01\x02 ciphertext").to_vec());
+        let err = check(Some(&k), Some(&older_t)).unwrap_err();
+        assert!(err.to_string().contains("another ciphertext"), "{err}");
+        let garbage = SignedMessage {
+            body: vec![0xff; 3],
+            ..k.clone()
+        };
+        assert!(check(Some(&garbage), Some(&t)).is_err());
+        assert!(check(None, Some(&t)).is_err());
+        assert!(check(Some(&k), None).is_err());
+    }
+
+    #[test]
+    fn the_revealed_bytes_are_cut_outside_the_hidden_ranges() {
         let plaintext = b"HTTP/1.1 200 OK\r\n\r\nsecret=42; shown=7";
         let keystream: Vec<u8> = (0..plaintext.len() as u8)
             .map(|i| i.wrapping_mul(29) ^ 0xa5)
@@ -101,10 +139,15 @@ mod tests {
             start: at,
             length: 9,
         }];
-        let expected = crate::verify::revealed_bytes(&keystream, &hidden).unwrap();
-        let signed = k_output(crate::signing::sha256(&expected).to_vec());
-        let got = revealed_keystream(plaintext, &ciphertext, &hidden, Some(&signed)).unwrap();
-        assert_eq!(got, expected);
-        assert!(revealed_keystream(plaintext, &ciphertext[1..], &hidden, Some(&signed)).is_err());
+        let expected_k = crate::verify::revealed_bytes(&keystream, &hidden).unwrap();
+        let expected_c = crate::verify::revealed_bytes(&ciphertext, &hidden).unwrap();
+        assert_eq!(expected_c.len(), plaintext.len() - 9);
+        let (k, t) = (
+            k_output(sha256(&expected_k).to_vec()),
+            t_output(sha256(&expected_c).to_vec()),
+        );
+        let got = revealed(plaintext, &ciphertext, &hidden, Some(&k), Some(&t)).unwrap();
+        assert_eq!(got, (expected_c, expected_k));
+        assert!(revealed(plaintext, &ciphertext[1..], &hidden, Some(&k), Some(&t)).is_err());
     }
 }

@@ -524,14 +524,20 @@ async fn run(
     stages.mark("signed_outputs");
     tracing::debug!(response_bytes = total, stages = %stages, "proof timings");
     let revealed = view(&response, &hidden);
-    let revealed_keystream =
-        bundle::revealed_keystream(&response, &response_ciphertext, &hidden, k_output.as_ref())?;
+    let (revealed_ciphertext, revealed_keystream) = bundle::revealed(
+        &response,
+        &response_ciphertext,
+        &hidden,
+        k_output.as_ref(),
+        t_output.as_ref(),
+    )?;
+    drop(response_ciphertext);
     let proved = Proved {
         bundle: Bundle {
             k_output,
             t_output,
             attestations: Vec::new(),
-            response_ciphertext,
+            response_ciphertext: revealed_ciphertext,
             response_keystream: revealed_keystream,
         },
         response,

@@ -360,6 +360,7 @@ impl KSession {
         // 12. finished K→T, t_output_digest T→K, K_OUTPUT signed and sent.
         self.to_t(Body::Finished(Finished {
             nonce: request.nonce.clone(),
+            response_ranges: hidden.clone(),
         }))
         .await?;
         // Hashed while TEE_T signs its own output: only what the proof reveals.

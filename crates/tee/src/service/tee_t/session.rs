@@ -62,7 +62,7 @@ pub(super) async fn start(inner: Arc<Inner>, sid: WireSessionId, k_tx: ChannelWr
         eof: false,
         closed: false,
         records: Vec::new(),
-        ciphertext: sha2::Sha256::default(),
+        app_data: Vec::new(),
         total: 0,
     };
     // The task echoes session_created first: TEE_K waits for it before telling the client session_ready.
@@ -85,9 +85,10 @@ struct TSession {
     eof: bool,
     closed: bool,
     records: Vec<RecordInfo>,
-    /// SHA-256 of the application data's ciphertext so far (T_OUTPUT signs it), hashed as records are
-    /// verified rather than kept and hashed at the end.
-    ciphertext: sha2::Sha256,
+    /// The verified application data's ciphertext, record by record (slices of the received batches, no
+    /// copies): at `finished`, T_OUTPUT signs the SHA-256 of its revealed bytes, the hidden ranges cut out.
+    /// Bounded by `Limits::max_response`.
+    app_data: Vec<bytes::Bytes>,
     total: usize,
 }
 
@@ -403,9 +404,7 @@ impl TSession {
             };
             let length = ct.len() - usize::from(tls13);
             match content_type {
-                ContentType::ApplicationData => {
-                    sha2::Digest::update(&mut self.ciphertext, &ct[..length]);
-                }
+                ContentType::ApplicationData => self.app_data.push(ct.slice(..length)),
                 ContentType::Alert => self.closed = true,
                 ContentType::Handshake if tls13 => {}
                 _ => return Err(Fail::new("unexpected record type after the handshake")),
@@ -441,14 +440,23 @@ impl TSession {
         if finished.nonce.len() > crate::service::common::MAX_NONCE {
             return Err(Fail::new("nonce too long"));
         }
+        if finished.response_ranges.len() > crate::service::common::MAX_HIDDEN_RANGES {
+            return Err(Fail::new("too many hidden ranges"));
+        }
+        // Only what the proof reveals is hashed: the hidden ranges (TEE_K checked them against the
+        // response and signs them) cut out of the records' ciphertext.
+        let app_data = std::mem::take(&mut self.app_data);
+        let revealed_sha256 = crate::verify::revealed_sha256(
+            app_data.iter().map(|b| &b[..]),
+            &finished.response_ranges,
+        )
+        .map_err(|e| Fail::new(format!("hidden ranges: {e}")))?;
+        drop(app_data);
         let mut output = TOutput {
             session_id: self.sid.to_vec(),
             timestamp_ms: now_ms(),
             nonce: finished.nonce,
-            response_ciphertext_sha256: sha2::Digest::finalize(std::mem::take(
-                &mut self.ciphertext,
-            ))
-            .to_vec(),
+            response_ciphertext_sha256: revealed_sha256.to_vec(),
             request_proof_streams: std::mem::take(&mut self.proof_streams),
             records: std::mem::take(&mut self.records),
             transcript_hash: Vec::new(),
