@@ -384,6 +384,34 @@ impl TeeKReader {
     }
 }
 
+impl TeeKReader {
+    /// The keystream of `len` bytes at `offset` into the ciphertext of response record `seq` (TLS 1.2
+    /// AES-GCM: with the record's explicit nonce), under the current keys: what [`Self::next_record_secrets`]
+    /// gave for that record, made again. TEE_K uses it for the revealed bytes at the end of a session
+    /// rather than keeping every keystream it handed out. (Records after a KeyUpdate are not covered.)
+    pub fn keystream_at(
+        &self,
+        seq: u64,
+        explicit_nonce: Option<&[u8; EXPLICIT_NONCE_LEN]>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Keystream> {
+        let d = &self.0;
+        let iv = d.iv.expose_secret();
+        let nonce = match (d.suite.version(), d.suite.aead().is_gcm()) {
+            (TlsVersion::Tls12, true) => gcm_tls12_nonce(
+                iv,
+                explicit_nonce.ok_or(TeeError::MalformedRecord(
+                    "TLS 1.2 AES-GCM record without explicit nonce",
+                ))?,
+            ),
+            _ => xor_nonce(iv, seq),
+        };
+        let (keystream, _) = d.keys.record_secrets_at(&nonce, offset, len)?;
+        Ok(keystream)
+    }
+}
+
 /// One request record through the whole split path: TEE_K encrypts and derives tag secrets, TEE_T computes
 /// the tag, the record is framed for the wire.
 pub fn seal_via_split(
@@ -429,4 +457,53 @@ pub fn seal_key_update_via_split(
     let outgoing = writer.encrypt_key_update(update_requested)?; // TEE_K
     let tag = compute_tag(&outgoing.tag_secrets, &outgoing.aad, &outgoing.ciphertext); // TEE_T
     outgoing.into_record(&tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ContentType, RecordHeader};
+
+    /// `keystream_at` makes again, for any piece of any earlier record, the keystream `next_record_secrets`
+    /// handed out for it: TLS 1.3 and TLS 1.2 (explicit nonces), AES-GCM and ChaCha20-Poly1305.
+    #[test]
+    fn keystream_at_matches_what_was_handed_out() {
+        for suite in CipherSuite::ALL {
+            let key = vec![0x42u8; suite.aead().key_len()];
+            let iv = [0x17u8; NONCE_LEN];
+            let first = 3;
+            let mut reader = TeeKReader::new(suite, &key, &iv, first).unwrap();
+            let gcm12 = suite.version() == TlsVersion::Tls12 && suite.aead().is_gcm();
+            let overhead = crate::nonce::record_overhead(suite.version(), suite.aead().is_gcm());
+            let mut handed_out = Vec::new();
+            for (i, len) in [100usize, 17, 4000].into_iter().enumerate() {
+                let header = RecordHeader {
+                    content_type: ContentType::ApplicationData,
+                    version: 0x0303,
+                    length: (len + overhead) as u16,
+                };
+                let explicit = [i as u8 + 1; EXPLICIT_NONCE_LEN];
+                let secrets = reader
+                    .next_record_secrets(&header, gcm12.then_some(&explicit))
+                    .unwrap();
+                handed_out.push((secrets.seq, explicit, secrets.keystream));
+            }
+            for (seq, explicit, keystream) in &handed_out {
+                let whole = keystream.expose_secret();
+                for (offset, len) in [(0, whole.len()), (1, 5), (whole.len() - 3, 3)] {
+                    let again = reader
+                        .keystream_at(*seq, gcm12.then_some(explicit), offset as u64, len)
+                        .unwrap();
+                    assert_eq!(
+                        again.expose_secret(),
+                        &whole[offset..offset + len],
+                        "{suite:?} seq {seq}"
+                    );
+                }
+            }
+            if gcm12 {
+                assert!(reader.keystream_at(first, None, 0, 1).is_err());
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! TEE_K's view of a session's response (steps 9-11): tag secrets from record headers, keystreams for the
-//! records TEE_T verified, and at the end the consolidated keystream with the hidden ranges blanked. It
-//! never sees the ciphertext.
+//! records TEE_T verified, and at the end the keystream of the revealed bytes, made again from the keys
+//! (TEE_K keeps no keystream it handed out). It never sees the ciphertext.
 
 use super::session::MAX_RANGES;
 use crate::nonce::record_overhead;
@@ -9,18 +9,29 @@ use crate::proto::{
     Body, DecryptionStream, RecordInfo, RecordTagSecrets, ResponseRange,
 };
 use crate::record::{ContentType, EXPLICIT_NONCE_LEN, HEADER_LEN, RecordHeader};
+use crate::record_layer::TeeKReader;
 use crate::service::common::{Fail, scrub};
 use crate::split::Keystream;
 use crate::suite::{CipherSuite, TlsVersion};
 use crate::tls_client::EstablishedSession;
-use tessera_session::SecretBytes;
 
 /// A record TEE_K made secrets for and TEE_T has not verified yet.
 struct Outstanding {
     seq: u64,
+    explicit: Option<[u8; EXPLICIT_NONCE_LEN]>,
     keystream: Keystream,
     header_type: ContentType,
     ciphertext_len: usize,
+}
+
+/// An application-data record TEE_T verified and whose keystream went to the client: where its bytes sit
+/// in the response, and what makes its keystream again.
+struct Delivered {
+    seq: u64,
+    explicit: Option<[u8; EXPLICIT_NONCE_LEN]>,
+    /// Offset of its first byte in the response (the application data, records concatenated).
+    start: usize,
+    len: usize,
 }
 
 /// TEE_K's view of the response: lengths, types, keystreams; never the ciphertext.
@@ -28,8 +39,9 @@ pub(super) struct Response {
     suite: CipherSuite,
     outstanding: Vec<Outstanding>,
     pub(super) records: Vec<RecordInfo>,
-    /// Grows without leaving copies behind in freed memory.
-    keystream: SecretBytes,
+    delivered: Vec<Delivered>,
+    /// The application data's length so far.
+    content_len: usize,
     pub(super) total: usize,
     closed: bool,
 }
@@ -40,7 +52,8 @@ impl Response {
             suite,
             outstanding: Vec::new(),
             records: Vec::new(),
-            keystream: SecretBytes::default(),
+            delivered: Vec::new(),
+            content_len: 0,
             total: 0,
             closed: false,
         }
@@ -120,6 +133,7 @@ impl Response {
             });
             self.outstanding.push(Outstanding {
                 seq: secrets.seq,
+                explicit,
                 keystream: secrets.keystream,
                 header_type: header.content_type,
                 ciphertext_len,
@@ -155,9 +169,6 @@ impl Response {
             return Err(Fail::new("TEE_T verified a different number of records"));
         }
         let tls13 = self.suite.version() == TlsVersion::Tls13;
-        // Room for everything announced so far at once, rather than growing step by step.
-        self.keystream
-            .reserve(self.total.saturating_sub(self.keystream.len()));
         for (v, record) in verifications.verifications.iter().zip(outstanding) {
             if v.seq != record.seq || !v.verified {
                 return Err(Fail::new("a response record failed verification"));
@@ -175,9 +186,16 @@ impl Response {
             let length = record.ciphertext_len - usize::from(tls13);
             match content_type {
                 ContentType::ApplicationData => {
-                    let ks = record.keystream.expose_secret().get(..length);
-                    let ks = ks.ok_or(Fail::new("keystream shorter than its record"))?;
-                    self.keystream.extend_from_slice(ks);
+                    if record.keystream.len() < length {
+                        return Err(Fail::new("keystream shorter than its record"));
+                    }
+                    self.delivered.push(Delivered {
+                        seq: record.seq,
+                        explicit: record.explicit,
+                        start: self.content_len,
+                        len: length,
+                    });
+                    self.content_len += length;
                     // Moved, not copied: `send` zeroizes it once encoded.
                     streams.streams.push(DecryptionStream {
                         seq: record.seq,
@@ -199,9 +217,11 @@ impl Response {
     }
 
     /// Completion: nothing outstanding, the end proven by close_notify, the hidden ranges valid. Returns the
-    /// keystream of the revealed bytes (the hidden ranges cut out), and the ranges.
+    /// keystream of the revealed bytes (the hidden ranges cut out), made again with `reader`'s keys, and the
+    /// ranges.
     pub(super) fn finish(
         &mut self,
+        reader: &TeeKReader,
         hidden: &[ResponseRange],
     ) -> Result<(Vec<u8>, Vec<ResponseRange>), Fail> {
         if !self.outstanding.is_empty() {
@@ -217,23 +237,57 @@ impl Response {
         if hidden.len() > MAX_RANGES {
             return Err(Fail::new("too many hidden ranges"));
         }
-        let keystream = std::mem::take(&mut self.keystream);
+        let whole = self.content_len;
+        let mut spans = Vec::with_capacity(hidden.len() + 1);
         let mut end_of_previous = 0u64;
         for range in hidden {
             let end = range
                 .start
                 .checked_add(range.length)
-                .filter(|&e| e <= keystream.len() as u64 && range.length > 0)
+                .filter(|&e| e <= whole as u64 && range.length > 0)
                 .ok_or(Fail::new("hidden range out of bounds or empty"))?;
             if range.start < end_of_previous {
                 return Err(Fail::new("hidden ranges overlap or are unsorted"));
             }
+            spans.push((end_of_previous as usize, range.start as usize));
             end_of_previous = end;
         }
-        // Only the revealed keystream is signed (its SHA-256) and carried in the bundle; the client cuts the
-        // same bytes from its copy. The whole keystream is zeroized here, when dropped.
-        let revealed = crate::verify::revealed_bytes(keystream.expose_secret(), hidden)
-            .map_err(|e| Fail::new(format!("hidden ranges: {e}")))?;
+        spans.push((end_of_previous as usize, whole));
+        // Only the revealed keystream is signed (its SHA-256) and carried in the bundle; it is made again
+        // here, record piece by record piece, from the keys TEE_K still holds.
+        let mut revealed = Vec::with_capacity(whole - hidden_total(hidden));
+        let mut records = self.delivered.iter().peekable();
+        for (start, end) in spans.into_iter().filter(|(s, e)| s < e) {
+            while let Some(record) = records.peek() {
+                let record_end = record.start + record.len;
+                if record_end <= start {
+                    records.next();
+                    continue;
+                }
+                if record.start >= end {
+                    break;
+                }
+                let (from, to) = (start.max(record.start), end.min(record_end));
+                let keystream = reader
+                    .keystream_at(
+                        record.seq,
+                        record.explicit.as_ref(),
+                        (from - record.start) as u64,
+                        to - from,
+                    )
+                    .map_err(|e| Fail(format!("revealed keystream: {e}")))?;
+                revealed.extend_from_slice(keystream.expose_secret());
+                if record_end > end {
+                    break;
+                }
+                records.next();
+            }
+        }
         Ok((revealed, hidden.to_vec()))
     }
+}
+
+/// How many bytes the hidden ranges cover (already checked to be in bounds and disjoint).
+fn hidden_total(hidden: &[ResponseRange]) -> usize {
+    hidden.iter().map(|r| r.length as usize).sum()
 }

@@ -355,7 +355,7 @@ impl KSession {
             }
         };
         // Completion, in one place: every record verified, the end proven, the client's spec received.
-        let (revealed_keystream, hidden) = response.finish(&spec.hidden)?;
+        let (revealed_keystream, hidden) = response.finish(&est.reader, &spec.hidden)?;
 
         // 12. finished K→T, t_output_digest T→K, K_OUTPUT signed and sent.
         self.to_t(Body::Finished(Finished {
