@@ -443,6 +443,28 @@ pub fn revealed_sha256<'a>(
     hidden: &[ResponseRange],
 ) -> Result<[u8; 32], VerifyError> {
     use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for_each_revealed(pieces, hidden, |bytes| hasher.update(bytes))?;
+    Ok(hasher.finalize().into())
+}
+
+/// [`revealed_bytes`] of a response held in pieces, without a consolidated copy of the whole.
+pub fn revealed_bytes_of<'a>(
+    pieces: impl IntoIterator<Item = &'a [u8]> + Clone,
+    hidden: &[ResponseRange],
+) -> Result<Vec<u8>, VerifyError> {
+    let mut out = Vec::new();
+    for_each_revealed(pieces, hidden, |bytes| out.extend_from_slice(bytes))?;
+    Ok(out)
+}
+
+/// Calls `f` with every revealed stretch of a response held in `pieces`, in order, after checking the
+/// hidden ranges against the whole.
+fn for_each_revealed<'a>(
+    pieces: impl IntoIterator<Item = &'a [u8]> + Clone,
+    hidden: &[ResponseRange],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), VerifyError> {
     let whole = pieces.clone().into_iter().map(<[u8]>::len).sum();
     hidden_len(hidden, whole)?;
     // The revealed spans: the gaps between hidden ranges, and the tail.
@@ -454,7 +476,6 @@ pub fn revealed_sha256<'a>(
         at = end;
     }
     spans.push((at, whole));
-    let mut hasher = sha2::Sha256::new();
     let mut spans = spans.into_iter().filter(|(s, e)| s < e).peekable();
     let mut offset = 0;
     for piece in pieces {
@@ -464,7 +485,7 @@ pub fn revealed_sha256<'a>(
                 break;
             }
             let (from, to) = (start.max(offset), end.min(piece_end));
-            hasher.update(&piece[from - offset..to - offset]);
+            f(&piece[from - offset..to - offset]);
             if end > piece_end {
                 break;
             }
@@ -472,7 +493,7 @@ pub fn revealed_sha256<'a>(
         }
         offset = piece_end;
     }
-    Ok(hasher.finalize().into())
+    Ok(())
 }
 
 /// The response (`whole` bytes) as a verifier sees it: the revealed bytes decrypted (revealed ciphertext
@@ -553,6 +574,10 @@ mod tests {
             prop_assert_eq!(
                 revealed_sha256(pieces.iter().copied(), &hidden).unwrap(),
                 crate::signing::sha256(&revealed_ciphertext)
+            );
+            prop_assert_eq!(
+                revealed_bytes_of(pieces.iter().copied(), &hidden).unwrap(),
+                revealed_ciphertext
             );
         }
     }

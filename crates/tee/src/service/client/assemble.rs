@@ -1,6 +1,7 @@
 //! The response put together batch by batch as TEE_K's keystreams arrive: plaintext = ciphertext XOR
-//! keystream, record by record, beside the consolidated ciphertext the bundle carries. The keystream is
-//! not kept: it is plaintext XOR ciphertext, and the bundle needs only its revealed bytes.
+//! keystream, record by record, beside the records' ciphertext (slices of what was read, not copied), of
+//! which the bundle carries the revealed bytes. The keystream is not kept: it is plaintext XOR
+//! ciphertext, and the bundle needs only its revealed bytes.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -14,7 +15,8 @@ use super::ClientError;
 pub(super) struct Assembled {
     /// Plaintext: ciphertext XOR keystream.
     pub(super) response: Vec<u8>,
-    pub(super) ciphertext: Vec<u8>,
+    /// The content's ciphertext, record by record.
+    pub(super) ciphertext: Vec<Bytes>,
 }
 
 impl Assembled {
@@ -30,8 +32,6 @@ impl Assembled {
     ) -> Result<(), ClientError> {
         self.response
             .reserve(read.saturating_sub(self.response.len()));
-        self.ciphertext
-            .reserve(read.saturating_sub(self.ciphertext.len()));
         while let Some((seq, ciphertext)) = kept
             .front()
             .is_some_and(|(seq, _)| *seq < end)
@@ -42,11 +42,14 @@ impl Assembled {
                 continue;
             };
             let keystream = keystream.expose_secret();
-            let content = ciphertext.get(..keystream.len()).ok_or_else(|| {
-                ClientError::Protocol("a keystream longer than its record".into())
-            })?;
-            xor_into(&mut self.response, content, keystream);
-            self.ciphertext.extend_from_slice(content);
+            if keystream.len() > ciphertext.len() {
+                return Err(ClientError::Protocol(
+                    "a keystream longer than its record".into(),
+                ));
+            }
+            let content = ciphertext.slice(..keystream.len());
+            xor_into(&mut self.response, &content, keystream);
+            self.ciphertext.push(content);
         }
         Ok(())
     }
@@ -101,7 +104,7 @@ mod tests {
             [[0xf1; 5].as_slice(), &[0x0c; 4]].concat()
         );
         assert_eq!(
-            assembled.ciphertext,
+            assembled.ciphertext.concat(),
             [[1u8; 5].as_slice(), &[3; 4]].concat()
         );
         assembled

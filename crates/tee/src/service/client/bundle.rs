@@ -2,45 +2,37 @@
 //! against the digest its TEE signed before a proof is handed out.
 
 use super::ClientError;
+use bytes::Bytes;
+
 use crate::proto::{KOutput, ResponseRange, SignedMessage, TOutput};
 
 /// The revealed bytes of the response as the bundle carries them: (ciphertext, keystream), the hidden
-/// ranges cut out; the keystream is plaintext XOR ciphertext there. Checked against T_OUTPUT's and
-/// K_OUTPUT's digests: a TEE of another protocol version would otherwise make a proof no verifier
-/// accepts, found out only by the verifier.
+/// ranges cut out; the keystream is plaintext XOR ciphertext there. `ciphertext` is the response's, record
+/// by record. Made while the TEEs sign; [`signed_digests_match`] checks them against the outputs.
 pub(super) fn revealed(
     plaintext: &[u8],
-    ciphertext: &[u8],
+    ciphertext: &[Bytes],
     hidden: &[ResponseRange],
-    k_output: Option<&SignedMessage>,
-    t_output: Option<&SignedMessage>,
 ) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
-    if plaintext.len() != ciphertext.len() {
+    let pieces = ciphertext.iter().map(|b| &b[..]);
+    if plaintext.len() != pieces.clone().map(<[u8]>::len).sum::<usize>() {
         return Err(ClientError::Protocol(
             "the response and its ciphertext differ in length".into(),
         ));
     }
-    let cut = |bytes: &[u8]| {
-        crate::verify::revealed_bytes(bytes, hidden)
-            .map_err(|e| ClientError::Protocol(format!("hidden ranges: {e}")))
-    };
-    let revealed_ciphertext = cut(ciphertext)?;
-    let mut revealed_keystream = cut(plaintext)?;
+    let bad = |e: crate::verify::VerifyError| ClientError::Protocol(format!("hidden ranges: {e}"));
+    let revealed_ciphertext = crate::verify::revealed_bytes_of(pieces, hidden).map_err(bad)?;
+    let mut revealed_keystream = crate::verify::revealed_bytes(plaintext, hidden).map_err(bad)?;
     for (k, c) in revealed_keystream.iter_mut().zip(&revealed_ciphertext) {
         *k ^= c;
     }
-    signed_digests_match(
-        k_output,
-        t_output,
-        &revealed_keystream,
-        &revealed_ciphertext,
-    )?;
     Ok((revealed_ciphertext, revealed_keystream))
 }
 
 /// Checks that K_OUTPUT signed the SHA-256 of `keystream` and T_OUTPUT that of `ciphertext`, the revealed
-/// bytes the bundle carries.
-fn signed_digests_match(
+/// bytes the bundle carries: a TEE of another protocol version would otherwise make a proof no verifier
+/// accepts, found out only by the verifier.
+pub(super) fn signed_digests_match(
     k_output: Option<&SignedMessage>,
     t_output: Option<&SignedMessage>,
     keystream: &[u8],
@@ -146,8 +138,14 @@ mod tests {
             k_output(sha256(&expected_k).to_vec()),
             t_output(sha256(&expected_c).to_vec()),
         );
-        let got = revealed(plaintext, &ciphertext, &hidden, Some(&k), Some(&t)).unwrap();
+        let pieces = [
+            Bytes::copy_from_slice(&ciphertext[..5]),
+            Bytes::new(),
+            Bytes::copy_from_slice(&ciphertext[5..]),
+        ];
+        let got = revealed(plaintext, &pieces, &hidden).unwrap();
+        assert!(signed_digests_match(Some(&k), Some(&t), &got.1, &got.0).is_ok());
         assert_eq!(got, (expected_c, expected_k));
-        assert!(revealed(plaintext, &ciphertext[1..], &hidden, Some(&k), Some(&t)).is_err());
+        assert!(revealed(plaintext, &pieces[1..], &hidden).is_err());
     }
 }

@@ -505,6 +505,11 @@ async fn run(
             }),
         )
         .await?;
+    // While the TEEs sign: what the verifier will show, and the revealed bytes the bundle carries.
+    let revealed = view(&response, &hidden);
+    let (revealed_ciphertext, revealed_keystream) =
+        bundle::revealed(&response, &response_ciphertext, &hidden)?;
+    drop(response_ciphertext);
 
     // 12. T_OUTPUT from TEE_T, K_OUTPUT from TEE_K.
     let (mut k_output, mut t_output): (Option<SignedMessage>, Option<SignedMessage>) = (None, None);
@@ -523,15 +528,12 @@ async fn run(
     }
     stages.mark("signed_outputs");
     tracing::debug!(response_bytes = total, stages = %stages, "proof timings");
-    let revealed = view(&response, &hidden);
-    let (revealed_ciphertext, revealed_keystream) = bundle::revealed(
-        &response,
-        &response_ciphertext,
-        &hidden,
+    bundle::signed_digests_match(
         k_output.as_ref(),
         t_output.as_ref(),
+        &revealed_keystream,
+        &revealed_ciphertext,
     )?;
-    drop(response_ciphertext);
     let proved = Proved {
         bundle: Bundle {
             k_output,
