@@ -290,8 +290,9 @@ async fn run(
             }),
         )
         .await?;
-    // 3. The TCP connection, opened while TEE_K answers (it needs nothing from TEE_K); tcp_ready follows
-    // connection_ready, as the protocol orders them.
+    // 3. The TCP connection, opened while TEE_K answers (it needs nothing from TEE_K), and tcp_ready sent
+    // as soon as it is up: TEE_K reads its messages in order, so tcp_ready waits in its inbox behind
+    // request_connection, and its ClientHello follows connection_ready without another round trip.
     let connect = async {
         match request.connect_to {
             Some(addr) => TcpStream::connect(addr).await,
@@ -299,12 +300,19 @@ async fn run(
         }
     };
     tokio::pin!(connect);
-    let mut connected = None;
+    let website_connect = |e: std::io::Error| ClientError::Website(format!("connect: {e}"));
+    let mut connected: Option<std::io::Result<TcpStream>> = None;
     // TEE_K's answer decides: a refusal returns at once, without waiting for the connection.
     let ready = loop {
         tokio::select! {
             ready = peers.expect(Side::K, "connection_ready") => break ready?,
-            tcp = &mut connect, if connected.is_none() => connected = Some(tcp),
+            tcp = &mut connect, if connected.is_none() => {
+                if let Ok(tcp) = &tcp {
+                    let _ = tcp.set_nodelay(true);
+                    peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
+                }
+                connected = Some(tcp);
+            }
         }
     };
     match ready {
@@ -312,13 +320,15 @@ async fn run(
         other => return Err(unexpected(Side::K, &other, "connection_ready")),
     }
     stages.mark("connection_ready");
-    let tcp = match connected {
-        Some(tcp) => tcp,
-        None => connect.await,
+    let mut tcp = match connected {
+        Some(tcp) => tcp.map_err(website_connect)?,
+        None => {
+            let tcp = connect.await.map_err(website_connect)?;
+            let _ = tcp.set_nodelay(true);
+            peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
+            tcp
+        }
     };
-    let mut tcp = tcp.map_err(|e| ClientError::Website(format!("connect: {e}")))?;
-    let _ = tcp.set_nodelay(true);
-    peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
     stages.mark("tcp_connected");
 
     // 4-5. Relay: TEE_K's bytes to the server, each whole server record to TEE_K, until handshake_complete
