@@ -388,7 +388,8 @@ impl TeeKReader {
     /// The keystream of `len` bytes at `offset` into the ciphertext of response record `seq` (TLS 1.2
     /// AES-GCM: with the record's explicit nonce), under the current keys: what [`Self::next_record_secrets`]
     /// gave for that record, made again. TEE_K uses it for the revealed bytes at the end of a session
-    /// rather than keeping every keystream it handed out. (Records after a KeyUpdate are not covered.)
+    /// rather than keeping every keystream it handed out. The keys are the current generation's: after a
+    /// KeyUpdate, records from before it are not covered.
     pub fn keystream_at(
         &self,
         seq: u64,

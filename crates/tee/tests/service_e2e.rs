@@ -311,3 +311,77 @@ async fn a_hidden_query_parameter_reaches_the_site_and_stays_hidden() {
     ));
     wait_empty(&tees).await;
 }
+
+/// A response in several TLS records, the revealed member and the hidden balance each cut by a record
+/// boundary, in every suite: TEE_T's digest over the records' pieces, TEE_K's keystream made again piece
+/// by piece (TLS 1.2 explicit nonces included), and the client's cut all meet the verifier's.
+#[tokio::test]
+async fn a_response_in_many_records_is_revealed_across_their_boundaries() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let ecdsa = Site::start(&pki.ecdsa);
+    let rsa = Site::start(&pki.rsa);
+    for (i, suite) in CipherSuite::ALL.into_iter().enumerate() {
+        let site = if suite.needs_rsa_certificate() {
+            &rsa
+        } else {
+            &ecdsa
+        };
+        let account = format!("{:04}", 2000 + i);
+        let proved = prove(
+            &request(site, "/pieces", &account).force_suite(suite),
+            &tees.k_end,
+            &tees.t_end,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{suite}: {e}"));
+        let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+        config.nonce = Some(b"nonce-1".to_vec());
+        let proof =
+            verify_bundle(&proved.bundle, &config).unwrap_or_else(|e| panic!("{suite}: {e}"));
+        assert_eq!(proof.response, proved.revealed, "{suite}");
+        let shown = String::from_utf8(proof.response).unwrap();
+        assert!(shown.contains("\"user\":\"alice\""), "{suite}: {shown}");
+        assert!(!shown.contains(&account), "{suite}: {shown}");
+        assert!(
+            String::from_utf8_lossy(&proved.response).contains(&format!("{account}.00")),
+            "{suite}"
+        );
+        assert_eq!(
+            proved.bundle.response_ciphertext.len(),
+            shown.bytes().filter(|&b| b != b'*').count(),
+            "{suite}: the bundle carries the revealed ciphertext only"
+        );
+        let k = <tessera_tee::proto::KOutput as prost::Message>::decode(
+            proved.bundle.k_output.as_ref().unwrap().body.as_slice(),
+        )
+        .unwrap();
+        let pieces = k.records.iter().filter(|r| r.content_type == 23).count();
+        assert!(pieces >= 5, "{suite}: {pieces} application-data records");
+    }
+    wait_empty(&tees).await;
+}
+
+/// TEE_K refuses `request_connection` (here: a nonce over its limit) while the client's TCP connection
+/// to the site is already up and its early `tcp_ready` is on the way or refused: whichever comes first,
+/// the client reports TEE_K's reason, not a closed channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_reports_the_reason_whatever_the_order() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    for _ in 0..20 {
+        let err = prove(
+            &request(&site, "/balance", "0001").nonce(vec![7; 65]),
+            &tees.k_end,
+            &tees.t_end,
+        )
+        .await
+        .expect_err("a nonce over the limit is refused");
+        assert!(
+            matches!(&err, ClientError::Rejected("TEE_K", reason) if reason.contains("nonce longer")),
+            "{err}"
+        );
+    }
+    wait_empty(&tees).await;
+}

@@ -21,11 +21,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most sessions at once (default 1,000).
     pub max_sessions: usize,
-    /// Largest response, in ciphertext bytes over all records (default 64 MiB).
+    /// Largest response, in ciphertext bytes over all records plus [`RECORD_CHARGE`] per record (default
+    /// 64 MiB): what each TEE holds for a session stays bounded however small the records are.
     pub max_response: usize,
     /// Most server records relayed during the handshake (default 64).
     pub max_handshake_records: usize,
 }
+
+/// What each response record counts against [`Limits::max_response`] beyond its ciphertext: its header,
+/// tag and bookkeeping, which each TEE holds until the session ends (TLS 1.2 allows empty records).
+pub const RECORD_CHARGE: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -14,7 +14,9 @@ use tessera_tee::service::{
 use tessera_tee::signing::Signer;
 
 /// A local HTTPS site (rustls, one thread per connection): `/balance` answers with the balance of the
-/// account named by the cookie, `/chunked` the same in chunked encoding. It records every request it saw.
+/// account named by the cookie, `/chunked` the same in chunked encoding, `/pieces` the same as `/balance`
+/// in several TLS records (cut inside the user's name and inside the balance). It records every request
+/// it saw.
 pub struct Site {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<String>>>,
@@ -77,8 +79,22 @@ impl Site {
                         )
                     };
                     let truncate = request.starts_with("GET /truncate ");
+                    // Where the response is cut into records: one piece, or (`/pieces`) after the
+                    // headers, inside "alice", a 1-byte record, and inside the balance.
+                    let mut cuts = Vec::new();
+                    if request.starts_with("GET /pieces ") {
+                        let at = |needle: &str| response.find(needle).unwrap();
+                        let alice = at("alice") + 2;
+                        let balance = at("\"balance\":\"") + 12;
+                        cuts = vec![at("\r\n\r\n") + 4, alice, alice + 1, balance];
+                    }
                     log.lock().unwrap().push(request);
-                    let _ = tls.write_all(response.as_bytes());
+                    let mut from = 0;
+                    for cut in cuts.into_iter().chain([response.len()]) {
+                        let _ = tls.write_all(&response.as_bytes()[from..cut]);
+                        let _ = tls.flush();
+                        from = cut;
+                    }
                     if truncate {
                         // TCP closes without close_notify: the end of the response cannot be proven.
                         let _ = tls.flush();

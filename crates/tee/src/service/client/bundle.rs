@@ -35,6 +35,7 @@ pub(super) fn revealed(
 pub(super) fn signed_digests_match(
     k_output: Option<&SignedMessage>,
     t_output: Option<&SignedMessage>,
+    hidden: &[ResponseRange],
     keystream: &[u8],
     ciphertext: &[u8],
 ) -> Result<(), ClientError> {
@@ -43,6 +44,11 @@ pub(super) fn signed_digests_match(
     let k = k_output
         .and_then(|m| KOutput::decode(m.body.as_slice()).ok())
         .ok_or_else(|| bad("K_OUTPUT does not decode"))?;
+    if k.response_ranges != hidden {
+        return Err(bad(
+            "TEE_K signed other hidden ranges than the client asked for",
+        ));
+    }
     if k.response_keystream_sha256 != crate::signing::sha256(keystream) {
         return Err(bad("TEE_K signed another keystream than the revealed one"));
     }
@@ -63,10 +69,15 @@ mod tests {
     use prost::Message as _;
 
     fn k_output(keystream_sha256: Vec<u8>) -> SignedMessage {
+        k_output_hiding(keystream_sha256, Vec::new())
+    }
+
+    fn k_output_hiding(keystream_sha256: Vec<u8>, hidden: Vec<ResponseRange>) -> SignedMessage {
         SignedMessage {
             body_type: BodyType::KOutput as i32,
             body: KOutput {
                 response_keystream_sha256: keystream_sha256,
+                response_ranges: hidden,
                 ..Default::default()
             }
             .encode_to_vec(),
@@ -92,7 +103,7 @@ mod tests {
         let k = k_output(sha256(keystream).to_vec());
         let t = t_output(sha256(ciphertext).to_vec());
         let check = |k: Option<&SignedMessage>, t: Option<&SignedMessage>| {
-            signed_digests_match(k, t, keystream, ciphertext)
+            signed_digests_match(k, t, &[], keystream, ciphertext)
         };
         assert!(check(Some(&k), Some(&t)).is_ok());
         // What an older TEE_K signs: the whole keystream, zero at hidden positions.
@@ -135,7 +146,7 @@ mod tests {
         let expected_c = crate::verify::revealed_bytes(&ciphertext, &hidden).unwrap();
         assert_eq!(expected_c.len(), plaintext.len() - 9);
         let (k, t) = (
-            k_output(sha256(&expected_k).to_vec()),
+            k_output_hiding(sha256(&expected_k).to_vec(), hidden.to_vec()),
             t_output(sha256(&expected_c).to_vec()),
         );
         let pieces = [
@@ -144,7 +155,14 @@ mod tests {
             Bytes::copy_from_slice(&ciphertext[5..]),
         ];
         let got = revealed(plaintext, &pieces, &hidden).unwrap();
-        assert!(signed_digests_match(Some(&k), Some(&t), &got.1, &got.0).is_ok());
+        assert!(signed_digests_match(Some(&k), Some(&t), &hidden, &got.1, &got.0).is_ok());
+        // Outputs signed over other hidden ranges: caught too.
+        let other = [ResponseRange {
+            start: at + 1,
+            length: 8,
+        }];
+        let err = signed_digests_match(Some(&k), Some(&t), &other, &got.1, &got.0).unwrap_err();
+        assert!(err.to_string().contains("other hidden ranges"), "{err}");
         assert_eq!(got, (expected_c, expected_k));
         assert!(revealed(plaintext, &pieces[1..], &hidden).is_err());
     }

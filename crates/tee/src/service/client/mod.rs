@@ -302,6 +302,8 @@ async fn run(
     tokio::pin!(connect);
     let website_connect = |e: std::io::Error| ClientError::Website(format!("connect: {e}"));
     let mut connected: Option<std::io::Result<TcpStream>> = None;
+    // A failed early tcp_ready (TEE_K refused and closed) waits: TEE_K's reason says more.
+    let mut early_send = Ok(());
     // TEE_K's answer decides: a refusal returns at once, without waiting for the connection.
     let ready = loop {
         tokio::select! {
@@ -309,7 +311,7 @@ async fn run(
             tcp = &mut connect, if connected.is_none() => {
                 if let Ok(tcp) = &tcp {
                     let _ = tcp.set_nodelay(true);
-                    peers.send(Side::K, Body::TcpReady(TcpReady {})).await?;
+                    early_send = peers.send(Side::K, Body::TcpReady(TcpReady {})).await;
                 }
                 connected = Some(tcp);
             }
@@ -319,6 +321,7 @@ async fn run(
         Body::ConnectionReady(_) => {}
         other => return Err(unexpected(Side::K, &other, "connection_ready")),
     }
+    early_send?;
     stages.mark("connection_ready");
     let mut tcp = match connected {
         Some(tcp) => tcp.map_err(website_connect)?,
@@ -541,6 +544,7 @@ async fn run(
     bundle::signed_digests_match(
         k_output.as_ref(),
         t_output.as_ref(),
+        &hidden,
         &revealed_keystream,
         &revealed_ciphertext,
     )?;

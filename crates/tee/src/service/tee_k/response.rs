@@ -43,6 +43,8 @@ pub(super) struct Response {
     /// The application data's length so far.
     content_len: usize,
     pub(super) total: usize,
+    /// Ciphertext plus [`crate::service::common::RECORD_CHARGE`] per record, against `max_response`.
+    charged: usize,
     closed: bool,
 }
 
@@ -55,6 +57,7 @@ impl Response {
             delivered: Vec::new(),
             content_len: 0,
             total: 0,
+            charged: 0,
             closed: false,
         }
     }
@@ -96,7 +99,10 @@ impl Response {
                 return Err(Fail::new("empty TLS 1.3 record"));
             }
             self.total = self.total.saturating_add(ciphertext_len);
-            if self.total > limits.max_response {
+            self.charged = self
+                .charged
+                .saturating_add(ciphertext_len + crate::service::common::RECORD_CHARGE);
+            if self.charged > limits.max_response {
                 return Err(Fail::new("response larger than the limit"));
             }
             let explicit: Option<[u8; EXPLICIT_NONCE_LEN]> = if version == TlsVersion::Tls12 && gcm
@@ -189,12 +195,14 @@ impl Response {
                     if record.keystream.len() < length {
                         return Err(Fail::new("keystream shorter than its record"));
                     }
-                    self.delivered.push(Delivered {
-                        seq: record.seq,
-                        explicit: record.explicit,
-                        start: self.content_len,
-                        len: length,
-                    });
+                    if length > 0 {
+                        self.delivered.push(Delivered {
+                            seq: record.seq,
+                            explicit: record.explicit,
+                            start: self.content_len,
+                            len: length,
+                        });
+                    }
                     self.content_len += length;
                     // Moved, not copied: `send` zeroizes it once encoded.
                     streams.streams.push(DecryptionStream {
@@ -217,13 +225,9 @@ impl Response {
     }
 
     /// Completion: nothing outstanding, the end proven by close_notify, the hidden ranges valid. Returns the
-    /// keystream of the revealed bytes (the hidden ranges cut out), made again with `reader`'s keys, and the
-    /// ranges.
-    pub(super) fn finish(
-        &mut self,
-        reader: &TeeKReader,
-        hidden: &[ResponseRange],
-    ) -> Result<(Vec<u8>, Vec<ResponseRange>), Fail> {
+    /// revealed spans of the response (the gaps between the hidden ranges, and the tail), for
+    /// [`Response::revealed_keystream`].
+    pub(super) fn finish(&mut self, hidden: &[ResponseRange]) -> Result<RevealedSpans, Fail> {
         if !self.outstanding.is_empty() {
             return Err(Fail::new(
                 "response_redaction_spec before every record was verified",
@@ -253,11 +257,21 @@ impl Response {
             end_of_previous = end;
         }
         spans.push((end_of_previous as usize, whole));
-        // Only the revealed keystream is signed (its SHA-256) and carried in the bundle; it is made again
-        // here, record piece by record piece, from the keys TEE_K still holds.
-        let mut revealed = Vec::with_capacity(whole - hidden_total(hidden));
+        spans.retain(|(s, e)| s < e);
+        Ok(RevealedSpans(spans))
+    }
+
+    /// The keystream of the revealed bytes, made again record piece by record piece from the keys TEE_K
+    /// still holds (the service never follows a KeyUpdate, so every response record is under `reader`'s
+    /// keys). Only it is signed (its SHA-256) and carried in the bundle.
+    pub(super) fn revealed_keystream(
+        &self,
+        reader: &TeeKReader,
+        spans: &RevealedSpans,
+    ) -> Result<Vec<u8>, Fail> {
+        let mut revealed = Vec::with_capacity(spans.0.iter().map(|(s, e)| e - s).sum());
         let mut records = self.delivered.iter().peekable();
-        for (start, end) in spans.into_iter().filter(|(s, e)| s < e) {
+        for &(start, end) in &spans.0 {
             while let Some(record) = records.peek() {
                 let record_end = record.start + record.len;
                 if record_end <= start {
@@ -283,11 +297,9 @@ impl Response {
                 records.next();
             }
         }
-        Ok((revealed, hidden.to_vec()))
+        Ok(revealed)
     }
 }
 
-/// How many bytes the hidden ranges cover (already checked to be in bounds and disjoint).
-fn hidden_total(hidden: &[ResponseRange]) -> usize {
-    hidden.iter().map(|r| r.length as usize).sum()
-}
+/// The revealed stretches of the response, `(start, end)`, sorted, non-empty, in bounds.
+pub(super) struct RevealedSpans(Vec<(usize, usize)>);

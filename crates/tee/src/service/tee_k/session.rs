@@ -355,7 +355,8 @@ impl KSession {
             }
         };
         // Completion, in one place: every record verified, the end proven, the client's spec received.
-        let (revealed_keystream, hidden) = response.finish(&est.reader, &spec.hidden)?;
+        let spans = response.finish(&spec.hidden)?;
+        let hidden = spec.hidden;
 
         // 12. finished K→T, t_output_digest T→K, K_OUTPUT signed and sent.
         self.to_t(Body::Finished(Finished {
@@ -363,7 +364,8 @@ impl KSession {
             response_ranges: hidden.clone(),
         }))
         .await?;
-        // Hashed while TEE_T signs its own output: only what the proof reveals.
+        // Made and hashed while TEE_T signs its own output: only what the proof reveals.
+        let revealed_keystream = response.revealed_keystream(&est.reader, &spans)?;
         let keystream_sha256 = crate::signing::sha256(&revealed_keystream).to_vec();
         drop(revealed_keystream);
         let digest = expect!(self.recv_t().await?, TOutputDigest, "t_output_digest").digest;

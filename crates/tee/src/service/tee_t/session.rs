@@ -64,6 +64,7 @@ pub(super) async fn start(inner: Arc<Inner>, sid: WireSessionId, k_tx: ChannelWr
         records: Vec::new(),
         app_data: Vec::new(),
         total: 0,
+        charged: 0,
     };
     // The task echoes session_created first: TEE_K waits for it before telling the client session_ready.
     let _ = session.spawn(run(state, guard, inbox, route));
@@ -87,9 +88,11 @@ struct TSession {
     records: Vec<RecordInfo>,
     /// The verified application data's ciphertext, record by record (slices of the received batches, no
     /// copies): at `finished`, T_OUTPUT signs the SHA-256 of its revealed bytes, the hidden ranges cut out.
-    /// Bounded by `Limits::max_response`.
+    /// Bounded by `Limits::max_response`, which charges every record its framing too.
     app_data: Vec<bytes::Bytes>,
     total: usize,
+    /// Ciphertext plus [`crate::service::common::RECORD_CHARGE`] per record, against `max_response`.
+    charged: usize,
 }
 
 async fn run(
@@ -302,7 +305,10 @@ impl TSession {
                 return Err(Fail::new("record parts disagree with its header"));
             }
             self.total = self.total.saturating_add(record.ciphertext.len());
-            if self.total > self.inner.limits.max_response {
+            self.charged = self
+                .charged
+                .saturating_add(record.ciphertext.len() + crate::service::common::RECORD_CHARGE);
+            if self.charged > self.inner.limits.max_response {
                 return Err(Fail::new("response larger than the limit"));
             }
         }
@@ -404,7 +410,10 @@ impl TSession {
             };
             let length = ct.len() - usize::from(tls13);
             match content_type {
-                ContentType::ApplicationData => self.app_data.push(ct.slice(..length)),
+                ContentType::ApplicationData if length > 0 => {
+                    self.app_data.push(ct.slice(..length));
+                }
+                ContentType::ApplicationData => {}
                 ContentType::Alert => self.closed = true,
                 ContentType::Handshake if tls13 => {}
                 _ => return Err(Fail::new("unexpected record type after the handshake")),
