@@ -7,10 +7,41 @@ mod common;
 mod service_common;
 
 use common::{HOSTNAME, TestPki};
-use service_common::{Site, request, start_tees, wait_empty};
+use service_common::{Site, Tees, request, start_tees, wait_empty};
 use tessera_tee::CipherSuite;
-use tessera_tee::service::{ClientError, ProveRequest, Prover, TeeEndpoint, prove};
-use tessera_tee::verify::{VerifierConfig, verify_bundle};
+use tessera_tee::service::{ClientError, ProveRequest, Proved, Prover, TeeEndpoint, prove};
+use tessera_tee::verify::{VerifiedProof, VerifierConfig, verify_bundle};
+
+/// The site with the certificate `suite` needs.
+fn site_for<'a>(suite: CipherSuite, ecdsa: &'a Site, rsa: &'a Site) -> &'a Site {
+    if suite.needs_rsa_certificate() {
+        rsa
+    } else {
+        ecdsa
+    }
+}
+
+/// A proof of `path` for `account` in `suite`, what the verifier (the TEEs' pinned signers, the request's
+/// nonce) makes of it, and that verifier's configuration.
+async fn prove_verified(
+    tees: &Tees,
+    site: &Site,
+    path: &str,
+    account: &str,
+    suite: CipherSuite,
+) -> (Proved, VerifiedProof, VerifierConfig) {
+    let proved = prove(
+        &request(site, path, account).force_suite(suite),
+        &tees.k_end,
+        &tees.t_end,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{suite}: {e}"));
+    let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
+    config.nonce = Some(b"nonce-1".to_vec());
+    let proof = verify_bundle(&proved.bundle, &config).unwrap_or_else(|e| panic!("{suite}: {e}"));
+    (proved, proof, config)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proves_a_page_with_hidden_cookie_proof_header_and_revealed_member() {
@@ -19,20 +50,10 @@ async fn proves_a_page_with_hidden_cookie_proof_header_and_revealed_member() {
     let ecdsa = Site::start(&pki.ecdsa);
     let rsa = Site::start(&pki.rsa);
     for (i, suite) in CipherSuite::ALL.into_iter().enumerate() {
-        let site = if suite.needs_rsa_certificate() {
-            &rsa
-        } else {
-            &ecdsa
-        };
+        let site = site_for(suite, &ecdsa, &rsa);
         let account = format!("{:04}", 1000 + i);
         let path = if i % 2 == 0 { "/balance" } else { "/chunked" };
-        let proved = prove(
-            &request(site, path, &account).force_suite(suite),
-            &tees.k_end,
-            &tees.t_end,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{suite}: {e}"));
+        let (proved, proof, config) = prove_verified(&tees, site, path, &account, suite).await;
         assert_eq!(proved.suite, suite);
         let plain = String::from_utf8(proved.response.clone()).unwrap();
         assert!(plain.contains(&format!("{account}.00")), "{suite}: {plain}");
@@ -44,11 +65,6 @@ async fn proves_a_page_with_hidden_cookie_proof_header_and_revealed_member() {
                 .any(|r| r.contains(&format!("Cookie: session=s3cr3t-{account}\r\n"))),
             "the site must see the real cookie"
         );
-
-        let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
-        config.nonce = Some(b"nonce-1".to_vec());
-        let proof =
-            verify_bundle(&proved.bundle, &config).unwrap_or_else(|e| panic!("{suite}: {e}"));
         let shown = String::from_utf8(proof.response.clone()).unwrap();
         assert_eq!(proof.response, proved.revealed, "{suite}");
         assert!(
@@ -322,23 +338,9 @@ async fn a_response_in_many_records_is_revealed_across_their_boundaries() {
     let ecdsa = Site::start(&pki.ecdsa);
     let rsa = Site::start(&pki.rsa);
     for (i, suite) in CipherSuite::ALL.into_iter().enumerate() {
-        let site = if suite.needs_rsa_certificate() {
-            &rsa
-        } else {
-            &ecdsa
-        };
+        let site = site_for(suite, &ecdsa, &rsa);
         let account = format!("{:04}", 2000 + i);
-        let proved = prove(
-            &request(site, "/pieces", &account).force_suite(suite),
-            &tees.k_end,
-            &tees.t_end,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{suite}: {e}"));
-        let mut config = VerifierConfig::new(tees.k.signer_address(), tees.t.signer_address());
-        config.nonce = Some(b"nonce-1".to_vec());
-        let proof =
-            verify_bundle(&proved.bundle, &config).unwrap_or_else(|e| panic!("{suite}: {e}"));
+        let (proved, proof, _) = prove_verified(&tees, site, "/pieces", &account, suite).await;
         assert_eq!(proof.response, proved.revealed, "{suite}");
         let shown = String::from_utf8(proof.response).unwrap();
         assert!(shown.contains("\"user\":\"alice\""), "{suite}: {shown}");
