@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, PublicKey, Server, serve};
 use tessera_relay::client::RelayClient;
-use tessera_relay::protocol::{Envelope, MessageRef};
+use tessera_relay::client::new_message_id;
+use tessera_relay::protocol::Envelope;
 use tessera_relay::server::{Relay, RelayConfig};
 use tessera_relay::store::SqliteStore;
 use tessera_session::{Registry, RegistryConfig};
@@ -356,10 +357,7 @@ async fn relay_run(
                 {
                     latencies.push(now_micros(origin).saturating_sub(stamp));
                 }
-                batch.push(MessageRef {
-                    from_device: delivery.from_device,
-                    message_id: delivery.message_id,
-                });
+                batch.push(delivery.reference());
                 if batch.len() >= 64 && client.ack(std::mem::take(&mut batch)).await.is_err() {
                     break;
                 }
@@ -387,7 +385,6 @@ async fn relay_run(
             }
         };
         sending.push(tokio::spawn(async move {
-            let mut n = 0u64;
             let mut acked = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let stamp = now_micros(origin);
@@ -397,12 +394,11 @@ async fn relay_run(
                     device: to_device.clone(),
                     ciphertext,
                 };
-                let id = format!("{index}-{n}");
+                let id = new_message_id();
                 if client.send(&id, &to, vec![envelope]).await.is_err() {
                     break;
                 }
                 acked.push(now_micros(origin).saturating_sub(stamp));
-                n += 1;
                 sent_total.fetch_add(1, Ordering::Relaxed);
             }
             client.close().await;

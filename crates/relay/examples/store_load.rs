@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use tessera_relay::client::new_message_id;
 use tessera_relay::protocol::{Envelope, MessageRef};
 use tessera_relay::store::{Admission, Registration, SqliteStore, Store};
 
@@ -71,17 +72,20 @@ async fn run(senders: usize, duration: Duration) -> Result<(), Error> {
             let mut unacked = Vec::new();
             let mut sent = 0u64;
             while Instant::now() < stop {
-                let message_id = format!("m{sent}");
+                // Ids as the client library makes them (time first).
+                let message_id = new_message_id();
                 let envelopes = [Envelope {
                     device: receiver.clone(),
                     ciphertext: ciphertext.clone(),
                 }];
-                store.enqueue(&sender, &message_id, &to, &envelopes).await?;
+                let stored = store.enqueue(&sender, &message_id, &to, &envelopes).await?;
                 sent += 1;
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let seq = stored.copies().first().map_or(0, |(_, seq)| *seq);
                 unacked.push(MessageRef {
                     from_device: sender.clone(),
                     message_id,
+                    seq,
                 });
                 if unacked.len() == 64 {
                     store.ack(&receiver, &std::mem::take(&mut unacked)).await?;

@@ -41,6 +41,8 @@ pub struct ChatMessage {
     pub from_device: DeviceId,
     /// The sender's message id.
     pub message_id: String,
+    /// This device's sequence number of the message (what its acknowledgment names).
+    pub seq: u64,
     /// The plaintext.
     pub body: Vec<u8>,
 }
@@ -131,9 +133,10 @@ impl ChatDevice {
         Ok(self.bundles.get(user).cloned().unwrap_or_default())
     }
 
-    /// Sends `text` to `to` end to end under a new random message id; returns the id.
+    /// Sends `text` to `to` end to end under a new message id ([`crate::client::new_message_id`]);
+    /// returns the id.
     pub async fn send_text(&mut self, to: &str, text: &str) -> Result<String, ChatError> {
-        let message_id = format!("{:032x}", rand::random::<u128>());
+        let message_id = crate::client::new_message_id();
         self.send_text_as(to, text, &message_id).await?;
         Ok(message_id)
     }
@@ -201,6 +204,7 @@ impl ChatDevice {
                         from_user: delivery.from_user,
                         from_device: delivery.from_device,
                         message_id: delivery.message_id,
+                        seq: delivery.seq,
                         body,
                     });
                 }
@@ -214,6 +218,7 @@ impl ChatDevice {
         let reference = MessageRef {
             from_device: message.from_device.clone(),
             message_id: message.message_id.clone(),
+            seq: message.seq,
         };
         self.client.ack(vec![reference]).await?;
         Ok(())

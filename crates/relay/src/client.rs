@@ -39,6 +39,18 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+/// A new message id: 12 hex digits of the Unix time in milliseconds, then 20 random hex digits (80
+/// bits). Any string unique per sending device works as a message id; starting with the time lets the
+/// relay's idempotency records (keyed by message id, then sender) grow at their end instead of landing on
+/// a page of their own per send.
+pub fn new_message_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = rand::random::<u128>() & ((1u128 << 80) - 1);
+    format!("{:012x}{random:020x}", millis & 0xffff_ffff_ffff)
+}
+
 /// A message the relay delivered to this device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -60,6 +72,7 @@ impl Delivery {
         MessageRef {
             from_device: self.from_device.clone(),
             message_id: self.message_id.clone(),
+            seq: self.seq,
         }
     }
 }

@@ -71,6 +71,7 @@ async fn oversized_fields_are_refused_and_an_oversized_frame_closes() {
         MessageRef {
             from_device: "d".into(),
             message_id: "m".into(),
+            seq: 1,
         };
         1001
     ];

@@ -29,10 +29,11 @@ fn key(id: &str) -> PreKey {
     }
 }
 
-fn acked(from: &str, id: &str) -> MessageRef {
+fn acked(from: &str, id: &str, seq: u64) -> MessageRef {
     MessageRef {
         from_device: from.into(),
         message_id: id.into(),
+        seq,
     }
 }
 
@@ -195,13 +196,17 @@ async fn sequences_idempotence_and_ack() {
 
     assert_eq!(
         store
-            .ack("b1", &[acked("a1", "m1"), acked("a1", "m1")])
+            .ack("b1", &[acked("a1", "m1", 1), acked("a1", "m1", 1)])
             .await
             .expect("ack"),
         1
     );
+    // A stored sequence number under another message id, or another sender, deletes nothing.
     assert_eq!(
-        store.ack("b1", &[acked("a1", "nope")]).await.expect("ack"),
+        store
+            .ack("b1", &[acked("a1", "nope", 2), acked("a2", "m2", 2)])
+            .await
+            .expect("ack"),
         0
     );
     let left = store.pending("b1", 0, 10).await.expect("pending");
@@ -255,7 +260,7 @@ async fn state_survives_reopening() {
                 .expect("enqueue");
         }
         store
-            .ack("b1", &[acked("a1", "m1"), acked("a1", "m2")])
+            .ack("b1", &[acked("a1", "m1", 1), acked("a1", "m2", 2)])
             .await
             .expect("ack");
         store.close().await;
@@ -583,7 +588,7 @@ async fn a_device_queue_is_bounded_and_acks_make_room() {
         "{both:?}"
     );
     assert!(store.pending("a2", 0, 10).await.expect("a2").is_empty());
-    store.ack("b1", &[acked("a1", "q0")]).await.expect("ack");
+    store.ack("b1", &[acked("a1", "q0", 1)]).await.expect("ack");
     let stored = store
         .enqueue("a1", "q3", "bob", &[env("b1", "c")])
         .await
@@ -633,7 +638,7 @@ async fn sends_in_one_group_commit_see_each_other() {
 
     // One device twice in a send: refused, nothing stored, the id not spent.
     store
-        .ack("b1", &[acked("a1", &queued[0].message_id)])
+        .ack("b1", &[acked("a1", &queued[0].message_id, queued[0].seq)])
         .await
         .expect("ack");
     let twice = store
@@ -685,7 +690,7 @@ async fn a_failed_group_commit_stores_nothing_and_the_writer_goes_on() {
                 .await
         }
     });
-    let refs = [acked("a1", "before")];
+    let refs = [acked("a1", "before", 1)];
     let ack = store.ack("b1", &refs);
     let (results, acked_result) = tokio::join!(futures_util::future::join_all(sends), ack);
     for result in &results {
@@ -712,7 +717,7 @@ async fn a_failed_group_commit_stores_nothing_and_the_writer_goes_on() {
     assert_eq!(retried.copies(), [("b1".to_owned(), 2)]);
     assert_eq!(
         store
-            .ack("b1", &[acked("a1", "before")])
+            .ack("b1", &[acked("a1", "before", 1)])
             .await
             .expect("ack"),
         1
@@ -732,8 +737,10 @@ async fn a_huge_ack_does_not_fail_the_batch_it_shares() {
         .expect("h0");
     // 20,000 references (40,001 bound values: more than SQLite takes in one statement), through the
     // store directly (the relay allows 1,000 per ack), in the same batch as a send.
-    let mut refs: Vec<MessageRef> = (0..20_000).map(|i| acked("a1", &format!("x{i}"))).collect();
-    refs.push(acked("a1", "h0"));
+    let mut refs: Vec<MessageRef> = (0..20_000)
+        .map(|i| acked("a1", &format!("x{i}"), 1_000 + i))
+        .collect();
+    refs.push(acked("a1", "h0", 1));
     let envelopes = [env("b1", "c")];
     let (acked_count, sent) = tokio::join!(
         store.ack("b1", &refs),
@@ -758,8 +765,8 @@ async fn the_same_messages_acked_twice_at_once_count_once() {
             .await
             .expect("room");
     }
-    let refs = [acked("a1", "m0"), acked("a1", "m1")];
-    let overlapping = [acked("a1", "m1"), acked("a1", "m2")];
+    let refs = [acked("a1", "m0", 1), acked("a1", "m1", 2)];
+    let overlapping = [acked("a1", "m1", 2), acked("a1", "m2", 3)];
     let (first, second) = tokio::join!(store.ack("b1", &refs), store.ack("b1", &overlapping));
     let (first, second) = (first.expect("ack"), second.expect("ack"));
     assert_eq!(first + second, 3, "m0, m1 and m2 deleted once each");
@@ -778,4 +785,146 @@ async fn the_same_messages_acked_twice_at_once_count_once() {
         matches!(full, Err(StoreError::QueueFull { .. })),
         "{full:?}"
     );
+}
+
+/// A database written under schema 4 (before the queue layout of migration 5) keeps everything when it
+/// is opened: its queued messages in order under their sequence numbers, each queue's counters, the
+/// idempotency records; new sends continue each device's sequence, acks by sequence number find the old
+/// messages, and a device registered afterwards gets a number of its own.
+#[tokio::test]
+async fn a_schema_4_database_migrates_with_its_queues() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("relay.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("create");
+        sqlx::raw_sql("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .expect("versions");
+        for (index, sql) in tessera_relay::store::sqlite::MIGRATIONS[..4]
+            .iter()
+            .enumerate()
+        {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut conn)
+                .await
+                .expect("old migration");
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(index as i64 + 1)
+                .execute(&mut conn)
+                .await
+                .expect("version");
+        }
+        // Alice sent m1..m5 to bob's b1 (seqs 1..5) and a copy of m5 to her a2; b1 acked 1 and 2.
+        let rows = format!(
+            "INSERT INTO accounts VALUES ('alice', 0), ('bob', 0);
+             INSERT INTO devices (device_id, username, identity_key, signing_key, next_seq,
+                 last_acked_seq, created_at, queued) VALUES
+                 ('a1', 'alice', 'ik-a1', 'sk-a1', 0, 0, 0, 0),
+                 ('b1', 'bob', 'ik-b1', 'sk-b1', 5, 2, 0, 3),
+                 ('a2', 'alice', 'ik-a2', 'sk-a2', 1, 0, 0, 1);
+             INSERT INTO messages VALUES
+                 ('b1', 3, 'a1', 'alice', 'm3', 'c3', {now}),
+                 ('b1', 4, 'a1', 'alice', 'm4', 'c4', {now}),
+                 ('a2', 1, 'a1', 'alice', 'm5', 'copy5', {now}),
+                 ('b1', 5, 'a1', 'alice', 'm5', 'c5', {now});
+             INSERT INTO sent_messages VALUES ('a1', 'm1', {now}), ('a1', 'm2', {now}),
+                 ('a1', 'm3', {now}), ('a1', 'm4', {now}), ('a1', 'm5', {now});"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rows))
+            .execute(&mut conn)
+            .await
+            .expect("rows");
+        conn.close().await.expect("close");
+    }
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        tessera_relay::store::sqlite::MIGRATIONS.len() as i64
+    );
+    let queued: Vec<_> = store
+        .pending("b1", 0, 10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|m| {
+            (
+                m.seq,
+                m.message_id,
+                m.ciphertext,
+                m.from_device,
+                m.from_user,
+            )
+        })
+        .collect();
+    let expected: Vec<_> = [(3, "m3", "c3"), (4, "m4", "c4"), (5, "m5", "c5")]
+        .into_iter()
+        .map(|(seq, id, c)| (seq, id.into(), c.into(), "a1".into(), "alice".into()))
+        .collect();
+    assert_eq!(queued, expected);
+    assert_eq!(
+        store.pending("a2", 0, 10).await.expect("a2")[0].ciphertext,
+        "copy5"
+    );
+    let b1 = store.device("b1").await.expect("device").expect("b1");
+    assert_eq!(b1.last_acked_seq, 2);
+    assert_eq!(
+        store
+            .enqueue("a1", "m4", "bob", &[env("b1", "again")])
+            .await
+            .expect("retry"),
+        Enqueued::Duplicate
+    );
+    let m6 = store
+        .enqueue("a1", "m6", "bob", &[env("b1", "c6"), env("a2", "copy6")])
+        .await
+        .expect("m6");
+    assert_eq!(m6.copies(), [("b1".to_owned(), 6), ("a2".to_owned(), 2)]);
+    assert_eq!(
+        store
+            .ack("b1", &[acked("a1", "m3", 3), acked("a1", "m4", 4)])
+            .await
+            .expect("ack"),
+        2
+    );
+    assert_eq!(
+        store
+            .device("b1")
+            .await
+            .expect("d")
+            .expect("b1")
+            .last_acked_seq,
+        4
+    );
+    store
+        .register_device(&reg("carol", "c1", "ik-c1", "sk-c1"), &Admission::default())
+        .await
+        .expect("c1");
+    let to_carol = store
+        .enqueue("a1", "m7", "carol", &[env("c1", "c7")])
+        .await
+        .expect("m7");
+    assert_eq!(to_carol.copies(), [("c1".to_owned(), 1)]);
+    let left: Vec<u64> = store
+        .pending("b1", 0, 10)
+        .await
+        .expect("left")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(left, [5, 6]);
+    // Removing a device still takes its queue with it.
+    assert!(store.remove_device("b1", "b1").await.expect("remove"));
+    assert!(store.pending("b1", 0, 10).await.expect("gone").is_empty());
 }

@@ -83,6 +83,7 @@ mod tests {
                 messages: vec![MessageRef {
                     from_device: "d".into(),
                     message_id: "m1".into(),
+                    seq: 1,
                 }],
             },
         ];

@@ -105,13 +105,17 @@ pub struct Envelope {
     pub ciphertext: String,
 }
 
-/// Identifies a delivered message for its acknowledgment: the sending device and its message id.
+/// Identifies a delivered message for its acknowledgment: the sending device, its message id and the
+/// sequence number it was delivered under. The relay finds the message by the sequence number (its
+/// queue's key) and deletes it only when the sender and message id match too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MessageRef {
     /// The device that sent the message.
     pub from_device: DeviceId,
     /// The sender's message id.
     pub message_id: String,
+    /// This device's sequence number of the message (from its `deliver`).
+    pub seq: u64,
 }
 
 /// A request from a device to the relay.

@@ -83,9 +83,12 @@ pub(super) async fn register_device(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // A new device gets the next device number (the writer pool has one connection, and this runs in
+    // its transaction, so the number is free) and its queue's counters.
     sqlx::query(
-        "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET \
+        "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at, device_no) \
+         VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(device_no), 0) + 1 FROM devices)) \
+         ON CONFLICT (device_id) DO UPDATE SET \
          identity_key = excluded.identity_key, signing_key = excluded.signing_key",
     )
     .bind(device)
@@ -93,6 +96,13 @@ pub(super) async fn register_device(
     .bind(identity_key)
     .bind(signing_key)
     .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO queues (device_no) SELECT device_no FROM devices WHERE device_id = ? \
+         ON CONFLICT (device_no) DO NOTHING",
+    )
+    .bind(device)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -2,9 +2,9 @@
 //! transaction and **two queries** whatever the batch's length, each a single hand-off to sqlx's SQLite
 //! worker thread (under load each hand-off costs about as much as the commit's fsync):
 //!
-//! 1. `BEGIN IMMEDIATE`, the sequence numbers of the messages the acks name (one statement per ack),
-//!    one read of every device involved (owner, queue length, counters) and the idempotency records of
-//!    the sends — each statement returning its findings as one row of JSON;
+//! 1. `BEGIN IMMEDIATE`, the sequence numbers of the messages the acks name that are still stored (one
+//!    statement per ack), one read of every device involved (owner, number, queue length, counters) and
+//!    the idempotency records of the sends — each statement returning its findings as one row of JSON;
 //! 2. the writes — the acknowledged messages' deletes by primary key, a multi-row insert or update per
 //!    table — and `COMMIT`.
 //!
@@ -42,6 +42,8 @@ pub(super) struct SendOp {
 const CHUNK: usize = 500;
 
 struct DeviceState {
+    /// The device's number (`devices.device_no`), the key of its queue.
+    no: i64,
     user: String,
     queued: u64,
     next_seq: i64,
@@ -50,7 +52,7 @@ struct DeviceState {
 }
 
 struct MessageRow<'a> {
-    recipient: &'a str,
+    recipient: i64,
     seq: i64,
     sender: &'a str,
     sender_user: String,
@@ -70,22 +72,26 @@ fn placeholders(rows: usize, columns: usize) -> String {
 // within the message TTL. The pairs are written `IN (SELECT … FROM (VALUES …))`, which SQLite 3.40 also
 // searches by index (it scans `sent_messages` for the bare `IN (VALUES …)` form).
 
-/// The sequence numbers of the messages one ack names (`index`: the ack's place in the batch; `refs`:
-/// its message references). They are deleted by the second query.
+/// The sequence numbers of the messages one ack names that are still stored (`index`: the ack's place
+/// in the batch; `refs`: its message references, each found by its primary key `(recipient_no, seq)`
+/// and counted only when its sender and message id match too). They are deleted by the second query.
 fn ack_lookup(index: usize, refs: usize) -> String {
     format!(
-        "SELECT 'a' AS kind, '{index}' AS at, json_group_array(seq) AS j FROM messages \
-         WHERE recipient_device = ? AND (sender_device, message_id) IN \
-         (SELECT column1, column2 FROM (VALUES {}));\n",
-        placeholders(refs, 2)
+        "WITH d(no) AS (SELECT device_no FROM devices WHERE device_id = ?) \
+         SELECT 'a' AS kind, '{index}' AS at, json_group_array(m.seq) AS j \
+         FROM d, (VALUES {}) AS v, messages m \
+         WHERE m.recipient_no = d.no AND m.seq = v.column1 AND m.sender_device = v.column2 \
+         AND m.message_id = v.column3;\n",
+        placeholders(refs, 3)
     )
 }
 
-/// The state of `devices` devices.
+/// The state of `devices` devices: owner, number and the queue's counters.
 fn device_lookup(devices: usize) -> String {
     format!(
-        "SELECT 'd' AS kind, '' AS at, json_group_array(json_array(device_id, username, queued, \
-         next_seq, last_acked_seq)) AS j FROM devices WHERE device_id IN ({});\n",
+        "SELECT 'd' AS kind, '' AS at, json_group_array(json_array(d.device_id, d.username, \
+         d.device_no, q.queued, q.next_seq, q.last_acked_seq)) AS j \
+         FROM devices d JOIN queues q ON q.device_no = d.device_no WHERE d.device_id IN ({});\n",
         vec!["?"; devices].join(", ")
     )
 }
@@ -94,7 +100,7 @@ fn device_lookup(devices: usize) -> String {
 fn sent_lookup(sends: usize) -> String {
     format!(
         "SELECT 's' AS kind, '' AS at, json_group_array(json_array(sender_device, message_id)) AS j \
-         FROM sent_messages WHERE (sender_device, message_id) IN \
+         FROM sent_messages WHERE (message_id, sender_device) IN \
          (SELECT column1, column2 FROM (VALUES {}));\n",
         placeholders(sends, 2)
     )
@@ -153,7 +159,10 @@ async fn begin_and_load(
         for part in ack.messages.chunks(CHUNK) {
             query = query.bind(&ack.device);
             for message in part {
-                query = query.bind(&message.from_device).bind(&message.message_id);
+                query = query
+                    .bind(i64::try_from(message.seq).unwrap_or(i64::MAX))
+                    .bind(&message.from_device)
+                    .bind(&message.message_id);
             }
         }
     }
@@ -161,7 +170,7 @@ async fn begin_and_load(
         query = query.bind(*device);
     }
     for op in sends {
-        query = query.bind(&op.sender).bind(&op.message_id);
+        query = query.bind(&op.message_id).bind(&op.sender);
     }
     let mut loaded = Loaded {
         devices: HashMap::new(),
@@ -175,10 +184,11 @@ async fn begin_and_load(
         let json: String = row.try_get("j")?;
         match kind.as_str() {
             "d" => {
-                for (device, user, queued, next_seq, last_acked_seq) in
-                    findings::<(String, String, i64, i64, i64)>(&json)?
+                for (device, user, no, queued, next_seq, last_acked_seq) in
+                    findings::<(String, String, i64, i64, i64, i64)>(&json)?
                 {
                     let state = DeviceState {
+                        no,
                         user,
                         queued: to_u64(queued),
                         next_seq,
@@ -273,7 +283,7 @@ fn decide<'a>(
         state.queued += 1;
         state.touched = true;
         rows.messages.push(MessageRow {
-            recipient: &envelope.device,
+            recipient: state.no,
             seq: state.next_seq,
             sender: &op.sender,
             sender_user: sender_user.clone(),
@@ -349,15 +359,15 @@ async fn write_and_commit(
     // The acknowledged messages, by primary key.
     for seqs in deleted {
         for part in seqs.chunks(CHUNK) {
-            sql.push_str("DELETE FROM messages WHERE recipient_device = ? AND seq IN (");
+            sql.push_str("DELETE FROM messages WHERE recipient_no = ? AND seq IN (");
             sql.push_str(&vec!["?"; part.len()].join(", "));
             sql.push_str(");\n");
         }
     }
     for chunk in rows.sent.chunks(CHUNK) {
-        sql.push_str("INSERT INTO sent_messages (sender_device, message_id, stored_at) VALUES ");
+        sql.push_str("INSERT INTO sent_messages (message_id, sender_device, stored_at) VALUES ");
         sql.push_str(&placeholders(chunk.len(), 3));
-        sql.push_str(" ON CONFLICT (sender_device, message_id) DO NOTHING;\n");
+        sql.push_str(" ON CONFLICT (message_id, sender_device) DO NOTHING;\n");
     }
     let contacts: Vec<_> = rows.contacts.iter().collect();
     for chunk in contacts.chunks(CHUNK) {
@@ -375,18 +385,18 @@ async fn write_and_commit(
             );
         }
     }
-    let touched: Vec<_> = devices.iter().filter(|(_, state)| state.touched).collect();
+    let touched: Vec<_> = devices.values().filter(|state| state.touched).collect();
     for chunk in touched.chunks(CHUNK) {
         sql.push_str(
-            "UPDATE devices SET next_seq = v.column2, queued = v.column3, last_acked_seq = v.column4 \
+            "UPDATE queues SET next_seq = v.column2, queued = v.column3, last_acked_seq = v.column4 \
              FROM (VALUES ",
         );
         sql.push_str(&placeholders(chunk.len(), 4));
-        sql.push_str(") AS v WHERE devices.device_id = v.column1;\n");
+        sql.push_str(") AS v WHERE queues.device_no = v.column1;\n");
     }
     for chunk in rows.messages.chunks(CHUNK) {
         sql.push_str(
-            "INSERT INTO messages (recipient_device, seq, sender_device, sender_user, message_id, \
+            "INSERT INTO messages (recipient_no, seq, sender_device, sender_user, message_id, \
              ciphertext, stored_at) VALUES ",
         );
         sql.push_str(&placeholders(chunk.len(), 7));
@@ -396,15 +406,17 @@ async fn write_and_commit(
     // The values, in the order of the statements above (not cached: the text varies with the batch).
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for (ack, seqs) in acks.iter().zip(deleted) {
+        // An ack found messages only when its device exists, so its number is known here.
+        let no = devices.get(&ack.device).map_or(0, |state| state.no);
         for part in seqs.chunks(CHUNK) {
-            query = query.bind(&ack.device);
+            query = query.bind(no);
             for seq in part {
                 query = query.bind(*seq);
             }
         }
     }
     for op in &rows.sent {
-        query = query.bind(&op.sender).bind(&op.message_id).bind(stored_at);
+        query = query.bind(&op.message_id).bind(&op.sender).bind(stored_at);
     }
     for (a, b) in contacts {
         query = query.bind(a).bind(b);
@@ -413,9 +425,9 @@ async fn write_and_commit(
         query = query.bind(sender_user).bind(to).bind(to);
         query = query.bind(to).bind(sender_user).bind(to);
     }
-    for (device, state) in touched {
+    for state in touched {
         query = query
-            .bind(device.as_str())
+            .bind(state.no)
             .bind(state.next_seq)
             .bind(i64::try_from(state.queued).unwrap_or(i64::MAX))
             .bind(state.last_acked_seq);
@@ -453,10 +465,13 @@ mod tests {
                 .await
                 .expect("migrate");
         }
-        for (sql, binds) in [
-            (ack_lookup(0, 3), 7),
-            (device_lookup(3), 3),
-            (sent_lookup(3), 6),
+        // Each lookup searches by its whole key: a message by `(recipient_no, seq)` (not by device alone,
+        // which would walk the device's whole queue), a device by its id, an idempotency record by both
+        // of its columns.
+        for (sql, binds, key) in [
+            (ack_lookup(0, 3), 10, "(recipient_no=? AND seq=?)"),
+            (device_lookup(3), 3, "(device_id=?)"),
+            (sent_lookup(3), 6, "(message_id=? AND sender_device=?)"),
         ] {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
             for _ in 0..binds {
@@ -480,6 +495,11 @@ mod tests {
                     .any(|table| step.starts_with(&format!("SCAN {table}")))
             };
             assert!(!plan.iter().any(scans_table), "{sql}: {plan:?}");
+            assert!(
+                plan.iter()
+                    .any(|step| step.starts_with("SEARCH") && step.ends_with(key)),
+                "{sql}: {plan:?}"
+            );
         }
     }
 }

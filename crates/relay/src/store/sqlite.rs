@@ -86,6 +86,53 @@ CREATE TABLE invites (
 ALTER TABLE devices ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
 UPDATE devices SET queued = (SELECT COUNT(*) FROM messages WHERE recipient_device = devices.device_id);
 "#,
+    // 5: the queue layout. A group commit used to dirty about five WAL pages per send, because every
+    // index it wrote was keyed by 64-character device ids and random message ids, so each send landed on
+    // a leaf of its own in each. Now: devices get a number, and the per-send writes go to narrow or
+    // append-ordered places — `queues` (the counters a send updates, ~30 bytes a row), `messages` keyed
+    // by (recipient number, seq) without the (recipient, sender, message id) index (acks name the seq),
+    // and `sent_messages` keyed by (message id, sender), which appends when ids start with the time.
+    r#"
+ALTER TABLE devices ADD COLUMN device_no BIGINT;
+UPDATE devices SET device_no = rowid;
+CREATE UNIQUE INDEX devices_by_no ON devices(device_no);
+CREATE TABLE queues (
+    device_no       BIGINT PRIMARY KEY REFERENCES devices(device_no) ON DELETE CASCADE,
+    next_seq        BIGINT NOT NULL DEFAULT 0,
+    last_acked_seq  BIGINT NOT NULL DEFAULT 0,
+    queued          BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO queues (device_no, next_seq, last_acked_seq, queued)
+    SELECT device_no, next_seq, last_acked_seq, queued FROM devices;
+ALTER TABLE devices DROP COLUMN next_seq;
+ALTER TABLE devices DROP COLUMN last_acked_seq;
+ALTER TABLE devices DROP COLUMN queued;
+CREATE TABLE messages_5 (
+    recipient_no    BIGINT NOT NULL REFERENCES devices(device_no) ON DELETE CASCADE,
+    seq             BIGINT NOT NULL,
+    sender_device   TEXT NOT NULL,
+    sender_user     TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    ciphertext      TEXT NOT NULL,
+    stored_at       BIGINT NOT NULL,
+    PRIMARY KEY (recipient_no, seq)
+);
+INSERT INTO messages_5 (recipient_no, seq, sender_device, sender_user, message_id, ciphertext, stored_at)
+    SELECT d.device_no, m.seq, m.sender_device, m.sender_user, m.message_id, m.ciphertext, m.stored_at
+    FROM messages m JOIN devices d ON d.device_id = m.recipient_device ORDER BY m.rowid;
+DROP TABLE messages;
+ALTER TABLE messages_5 RENAME TO messages;
+CREATE TABLE sent_messages_5 (
+    message_id      TEXT NOT NULL,
+    sender_device   TEXT NOT NULL,
+    stored_at       BIGINT NOT NULL,
+    PRIMARY KEY (message_id, sender_device)
+);
+INSERT INTO sent_messages_5 (message_id, sender_device, stored_at)
+    SELECT message_id, sender_device, stored_at FROM sent_messages;
+DROP TABLE sent_messages;
+ALTER TABLE sent_messages_5 RENAME TO sent_messages;
+"#,
 ];
 
 /// The relay's state in one SQLite file.
@@ -238,8 +285,8 @@ impl Store for SqliteStore {
 
     async fn device(&self, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT device_id, username, identity_key, signing_key, last_acked_seq \
-             FROM devices WHERE device_id = ?",
+            "SELECT d.device_id, d.username, d.identity_key, d.signing_key, q.last_acked_seq \
+             FROM devices d JOIN queues q ON q.device_no = d.device_no WHERE d.device_id = ?",
         )
         .bind(device)
         .fetch_optional(&self.reader)
@@ -383,7 +430,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, sender_user, sender_device, message_id, ciphertext, stored_at FROM messages \
-             WHERE recipient_device = ? AND seq > ? ORDER BY seq LIMIT ?",
+             WHERE recipient_no = (SELECT device_no FROM devices WHERE device_id = ?) AND seq > ? \
+             ORDER BY seq LIMIT ?",
         )
         .bind(device)
         .bind(to_i64(after))
@@ -424,7 +472,7 @@ impl Store for SqliteStore {
             }
             Some(_) => {}
         }
-        // Foreign keys cascade to prekeys and queued messages.
+        // Foreign keys cascade to prekeys, the queue's counters and queued messages.
         sqlx::query("DELETE FROM devices WHERE device_id = ?")
             .bind(device)
             .execute(&mut *tx)
@@ -450,8 +498,8 @@ impl Store for SqliteStore {
             .await?;
         if deleted > 0 {
             sqlx::query(
-                "UPDATE devices SET queued = \
-                 (SELECT COUNT(*) FROM messages WHERE recipient_device = devices.device_id)",
+                "UPDATE queues SET queued = \
+                 (SELECT COUNT(*) FROM messages WHERE recipient_no = queues.device_no)",
             )
             .execute(&mut *tx)
             .await?;
