@@ -2,11 +2,16 @@
 //! transaction and **two queries** whatever the batch's length, each a single hand-off to sqlx's SQLite
 //! worker thread (under load each hand-off costs about as much as the commit's fsync):
 //!
-//! 1. `BEGIN IMMEDIATE`, the sequence numbers of the messages the acks name that are still stored (one
-//!    statement per ack), one read of every device involved (owner, number, queue length, counters) and
-//!    the idempotency records of the sends — each statement returning its findings as one row of JSON;
+//! 1. `BEGIN IMMEDIATE`, the sequence numbers of the messages the acks name that are still stored, one
+//!    read of every device involved (owner, number, queue length, counters) and the idempotency records
+//!    of the sends — each statement returning its findings as one row of JSON;
 //! 2. the writes — the acknowledged messages' deletes by primary key, a multi-row insert or update per
 //!    table — and `COMMIT`.
+//!
+//! Every list of rows goes in as a `VALUES` list **padded with rows of NULLs to a power of two** (which
+//! match nothing and are filtered out of the inserts), so a query's text depends only on the size
+//! classes of its lists, not on their exact lengths: the texts repeat from batch to batch and sqlx keeps
+//! them prepared (parsing the batch's SQL was a quarter of SQLite's time when every text was new).
 //!
 //! In between, the rules are decided in memory, send by send in arrival order, against that state (so a
 //! send sees the queue lengths and sequence numbers the sends before it left), and sequence numbers are
@@ -37,9 +42,9 @@ pub(super) struct SendOp {
     pub(super) envelopes: Vec<Envelope>,
 }
 
-/// Rows per multi-row write statement (SQLite allows 32,766 bound values per statement; 7 columns ×
-/// 500 stays well under).
-const CHUNK: usize = 500;
+/// Rows per multi-row statement (SQLite allows 32,766 bound values per statement; 7 columns × 512
+/// stays well under). A power of two: the largest size class.
+const CHUNK: usize = 512;
 
 struct DeviceState {
     /// The device's number (`devices.device_no`), the key of its queue.
@@ -65,6 +70,23 @@ fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// The size class of a list of `n` rows (1 to [`CHUNK`]): the next power of two. A statement is
+/// written for the class, and the rows past `n` are bound as NULLs.
+fn class(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
+/// Binds `count` NULLs (the padding of a statement's list up to its size class).
+fn bind_nulls<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    count: usize,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for _ in 0..count {
+        query = query.bind(None::<i64>);
+    }
+    query
+}
+
 // The first query's statements. Each returns **one row** (its findings as a JSON array), not a row per
 // item: sqlx hands every row from its SQLite thread to the async side, and a hand-off per row cost more
 // than the lookups (`store_load`). Each must look its rows up through an index (`plans_use_indexes` checks
@@ -72,24 +94,24 @@ fn placeholders(rows: usize, columns: usize) -> String {
 // within the message TTL. The pairs are written `IN (SELECT … FROM (VALUES …))`, which SQLite 3.40 also
 // searches by index (it scans `sent_messages` for the bare `IN (VALUES …)` form).
 
-/// The sequence numbers of the messages one ack names that are still stored (`index`: the ack's place
-/// in the batch; `refs`: its message references, each found by its primary key `(recipient_no, seq)`
-/// and counted only when its sender and message id match too). They are deleted by the second query.
-fn ack_lookup(index: usize, refs: usize) -> String {
+/// The stored messages that `refs` acknowledged messages name, as `[ack index, seq]` pairs. A row is
+/// `(ack index, acking device, seq, sender, message id)`: each message is found by its primary key
+/// `(recipient_no, seq)` and counted only when its sender and message id match too. They are deleted
+/// by the second query.
+fn ack_lookup(refs: usize) -> String {
     format!(
-        "WITH d(no) AS (SELECT device_no FROM devices WHERE device_id = ?) \
-         SELECT 'a' AS kind, '{index}' AS at, json_group_array(m.seq) AS j \
-         FROM d, (VALUES {}) AS v, messages m \
-         WHERE m.recipient_no = d.no AND m.seq = v.column1 AND m.sender_device = v.column2 \
-         AND m.message_id = v.column3;\n",
-        placeholders(refs, 3)
+        "SELECT 'a' AS kind, json_group_array(json_array(v.column1, m.seq)) AS j \
+         FROM (VALUES {}) AS v JOIN devices d ON d.device_id = v.column2 \
+         JOIN messages m ON m.recipient_no = d.device_no AND m.seq = v.column3 \
+         AND m.sender_device = v.column4 AND m.message_id = v.column5;\n",
+        placeholders(refs, 5)
     )
 }
 
 /// The state of `devices` devices: owner, number and the queue's counters.
 fn device_lookup(devices: usize) -> String {
     format!(
-        "SELECT 'd' AS kind, '' AS at, json_group_array(json_array(d.device_id, d.username, \
+        "SELECT 'd' AS kind, json_group_array(json_array(d.device_id, d.username, \
          d.device_no, q.queued, q.next_seq, q.last_acked_seq)) AS j \
          FROM devices d JOIN queues q ON q.device_no = d.device_no WHERE d.device_id IN ({});\n",
         vec!["?"; devices].join(", ")
@@ -99,10 +121,19 @@ fn device_lookup(devices: usize) -> String {
 /// The idempotency records of `sends` sends.
 fn sent_lookup(sends: usize) -> String {
     format!(
-        "SELECT 's' AS kind, '' AS at, json_group_array(json_array(sender_device, message_id)) AS j \
+        "SELECT 's' AS kind, json_group_array(json_array(sender_device, message_id)) AS j \
          FROM sent_messages WHERE (message_id, sender_device) IN \
          (SELECT column1, column2 FROM (VALUES {}));\n",
         placeholders(sends, 2)
+    )
+}
+
+/// Deletes `rows` acknowledged messages, each `(recipient_no, seq)`.
+fn acked_delete(rows: usize) -> String {
+    format!(
+        "DELETE FROM messages WHERE (recipient_no, seq) IN \
+         (SELECT column1, column2 FROM (VALUES {}));\n",
+        placeholders(rows, 2)
     )
 }
 
@@ -128,12 +159,16 @@ async fn begin_and_load(
     sends: &[SendOp],
     acks: &[AckOp],
 ) -> Result<Loaded, sqlx::Error> {
-    let mut sql = String::from("BEGIN IMMEDIATE;\n");
-    for (index, ack) in acks.iter().enumerate() {
-        for part in ack.messages.chunks(CHUNK) {
-            sql.push_str(&ack_lookup(index, part.len()));
-        }
-    }
+    let refs: Vec<(i64, &AckOp, &MessageRef)> = acks
+        .iter()
+        .enumerate()
+        .flat_map(|(index, ack)| {
+            let index = i64::try_from(index).unwrap_or(i64::MAX);
+            ack.messages
+                .iter()
+                .map(move |message| (index, ack, message))
+        })
+        .collect();
     let mut asked = HashSet::new();
     let mut wanted: Vec<&str> = Vec::new();
     let named =
@@ -147,38 +182,47 @@ async fn begin_and_load(
             wanted.push(device);
         }
     }
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for part in refs.chunks(CHUNK) {
+        sql.push_str(&ack_lookup(class(part.len())));
+    }
     for part in wanted.chunks(CHUNK) {
-        sql.push_str(&device_lookup(part.len()));
+        sql.push_str(&device_lookup(class(part.len())));
     }
     for part in sends.chunks(CHUNK) {
-        sql.push_str(&sent_lookup(part.len()));
+        sql.push_str(&sent_lookup(class(part.len())));
     }
-    // Its text varies with the batch: prepared for this run only, not kept in the statement cache.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for ack in acks {
-        for part in ack.messages.chunks(CHUNK) {
-            query = query.bind(&ack.device);
-            for message in part {
-                query = query
-                    .bind(i64::try_from(message.seq).unwrap_or(i64::MAX))
-                    .bind(&message.from_device)
-                    .bind(&message.message_id);
-            }
+    // Its text depends only on the lists' size classes: kept prepared in the connection's cache.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
+    for part in refs.chunks(CHUNK) {
+        for (index, ack, message) in part {
+            query = query
+                .bind(*index)
+                .bind(&ack.device)
+                .bind(i64::try_from(message.seq).unwrap_or(i64::MAX))
+                .bind(&message.from_device)
+                .bind(&message.message_id);
         }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 5);
     }
-    for device in &wanted {
-        query = query.bind(*device);
+    for part in wanted.chunks(CHUNK) {
+        for device in part {
+            query = query.bind(*device);
+        }
+        query = bind_nulls(query, class(part.len()) - part.len());
     }
-    for op in sends {
-        query = query.bind(&op.message_id).bind(&op.sender);
+    for part in sends.chunks(CHUNK) {
+        for op in part {
+            query = query.bind(&op.message_id).bind(&op.sender);
+        }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 2);
     }
     let mut loaded = Loaded {
         devices: HashMap::new(),
         sent: HashSet::new(),
         deleted: vec![Vec::new(); acks.len()],
     };
-    // A message two acks of the batch name (a device acking on two connections) counts for the first.
-    let mut claimed: HashSet<(&str, i64)> = HashSet::new();
+    let mut found: Vec<(i64, i64)> = Vec::new();
     for row in query.fetch_all(&mut *conn).await? {
         let kind: String = row.try_get("kind")?;
         let json: String = row.try_get("j")?;
@@ -199,19 +243,22 @@ async fn begin_and_load(
                 }
             }
             "s" => loaded.sent.extend(findings::<(String, String)>(&json)?),
-            _ => {
-                let at: String = row.try_get("at")?;
-                let Some(index) = at.parse::<usize>().ok().filter(|i| *i < acks.len()) else {
-                    continue;
-                };
-                // Claimed per device: the seqs of two devices are separate spaces.
-                let device = acks[index].device.as_str();
-                for seq in findings::<i64>(&json)? {
-                    if claimed.insert((device, seq)) {
-                        loaded.deleted[index].push(seq);
-                    }
-                }
-            }
+            _ => found.extend(findings::<(i64, i64)>(&json)?),
+        }
+    }
+    // A message two acks of the batch name (a device acking on two connections) counts for the first,
+    // as if the acks ran one after the other; claimed per device (two devices' seqs are separate spaces).
+    found.sort_unstable();
+    let mut claimed: HashSet<(&str, i64)> = HashSet::new();
+    for (index, seq) in found {
+        let Some((index, ack)) = usize::try_from(index)
+            .ok()
+            .and_then(|i| Some((i, acks.get(i)?)))
+        else {
+            continue;
+        };
+        if claimed.insert((ack.device.as_str(), seq)) {
+            loaded.deleted[index].push(seq);
         }
     }
     Ok(loaded)
@@ -347,7 +394,7 @@ pub(super) async fn run_batch(
 
 /// The second query: the batch's writes (a statement per table, or per [`CHUNK`] rows: the acknowledged
 /// messages' deletes, the idempotency records, the contacts, the devices' counters, the messages), then
-/// `COMMIT`.
+/// `COMMIT`. Each list is padded with NULL rows to its size class (see the module).
 async fn write_and_commit(
     conn: &mut SqliteConnection,
     rows: &Rows<'_>,
@@ -355,92 +402,109 @@ async fn write_and_commit(
     (acks, deleted): (&[AckOp], &[Vec<i64>]),
     stored_at: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut sql = String::new();
-    // The acknowledged messages, by primary key.
-    for seqs in deleted {
-        for part in seqs.chunks(CHUNK) {
-            sql.push_str("DELETE FROM messages WHERE recipient_no = ? AND seq IN (");
-            sql.push_str(&vec!["?"; part.len()].join(", "));
-            sql.push_str(");\n");
-        }
-    }
-    for chunk in rows.sent.chunks(CHUNK) {
-        sql.push_str("INSERT INTO sent_messages (message_id, sender_device, stored_at) VALUES ");
-        sql.push_str(&placeholders(chunk.len(), 3));
-        sql.push_str(" ON CONFLICT (message_id, sender_device) DO NOTHING;\n");
-    }
-    let contacts: Vec<_> = rows.contacts.iter().collect();
-    for chunk in contacts.chunks(CHUNK) {
-        sql.push_str("INSERT INTO contacts (username, contact) VALUES ");
-        sql.push_str(&placeholders(chunk.len(), 2));
-        sql.push_str(" ON CONFLICT (username, contact) DO NOTHING;\n");
-    }
-    for _ in &rows.maybe_contacts {
-        // Both directions, each only when `to` is an account.
-        for _ in 0..2 {
-            sql.push_str(
-                "INSERT INTO contacts (username, contact) SELECT ?, ? \
-                 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?) \
-                 ON CONFLICT (username, contact) DO NOTHING;\n",
-            );
-        }
+    // The acknowledged messages, by primary key. An ack found messages only when its device exists,
+    // so its number is known here.
+    let gone: Vec<(i64, i64)> = acks
+        .iter()
+        .zip(deleted)
+        .flat_map(|(ack, seqs)| {
+            let no = devices.get(&ack.device).map_or(0, |state| state.no);
+            seqs.iter().map(move |seq| (no, *seq))
+        })
+        .collect();
+    // Contacts: both directions of every conversation; `Some(to)` in the third column when the pair is
+    // to be recorded only if `to` is an account (copies to the sender's own devices only).
+    let mut contacts: Vec<(&str, &str, Option<&str>)> = rows
+        .contacts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str(), None))
+        .collect();
+    for (sender_user, to) in &rows.maybe_contacts {
+        contacts.push((sender_user, to, Some(to)));
+        contacts.push((to, sender_user, Some(to)));
     }
     let touched: Vec<_> = devices.values().filter(|state| state.touched).collect();
-    for chunk in touched.chunks(CHUNK) {
-        sql.push_str(
-            "UPDATE queues SET next_seq = v.column2, queued = v.column3, last_acked_seq = v.column4 \
-             FROM (VALUES ",
-        );
-        sql.push_str(&placeholders(chunk.len(), 4));
-        sql.push_str(") AS v WHERE queues.device_no = v.column1;\n");
+
+    let mut sql = String::new();
+    for part in gone.chunks(CHUNK) {
+        sql.push_str(&acked_delete(class(part.len())));
     }
-    for chunk in rows.messages.chunks(CHUNK) {
-        sql.push_str(
+    for part in rows.sent.chunks(CHUNK) {
+        sql.push_str(&format!(
+            "INSERT INTO sent_messages (message_id, sender_device, stored_at) \
+             SELECT column1, column2, column3 FROM (VALUES {}) WHERE column1 IS NOT NULL \
+             ON CONFLICT (message_id, sender_device) DO NOTHING;\n",
+            placeholders(class(part.len()), 3)
+        ));
+    }
+    for part in contacts.chunks(CHUNK) {
+        sql.push_str(&format!(
+            "INSERT INTO contacts (username, contact) SELECT column1, column2 FROM (VALUES {}) \
+             WHERE column1 IS NOT NULL AND (column3 IS NULL OR \
+             EXISTS (SELECT 1 FROM accounts WHERE username = column3)) \
+             ON CONFLICT (username, contact) DO NOTHING;\n",
+            placeholders(class(part.len()), 3)
+        ));
+    }
+    for part in touched.chunks(CHUNK) {
+        sql.push_str(&format!(
+            "UPDATE queues SET next_seq = v.column2, queued = v.column3, last_acked_seq = v.column4 \
+             FROM (VALUES {}) AS v WHERE queues.device_no = v.column1;\n",
+            placeholders(class(part.len()), 4)
+        ));
+    }
+    for part in rows.messages.chunks(CHUNK) {
+        sql.push_str(&format!(
             "INSERT INTO messages (recipient_no, seq, sender_device, sender_user, message_id, \
-             ciphertext, stored_at) VALUES ",
-        );
-        sql.push_str(&placeholders(chunk.len(), 7));
-        sql.push_str(";\n");
+             ciphertext, stored_at) SELECT column1, column2, column3, column4, column5, column6, \
+             column7 FROM (VALUES {}) WHERE column1 IS NOT NULL;\n",
+            placeholders(class(part.len()), 7)
+        ));
     }
     sql.push_str("COMMIT;");
-    // The values, in the order of the statements above (not cached: the text varies with the batch).
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for (ack, seqs) in acks.iter().zip(deleted) {
-        // An ack found messages only when its device exists, so its number is known here.
-        let no = devices.get(&ack.device).map_or(0, |state| state.no);
-        for part in seqs.chunks(CHUNK) {
-            query = query.bind(no);
-            for seq in part {
-                query = query.bind(*seq);
-            }
+    // The values, in the order of the statements above; the text depends only on the size classes, so
+    // it is kept prepared.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
+    for part in gone.chunks(CHUNK) {
+        for (no, seq) in part {
+            query = query.bind(*no).bind(*seq);
         }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 2);
     }
-    for op in &rows.sent {
-        query = query.bind(&op.message_id).bind(&op.sender).bind(stored_at);
+    for part in rows.sent.chunks(CHUNK) {
+        for op in part {
+            query = query.bind(&op.message_id).bind(&op.sender).bind(stored_at);
+        }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 3);
     }
-    for (a, b) in contacts {
-        query = query.bind(a).bind(b);
+    for part in contacts.chunks(CHUNK) {
+        for (a, b, must_exist) in part {
+            query = query.bind(*a).bind(*b).bind(*must_exist);
+        }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 3);
     }
-    for (sender_user, to) in &rows.maybe_contacts {
-        query = query.bind(sender_user).bind(to).bind(to);
-        query = query.bind(to).bind(sender_user).bind(to);
+    for part in touched.chunks(CHUNK) {
+        for state in part {
+            query = query
+                .bind(state.no)
+                .bind(state.next_seq)
+                .bind(i64::try_from(state.queued).unwrap_or(i64::MAX))
+                .bind(state.last_acked_seq);
+        }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 4);
     }
-    for state in touched {
-        query = query
-            .bind(state.no)
-            .bind(state.next_seq)
-            .bind(i64::try_from(state.queued).unwrap_or(i64::MAX))
-            .bind(state.last_acked_seq);
-    }
-    for row in &rows.messages {
-        query = query
-            .bind(row.recipient)
-            .bind(row.seq)
-            .bind(row.sender)
-            .bind(&row.sender_user)
-            .bind(row.message_id)
-            .bind(row.ciphertext)
-            .bind(stored_at);
+    for part in rows.messages.chunks(CHUNK) {
+        for row in part {
+            query = query
+                .bind(row.recipient)
+                .bind(row.seq)
+                .bind(row.sender)
+                .bind(&row.sender_user)
+                .bind(row.message_id)
+                .bind(row.ciphertext)
+                .bind(stored_at);
+        }
+        query = bind_nulls(query, (class(part.len()) - part.len()) * 7);
     }
     query.execute(&mut *conn).await?;
     Ok(())
@@ -450,9 +514,9 @@ async fn write_and_commit(
 mod tests {
     use sqlx::{Connection, Row, SqliteConnection};
 
-    use super::{ack_lookup, device_lookup, sent_lookup};
+    use super::{ack_lookup, acked_delete, device_lookup, sent_lookup};
 
-    /// Every lookup of the first query searches an index in the SQLite this crate links (a plan that
+    /// Every lookup of the first query, and the acks' delete, searches an index in the SQLite this crate links (a plan that
     /// scans a table would cost time in proportion to everything ever sent).
     #[tokio::test]
     async fn plans_use_indexes() {
@@ -469,9 +533,10 @@ mod tests {
         // which would walk the device's whole queue), a device by its id, an idempotency record by both
         // of its columns.
         for (sql, binds, key) in [
-            (ack_lookup(0, 3), 10, "(recipient_no=? AND seq=?)"),
+            (ack_lookup(3), 15, "(recipient_no=? AND seq=?)"),
             (device_lookup(3), 3, "(device_id=?)"),
             (sent_lookup(3), 6, "(message_id=? AND sender_device=?)"),
+            (acked_delete(4), 8, "(recipient_no=? AND seq=?)"),
         ] {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
             for _ in 0..binds {
