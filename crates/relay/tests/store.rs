@@ -826,14 +826,21 @@ async fn a_schema_4_database_migrates_with_its_queues() {
                 .await
                 .expect("version");
         }
-        // Alice sent m1..m5 to bob's b1 (seqs 1..5) and a copy of m5 to her a2; b1 acked 1 and 2.
+        // Alice sent m1..m5 to bob's b1 (seqs 1..5) and a copy of m5 to her a2; b1 acked 1 and 2. A
+        // device removed before (a gap in the numbers), b1's counter of queued messages drifted (7, for
+        // 3 stored), prekeys and contacts.
         let rows = format!(
             "INSERT INTO accounts VALUES ('alice', 0), ('bob', 0);
              INSERT INTO devices (device_id, username, identity_key, signing_key, next_seq,
                  last_acked_seq, created_at, queued) VALUES
                  ('a1', 'alice', 'ik-a1', 'sk-a1', 0, 0, 0, 0),
-                 ('b1', 'bob', 'ik-b1', 'sk-b1', 5, 2, 0, 3),
+                 ('gone', 'bob', 'ik', 'sk', 0, 0, 0, 0),
+                 ('b1', 'bob', 'ik-b1', 'sk-b1', 5, 2, 0, 7),
                  ('a2', 'alice', 'ik-a2', 'sk-a2', 1, 0, 0, 1);
+             DELETE FROM devices WHERE device_id = 'gone';
+             INSERT INTO one_time_keys VALUES ('b1', 'k1', 'pub-k1');
+             INSERT INTO fallback_keys VALUES ('b1', 'f', 'pub-f');
+             INSERT INTO contacts VALUES ('alice', 'bob'), ('bob', 'alice');
              INSERT INTO messages VALUES
                  ('b1', 3, 'a1', 'alice', 'm3', 'c3', {now}),
                  ('b1', 4, 'a1', 'alice', 'm4', 'c4', {now}),
@@ -853,6 +860,38 @@ async fn a_schema_4_database_migrates_with_its_queues() {
         store.schema_version().await.expect("version"),
         tessera_relay::store::sqlite::MIGRATIONS.len() as i64
     );
+    let inspect = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true),
+    )
+    .await
+    .expect("inspect");
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&inspect)
+        .await
+        .expect("integrity");
+    assert_eq!(check, "ok");
+    let dangling: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&inspect)
+        .await
+        .expect("foreign keys");
+    assert!(dangling.is_empty(), "{} dangling rows", dangling.len());
+    // The counter of queued messages is recounted, not copied.
+    let queued_b1: i64 = sqlx::query_scalar(
+        "SELECT q.queued FROM queues q JOIN devices d ON d.device_no = q.device_no \
+         WHERE d.device_id = 'b1'",
+    )
+    .fetch_one(&inspect)
+    .await
+    .expect("queued");
+    assert_eq!(queued_b1, 3);
+    let bundle = store.fetch_bundles("bob").await.expect("bundle");
+    assert_eq!(bundle.len(), 1);
+    assert_eq!(bundle[0].one_time_key, Some(key("k1")));
+    assert_eq!(bundle[0].fallback_key, Some(key("f")));
+    let visible = store.visible_users("a1").await.expect("contacts");
+    assert!(visible.iter().any(|(user, _)| user == "bob"), "{visible:?}");
     let queued: Vec<_> = store
         .pending("b1", 0, 10)
         .await
@@ -924,7 +963,39 @@ async fn a_schema_4_database_migrates_with_its_queues() {
         .map(|m| m.seq)
         .collect();
     assert_eq!(left, [5, 6]);
-    // Removing a device still takes its queue with it.
+    // Removing a device still takes its queue with it, and its number is never issued again.
+    let number_of = |device: &'static str| {
+        sqlx::query_scalar::<_, i64>("SELECT device_no FROM devices WHERE device_id = ?")
+            .bind(device)
+            .fetch_one(&inspect)
+    };
+    let c1 = number_of("c1").await.expect("c1's number");
+    store
+        .register_device(&reg("carol", "c2", "ik-c2", "sk-c2"), &Admission::default())
+        .await
+        .expect_err("carol's second device needs a link token");
+    assert!(store.remove_device("c1", "c1").await.expect("remove c1"));
+    store
+        .register_device(&reg("dave", "d1", "ik-d1", "sk-d1"), &Admission::default())
+        .await
+        .expect("d1");
+    assert!(number_of("d1").await.expect("d1's number") > c1);
     assert!(store.remove_device("b1", "b1").await.expect("remove"));
-    assert!(store.pending("b1", 0, 10).await.expect("gone").is_empty());
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE recipient_no NOT IN \
+         (SELECT device_no FROM devices)) + (SELECT COUNT(*) FROM queues) \
+         - (SELECT COUNT(*) FROM devices)",
+    )
+    .fetch_one(&inspect)
+    .await
+    .expect("rows");
+    assert_eq!(
+        left, 0,
+        "b1's messages gone with it, and a queue per device"
+    );
+    let dangling: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&inspect)
+        .await
+        .expect("foreign keys");
+    assert!(dangling.is_empty());
 }

@@ -31,7 +31,8 @@ pub(super) async fn register_device(
     } = *registration;
     let mut tx = pool.begin().await?;
     let now = now();
-    match device_user(&mut tx, device).await? {
+    let known = device_user(&mut tx, device).await?;
+    match &known {
         Some(owner) if owner != username => {
             return Err(StoreError::DeviceTaken {
                 device: device.to_owned(),
@@ -83,28 +84,39 @@ pub(super) async fn register_device(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    // A new device gets the next device number (the writer pool has one connection, and this runs in
-    // its transaction, so the number is free) and its queue's counters.
-    sqlx::query(
-        "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at, device_no) \
-         VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(device_no), 0) + 1 FROM devices)) \
-         ON CONFLICT (device_id) DO UPDATE SET \
-         identity_key = excluded.identity_key, signing_key = excluded.signing_key",
-    )
-    .bind(device)
-    .bind(username)
-    .bind(identity_key)
-    .bind(signing_key)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO queues (device_no) SELECT device_no FROM devices WHERE device_id = ? \
-         ON CONFLICT (device_no) DO NOTHING",
-    )
-    .bind(device)
-    .execute(&mut *tx)
-    .await?;
+    if known.is_some() {
+        sqlx::query("UPDATE devices SET identity_key = ?, signing_key = ? WHERE device_id = ?")
+            .bind(identity_key)
+            .bind(signing_key)
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        // A new device gets a number never issued before (`device_numbers`; a removed device's number
+        // is not reused) and its queue's counters.
+        let no: i64 = sqlx::query(
+            "UPDATE device_numbers SET last_issued = last_issued + 1 RETURNING last_issued",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("last_issued")?;
+        sqlx::query(
+            "INSERT INTO devices (device_id, username, identity_key, signing_key, created_at, \
+             device_no) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device)
+        .bind(username)
+        .bind(identity_key)
+        .bind(signing_key)
+        .bind(now)
+        .bind(no)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO queues (device_no) VALUES (?)")
+            .bind(no)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -46,6 +46,26 @@ pub(super) struct SendOp {
 /// stays well under). A power of two: the largest size class.
 const CHUNK: usize = 512;
 
+/// How many prepared statements the writer's connection keeps (sqlx's cache, least recently used
+/// dropped first).
+pub(super) const CACHED_STATEMENTS: usize = 32;
+
+/// A query is kept prepared only when its lists hold at most this many rows, padding included: a
+/// prepared row costs ~0.5 KB, so the cache holds at most ~16 MB whatever the batches look like
+/// (batches of huge acks or fan-outs, rare, are prepared for their run only).
+const MAX_CACHED_ROWS: usize = 1024;
+
+/// The rows, padding included, of the statements for lists of these lengths.
+fn padded_rows(lengths: impl IntoIterator<Item = usize>) -> usize {
+    lengths
+        .into_iter()
+        .map(|n| {
+            let full = n / CHUNK * CHUNK;
+            full + if n % CHUNK == 0 { 0 } else { class(n % CHUNK) }
+        })
+        .sum()
+}
+
 struct DeviceState {
     /// The device's number (`devices.device_no`), the key of its queue.
     no: i64,
@@ -192,8 +212,10 @@ async fn begin_and_load(
     for part in sends.chunks(CHUNK) {
         sql.push_str(&sent_lookup(class(part.len())));
     }
-    // Its text depends only on the lists' size classes: kept prepared in the connection's cache.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
+    // Its text depends only on the lists' size classes: kept prepared in the connection's cache unless
+    // it is large.
+    let cached = padded_rows([refs.len(), wanted.len(), sends.len()]) <= MAX_CACHED_ROWS;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached);
     for part in refs.chunks(CHUNK) {
         for (index, ack, message) in part {
             query = query
@@ -463,8 +485,15 @@ async fn write_and_commit(
     }
     sql.push_str("COMMIT;");
     // The values, in the order of the statements above; the text depends only on the size classes, so
-    // it is kept prepared.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
+    // it is kept prepared unless it is large.
+    let cached = padded_rows([
+        gone.len(),
+        rows.sent.len(),
+        contacts.len(),
+        touched.len(),
+        rows.messages.len(),
+    ]) <= MAX_CACHED_ROWS;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached);
     for part in gone.chunks(CHUNK) {
         for (no, seq) in part {
             query = query.bind(*no).bind(*seq);
@@ -514,7 +543,26 @@ async fn write_and_commit(
 mod tests {
     use sqlx::{Connection, Row, SqliteConnection};
 
-    use super::{ack_lookup, acked_delete, device_lookup, sent_lookup};
+    use super::{
+        CHUNK, MAX_CACHED_ROWS, ack_lookup, acked_delete, class, device_lookup, padded_rows,
+        sent_lookup,
+    };
+
+    /// Lists are padded to powers of two within a chunk, so few texts recur; a batch whose padded
+    /// lists exceed the cache's row bound is not kept prepared.
+    #[test]
+    fn size_classes_and_the_cache_bound() {
+        assert_eq!(
+            [0, 1, 2, 3, 5, 300, 512].map(class),
+            [1, 1, 2, 4, 8, 512, 512]
+        );
+        assert_eq!(padded_rows([0, 0]), 0);
+        assert_eq!(padded_rows([3, 1]), 5);
+        assert_eq!(padded_rows([CHUNK + 1]), CHUNK + 1);
+        assert_eq!(padded_rows([2 * CHUNK + 100]), 2 * CHUNK + 128);
+        assert!(padded_rows([256, 256, 256]) <= MAX_CACHED_ROWS);
+        assert!(padded_rows([CHUNK * 3]) > MAX_CACHED_ROWS);
+    }
 
     /// Every lookup of the first query, and the acks' delete, searches an index in the SQLite this crate links (a plan that
     /// scans a table would cost time in proportion to everything ever sent).

@@ -21,7 +21,8 @@ use super::{
 use crate::protocol::{DeviceBundle, DeviceId, DeviceKeys, Envelope, MessageRef, PreKey};
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`. Never edit an entry: add one.
-/// Plain SQL that PostgreSQL also accepts (`BIGINT`, `TEXT`, composite keys).
+/// The tables are plain SQL that PostgreSQL also accepts (`BIGINT`, `TEXT`, composite keys); migration
+/// 5's copy of the old rows reads SQLite's `rowid` (a PostgreSQL backend starts at the current schema).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE accounts (
@@ -92,18 +93,22 @@ UPDATE devices SET queued = (SELECT COUNT(*) FROM messages WHERE recipient_devic
     // append-ordered places — `queues` (the counters a send updates, ~30 bytes a row), `messages` keyed
     // by (recipient number, seq) without the (recipient, sender, message id) index (acks name the seq),
     // and `sent_messages` keyed by (message id, sender), which appends when ids start with the time.
+    // Device numbers are never reused (`device_numbers` keeps the last one issued), so no stray row of a
+    // removed device could ever be taken for a new device's.
     r#"
 ALTER TABLE devices ADD COLUMN device_no BIGINT;
 UPDATE devices SET device_no = rowid;
 CREATE UNIQUE INDEX devices_by_no ON devices(device_no);
+CREATE TABLE device_numbers (last_issued BIGINT NOT NULL);
+INSERT INTO device_numbers (last_issued) SELECT COALESCE(MAX(device_no), 0) FROM devices;
 CREATE TABLE queues (
-    device_no       BIGINT PRIMARY KEY REFERENCES devices(device_no) ON DELETE CASCADE,
+    device_no       INTEGER PRIMARY KEY REFERENCES devices(device_no) ON DELETE CASCADE,
     next_seq        BIGINT NOT NULL DEFAULT 0,
     last_acked_seq  BIGINT NOT NULL DEFAULT 0,
     queued          BIGINT NOT NULL DEFAULT 0
 );
 INSERT INTO queues (device_no, next_seq, last_acked_seq, queued)
-    SELECT device_no, next_seq, last_acked_seq, queued FROM devices;
+    SELECT device_no, next_seq, last_acked_seq, 0 FROM devices;
 ALTER TABLE devices DROP COLUMN next_seq;
 ALTER TABLE devices DROP COLUMN last_acked_seq;
 ALTER TABLE devices DROP COLUMN queued;
@@ -122,6 +127,7 @@ INSERT INTO messages_5 (recipient_no, seq, sender_device, sender_user, message_i
     FROM messages m JOIN devices d ON d.device_id = m.recipient_device ORDER BY m.rowid;
 DROP TABLE messages;
 ALTER TABLE messages_5 RENAME TO messages;
+UPDATE queues SET queued = (SELECT COUNT(*) FROM messages WHERE recipient_no = queues.device_no);
 CREATE TABLE sent_messages_5 (
     message_id      TEXT NOT NULL,
     sender_device   TEXT NOT NULL,
@@ -180,10 +186,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         // An embedded database has no link to test: without this, every checkout pings the connection,
         // one more round trip to sqlx's SQLite thread per group commit and per read.
+        // The group commit keeps its statements prepared (see `send`); the cache bounds how many.
         let writer = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .statement_cache_capacity(super::send::CACHED_STATEMENTS),
+            )
             .await?;
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
