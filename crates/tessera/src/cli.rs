@@ -12,9 +12,10 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
-    /// Worker threads of the async runtime (default: one per core). One thread spends ~20 % less CPU per
-    /// request in an MCP proxy with few busy sessions (no wake-ups between threads; BENCHMARKS.md, mcp);
-    /// many busy sessions want one per core.
+    /// Worker threads of the async runtime (default: one per core; one for `mcp serve` in front of a
+    /// command, whose children do the work). One thread spends ~20 % less CPU per request in an MCP
+    /// proxy (no wake-ups between threads; BENCHMARKS.md, mcp); many busy sessions of a URL upstream
+    /// want one per core.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

@@ -39,8 +39,12 @@ fn main() -> std::process::ExitCode {
         memory::keep_freed_memory();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.threads {
-        builder.worker_threads(usize::from(threads));
+    let threads = cli.threads.map(usize::from).or(match &cli.command {
+        Some(cli::Command::Mcp(args)) => args.default_worker_threads(),
+        _ => None,
+    });
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

@@ -23,6 +23,20 @@ pub struct McpArgs {
     command: McpCommand,
 }
 
+impl McpArgs {
+    /// The runtime's worker threads when `--threads` is not given: one for `mcp serve` in front of a
+    /// command. Its children do the servers' work in processes of their own; the proxy's part is pipe
+    /// and socket I/O, which one thread does with less CPU per request (no wake-ups between threads)
+    /// and, measured against server-everything and a fast server, at the same or a better rate
+    /// (BENCHMARKS.md, mcp). `None`: one per core.
+    pub fn default_worker_threads(&self) -> Option<usize> {
+        match &self.command {
+            McpCommand::Serve(serve) if serve.upstream.is_none() => Some(1),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum McpCommand {
     /// Proxy this process's stdin/stdout to a server started as a child process.
