@@ -999,3 +999,90 @@ async fn a_schema_4_database_migrates_with_its_queues() {
         .expect("foreign keys");
     assert!(dangling.is_empty());
 }
+
+/// Expiry in chunks: more old messages and idempotency records than one expiry transaction takes
+/// (5,000) all go, the young ones stay, and each queue's counter drops by exactly what it lost (a queue
+/// that was full takes exactly that many new messages again).
+#[tokio::test]
+async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
+    let (dir, store) = two_users_with_queues_of(7_000).await;
+    let path = dir.path().join("relay.db");
+    let sends = (0..12_000).map(|i| {
+        let store = store.clone();
+        async move {
+            let to = if i % 2 == 0 { "b1" } else { "a2" };
+            let user = if i % 2 == 0 { "bob" } else { "alice" };
+            store
+                .enqueue("a1", &format!("old{i}"), user, &[env(to, "c")])
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.expect("stored");
+    }
+    // Everything so far is two hours old; then one young message for each device.
+    let db = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .expect("db");
+    for table in ["messages", "sent_messages"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET stored_at = stored_at - 7200"
+        )))
+        .execute(&db)
+        .await
+        .expect("backdate");
+    }
+    db.close().await;
+    for (to, user) in [("b1", "bob"), ("a2", "alice")] {
+        store
+            .enqueue("a1", &format!("young-{to}"), user, &[env(to, "y")])
+            .await
+            .expect("young");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert_eq!(store.expire(now - 3600).await.expect("expire"), 12_000);
+    for to in ["b1", "a2"] {
+        let left = store.pending(to, 0, 10).await.expect("pending");
+        assert_eq!(left.len(), 1, "{to}");
+        assert!(left[0].message_id.starts_with("young"));
+    }
+    // The old ids may be used again (their records expired), the young one not.
+    assert!(matches!(
+        store
+            .enqueue("a1", "old0", "bob", &[env("b1", "again")])
+            .await
+            .expect("reuse"),
+        Enqueued::Stored { .. }
+    ));
+    assert_eq!(
+        store
+            .enqueue("a1", "young-b1", "bob", &[env("b1", "again")])
+            .await
+            .expect("dup"),
+        Enqueued::Duplicate
+    );
+    // b1 holds 2 messages of 7,000: 6,998 more fit, and not one beyond.
+    let fill = (0..6_998).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .enqueue("a1", &format!("fill{i}"), "bob", &[env("b1", "c")])
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(fill).await {
+        result.expect("room");
+    }
+    let full = store.enqueue("a1", "over", "bob", &[env("b1", "c")]).await;
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { .. })),
+        "{full:?}"
+    );
+}
