@@ -342,3 +342,42 @@ fn client_pipes() -> ClientIo {
         _ => (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn default_threads(args: &[&str]) -> Option<usize> {
+        let cli = Cli::try_parse_from(args).expect("parses");
+        match cli.command {
+            Some(Command::Mcp(mcp)) => mcp.default_worker_threads(),
+            _ => panic!("not an mcp command"),
+        }
+    }
+
+    /// `mcp serve` in front of a command runs on one worker thread; in front of a URL, and every other
+    /// mcp command, on the runtime's default (one per core).
+    #[test]
+    fn serve_in_front_of_a_command_defaults_to_one_thread() {
+        assert_eq!(
+            default_threads(&["tessera", "mcp", "serve", "--", "my-server", "--flag"]),
+            Some(1)
+        );
+        assert_eq!(
+            default_threads(&[
+                "tessera",
+                "mcp",
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:1/mcp"
+            ]),
+            None
+        );
+        assert_eq!(
+            default_threads(&["tessera", "mcp", "connect", "http://127.0.0.1:1/mcp"]),
+            None
+        );
+    }
+}
