@@ -1001,8 +1001,9 @@ async fn a_schema_4_database_migrates_with_its_queues() {
 }
 
 /// Expiry in chunks: more old messages and idempotency records than one expiry transaction takes
-/// (5,000) all go, the young ones stay, and each queue's counter drops by exactly what it lost (a queue
-/// that was full takes exactly that many new messages again).
+/// (5,000) all go (more records than messages, as when acknowledged messages leave their records), the
+/// young ones stay, an expired invite goes, and each queue's counter drops by exactly what it lost (a
+/// queue that was full takes exactly that many new messages again).
 #[tokio::test]
 async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
     let (dir, store) = two_users_with_queues_of(7_000).await;
@@ -1020,6 +1021,20 @@ async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
     for result in futures_util::future::join_all(sends).await {
         result.expect("stored");
     }
+    // b1 acknowledges 4,000 of its 6,000: their idempotency records stay, so there are more old records
+    // (12,000) than old messages (8,000), and expiry must go on until both are done.
+    let acked: Vec<MessageRef> = store
+        .pending("b1", 0, 4_000)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|m| acked(&m.from_device, &m.message_id, m.seq))
+        .collect();
+    assert_eq!(store.ack("b1", &acked).await.expect("ack"), 4_000);
+    store
+        .create_invite("expired-invite", None, 1)
+        .await
+        .expect("invite");
     // Everything so far is two hours old; then one young message for each device.
     let db = sqlx::SqlitePool::connect_with(
         sqlx::sqlite::SqliteConnectOptions::new()
@@ -1047,7 +1062,27 @@ async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    assert_eq!(store.expire(now - 3600).await.expect("expire"), 12_000);
+    assert_eq!(store.expire(now - 3600).await.expect("expire"), 8_000);
+    let inspect = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true),
+    )
+    .await
+    .expect("inspect");
+    let left: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM sent_messages WHERE stored_at < ?), \
+         (SELECT COUNT(*) FROM invites)",
+    )
+    .bind(now - 3600)
+    .fetch_one(&inspect)
+    .await
+    .expect("count");
+    assert_eq!(
+        left,
+        (0, 0),
+        "old idempotency records and the expired invite are gone"
+    );
     for to in ["b1", "a2"] {
         let left = store.pending(to, 0, 10).await.expect("pending");
         assert_eq!(left.len(), 1, "{to}");

@@ -53,11 +53,9 @@ fn serve_binary_with_a_command_upstream() {
         .join(format!("mcp-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tape = dir.join("serve.tape");
-    // On one worker thread (`--threads`), as a proxy of few busy sessions may run.
+    // In front of a command `serve` runs on one worker thread by default: the whole test runs on it.
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([
-            "--threads",
-            "1",
             "mcp",
             "serve",
             "--listen",
