@@ -37,6 +37,19 @@ fn acked(from: &str, id: &str, seq: u64) -> MessageRef {
     }
 }
 
+/// A second pool on the store's database file, beside the store (to look at or tamper with what it
+/// wrote), read-only or not.
+async fn side_pool(path: &std::path::Path, read_only: bool) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(read_only)
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .expect("a second pool on the database")
+}
+
 /// A fresh store whose device queues hold at most `max` messages, with [`two_users`] registered (the
 /// directory lives as long as the returned guard).
 async fn two_users_with_queues_of(max: u64) -> (tempfile::TempDir, SqliteStore) {
@@ -666,13 +679,7 @@ async fn a_failed_group_commit_stores_nothing_and_the_writer_goes_on() {
         .await
         .expect("before");
     // A real database error in the middle of a batch: SQLite aborts the insert of one copy.
-    let db = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .busy_timeout(std::time::Duration::from_secs(5)),
-    )
-    .await
-    .expect("db");
+    let db = side_pool(&path, false).await;
     sqlx::query(
         "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.ciphertext = 'poison' \
          BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
@@ -860,13 +867,7 @@ async fn a_schema_4_database_migrates_with_its_queues() {
         store.schema_version().await.expect("version"),
         tessera_relay::store::sqlite::MIGRATIONS.len() as i64
     );
-    let inspect = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .read_only(true),
-    )
-    .await
-    .expect("inspect");
+    let inspect = side_pool(&path, true).await;
     let check: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&inspect)
         .await
@@ -1036,13 +1037,7 @@ async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
         .await
         .expect("invite");
     // Everything so far is two hours old; then one young message for each device.
-    let db = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .busy_timeout(std::time::Duration::from_secs(5)),
-    )
-    .await
-    .expect("db");
+    let db = side_pool(&path, false).await;
     for table in ["messages", "sent_messages"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {table} SET stored_at = stored_at - 7200"
@@ -1063,13 +1058,7 @@ async fn expiry_takes_everything_old_in_chunks_and_keeps_the_counters() {
         .expect("clock")
         .as_secs() as i64;
     assert_eq!(store.expire(now - 3600).await.expect("expire"), 8_000);
-    let inspect = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .read_only(true),
-    )
-    .await
-    .expect("inspect");
+    let inspect = side_pool(&path, true).await;
     let left: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM sent_messages WHERE stored_at < ?), \
          (SELECT COUNT(*) FROM invites)",

@@ -541,7 +541,7 @@ async fn write_and_commit(
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{Connection, Row, SqliteConnection};
+    use sqlx::Row;
 
     use super::{
         CHUNK, MAX_CACHED_ROWS, ack_lookup, acked_delete, class, device_lookup, padded_rows,
@@ -568,15 +568,7 @@ mod tests {
     /// scans a table would cost time in proportion to everything ever sent).
     #[tokio::test]
     async fn plans_use_indexes() {
-        let mut conn = SqliteConnection::connect("sqlite::memory:")
-            .await
-            .expect("open");
-        for migration in super::super::sqlite::MIGRATIONS {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
-                .execute(&mut conn)
-                .await
-                .expect("migrate");
-        }
+        let mut conn = crate::store::sqlite::tests::migrated_in_memory().await;
         // Each lookup searches by its whole key: a message by `(recipient_no, seq)` (not by device alone,
         // which would walk the device's whole queue), a device by its id, an idempotency record by both
         // of its columns.

@@ -606,13 +606,11 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sqlx::{Connection, Row, SqliteConnection};
 
-    /// Expiry finds what is old through the age indexes (a scan would read every message and every
-    /// idempotency record of the TTL, 30 days of sends, while holding the writer).
-    #[tokio::test]
-    async fn expiry_searches_the_age_indexes() {
+    /// An in-memory database at the current schema, for checking query plans.
+    pub(in crate::store) async fn migrated_in_memory() -> SqliteConnection {
         let mut conn = SqliteConnection::connect("sqlite::memory:")
             .await
             .expect("open");
@@ -622,6 +620,14 @@ mod tests {
                 .await
                 .expect("migrate");
         }
+        conn
+    }
+
+    /// Expiry finds what is old through the age indexes (a scan would read every message and every
+    /// idempotency record of the TTL, 30 days of sends, while holding the writer).
+    #[tokio::test]
+    async fn expiry_searches_the_age_indexes() {
+        let mut conn = migrated_in_memory().await;
         for (sql, index) in [
             (super::OLDEST_MESSAGES, "messages_by_age"),
             (super::OLDEST_RECORDS_DELETE, "sent_messages_by_age"),
