@@ -541,8 +541,6 @@ async fn write_and_commit(
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Row;
-
     use super::{
         CHUNK, MAX_CACHED_ROWS, ack_lookup, acked_delete, class, device_lookup, padded_rows,
         sent_lookup,
@@ -578,17 +576,7 @@ mod tests {
             (sent_lookup(3), 6, "(message_id=? AND sender_device=?)"),
             (acked_delete(4), 8, "(recipient_no=? AND seq=?)"),
         ] {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-            for _ in 0..binds {
-                query = query.bind("x");
-            }
-            let plan: Vec<String> = query
-                .fetch_all(&mut conn)
-                .await
-                .expect("plan")
-                .iter()
-                .map(|row| row.get::<String, _>("detail"))
-                .collect();
+            let plan = crate::store::sqlite::tests::query_plan(&mut conn, &sql, binds).await;
             assert!(
                 plan.iter().any(|step| step.starts_with("SEARCH")),
                 "{sql}: {plan:?}"

@@ -623,6 +623,25 @@ pub(crate) mod tests {
         conn
     }
 
+    /// The steps of `sql`'s query plan (`EXPLAIN QUERY PLAN`), its `binds` parameters bound to 0.
+    pub(in crate::store) async fn query_plan(
+        conn: &mut SqliteConnection,
+        sql: &str,
+        binds: usize,
+    ) -> Vec<String> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for _ in 0..binds {
+            query = query.bind(0_i64);
+        }
+        query
+            .fetch_all(conn)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
     /// Expiry finds what is old through the age indexes (a scan would read every message and every
     /// idempotency record of the TTL, 30 days of sends, while holding the writer).
     #[tokio::test]
@@ -632,16 +651,7 @@ pub(crate) mod tests {
             (super::OLDEST_MESSAGES, "messages_by_age"),
             (super::OLDEST_RECORDS_DELETE, "sent_messages_by_age"),
         ] {
-            let plan: Vec<String> =
-                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .bind(0_i64)
-                    .bind(10_i64)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("plan")
-                    .iter()
-                    .map(|row| row.get::<String, _>("detail"))
-                    .collect();
+            let plan = query_plan(&mut conn, sql, 2).await;
             assert!(
                 plan.iter()
                     .any(|step| step.starts_with("SEARCH") && step.contains(index)),
