@@ -22,10 +22,13 @@ fn main() -> std::process::ExitCode {
         Some(cli::Command::Demo) => "warn",
         _ => "info",
     };
-    if let Err(e) = logging::init(cli.log_format, default_level) {
-        eprintln!("tessera: cannot set up logging: {e:#}");
-        return std::process::ExitCode::FAILURE;
-    }
+    let logs = match logging::init(cli.log_format, default_level) {
+        Ok(flush) => flush,
+        Err(e) => {
+            eprintln!("tessera: cannot set up logging: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // The TEE commands move megabyte buffers per proof: keep freed memory for the next one.
     if matches!(
         cli.command,
@@ -53,10 +56,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let outcome = runtime.block_on(cli::run(cli));
+    if let Err(e) = &outcome {
+        tracing::error!("{e:#}");
+    }
+    // What the runtime's tasks log while it shuts down, then every queued line, before the last word.
+    drop(runtime);
+    logs.flush();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("tessera: {e:#}");
             std::process::ExitCode::FAILURE
         }
