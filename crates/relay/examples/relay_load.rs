@@ -14,7 +14,9 @@
 //! * Offline store rate: N/2 senders to receivers that are not connected.
 //! * Server CPU per message: the server process's user + system time (`/proc/PID/stat`) in the timed
 //!   window over the messages in it — a measure of work that what else runs on the machine disturbs
-//!   less than the rates.
+//!   less than the rates. Clients' CPU per message: this process's time in the same window (the
+//!   clients run here, on the same cores); the CPU-bound rate is cores × 1 s over the two together —
+//!   the rate the machine could carry at that cost per message.
 //! * Memory per idle client: RSS of the server process with N connected idle clients (each has done one
 //!   ping round trip) minus its RSS before, divided by N. Idle clients here are not registered.
 //! * Most idle clients: connect more until a connection fails or the cap (loopback has ~28,000 ephemeral
@@ -218,15 +220,39 @@ struct Run {
     /// The server process's CPU time (user + system) per message in the timed window, µs: less
     /// sensitive than the rate to what else runs on the machine.
     cpu_us: f64,
+    /// This process's CPU time per message in the same window, µs: the clients' share of the machine
+    /// (they run here, on the same cores as the server).
+    client_cpu_us: f64,
 }
 
-fn summarize(count: u64, elapsed: Duration, mut latencies: Vec<u64>, cpu_ticks: u64) -> Run {
+impl Run {
+    /// The most messages/s the machine's cores could carry at this run's CPU cost per message (server
+    /// and clients together): what the rate is bound by when the cores, not waiting, are the limit.
+    fn cpu_bound_rate(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        cores * 1e6 / (self.cpu_us + self.client_cpu_us).max(f64::MIN_POSITIVE)
+    }
+}
+
+/// CPU ticks of the server (first) and of this process (the clients) so far.
+fn both_ticks(server: &Child_) -> (u64, u64) {
+    (server.cpu_ticks(), cpu_ticks(std::process::id()))
+}
+
+fn summarize(
+    count: u64,
+    elapsed: Duration,
+    mut latencies: Vec<u64>,
+    (start, end): ((u64, u64), (u64, u64)),
+) -> Run {
     latencies.sort_unstable();
+    let per_message = |ticks: u64| ticks as f64 / ticks_per_second() * 1e6 / count.max(1) as f64;
     Run {
         rate: count as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
-        cpu_us: cpu_ticks as f64 / ticks_per_second() * 1e6 / count.max(1) as f64,
+        cpu_us: per_message(end.0.saturating_sub(start.0)),
+        client_cpu_us: per_message(end.1.saturating_sub(start.1)),
     }
 }
 
@@ -242,7 +268,7 @@ async fn echo_run(server: &Child_, clients: usize, duration: Duration) -> Result
     }
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let cpu_start = server.cpu_ticks();
+    let cpu_start = both_ticks(server);
     let mut tasks = Vec::new();
     for mut socket in sockets {
         let stop = stop.clone();
@@ -267,7 +293,7 @@ async fn echo_run(server: &Child_, clients: usize, duration: Duration) -> Result
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
-    let cpu = server.cpu_ticks().saturating_sub(cpu_start);
+    let cpu = (cpu_start, both_ticks(server));
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await?);
@@ -367,7 +393,7 @@ async fn relay_run(
         }));
     }
     let start = Instant::now();
-    let cpu_start = server.cpu_ticks();
+    let cpu_start = both_ticks(server);
     let mut sending = Vec::new();
     for (index, (mut client, to)) in senders.into_iter().enumerate() {
         let stop = stop.clone();
@@ -408,7 +434,7 @@ async fn relay_run(
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
-    let cpu = server.cpu_ticks().saturating_sub(cpu_start);
+    let cpu = (cpu_start, both_ticks(server));
     let mut send_latencies = Vec::new();
     for task in sending {
         send_latencies.extend(task.await?);
@@ -499,32 +525,44 @@ async fn bench(quick: bool) -> Result<(), Error> {
     println!("fd limit: {}", fd_limit());
 
     println!(
-        "\n| test | clients | messages/s | p50 ms | p99 ms | ratio to echo | server CPU µs/message |"
+        "\n| test | clients | messages/s | p50 ms | p99 ms | ratio to echo | server CPU µs/message | clients' CPU µs/message | CPU-bound rate |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let echo = spawn(&["serve-echo"]).await?;
     let relay = spawn(&["serve-relay", &dir_arg]).await?;
     for clients in [100usize, 1000] {
         let ceiling = echo_run(&echo, clients, duration).await?;
         println!(
-            "| echo (axum, 4 KiB buffers) | {clients} | {:.0} | {:.2} | {:.2} | 1.00 | {:.1} |",
-            ceiling.rate, ceiling.p50_ms, ceiling.p99_ms, ceiling.cpu_us
+            "| echo (axum, 4 KiB buffers) | {clients} | {:.0} | {:.2} | {:.2} | 1.00 | {:.1} | {:.1} | {:.0} |",
+            ceiling.rate,
+            ceiling.p50_ms,
+            ceiling.p99_ms,
+            ceiling.cpu_us,
+            ceiling.client_cpu_us,
+            ceiling.cpu_bound_rate()
         );
         let tag = format!("on{clients}");
         let online = relay_run(&relay, clients, duration, true, &tag).await?;
         println!(
-            "| relay online delivery | {clients} | {:.0} | {:.2} | {:.2} | {:.3} | {:.1} |",
+            "| relay online delivery | {clients} | {:.0} | {:.2} | {:.2} | {:.3} | {:.1} | {:.1} | {:.0} |",
             online.rate,
             online.p50_ms,
             online.p99_ms,
             online.rate / ceiling.rate,
-            online.cpu_us
+            online.cpu_us,
+            online.client_cpu_us,
+            online.cpu_bound_rate()
         );
     }
     let offline = relay_run(&relay, 100, duration, false, "off").await?;
     println!(
-        "| relay offline store (50 senders; latency = send to durable `sent`) | 100 | {:.0} | {:.2} | {:.2} | — | {:.1} |",
-        offline.rate, offline.p50_ms, offline.p99_ms, offline.cpu_us
+        "| relay offline store (50 senders; latency = send to durable `sent`) | 100 | {:.0} | {:.2} | {:.2} | — | {:.1} | {:.1} | {:.0} |",
+        offline.rate,
+        offline.p50_ms,
+        offline.p99_ms,
+        offline.cpu_us,
+        offline.client_cpu_us,
+        offline.cpu_bound_rate()
     );
     println!(
         "\nload average at the end: {}",
