@@ -31,6 +31,10 @@ pub struct Row {
     pub rss_kb: Option<(u64, u64)>,
     /// The resident kB of the upstream servers the proxy started, with the sessions open.
     pub upstream_rss_kb: Option<u64>,
+    /// CPU time of the upstream servers the proxy started, over the run.
+    pub upstream_cpu: Option<Duration>,
+    /// This process's CPU time (the load generator's clients) over the run.
+    pub client_cpu: Duration,
 }
 
 impl Row {
@@ -53,8 +57,12 @@ impl Row {
     }
 
     pub fn cpu_per_request(&self) -> Option<f64> {
-        self.cpu
-            .map(|c| c.as_micros() as f64 / self.latencies.len().max(1) as f64)
+        self.cpu.map(|c| self.per_request(c))
+    }
+
+    /// `time` spread over the run's requests, µs.
+    pub fn per_request(&self, time: Duration) -> f64 {
+        time.as_micros() as f64 / self.latencies.len().max(1) as f64
     }
 
     pub fn print(&self) {
@@ -95,6 +103,8 @@ impl Label<'_> {
             cpu: None,
             rss_kb: None,
             upstream_rss_kb: None,
+            upstream_cpu: None,
+            client_cpu: Duration::ZERO,
         }
     }
 }
@@ -149,14 +159,21 @@ pub fn stdio(
     call(1, echo, &mut stdin);
     let tree = proxy.map(|marker| Tree::of(child.id(), marker));
     let cpu_before = tree.as_ref().map(|t| procs::cpu(&t.own));
+    let upstream_before = tree.as_ref().map(|t| procs::cpu(&t.upstream));
+    let client_before = procs::own_cpu();
     let start = Instant::now();
     let latencies: Vec<Duration> = (2..requests + 2)
         .map(|i| call(i, echo, &mut stdin))
         .collect();
     let wall = start.elapsed();
     let mut row = label.row(1, latencies, wall);
-    if let (Some(tree), Some(before)) = (&tree, cpu_before) {
+    row.client_cpu = procs::own_cpu().saturating_sub(client_before);
+    if let (Some(tree), Some(before), Some(upstream_before)) = (&tree, cpu_before, upstream_before)
+    {
         row.cpu = Some(procs::cpu(&tree.own).saturating_sub(before));
+        // Only where the proxy started its upstream (a URL upstream runs elsewhere).
+        row.upstream_cpu = (!tree.upstream.is_empty())
+            .then(|| procs::cpu(&tree.upstream).saturating_sub(upstream_before));
         let rss = procs::rss_kb(&tree.own);
         row.rss_kb = Some((rss, rss));
         row.upstream_rss_kb = Some(procs::rss_kb(&tree.upstream));
@@ -276,6 +293,8 @@ pub async fn http(
     }
     let tree = proxy.map(|(pid, marker)| Tree::of(pid, marker));
     let cpu_before = tree.as_ref().map(|t| procs::cpu(&t.own));
+    let upstream_before = tree.as_ref().map(|t| procs::cpu(&t.upstream));
+    let client_before = procs::own_cpu();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for session in ids.clone() {
@@ -301,8 +320,14 @@ pub async fn http(
     }
     let wall = start.elapsed();
     let mut row = label.row(sessions, latencies, wall);
-    if let (Some(tree), Some(before), Some(rss_before)) = (&tree, cpu_before, rss_before) {
+    row.client_cpu = procs::own_cpu().saturating_sub(client_before);
+    if let (Some(tree), Some(before), Some(rss_before), Some(upstream_before)) =
+        (&tree, cpu_before, rss_before, upstream_before)
+    {
         row.cpu = Some(procs::cpu(&tree.own).saturating_sub(before));
+        // Only where the proxy started its upstream (a URL upstream runs elsewhere).
+        row.upstream_cpu = (!tree.upstream.is_empty())
+            .then(|| procs::cpu(&tree.upstream).saturating_sub(upstream_before));
         row.rss_kb = Some((rss_before, procs::rss_kb(&tree.own)));
         row.upstream_rss_kb = Some(procs::rss_kb(&tree.upstream));
     }

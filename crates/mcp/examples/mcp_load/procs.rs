@@ -92,6 +92,11 @@ pub fn cpu(pids: &[u32]) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// This process's own CPU time (all its threads).
+pub fn own_cpu() -> Duration {
+    cpu(&[std::process::id()])
+}
+
 /// Resident memory of these processes, in kB.
 pub fn rss_kb(pids: &[u32]) -> u64 {
     pids.iter()

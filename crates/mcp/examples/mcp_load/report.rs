@@ -42,6 +42,8 @@ pub fn summary(rows: &[Row], startups: &[(String, Duration)]) {
         );
     }
 
+    cpu_split(rows);
+
     println!("\nStart-up, spawn to the port accepting connections:\n");
     println!("| what | ms |");
     println!("|---|---|");
@@ -108,6 +110,35 @@ pub fn summary(rows: &[Row], startups: &[(String, Duration)]) {
         println!(
             "| {} | {} | {} | {added} | {added_pct} | {cpu} | {cpu_ratio} | {rate} | {rate_ratio} |",
             ours.path, ours.upstream, ours.sessions
+        );
+    }
+}
+
+/// Where the machine's CPU went per request in the proxied runs, and the rate the cores could carry if
+/// the proxy cost nothing: what bounds a rate when the upstream and the clients share the cores.
+fn cpu_split(rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "\nCPU per request in each proxied run (µs: the proxy's processes, the upstream servers it started, the load generator's clients) and the most req/s {cores:.0} cores could carry if the proxy cost nothing:\n"
+    );
+    println!(
+        "| path | proxy | upstream | sessions | req/s | proxy | upstream | clients | bound without the proxy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let (Some(proxy), Some(upstream)) = (row.cpu, row.upstream_cpu) else {
+            continue;
+        };
+        let (upstream, clients) = (row.per_request(upstream), row.per_request(row.client_cpu));
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.1} | {upstream:.1} | {clients:.1} | {:.0} |",
+            row.path,
+            row.proxy,
+            row.upstream,
+            row.sessions,
+            row.rate(),
+            row.per_request(proxy),
+            cores * 1e6 / (upstream + clients).max(f64::MIN_POSITIVE)
         );
     }
 }
