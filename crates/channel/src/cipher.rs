@@ -13,7 +13,7 @@
 use aes_gcm::Aes256Gcm;
 use chacha20poly1305::ChaCha20Poly1305;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
 use crate::config::CipherImpl;
@@ -31,8 +31,42 @@ enum Inner {
     /// RustCrypto's cipher, built for each message from the 32 bytes kept (zeroized on drop).
     Compact(Zeroizing<[u8; KEY_LEN]>),
     /// ring's assembly, its key schedule kept (boxed: ~540 bytes, which a compact key's reader and writer
-    /// tasks should not carry).
-    Fast(Box<LessSafeKey>),
+    /// tasks should not carry), wiped on drop.
+    Fast(RingKey),
+}
+
+/// A ring key, its expanded schedule (which holds the key itself: AES-256's first round keys, ChaCha20's
+/// key) overwritten in place by the all-zero key's when dropped. ring's keys have no `Drop` of their own,
+/// and this crate forbids the unsafe code a byte-wise wipe of a foreign type would need; the same
+/// algorithm's schedule has the same layout, so the overwrite covers every byte the key's occupied.
+struct RingKey {
+    key: Box<LessSafeKey>,
+    algorithm: &'static Algorithm,
+}
+
+impl RingKey {
+    fn new(algorithm: &'static Algorithm, key: &[u8; KEY_LEN]) -> Option<Self> {
+        let unbound = UnboundKey::new(algorithm, key).ok()?;
+        Some(RingKey {
+            key: Box::new(LessSafeKey::new(unbound)),
+            algorithm,
+        })
+    }
+
+    /// Replaces the schedule, in place, by the all-zero key's.
+    fn wipe(&mut self) {
+        if let Ok(zero) = UnboundKey::new(self.algorithm, &[0; KEY_LEN]) {
+            *self.key = LessSafeKey::new(zero);
+            // The write must happen although nothing reads the key before it is freed.
+            std::hint::black_box(&*self.key);
+        }
+    }
+}
+
+impl Drop for RingKey {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl TransportKey {
@@ -46,9 +80,9 @@ impl TransportKey {
                     Suite::AesGcm => &AES_256_GCM,
                 };
                 // Both algorithms take a 32-byte key, the only way `new` fails.
-                match UnboundKey::new(algorithm, key) {
-                    Ok(unbound) => Inner::Fast(Box::new(LessSafeKey::new(unbound))),
-                    Err(_) => Inner::Compact(Zeroizing::new(*key)),
+                match RingKey::new(algorithm, key) {
+                    Some(ring) => Inner::Fast(ring),
+                    None => Inner::Compact(Zeroizing::new(*key)),
                 }
             }
         };
@@ -87,8 +121,9 @@ impl TransportKey {
             "seal past the end of a frame".into(),
         ))?;
         let tag: [u8; TAG_LEN] = match (&self.inner, self.suite) {
-            (Inner::Fast(key), _) => {
-                let tag = key
+            (Inner::Fast(ring), _) => {
+                let tag = ring
+                    .key
                     .seal_in_place_separate_tag(
                         Nonce::assume_unique_for_key(nonce),
                         Aad::empty(),
@@ -122,7 +157,8 @@ impl TransportKey {
         let len = buf.len().checked_sub(TAG_LEN).ok_or(())?;
         let nonce = self.nonce(n);
         match (&self.inner, self.suite) {
-            (Inner::Fast(key), _) => key
+            (Inner::Fast(ring), _) => ring
+                .key
                 .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
                 .map(|plaintext| plaintext.len())
                 .map_err(|_| ()),
@@ -229,6 +265,31 @@ mod tests {
                 assert!(send.seal_in_place(u64::MAX, &mut vec![0, 1, 2], 1).is_err());
                 assert!(recv.open_in_place(u64::MAX, &mut [0u8; 32]).is_err());
             }
+        }
+    }
+
+    /// What `key` seals `message` to, under counter 5.
+    fn sealed(key: &TransportKey, message: &[u8]) -> Vec<u8> {
+        let mut buf = message.to_vec();
+        key.seal_in_place(5, &mut buf, 0).expect("seal");
+        buf
+    }
+
+    #[test]
+    fn a_ring_key_is_overwritten_in_place_by_the_zero_keys_schedule() {
+        for suite in [Suite::ChaChaPoly, Suite::AesGcm] {
+            let mut key = TransportKey::new(suite, CipherImpl::Fast, &[0x42; KEY_LEN]);
+            let zero = TransportKey::new(suite, CipherImpl::Fast, &[0; KEY_LEN]);
+            let before = sealed(&key, b"a message");
+            assert_ne!(before, sealed(&zero, b"a message"));
+            let Inner::Fast(ring) = &mut key.inner else {
+                panic!("{suite:?}: not a ring key")
+            };
+            let schedule: *const LessSafeKey = &*ring.key;
+            ring.wipe();
+            // The same allocation now holds the all-zero key's schedule: nothing of the old key's.
+            assert!(std::ptr::eq(schedule, &*ring.key), "{suite:?}");
+            assert_eq!(sealed(&key, b"a message"), sealed(&zero, b"a message"), "{suite:?}");
         }
     }
 
