@@ -289,7 +289,11 @@ mod tests {
             ring.wipe();
             // The same allocation now holds the all-zero key's schedule: nothing of the old key's.
             assert!(std::ptr::eq(schedule, &*ring.key), "{suite:?}");
-            assert_eq!(sealed(&key, b"a message"), sealed(&zero, b"a message"), "{suite:?}");
+            assert_eq!(
+                sealed(&key, b"a message"),
+                sealed(&zero, b"a message"),
+                "{suite:?}"
+            );
         }
     }
 

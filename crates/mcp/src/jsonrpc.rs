@@ -169,6 +169,10 @@ struct Probe<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     error: Option<&'a RawValue>,
+    /// Not kept, only there so that a duplicated `params` is refused like any other duplicated member:
+    /// the server's parser would take one copy and the proxy's rules might read the other.
+    #[serde(default, rename = "params")]
+    _params: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +447,12 @@ fn classify(raw: &[u8]) -> Result<Kind, ParseError> {
     let probe: Probe<'_> = match serde_json::from_slice(raw) {
         Ok(p) => p,
         Err(e) if e.is_syntax() || e.is_eof() => return Err(ParseError::Json(e)),
+        Err(e) if e.to_string().starts_with("duplicate field") => {
+            return Err(ParseError::Invalid {
+                id: None,
+                reason: "a member appears twice",
+            });
+        }
         Err(_) => {
             return Err(ParseError::Invalid {
                 id: None,

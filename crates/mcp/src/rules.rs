@@ -128,10 +128,38 @@ pub struct Rules {
     rules: Vec<Rule>,
 }
 
-#[derive(Deserialize)]
-struct ToolName {
-    #[serde(default)]
-    name: Option<String>,
+/// The `name` in a request's params, read as the servers' JSON parsers (JavaScript's, Python's, Go's)
+/// read it: of duplicated keys the last wins, so a rule sees the tool the server will run. (serde's
+/// derived decoders refuse duplicates, which left a rule with no name to match: a way around it.)
+struct ToolName(Option<String>);
+
+impl<'de> Deserialize<'de> for ToolName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Last;
+        impl<'de> serde::de::Visitor<'de> for Last {
+            type Value = ToolName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<ToolName, M::Error> {
+                let mut name = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "name" {
+                        name = map.next_value::<Value>()?.as_str().map(str::to_owned);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ToolName(name))
+            }
+        }
+        d.deserialize_map(Last)
+    }
 }
 
 impl Rules {
@@ -263,7 +291,7 @@ impl Rules {
             }
             if rule.tool.is_some() || rule.tool_regex.is_some() {
                 let name = tool
-                    .get_or_insert_with(|| message.params::<ToolName>().and_then(|p| p.name))
+                    .get_or_insert_with(|| message.params::<ToolName>().and_then(|p| p.0))
                     .as_deref();
                 if rule.tool.as_deref().is_some_and(|want| name != Some(want)) {
                     continue;
@@ -448,6 +476,33 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"get-x","arguments":{"a":1}}}"#
         ));
         assert!(!check(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
+    }
+
+    #[test]
+    fn a_duplicated_tool_name_is_read_as_the_server_reads_it() {
+        let rules = Rules::from_json(FILE).unwrap();
+        let none = |_: &str| false;
+        let blocked = |text: &str| {
+            rules
+                .evaluate(Direction::ClientToServer, &msg(text), none)
+                .block
+                .is_some()
+        };
+        // JSON.parse, Python's json and Go's encoding/json keep the last of duplicated keys.
+        assert!(blocked(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"get-sum"}}"#
+        ));
+        assert!(blocked(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5,"arguments":{},"na\u006de":"get-sum"}}"#
+        ));
+        assert!(!blocked(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-sum","name":"echo"}}"#
+        ));
+        // Two `params` are refused before any rule runs: which one would the server read?
+        let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"params":{"name":"get-sum"}}"#;
+        let error = Message::parse(bytes::Bytes::from(twice)).unwrap_err();
+        assert_eq!(error.code(), crate::jsonrpc::INVALID_REQUEST);
+        assert!(error.to_string().contains("twice"), "{error}");
     }
 
     #[test]
