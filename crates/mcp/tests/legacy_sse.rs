@@ -79,30 +79,58 @@ async fn an_old_http_sse_client_is_served() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A 2024-11-05 client: GET /sse, the `endpoint` event, then initialize and an echo call POSTed to it (with
-/// an `Authorization` header), their answers read from the stream, which is then closed. Returns the endpoint.
-async fn old_client(url: &str) -> String {
-    use http_body_util::{BodyExt, Full};
-    let base = url.trim_end_matches("/mcp").to_owned();
-    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let response = client
-        .request(
-            hyper::Request::get(format!("{base}/sse"))
-                .header("accept", "text/event-stream")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut text = String::new();
-    let mut next_data = async |text: &mut String, want: &str| -> String {
+/// A 2024-11-05 client's connection: the GET /sse stream and the endpoint it named.
+struct OldClient {
+    base: String,
+    endpoint: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    body: hyper::body::Incoming,
+    text: String,
+}
+
+impl OldClient {
+    /// GET /sse, then the `endpoint` event.
+    async fn open(url: &str) -> OldClient {
+        use http_body_util::Full;
+        let base = url.trim_end_matches("/mcp").to_owned();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let response = client
+            .request(
+                hyper::Request::get(format!("{base}/sse"))
+                    .header("accept", "text/event-stream")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut old = OldClient {
+            base,
+            endpoint: String::new(),
+            client,
+            body: response.into_body(),
+            text: String::new(),
+        };
+        old.endpoint = old.next_data("event: endpoint").await;
+        assert!(
+            old.endpoint.starts_with("/message?sessionId="),
+            "{}",
+            old.endpoint
+        );
+        old
+    }
+
+    /// The data of the next event on the stream that contains `want` (events before it skipped).
+    async fn next_data(&mut self, want: &str) -> String {
+        use http_body_util::BodyExt;
         loop {
-            if let Some(end) = text.find("\n\n") {
-                let block: String = text.drain(..end + 2).collect();
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
                 if block.contains(want) {
                     return block
                         .lines()
@@ -112,44 +140,98 @@ async fn old_client(url: &str) -> String {
                 }
                 continue;
             }
-            let frame = body.frame().await.expect("stream open").expect("frame");
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("stream open")
+                .expect("frame");
             if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
+                self.text.push_str(&String::from_utf8_lossy(&data));
             }
         }
-    };
-    let endpoint = next_data(&mut text, "event: endpoint").await;
-    assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
-    let post = |body: Value| {
-        let request = hyper::Request::post(format!("{base}{endpoint}"))
+    }
+
+    /// POSTs `body` to the endpoint (with an `Authorization` header); the status.
+    async fn post(&self, body: Value) -> u16 {
+        use http_body_util::{BodyExt, Full};
+        let request = hyper::Request::post(format!("{}{}", self.base, self.endpoint))
             .header("content-type", "application/json")
             .header("authorization", "Bearer old-secret")
             .body(Full::new(bytes::Bytes::from(body.to_string())))
             .unwrap();
-        let client = client.clone();
-        async move {
-            let r = client.request(request).await.unwrap();
-            let status = r.status();
-            let _ = r.into_body().collect().await;
-            status
-        }
-    };
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}}});
-    assert_eq!(post(init).await, 202);
-    let result: Value = serde_json::from_str(&next_data(&mut text, r#""id":1"#).await).unwrap();
-    assert_eq!(result["result"]["protocolVersion"], "2024-11-05");
-    assert_eq!(
-        post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await,
-        202
-    );
-    assert_eq!(post(echo(2, "old transport")).await, 202);
-    let echoed: Value = serde_json::from_str(&next_data(&mut text, r#""id":2"#).await).unwrap();
+        let r = self.client.request(request).await.unwrap();
+        let status = r.status().as_u16();
+        let _ = r.into_body().collect().await;
+        status
+    }
+
+    /// initialize (2024-11-05) and notifications/initialized.
+    async fn initialize(&mut self) {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}}});
+        assert_eq!(self.post(init).await, 202);
+        let result: Value = serde_json::from_str(&self.next_data(r#""id":1"#).await).unwrap();
+        assert_eq!(result["result"]["protocolVersion"], "2024-11-05");
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert_eq!(self.post(initialized).await, 202);
+    }
+}
+
+/// A 2024-11-05 client: GET /sse, the `endpoint` event, then initialize and an echo call POSTed to it (with
+/// an `Authorization` header), their answers read from the stream, which is then closed. Returns the endpoint.
+async fn old_client(url: &str) -> String {
+    let mut old = OldClient::open(url).await;
+    old.initialize().await;
+    assert_eq!(old.post(echo(2, "old transport")).await, 202);
+    let echoed: Value = serde_json::from_str(&old.next_data(r#""id":2"#).await).unwrap();
     assert_eq!(
         echoed["result"]["content"][0]["text"],
         "Echo: old transport"
     );
-    drop(body);
-    endpoint
+    old.endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_clients_batch_passes_the_rules_element_by_element() {
+    let mut config = HttpConfig::new(everything_command());
+    let rules = r#"{"rules": [{"name": "no-sum", "method": "tools/call", "tool": "get-sum", "action": "block", "message": "get-sum is not allowed"}]}"#;
+    config.rules = Some(std::sync::Arc::new(
+        tessera_mcp::rules::Rules::from_json(rules).unwrap(),
+    ));
+    let p = support::proxy::start_with(config, None).await;
+    let mut old = OldClient::open(&p.http.url).await;
+    old.initialize().await;
+    // A batch: the blocked call must not reach the server hidden among allowed ones.
+    let sum = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get-sum", "arguments": {"a": 1, "b": 2}}});
+    let batch = json!([echo(2, "in a batch"), sum, {"jsonrpc": "2.0", "id": 4}]);
+    assert_eq!(old.post(batch).await, 202);
+    // The answers come one by one, in any order.
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 3 {
+        let event: Value = serde_json::from_str(&old.next_data("event: message").await).unwrap();
+        if let Some(id) = event["id"].as_u64() {
+            answers.insert(id, event);
+        }
+    }
+    assert_eq!(
+        answers[&2]["result"]["content"][0]["text"],
+        "Echo: in a batch"
+    );
+    let blocked = &answers[&3];
+    assert!(
+        blocked["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("get-sum is not allowed")),
+        "{blocked}"
+    );
+    // The malformed element got its own error.
+    assert_eq!(answers[&4]["error"]["code"], -32600, "{}", answers[&4]);
+    // Over the batch limit: refused whole.
+    let many: Vec<Value> = (0..300).map(|i| echo(100 + i, "x")).collect();
+    assert_eq!(old.post(Value::Array(many)).await, 413);
+    drop(old);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tessera_session::SessionId;
 
 use super::{HttpSession, Link, State, check_origin, error_response, sse};
-use crate::jsonrpc::{Kind, Message};
+use crate::jsonrpc::{Kind, MAX_BATCH, Message};
 use crate::metrics;
 use crate::session::{Direction, McpSession};
 
@@ -143,15 +143,52 @@ pub(crate) async fn message(
         Ok(m) => m,
         Err(e) => return super::json_response(StatusCode::BAD_REQUEST, &e.reply(), None),
     };
-    let mcp = &session.mcp;
     super::post::record_request(
         &state,
-        Some(mcp.id()),
+        Some(session.mcp.id()),
         "POST",
         "/message",
         Some(&message),
         &headers,
     );
+    // A batch goes element by element, each through the rules, the tracking and the limits as if posted
+    // alone (its answers reach the stream one by one); forwarded whole it would pass none of them.
+    let elements = match message.batch_elements(MAX_BATCH) {
+        Some(elements) => elements,
+        None if matches!(message.kind(), Kind::Batch) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Payload Too Large: more than {MAX_BATCH} messages in a batch"),
+            );
+        }
+        None => vec![Ok(message)],
+    };
+    for element in elements {
+        match element {
+            Ok(message) => {
+                if let Some(refused) = deliver(&state, &session, &headers, to_stream, message).await
+                {
+                    return refused;
+                }
+            }
+            Err(reply) => {
+                let _ = to_stream.try_send(reply);
+            }
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// One message of a `POST /message` to its session's upstream: rules, tracking, then the child's input
+/// or the URL upstream. `Some` answers the POST at once (the upstream is gone).
+async fn deliver(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    headers: &HeaderMap,
+    to_stream: &tokio::sync::mpsc::Sender<Message>,
+    message: Message,
+) -> Option<Response> {
+    let mcp = &session.mcp;
     if let Some(rules) = &state.config.rules
         && let Some(verdict) = crate::rules::apply(
             rules,
@@ -165,12 +202,12 @@ pub(crate) async fn message(
         if let Some(error) = reply {
             let _ = to_stream.try_send(error);
         }
-        return StatusCode::ACCEPTED.into_response();
+        return None;
     }
     let Link::Child { input, .. } = &session.link else {
         // A URL upstream: translated to a Streamable HTTP POST (which counts and records the frame).
-        super::legacy_url::message(&state, &session, &headers, message, to_stream.clone());
-        return StatusCode::ACCEPTED.into_response();
+        super::legacy_url::message(state, session, headers, message, to_stream.clone());
+        return None;
     };
     let meta = mcp.observe(&message);
     metrics::frame(Direction::ClientToServer);
@@ -198,7 +235,7 @@ pub(crate) async fn message(
             }
             Err(refusal) => {
                 let _ = to_stream.try_send(refusal.reply);
-                return StatusCode::ACCEPTED.into_response();
+                return None;
             }
         },
         Kind::Response { .. }
@@ -206,7 +243,7 @@ pub(crate) async fn message(
                 .correlate_response(Direction::ClientToServer, &message)
                 .is_none() =>
         {
-            return StatusCode::ACCEPTED.into_response();
+            return None;
         }
         Kind::Notification { method } if &**method == "notifications/cancelled" => {
             mcp.cancelled_by(Direction::ClientToServer, &message);
@@ -214,10 +251,10 @@ pub(crate) async fn message(
         _ => {}
     }
     if !input.send(&message).await {
-        return error_response(
+        return Some(error_response(
             StatusCode::BAD_GATEWAY,
             "Bad Gateway: the upstream server is gone",
-        );
+        ));
     }
-    StatusCode::ACCEPTED.into_response()
+    None
 }
