@@ -67,7 +67,7 @@ impl Limits {
 }
 
 /// Most hidden response ranges a proof may have (TEE_K refuses more; the client says so before asking).
-pub(crate) const MAX_HIDDEN_RANGES: usize = 4096;
+pub(crate) use crate::wire::limits::MAX_HIDDEN_RANGES;
 
 /// Channel limits for the TEE protocol: messages up to [`wire::MAX_MESSAGE_LEN`].
 pub(crate) fn channel_config() -> ChannelConfig {
