@@ -15,6 +15,7 @@
 //! - request ranges are in bounds, sorted and disjoint; each `SENSITIVE_PROOF` range has exactly one proof
 //!   stream of its length; response ranges are in bounds and disjoint.
 
+use crate::proof_file::MAX_BUNDLE_LEN;
 use crate::proto::{
     BodyType, Bundle, CertificateInfo, KOutput, RangeType, RecordInfo, RequestRange, ResponseEnd,
     SignedMessage, TOutput,
@@ -78,6 +79,13 @@ pub enum VerifyError {
     /// A request or response range is invalid.
     #[error("ranges: {0}")]
     Ranges(&'static str),
+    /// The bundle is larger than [`crate::proof_file::MAX_BUNDLE_LEN`].
+    #[error("bundle of {0} bytes exceeds the limit of {MAX_BUNDLE_LEN}")]
+    TooLarge(usize),
+    /// A repeated field of the bundle holds more elements than [`crate::wire::limits`] allows (checked
+    /// before decoding).
+    #[error("bundle refused: {0}")]
+    TooManyElements(crate::wire::limits::LimitError),
 }
 
 /// What the verifier trusts and accepts.
@@ -178,11 +186,21 @@ pub fn transcript_hash(
     keccak256(&buf)
 }
 
-/// Decodes and verifies a bundle's protobuf bytes.
+/// Decodes and verifies a bundle's protobuf bytes: at most [`crate::proof_file::MAX_BUNDLE_LEN`] of them,
+/// with every repeated field bounded ([`crate::wire::limits::BUNDLE`]) before anything is decoded.
 pub fn verify_bundle_bytes(
     bytes: &[u8],
     config: &VerifierConfig,
 ) -> Result<VerifiedProof, VerifyError> {
+    use crate::wire::limits::{BUNDLE, LimitError, check};
+    if bytes.len() > MAX_BUNDLE_LEN {
+        return Err(VerifyError::TooLarge(bytes.len()));
+    }
+    match check(bytes, &BUNDLE) {
+        Ok(()) => {}
+        Err(LimitError::Malformed(_)) => return Err(VerifyError::Decode("bundle")),
+        Err(e) => return Err(VerifyError::TooManyElements(e)),
+    }
     let bundle = Bundle::decode(bytes).map_err(|_| VerifyError::Decode("bundle"))?;
     verify_bundle(&bundle, config)
 }

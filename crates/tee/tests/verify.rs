@@ -454,3 +454,22 @@ fn garbage_never_panics() {
         Err(VerifyError::Missing("K_OUTPUT"))
     );
 }
+
+#[test]
+fn a_bundle_of_millions_of_empty_attestations_is_refused_before_decoding() {
+    let f = Fixture::new(1);
+    // An honest bundle followed by 2 M empty attestations (2 bytes each on the wire, ~110 MB decoded).
+    let mut bytes = f.sign().encode_to_vec();
+    bytes.extend_from_slice(&[0x1a, 0x00].repeat(2_000_000));
+    let refused = verify_bundle_bytes(&bytes, &f.config()).err();
+    assert_eq!(
+        refused.map(|e| e.to_string()).as_deref(),
+        Some("bundle refused: Bundle.attestations holds more than 8 elements")
+    );
+    // Past the size limit, the bytes are not even walked.
+    let huge = vec![0u8; tessera_tee::proof_file::MAX_BUNDLE_LEN + 1];
+    assert_eq!(
+        verify_bundle_bytes(&huge, &f.config()).err(),
+        Some(VerifyError::TooLarge(huge.len()))
+    );
+}
