@@ -6,8 +6,8 @@
 //! - both outputs carry the same 16-byte session id, K_OUTPUT carries the Keccak-256 of T_OUTPUT's exact body,
 //!   and T_OUTPUT carries the [`transcript_hash`] of K_OUTPUT's session id, request ranges and records;
 //! - both records lists are equal, contiguous from the first response sequence number (TLS 1.3: 0, TLS 1.2:
-//!   1), the end of the response is proven, and the application-data lengths add up to the ciphertext's
-//!   length, and, less the hidden ranges, to the keystream's;
+//!   1), the end of the response is proven by a close_notify, and the application-data lengths add up to
+//!   the ciphertext's length, and, less the hidden ranges, to the keystream's;
 //! - the bundle's ciphertext and keystream are the ones whose SHA-256 T_OUTPUT and K_OUTPUT signed (the
 //!   keystream covers the revealed bytes only, so hidden bytes cannot be decrypted from the bundle);
 //! - timestamps are at most `max_age` old, at most `max_future` ahead, and at most `max_gap` apart;
@@ -355,7 +355,13 @@ fn check_records(k: &KOutput, t: &TOutput) -> Result<usize, VerifyError> {
                 "close_notify claimed but the last record is no alert",
             ));
         }
-        Ok(ResponseEnd::HttpComplete) if last.content_type != ALERT => {}
+        // Nothing signs this mode and no check of it is designed: accepting it would pass a response cut
+        // short (no close_notify) on a signer's word alone.
+        Ok(ResponseEnd::HttpComplete) => {
+            return Err(VerifyError::Records(
+                "http_complete as the end of the response is not supported (only close_notify is proven)",
+            ));
+        }
         _ => {
             return Err(VerifyError::Records(
                 "the end of the response is not proven",

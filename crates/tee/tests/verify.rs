@@ -473,3 +473,20 @@ fn a_bundle_of_millions_of_empty_attestations_is_refused_before_decoding() {
         Some(VerifyError::TooLarge(huge.len()))
     );
 }
+
+#[test]
+fn http_complete_is_refused_as_the_end_of_the_response() {
+    // Signed by the real keys, no close_notify: the end would rest on the signer's word alone.
+    let cut_short = signed_after(|f| {
+        f.k.records.pop();
+        f.t.records.pop();
+        f.k.response_end = ResponseEnd::HttpComplete as i32;
+    });
+    assert_eq!(
+        cut_short.err(),
+        Some(VerifyError::Records(
+            "http_complete as the end of the response is not supported (only close_notify is proven)"
+        ))
+    );
+    assert!(signed_after(|f| f.k.response_end = ResponseEnd::HttpComplete as i32).is_err());
+}
