@@ -17,7 +17,7 @@
 //! Note: `snow` copies the private key into its own handshake state, which it does not zeroize; our copy is.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -76,6 +76,10 @@ impl FromStr for PublicKey {
         Ok(PublicKey(out))
     }
 }
+
+/// Largest key file [`Identity::load`] reads: a saved one is under 200 bytes, comments have room, and a
+/// huge file (a wrong path, a device) is refused without being read whole.
+pub const MAX_KEY_FILE_LEN: usize = 4096;
 
 /// Why a key file could not be used.
 #[derive(Debug, Error)]
@@ -153,11 +157,22 @@ impl Identity {
             source,
         };
         check_permissions(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let malformed = |problem| IdentityError::Malformed {
             path: path.to_owned(),
             problem,
         };
+        // Read at most one byte past the limit, into a buffer that never grows (no copy of the key is
+        // left behind by a reallocation).
+        let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN + 1));
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(MAX_KEY_FILE_LEN as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .map_err(io)?;
+        if text.len() > MAX_KEY_FILE_LEN {
+            return Err(malformed("larger than 4096 bytes"));
+        }
         let mut private = None;
         let mut public = None;
         for line in text.lines().map(str::trim) {
@@ -343,6 +358,17 @@ mod tests {
             Identity::load(dir.path().join("missing")),
             Err(IdentityError::Io { .. })
         ));
+        // A valid key after a long comment: refused by size, not read whole.
+        let long = dir.path().join("long.key");
+        let saved = dir.path().join("saved.key");
+        Identity::generate().save(&saved).expect("save");
+        let mut text = format!("# {}\n", "x".repeat(MAX_KEY_FILE_LEN));
+        text.push_str(&std::fs::read_to_string(&saved).expect("read"));
+        std::fs::write(&long, text).expect("write");
+        std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = Identity::load(&long).expect_err("too large");
+        assert!(err.to_string().contains("larger than 4096 bytes"), "{err}");
+        assert!(Identity::load(&saved).is_ok());
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const FORMAT: &str = "tessera-tee-proof/v3";
 /// in base64 (a third more), plus the request, the signed outputs and the certificates.
 pub const MAX_PROOF_FILE_LEN: usize = 3 * crate::service::client::MAX_RESPONSE + (16 << 20);
 
+/// Largest `Bundle` protobuf accepted ([`crate::verify::verify_bundle_bytes`] too): what the base64 of the
+/// largest proof file decodes to.
+pub const MAX_BUNDLE_LEN: usize = MAX_PROOF_FILE_LEN / 4 * 3;
+
 // Every proof the prover can make, the verifier can read.
 const _: () = assert!(
     MAX_PROOF_FILE_LEN >= 4 * (2 * crate::service::client::MAX_RESPONSE + (8 << 20)).div_ceil(3)
@@ -55,6 +59,10 @@ pub enum ProofFileError {
     /// `bundle` is not a protobuf `Bundle`.
     #[error("bundle is not a valid protobuf Bundle")]
     Protobuf,
+    /// A repeated field of the bundle holds more elements than [`crate::wire::limits`] allows (checked
+    /// before decoding: prost bounds none, and millions of empty entries would decode into gigabytes).
+    #[error("bundle refused: {0}")]
+    TooManyElements(crate::wire::limits::LimitError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,7 +91,18 @@ pub fn from_json(bytes: &[u8]) -> Result<Bundle, ProofFileError> {
         return Err(ProofFileError::Format(document.format));
     }
     let raw = STANDARD.decode(document.bundle.as_bytes())?;
-    Bundle::decode(raw.as_slice()).map_err(|_| ProofFileError::Protobuf)
+    decode_bundle(&raw)
+}
+
+/// Decodes a `Bundle`'s protobuf bytes once [`crate::wire::limits::BUNDLE`] bounded its repeated fields.
+fn decode_bundle(raw: &[u8]) -> Result<Bundle, ProofFileError> {
+    use crate::wire::limits::{BUNDLE, LimitError, check};
+    match check(raw, &BUNDLE) {
+        Ok(()) => {}
+        Err(LimitError::Malformed(_)) => return Err(ProofFileError::Protobuf),
+        Err(e) => return Err(ProofFileError::TooManyElements(e)),
+    }
+    Bundle::decode(raw).map_err(|_| ProofFileError::Protobuf)
 }
 
 #[cfg(test)]
@@ -126,5 +145,26 @@ mod tests {
             from_json(format!(r#"{{"format":"{FORMAT}","bundle":"/w=="}}"#).as_bytes()),
             Err(ProofFileError::Protobuf)
         ));
+    }
+
+    #[test]
+    fn a_bundle_of_millions_of_empty_attestations_is_refused_before_decoding() {
+        // 1 M empty attestations (2 bytes each, ~56 MB decoded); 156 MiB of them would be ~10 GB.
+        let bundle = [0x1a, 0x00].repeat(1_000_000);
+        let text = format!(
+            r#"{{"format":"{FORMAT}","bundle":"{}"}}"#,
+            STANDARD.encode(&bundle)
+        );
+        let refused = from_json(text.as_bytes()).err().map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("bundle refused: Bundle.attestations holds more than 8 elements")
+        );
+        // A few attestations are fine.
+        let few = Bundle {
+            attestations: vec![Default::default(); crate::wire::limits::MAX_ATTESTATIONS],
+            ..Default::default()
+        };
+        assert_eq!(from_json(to_json(&few).as_bytes()).expect("parses"), few);
     }
 }

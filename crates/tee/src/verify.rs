@@ -6,8 +6,8 @@
 //! - both outputs carry the same 16-byte session id, K_OUTPUT carries the Keccak-256 of T_OUTPUT's exact body,
 //!   and T_OUTPUT carries the [`transcript_hash`] of K_OUTPUT's session id, request ranges and records;
 //! - both records lists are equal, contiguous from the first response sequence number (TLS 1.3: 0, TLS 1.2:
-//!   1), the end of the response is proven, and the application-data lengths add up to the ciphertext's
-//!   length, and, less the hidden ranges, to the keystream's;
+//!   1), the end of the response is proven by a close_notify, and the application-data lengths add up to
+//!   the ciphertext's length, and, less the hidden ranges, to the keystream's;
 //! - the bundle's ciphertext and keystream are the ones whose SHA-256 T_OUTPUT and K_OUTPUT signed (the
 //!   keystream covers the revealed bytes only, so hidden bytes cannot be decrypted from the bundle);
 //! - timestamps are at most `max_age` old, at most `max_future` ahead, and at most `max_gap` apart;
@@ -15,6 +15,7 @@
 //! - request ranges are in bounds, sorted and disjoint; each `SENSITIVE_PROOF` range has exactly one proof
 //!   stream of its length; response ranges are in bounds and disjoint.
 
+use crate::proof_file::MAX_BUNDLE_LEN;
 use crate::proto::{
     BodyType, Bundle, CertificateInfo, KOutput, RangeType, RecordInfo, RequestRange, ResponseEnd,
     SignedMessage, TOutput,
@@ -78,6 +79,13 @@ pub enum VerifyError {
     /// A request or response range is invalid.
     #[error("ranges: {0}")]
     Ranges(&'static str),
+    /// The bundle is larger than [`crate::proof_file::MAX_BUNDLE_LEN`].
+    #[error("bundle of {0} bytes exceeds the limit of {MAX_BUNDLE_LEN}")]
+    TooLarge(usize),
+    /// A repeated field of the bundle holds more elements than [`crate::wire::limits`] allows (checked
+    /// before decoding).
+    #[error("bundle refused: {0}")]
+    TooManyElements(crate::wire::limits::LimitError),
 }
 
 /// What the verifier trusts and accepts.
@@ -178,11 +186,21 @@ pub fn transcript_hash(
     keccak256(&buf)
 }
 
-/// Decodes and verifies a bundle's protobuf bytes.
+/// Decodes and verifies a bundle's protobuf bytes: at most [`crate::proof_file::MAX_BUNDLE_LEN`] of them,
+/// with every repeated field bounded ([`crate::wire::limits::BUNDLE`]) before anything is decoded.
 pub fn verify_bundle_bytes(
     bytes: &[u8],
     config: &VerifierConfig,
 ) -> Result<VerifiedProof, VerifyError> {
+    use crate::wire::limits::{BUNDLE, LimitError, check};
+    if bytes.len() > MAX_BUNDLE_LEN {
+        return Err(VerifyError::TooLarge(bytes.len()));
+    }
+    match check(bytes, &BUNDLE) {
+        Ok(()) => {}
+        Err(LimitError::Malformed(_)) => return Err(VerifyError::Decode("bundle")),
+        Err(e) => return Err(VerifyError::TooManyElements(e)),
+    }
     let bundle = Bundle::decode(bytes).map_err(|_| VerifyError::Decode("bundle"))?;
     verify_bundle(&bundle, config)
 }
@@ -337,7 +355,13 @@ fn check_records(k: &KOutput, t: &TOutput) -> Result<usize, VerifyError> {
                 "close_notify claimed but the last record is no alert",
             ));
         }
-        Ok(ResponseEnd::HttpComplete) if last.content_type != ALERT => {}
+        // Nothing signs this mode and no check of it is designed: accepting it would pass a response cut
+        // short (no close_notify) on a signer's word alone.
+        Ok(ResponseEnd::HttpComplete) => {
+            return Err(VerifyError::Records(
+                "http_complete as the end of the response is not supported (only close_notify is proven)",
+            ));
+        }
         _ => {
             return Err(VerifyError::Records(
                 "the end of the response is not proven",

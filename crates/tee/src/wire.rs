@@ -1,7 +1,10 @@
 //! The codec of the session messages: one [`Envelope`] per channel message, with a size limit, a session-id
 //! check and a clear error for an unknown message (reference gap 12: an unknown message type crashed TEE_T's
 //! handler; here it is an error that ends that session only). No protocol logic lives here, so fuzz targets
-//! can hit the codec alone.
+//! can hit the codec alone. Before decoding, [`limits`] bounds every repeated field, so a message never
+//! decodes into much more memory than its own size.
+
+pub mod limits;
 
 use crate::proto::{Body, Envelope, Error as ErrorMessage};
 use prost::Message;
@@ -35,6 +38,33 @@ pub enum WireError {
     /// The message belongs to another session than the one it arrived on.
     #[error("message for another session")]
     WrongSession,
+    /// A repeated field holds more elements than [`limits`] allows (refused before decoding).
+    #[error("message refused: {message}.{field} holds more than {max} elements")]
+    TooManyElements {
+        /// The message holding the field.
+        message: &'static str,
+        /// The field.
+        field: &'static str,
+        /// Its cap.
+        max: usize,
+    },
+}
+
+impl From<limits::LimitError> for WireError {
+    fn from(e: limits::LimitError) -> Self {
+        match e {
+            limits::LimitError::TooMany {
+                message,
+                field,
+                max,
+            } => WireError::TooManyElements {
+                message,
+                field,
+                max,
+            },
+            limits::LimitError::Malformed(reason) => WireError::Malformed(reason),
+        }
+    }
 }
 
 /// Encodes one message of `session`.
@@ -69,14 +99,18 @@ pub fn decode_received(
 }
 
 /// Decodes one message; with `expected`, a message of another session is refused. Given a `Bytes`
-/// (a received channel message), the bulk fields are slices of it rather than copies.
+/// (a received channel message), the bulk fields are slices of it rather than copies. Every repeated field
+/// is counted against its cap ([`limits::ENVELOPE`]) before anything is decoded.
 pub fn decode(
-    bytes: impl bytes::Buf,
+    mut bytes: impl bytes::Buf,
     expected: Option<&WireSessionId>,
 ) -> Result<(WireSessionId, Body), WireError> {
     if bytes.remaining() > MAX_MESSAGE_LEN {
         return Err(WireError::Oversized(bytes.remaining()));
     }
+    // One contiguous buffer for the pre-pass: a `Bytes` is split off without a copy.
+    let bytes = bytes.copy_to_bytes(bytes.remaining());
+    limits::check(&bytes, &limits::ENVELOPE)?;
     let envelope = Envelope::decode(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     let session: WireSessionId = envelope
         .session_id
@@ -173,6 +207,67 @@ mod tests {
         }
         let (_, body) = decode(&error_message(&S, "bad tag")[..], None).unwrap();
         assert_eq!(body_name(&body), "error");
+    }
+
+    /// A length-delimited field: key, varint length, bytes.
+    fn field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn millions_of_empty_elements_are_refused_before_decoding() {
+        // Just under 8 MiB: 4 M empty `EncryptedResponse`s (2 bytes each), ~0.45 GB once decoded.
+        let empties = [0x0a, 0x00].repeat(4_000_000);
+        let mut message = field(1, &S);
+        message.extend(field(21, &empties));
+        assert!(message.len() <= MAX_MESSAGE_LEN);
+        // Compared as `.err()`: a decoded body would print millions of elements.
+        let refused = Some(WireError::TooManyElements {
+            message: "BatchedEncryptedResponses",
+            field: "responses",
+            max: limits::MAX_BATCH_RECORDS,
+        });
+        assert_eq!(decode(&message[..], Some(&S)).err(), refused);
+        assert_eq!(
+            decode_received(bytes::Bytes::from(message), Some(&S)).err(),
+            refused
+        );
+        // The same spread over many occurrences of the body (prost would merge them).
+        let one = field(21, &[0x0a, 0x00].repeat(1000));
+        let mut spread = field(1, &S);
+        for _ in 0..=limits::MAX_BATCH_RECORDS / 1000 {
+            spread.extend_from_slice(&one);
+        }
+        assert_eq!(decode(&spread[..], Some(&S)).err(), refused);
+        // Empty request ranges in `encrypted_request` and hidden ranges in `finished`.
+        let mut ranges = field(1, &S);
+        ranges.extend(field(
+            19,
+            &[0x32, 0x00].repeat(limits::MAX_REQUEST_RANGES + 1),
+        ));
+        assert!(matches!(
+            decode(&ranges[..], None).err(),
+            Some(WireError::TooManyElements {
+                field: "ranges",
+                ..
+            })
+        ));
+        let mut hidden = field(1, &S);
+        hidden.extend(field(
+            27,
+            &[0x12, 0x00].repeat(limits::MAX_HIDDEN_RANGES + 1),
+        ));
+        assert!(matches!(
+            decode(&hidden[..], None).err(),
+            Some(WireError::TooManyElements {
+                field: "response_ranges",
+                ..
+            })
+        ));
     }
 
     #[test]

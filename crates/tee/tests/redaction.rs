@@ -121,6 +121,28 @@ fn tee_k_enforces_the_visible_rules() {
         ok(two_hosts, b""),
         Err(RedactionError::Request(_))
     ));
+    // Only SP and HTAB around a value are optional whitespace; Unicode whitespace (U+00A0 NBSP, U+3000,
+    // U+0085) is part of the Host a server sees, and a Host must be ASCII.
+    let host = |value: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost:{value}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
+        )
+    };
+    assert!(ok(host(" \texample.com:8443\t ").as_bytes(), b"").is_ok());
+    for spoofed in [
+        " example.com:8443\u{a0}",
+        "\u{a0}example.com:8443",
+        " example.com:8443\u{3000}",
+        " example.com:8443\u{85}",
+    ] {
+        assert_eq!(
+            ok(host(spoofed).as_bytes(), b""),
+            Err(RedactionError::Request(
+                "Host differs from the server name or is hidden"
+            )),
+            "{spoofed:?}"
+        );
+    }
 }
 
 #[test]

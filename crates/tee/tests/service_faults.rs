@@ -14,7 +14,8 @@ use tessera_channel::{ChannelConfig, ChannelReader, ChannelWriter, Connector, Id
 use tessera_session::{Registry, RegistryConfig};
 use tessera_tee::proto::{
     BatchedEncryptedResponses, Body, EncryptedResponse, Envelope, Finished, RangeType,
-    RedactedRequest, RedactionStreams, RequestConnection, RequestRange, TcpData, TcpReady,
+    RedactedRequest, RedactionStreams, RequestConnection, RequestRange, ResponseRedactionSpec,
+    TcpData, TcpReady,
 };
 use tessera_tee::record::{ContentType, Record, RecordSplitter};
 use tessera_tee::redaction::redact_request;
@@ -498,4 +499,60 @@ async fn tee_t_gone_ends_the_sessions_it_carried() {
     tokio::time::timeout(WAIT, tees.k.sessions().wait_empty())
         .await
         .expect("TEE_K's sessions ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_for_a_live_session_is_refused_and_the_session_completes() {
+    let pki = TestPki::new();
+    let tees = start_tees(&pki).await;
+    let site = Site::start(&pki.ecdsa);
+    let mut raw = Raw::open(&tees, ChannelConfig::default()).await;
+    raw.handshake(&site).await;
+    let streams = raw.request(&tees, &site).await;
+    // Another channel naming this live session: refused, and neither its message (a duplicate
+    // redaction_streams, which would end the session) nor its end reaches the session.
+    let intruder = raw
+        .connector
+        .connect(&tees.t_end.url, tees.t_end.key, &Identity::generate())
+        .await
+        .expect("connect TEE_T");
+    let (mut rx, tx) = intruder.split();
+    let _ = tx
+        .send(wire::encode(&raw.sid, Body::RedactionStreams(streams)))
+        .await;
+    assert!(reason(recv(&mut rx, &raw.sid).await).contains("session already has a client"));
+    drop((rx, tx));
+    // The session goes on to both signed outputs.
+    let responses = raw.records().await;
+    raw.send_t(Body::BatchedEncryptedResponses(BatchedEncryptedResponses {
+        responses,
+        eof: true,
+    }))
+    .await;
+    loop {
+        match raw.recv_k().await {
+            Some(Body::BatchedDecryptionStreams(streams)) if streams.closed => break,
+            Some(Body::BatchedDecryptionStreams(_)) => {}
+            other => panic!(
+                "expected keystreams, got {:?}",
+                other.map(|b| wire::body_name(&b))
+            ),
+        }
+    }
+    raw.send_k(Body::ResponseRedactionSpec(ResponseRedactionSpec::default()))
+        .await;
+    let t_signed = raw.recv_t().await;
+    assert!(
+        matches!(t_signed, Some(Body::SignedMessage(_))),
+        "T: {:?}",
+        t_signed.map(|b| wire::body_name(&b))
+    );
+    let k_signed = raw.recv_k().await;
+    assert!(
+        matches!(k_signed, Some(Body::SignedMessage(_))),
+        "K: {:?}",
+        k_signed.map(|b| wire::body_name(&b))
+    );
+    drop(raw);
+    wait_empty(&tees).await;
 }

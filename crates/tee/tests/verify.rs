@@ -454,3 +454,39 @@ fn garbage_never_panics() {
         Err(VerifyError::Missing("K_OUTPUT"))
     );
 }
+
+#[test]
+fn a_bundle_of_millions_of_empty_attestations_is_refused_before_decoding() {
+    let f = Fixture::new(1);
+    // An honest bundle followed by 2 M empty attestations (2 bytes each on the wire, ~110 MB decoded).
+    let mut bytes = f.sign().encode_to_vec();
+    bytes.extend_from_slice(&[0x1a, 0x00].repeat(2_000_000));
+    let refused = verify_bundle_bytes(&bytes, &f.config()).err();
+    assert_eq!(
+        refused.map(|e| e.to_string()).as_deref(),
+        Some("bundle refused: Bundle.attestations holds more than 8 elements")
+    );
+    // Past the size limit, the bytes are not even walked.
+    let huge = vec![0u8; tessera_tee::proof_file::MAX_BUNDLE_LEN + 1];
+    assert_eq!(
+        verify_bundle_bytes(&huge, &f.config()).err(),
+        Some(VerifyError::TooLarge(huge.len()))
+    );
+}
+
+#[test]
+fn http_complete_is_refused_as_the_end_of_the_response() {
+    // Signed by the real keys, no close_notify: the end would rest on the signer's word alone.
+    let cut_short = signed_after(|f| {
+        f.k.records.pop();
+        f.t.records.pop();
+        f.k.response_end = ResponseEnd::HttpComplete as i32;
+    });
+    assert_eq!(
+        cut_short.err(),
+        Some(VerifyError::Records(
+            "http_complete as the end of the response is not supported (only close_notify is proven)"
+        ))
+    );
+    assert!(signed_after(|f| f.k.response_end = ResponseEnd::HttpComplete as i32).is_err());
+}

@@ -51,7 +51,8 @@ pub enum ResponseEnd {
     Unspecified = 0,
     /// The last record is a verified close_notify alert.
     CloseNotify = 1,
-    /// The application data is a complete HTTP message.
+    /// The application data is a complete HTTP message. Not designed: nothing signs it and the verifier
+    /// refuses it.
     HttpComplete = 2,
 }
 

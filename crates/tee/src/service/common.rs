@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tessera_channel::{ChannelConfig, ChannelWriter, CipherImpl, Suite};
-use tessera_session::{Registry, RegistryConfig};
+use tessera_session::{CancellationToken, Registry, RegistryConfig};
 use tokio::sync::mpsc;
 
 /// Limits of a TEE service. Every size and queue is bounded; every session has one deadline.
@@ -67,7 +67,7 @@ impl Limits {
 }
 
 /// Most hidden response ranges a proof may have (TEE_K refuses more; the client says so before asking).
-pub(crate) const MAX_HIDDEN_RANGES: usize = 4096;
+pub(crate) use crate::wire::limits::MAX_HIDDEN_RANGES;
 
 /// Channel limits for the TEE protocol: messages up to [`wire::MAX_MESSAGE_LEN`].
 pub(crate) fn channel_config() -> ChannelConfig {
@@ -160,8 +160,38 @@ pub(crate) const MAX_NONCE: usize = 64;
 pub(crate) const SESSION_QUEUE: usize = 32;
 
 /// Session id → the session's inbox: how one channel carries many sessions. Entries are removed by the
-/// [`RouteGuard`] the session holds, on every exit path.
-pub(crate) struct Routes<T>(Arc<Mutex<HashMap<WireSessionId, mpsc::Sender<T>>>>);
+/// [`RouteGuard`] the session holds, on every exit path; a route that is removed or cleared for any other
+/// reason (a stuck session, a lost link) is cancelled, which ends its session at once even while other
+/// holders keep clones of its inbox's sender.
+pub(crate) struct Routes<T>(Arc<Mutex<HashMap<WireSessionId, Route<T>>>>);
+
+/// One session's entry.
+struct Route<T> {
+    tx: mpsc::Sender<T>,
+    /// Cancelled when the route is removed, or when the parent given to [`Routes::insert`] is.
+    cancel: CancellationToken,
+    /// A client channel claimed the session ([`Routes::attach`]).
+    attached: bool,
+}
+
+/// Why [`Routes::attach`] refused a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachRefused {
+    /// No such session.
+    Unknown,
+    /// Another channel already claimed the session.
+    Taken,
+}
+
+impl AttachRefused {
+    /// The reason sent to the refused channel.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            AttachRefused::Unknown => "unknown session",
+            AttachRefused::Taken => "session already has a client",
+        }
+    }
+}
 
 impl<T> Clone for Routes<T> {
     fn clone(&self) -> Self {
@@ -176,39 +206,57 @@ impl<T> Default for Routes<T> {
 }
 
 impl<T> Routes<T> {
-    fn lock(&self) -> MutexGuard<'_, HashMap<WireSessionId, mpsc::Sender<T>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<WireSessionId, Route<T>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `session`; `None` if it already is (check and insert in one step).
+    /// Registers `session`; `None` if it already is (check and insert in one step). The route is cancelled
+    /// with `parent` (the link that announced the session) as well as when it is removed.
     pub(crate) fn insert(
         &self,
         session: WireSessionId,
+        parent: &CancellationToken,
     ) -> Option<(RouteGuard<T>, mpsc::Receiver<T>)> {
         let mut map = self.lock();
         if map.contains_key(&session) {
             return None;
         }
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        map.insert(session, tx);
+        let cancel = parent.child_token();
+        map.insert(
+            session,
+            Route {
+                tx,
+                cancel: cancel.clone(),
+                attached: false,
+            },
+        );
         Some((
             RouteGuard {
                 routes: self.clone(),
                 session,
+                cancel,
             },
             rx,
         ))
     }
 
-    /// The inbox of `session`, if it is registered.
-    pub(crate) fn get(&self, session: &WireSessionId) -> Option<mpsc::Sender<T>> {
-        self.lock().get(session).cloned()
+    /// Claims `session` for one client channel: decided once, under the lock, so of two channels naming
+    /// the same session exactly one gets its inbox and the other nothing at all.
+    pub(crate) fn attach(&self, session: &WireSessionId) -> Result<mpsc::Sender<T>, AttachRefused> {
+        let mut map = self.lock();
+        let route = map.get_mut(session).ok_or(AttachRefused::Unknown)?;
+        if route.attached {
+            return Err(AttachRefused::Taken);
+        }
+        route.attached = true;
+        Ok(route.tx.clone())
     }
 
-    /// Delivers without waiting; a full inbox means the session is stuck: its route is dropped, so the
-    /// session sees its inbox close and ends. Returns false if nothing was delivered.
+    /// Delivers without waiting; a full inbox means the session is stuck: its route is dropped and
+    /// cancelled, so the session ends. Returns false if nothing was delivered.
     pub(crate) fn deliver(&self, session: &WireSessionId, message: T) -> bool {
-        let Some(tx) = self.get(session) else {
+        let Some(tx) = self.lock().get(session).map(|r| r.tx.clone()) else {
             return false;
         };
         match tx.try_send(message) {
@@ -220,13 +268,17 @@ impl<T> Routes<T> {
         }
     }
 
+    /// Drops and cancels the route of `session`.
     pub(crate) fn remove(&self, session: &WireSessionId) {
-        self.lock().remove(session);
+        if let Some(route) = self.lock().remove(session) {
+            route.cancel.cancel();
+        }
     }
 
-    /// Drops every route (the channel carrying them is gone).
+    /// Drops and cancels every route (the channel carrying them is gone).
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        let routes: Vec<Route<T>> = self.lock().drain().map(|(_, r)| r).collect();
+        routes.iter().for_each(|r| r.cancel.cancel());
     }
 }
 
@@ -234,6 +286,15 @@ impl<T> Routes<T> {
 pub(crate) struct RouteGuard<T> {
     routes: Routes<T>,
     session: WireSessionId,
+    cancel: CancellationToken,
+}
+
+impl<T> RouteGuard<T> {
+    /// Completes once the route was dropped (the session is stuck) or its parent link was lost: the
+    /// session must end.
+    pub(crate) async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
 }
 
 impl<T> Drop for RouteGuard<T> {
@@ -248,4 +309,31 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_attached_once_and_a_dropped_route_is_cancelled() {
+        let routes: Routes<u32> = Routes::default();
+        let link = CancellationToken::new();
+        let (guard, _inbox) = routes.insert([1; 16], &link).expect("registered");
+        assert!(routes.insert([1; 16], &link).is_none());
+        assert!(routes.attach(&[1; 16]).is_ok());
+        assert_eq!(routes.attach(&[1; 16]).err(), Some(AttachRefused::Taken));
+        assert_eq!(routes.attach(&[2; 16]).err(), Some(AttachRefused::Unknown));
+        // A full inbox: the route is dropped and cancelled, although a sender clone is still held.
+        for i in 0..SESSION_QUEUE as u32 {
+            assert!(routes.deliver(&[1; 16], i));
+        }
+        assert!(!guard.cancel.is_cancelled());
+        assert!(!routes.deliver(&[1; 16], 99));
+        assert!(guard.cancel.is_cancelled());
+        // A lost link cancels the routes of the sessions it announced.
+        let (other, _inbox) = routes.insert([3; 16], &link).expect("registered");
+        link.cancel();
+        assert!(other.cancel.is_cancelled());
+    }
 }

@@ -21,6 +21,11 @@ impl Link {
     pub(crate) fn is_alive(&self) -> bool {
         !self.alive.is_cancelled()
     }
+
+    /// Cancelled once the link is lost: the parent of its sessions' routes.
+    pub(crate) fn alive(&self) -> &CancellationToken {
+        &self.alive
+    }
 }
 
 /// Opens and keeps the link to TEE_T.

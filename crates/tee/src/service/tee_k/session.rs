@@ -229,7 +229,7 @@ impl KSession {
             .map_err(|e| Fail(format!("TEE_T unreachable: {e}")))?;
         let (route, t_rx) = link
             .routes
-            .insert(self.sid)
+            .insert(self.sid, link.alive())
             .ok_or(Fail::new("session id in use"))?;
         self.link = Some(link);
         self.t_rx = Some(t_rx);

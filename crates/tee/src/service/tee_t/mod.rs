@@ -68,7 +68,8 @@ impl std::fmt::Debug for TeeTConfig {
 pub(crate) enum Event {
     FromK(Body),
     FromClient(Body),
-    /// The client's channel claimed this session (its first message).
+    /// The client's channel claimed this session (its first message); sent once per session, by the one
+    /// channel [`Routes::attach`] admitted.
     Attach(tessera_channel::ChannelWriter),
     ClientRefused(String),
     ClientGone,
@@ -235,6 +236,10 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
     let link_session = channel.session().clone();
     let (mut reader, writer) = channel.split();
     let _ = link_session.spawn(async move {
+        // Cancelled however this task ends (the link lost, closed, or its channel session ended): the
+        // sessions this link announced end at once, telling their clients, instead of idling out.
+        let link = CancellationToken::new();
+        let _lost = link.clone().drop_guard();
         loop {
             let bytes = match reader.recv().await {
                 Ok(Some(bytes)) => bytes,
@@ -255,7 +260,7 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
             };
             match wire::decode_received(bytes, None) {
                 Ok((sid, Body::SessionCreated(_))) => {
-                    session::start(inner.clone(), sid, writer.clone()).await;
+                    session::start(inner.clone(), sid, writer.clone(), &link).await;
                 }
                 Ok((sid, body)) => {
                     if !inner.routes.deliver(&sid, Event::FromK(body)) {
@@ -269,7 +274,8 @@ fn serve_tee_k(inner: Arc<Inner>, channel: Channel) {
 }
 
 /// One client channel: each message goes to the session its envelope names. A channel carries one session
-/// at a time: the first message of a session attaches the channel to it, and a message for another session
+/// at a time: the first message of a session attaches the channel to it (one channel per session: a second
+/// one is refused), and a message for another session
 /// is taken only once that one has ended (a client's next proof on kept channels); otherwise it ends the
 /// attached session. A channel that ends tells the session attached to it.
 fn serve_client(inner: Arc<Inner>, channel: Channel) {
@@ -333,12 +339,17 @@ fn serve_client(inner: Arc<Inner>, channel: Channel) {
                 }
                 None => {}
             }
-            let Some(inbox) = inner.routes.get(&sid) else {
-                let _ = writer
-                    .send(wire::error_message(&sid, "unknown session"))
-                    .await;
-                writer.close();
-                return;
+            // Attachment is decided once, under the routes' lock: a channel naming a session another
+            // channel already claimed is refused, and nothing it sends (nor its end) reaches the session.
+            let inbox = match inner.routes.attach(&sid) {
+                Ok(inbox) => inbox,
+                Err(refused) => {
+                    let _ = writer
+                        .send(wire::error_message(&sid, refused.reason()))
+                        .await;
+                    writer.close();
+                    return;
+                }
             };
             if inbox.send(Event::Attach(writer.clone())).await.is_err()
                 || inbox.send(Event::FromClient(body)).await.is_err()

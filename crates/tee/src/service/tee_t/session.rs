@@ -19,7 +19,7 @@ use crate::wire::{self, WireSessionId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tessera_channel::ChannelWriter;
-use tessera_session::{FailureReason, SessionGuard};
+use tessera_session::{CancellationToken, FailureReason, SessionGuard};
 use tokio::sync::mpsc;
 use zeroize::Zeroize;
 
@@ -27,9 +27,15 @@ use zeroize::Zeroize;
 const MAX_QUEUED_BATCHES: usize = 8;
 
 /// Registers the session TEE_K announced, spawns its task, and echoes `session_created`.
-pub(super) async fn start(inner: Arc<Inner>, sid: WireSessionId, k_tx: ChannelWriter) {
+/// `link` is cancelled when the TEE_K link that announced the session is lost: the session then ends.
+pub(super) async fn start(
+    inner: Arc<Inner>,
+    sid: WireSessionId,
+    k_tx: ChannelWriter,
+    link: &CancellationToken,
+) {
     let refuse = |reason: &str| wire::error_message(&sid, reason);
-    let Some((route, inbox)) = inner.routes.insert(sid) else {
+    let Some((route, inbox)) = inner.routes.insert(sid, link) else {
         let _ = k_tx.send(refuse("session id in use")).await;
         return;
     };
@@ -67,7 +73,7 @@ pub(super) async fn start(inner: Arc<Inner>, sid: WireSessionId, k_tx: ChannelWr
         charged: 0,
     };
     // The task echoes session_created first: TEE_K waits for it before telling the client session_ready.
-    let _ = session.spawn(run(state, guard, inbox, route));
+    let _ = session.spawn(run(state, guard, inbox, route, link.clone()));
 }
 
 struct TSession {
@@ -99,7 +105,8 @@ async fn run(
     mut s: TSession,
     guard: SessionGuard,
     mut inbox: mpsc::Receiver<Event>,
-    _route: RouteGuard<Event>,
+    route: RouteGuard<Event>,
+    link: CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + s.inner.limits.session_deadline;
     let outcome = match send(&s.k_tx, &s.sid, Body::SessionCreated(SessionCreated {})).await {
@@ -107,6 +114,13 @@ async fn run(
         Ok(()) => tokio::select! {
             outcome = s.events(&guard, &mut inbox) => outcome,
             _ = tokio::time::sleep_until(deadline) => Err(Fail::new("session deadline exceeded")),
+            // The route is cancelled when TEE_K's link is lost, or when a full inbox got it dropped (the
+            // router does not wait for a stuck session).
+            () = route.cancelled() => Err(Fail::new(if link.is_cancelled() {
+                "link to TEE_K lost"
+            } else {
+                "session stuck: its inbox overflowed"
+            })),
         },
     };
     if let Some(streams) = s.streams.as_mut() {
