@@ -232,6 +232,7 @@ pub(crate) async fn post(
     }
     if let Some((guard, notes)) = routed {
         let input = input.clone();
+        let request = id.clone();
         let outcome = async move {
             let response = match McpSession::outcome(pending, &id).await {
                 Ok(response) => response,
@@ -256,6 +257,7 @@ pub(crate) async fn post(
         {
             match streams.start(
                 mcp,
+                request,
                 notes,
                 outcome,
                 guard,
