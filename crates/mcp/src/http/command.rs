@@ -233,19 +233,22 @@ pub(crate) async fn post(
     if let Some((guard, notes)) = routed {
         let input = input.clone();
         let request = id.clone();
+        let ended = mcp.clone();
         let outcome = async move {
             let response = match McpSession::outcome(pending, &id).await {
-                Ok(response) => response,
+                Ok(response) => Some(response),
                 Err(Some(expired)) => {
                     metrics::expired();
                     input.send(&expired.cancel).await;
-                    expired.reply
+                    Some(expired.reply)
                 }
-                Err(None) => Message::error_reply(
+                // The client cancelled it: no response.
+                Err(None) if !ended.session().is_ended() => None,
+                Err(None) => Some(Message::error_reply(
                     Some(&id),
                     crate::jsonrpc::PROXY_ERROR,
                     "the session ended before the response",
-                ),
+                )),
             };
             withdraw.disarm();
             response
@@ -279,6 +282,9 @@ pub(crate) async fn post(
             input.send(&expired.cancel).await;
             expired.reply
         }
+        // The client cancelled it (`notifications/cancelled`): the session lives on, and a cancelled
+        // request gets no response. A 404 would tell the client its session is gone.
+        Err(None) if !mcp.session().is_ended() => return cancelled(accept, &id),
         Err(None) => {
             return error_response(StatusCode::NOT_FOUND, "Session ended before the response");
         }
@@ -295,6 +301,30 @@ pub(crate) async fn post(
         None
     };
     message_response(&response, accept, session_header)
+}
+
+/// The answer to a POST whose request its client cancelled: an SSE stream that ends without a response
+/// (the spec: no response to a cancelled request), or, for a client that takes only JSON, a `-32000`
+/// error for it, which a client that cancelled ignores.
+fn cancelled(accept: Accept, id: &crate::jsonrpc::Id) -> Response {
+    if accept.sse {
+        return axum::response::IntoResponse::into_response((
+            StatusCode::OK,
+            [
+                (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+        ));
+    }
+    super::json_response(
+        StatusCode::OK,
+        &Message::error_reply(
+            Some(id),
+            crate::jsonrpc::PROXY_ERROR,
+            "the request was cancelled",
+        ),
+        None,
+    )
 }
 
 fn accepted(sent: bool) -> Response {

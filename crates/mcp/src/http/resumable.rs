@@ -189,7 +189,7 @@ fn body(reader: Reader, first: Option<Bytes>) -> Response {
 
 impl Streams {
     /// Starts a resumable stream for one request: `notes` (its routed notifications) until `outcome` (its
-    /// response), driven by a task of `mcp`. `Err` gives the inputs back when the session has no room (or
+    /// response; `None` for a request its client cancelled, whose stream just ends), driven by a task of `mcp`. `Err` gives the inputs back when the session has no room (or
     /// is ending), for a plain stream instead. `request` is the request's id: if the session ends before
     /// its response, the stream ends with an error event for it.
     #[allow(
@@ -208,7 +208,7 @@ impl Streams {
         retry_ms: u64,
     ) -> Result<Response, (mpsc::Receiver<Message>, F, RouteGuard)>
     where
-        F: Future<Output = Message> + Send + 'static,
+        F: Future<Output = Option<Message>> + Send + 'static,
     {
         let (k, log) = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -242,7 +242,9 @@ impl Streams {
                         while let Ok(note) = notes.try_recv() {
                             log.push(&note);
                         }
-                        log.push(&response);
+                        if let Some(response) = &response {
+                            log.push(response);
+                        }
                         break true;
                     }
                     // Nobody reads it any more: the request is withdrawn (the outcome, dropped, disarms nothing).

@@ -228,7 +228,7 @@ pub(crate) async fn post(
         let outcome = async move {
             let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
             record(&state, &group, &response);
-            response
+            Some(response)
         };
         return super::streamed::response(notes, outcome, guards, None);
     }
