@@ -284,7 +284,7 @@ pub(crate) async fn post(
         }
         // The client cancelled it (`notifications/cancelled`): the session lives on, and a cancelled
         // request gets no response. A 404 would tell the client its session is gone.
-        Err(None) if !mcp.session().is_ended() => return cancelled(accept, &id),
+        Err(None) if !mcp.session().is_ended() => return super::cancelled_response(accept, &id),
         Err(None) => {
             return error_response(StatusCode::NOT_FOUND, "Session ended before the response");
         }
@@ -301,30 +301,6 @@ pub(crate) async fn post(
         None
     };
     message_response(&response, accept, session_header)
-}
-
-/// The answer to a POST whose request its client cancelled: an SSE stream that ends without a response
-/// (the spec: no response to a cancelled request), or, for a client that takes only JSON, a `-32000`
-/// error for it, which a client that cancelled ignores.
-fn cancelled(accept: Accept, id: &crate::jsonrpc::Id) -> Response {
-    if accept.sse {
-        return axum::response::IntoResponse::into_response((
-            StatusCode::OK,
-            [
-                (axum::http::header::CONTENT_TYPE, "text/event-stream"),
-                (axum::http::header::CACHE_CONTROL, "no-cache"),
-            ],
-        ));
-    }
-    super::json_response(
-        StatusCode::OK,
-        &Message::error_reply(
-            Some(id),
-            crate::jsonrpc::PROXY_ERROR,
-            "the request was cancelled",
-        ),
-        None,
-    )
 }
 
 fn accepted(sent: bool) -> Response {

@@ -1,5 +1,6 @@
 pub mod client;
 pub mod http;
+pub mod hung;
 pub mod npm;
 pub mod polling;
 pub mod proxy;
