@@ -169,8 +169,7 @@ pub(crate) async fn message(
     }
     let Link::Child { input, .. } = &session.link else {
         // A URL upstream: translated to a Streamable HTTP POST (which counts and records the frame).
-        super::legacy_url::message(&state, &session, &headers, message, to_stream.clone());
-        return StatusCode::ACCEPTED.into_response();
+        return super::legacy_url::message(&state, &session, &headers, message, to_stream.clone());
     };
     let meta = mcp.observe(&message);
     metrics::frame(Direction::ClientToServer);

@@ -149,6 +149,8 @@ pub(crate) struct State {
     pub(crate) groups: Mutex<HashMap<String, McpSession>>,
     /// The child shared by stateless clients (command upstream).
     pub(crate) shared: Mutex<Option<Arc<shared::SharedChild>>>,
+    /// The senders of old-transport sessions over a URL upstream (removed when their session ends).
+    pub(crate) legacy_outboxes: Mutex<HashMap<SessionId, Arc<legacy_url::Outbox>>>,
 }
 
 /// The HTTP proxy: build it, mount [`HttpProxy::router`], and call [`HttpProxy::shutdown`] at the end.
@@ -186,6 +188,7 @@ impl HttpProxy {
                 tape,
                 groups: Mutex::new(HashMap::new()),
                 shared: Mutex::new(None),
+                legacy_outboxes: Mutex::new(HashMap::new()),
             }),
         })
     }
