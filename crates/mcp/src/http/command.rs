@@ -232,19 +232,23 @@ pub(crate) async fn post(
     }
     if let Some((guard, notes)) = routed {
         let input = input.clone();
+        let request = id.clone();
+        let ended = mcp.clone();
         let outcome = async move {
             let response = match McpSession::outcome(pending, &id).await {
-                Ok(response) => response,
+                Ok(response) => Some(response),
                 Err(Some(expired)) => {
                     metrics::expired();
                     input.send(&expired.cancel).await;
-                    expired.reply
+                    Some(expired.reply)
                 }
-                Err(None) => Message::error_reply(
+                // The client cancelled it: no response.
+                Err(None) if !ended.session().is_ended() => None,
+                Err(None) => Some(Message::error_reply(
                     Some(&id),
                     crate::jsonrpc::PROXY_ERROR,
                     "the session ended before the response",
-                ),
+                )),
             };
             withdraw.disarm();
             response
@@ -256,6 +260,7 @@ pub(crate) async fn post(
         {
             match streams.start(
                 mcp,
+                request,
                 notes,
                 outcome,
                 guard,
@@ -277,6 +282,9 @@ pub(crate) async fn post(
             input.send(&expired.cancel).await;
             expired.reply
         }
+        // The client cancelled it (`notifications/cancelled`): the session lives on, and a cancelled
+        // request gets no response. A 404 would tell the client its session is gone.
+        Err(None) if !mcp.session().is_ended() => return super::cancelled_response(accept, &id),
         Err(None) => {
             return error_response(StatusCode::NOT_FOUND, "Session ended before the response");
         }

@@ -29,9 +29,10 @@ pub(crate) async fn delete(Extract(state): Extract<Arc<State>>, headers: HeaderM
         None,
         &headers,
     );
+    // Ours first: the upstream's DELETE may hang (bounded by the control timeout), or the client give up.
+    session.mcp.session().close();
     if let Link::Url { .. } = &session.link {
         crate::upstream::http::delete(&state, &session, &headers).await;
     }
-    session.mcp.session().close();
     StatusCode::OK.into_response()
 }

@@ -206,8 +206,10 @@ async fn deliver(
     }
     let Link::Child { input, .. } = &session.link else {
         // A URL upstream: translated to a Streamable HTTP POST (which counts and records the frame).
-        super::legacy_url::message(state, session, headers, message, to_stream.clone());
-        return None;
+        // Queued for the session's sender (202); a full queue (429) or an ended session ends the POST.
+        let queued =
+            super::legacy_url::message(state, session, headers, message, to_stream.clone());
+        return (queued.status() != StatusCode::ACCEPTED).then_some(queued);
     };
     let meta = mcp.observe(&message);
     metrics::frame(Direction::ClientToServer);

@@ -8,15 +8,15 @@
 //! server polling) is resumed with GET and `Last-Event-ID` on the client's behalf. Closing the client's
 //! stream ends the session and the upstream's (DELETE).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, State, sse};
+use super::{HttpSession, LAST_EVENT_ID, Link, MCP_PROTOCOL_VERSION, State, error_response, sse};
 use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
 
 /// Most messages waiting for the client's stream.
@@ -61,70 +61,201 @@ fn upstream_headers(session: &HttpSession, client: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// `POST /message` for a legacy session over a URL upstream: sent upstream by a task of the session, the
-/// answer poured onto the client's stream. Returns at once (202).
+/// Most client messages waiting to be sent upstream, per session: past that, `POST /message` → 429.
+pub(crate) const SEND_QUEUE: usize = 64;
+/// Most upstream answers being poured onto one client's stream at once: the sender waits for one to end
+/// before it sends the next message.
+pub(crate) const MAX_ANSWERS: usize = 16;
+
+/// One session's way upstream: a bounded queue read by one sender task (so messages reach the upstream in
+/// the order they came), and the client's latest credentials, for the upstream DELETE at the end.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Queued>,
+    authorization: Mutex<Option<HeaderValue>>,
+}
+
+struct Queued {
+    message: Message,
+    authorization: Option<HeaderValue>,
+}
+
+/// The headers of a client message, as far as the upstream sees them: its `Authorization`.
+fn client_headers(authorization: Option<&HeaderValue>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = authorization {
+        headers.insert(header::AUTHORIZATION, v.clone());
+    }
+    headers
+}
+
+/// `POST /message` for a legacy session over a URL upstream: queued for the session's sender, which sends
+/// it upstream (in order, after the messages before it got their answer's head) and pours the answer onto
+/// the client's stream. 202 at once; 429 (with `Retry-After`) when the session's queue is full, 404 when
+/// the session has ended.
 pub(crate) fn message(
     state: &Arc<State>,
     session: &Arc<HttpSession>,
     client: &HeaderMap,
     message: Message,
     to_stream: mpsc::Sender<Message>,
+) -> Response {
+    let Some(outbox) = outbox(state, session, to_stream) else {
+        return error_response(StatusCode::NOT_FOUND, "Session not found");
+    };
+    let authorization = client.get(header::AUTHORIZATION).cloned();
+    if authorization.is_some() {
+        *outbox
+            .authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = authorization.clone();
+    }
+    let queued = Queued {
+        message,
+        authorization,
+    };
+    match outbox.tx.try_send(queued) {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let mut busy = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests: the session's messages wait for the upstream",
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            busy
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            error_response(StatusCode::NOT_FOUND, "Session not found")
+        }
+    }
+}
+
+/// The session's outbox, started (with its sender, a task of the session) on first use; `None` once the
+/// session has ended.
+fn outbox(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    to_stream: mpsc::Sender<Message>,
+) -> Option<Arc<Outbox>> {
+    let id = session.mcp.id();
+    let mut outboxes = state
+        .legacy_outboxes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = outboxes.get(&id) {
+        return Some(found.clone());
+    }
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let outbox = Arc::new(Outbox {
+        tx,
+        authorization: Mutex::new(None),
+    });
+    let end = EndUpstream {
+        state: state.clone(),
+        session: session.clone(),
+        outbox: outbox.clone(),
+    };
+    let sender = send_all(state.clone(), session.clone(), rx, to_stream, end);
+    // A session that has ended runs nothing: no outbox then.
+    session.mcp.session().spawn(sender).ok()?;
+    outboxes.insert(id, outbox.clone());
+    Some(outbox)
+}
+
+/// The session's sender: each queued message POSTed upstream once the one before it has its answer's head
+/// (at most [`MAX_ANSWERS`] answers poured at once, each by a task of the session).
+async fn send_all(
+    state: Arc<State>,
+    session: Arc<HttpSession>,
+    mut rx: mpsc::Receiver<Queued>,
+    to_stream: mpsc::Sender<Message>,
+    end: EndUpstream,
 ) {
-    let headers = upstream_headers(session, client);
-    let new_session = message.method() == Some("initialize")
-        && matches!(&session.link, Link::Url { upstream_id, .. } if upstream_id.get().is_none());
-    let (state, session_ref) = (state.clone(), session.clone());
-    let spawned = session.mcp.session().spawn(async move {
+    let _end = end;
+    let answers = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERS));
+    while let Some(queued) = rx.recv().await {
+        let Ok(permit) = answers.clone().acquire_owned().await else {
+            return;
+        };
+        let headers = upstream_headers(&session, &client_headers(queued.authorization.as_ref()));
+        let message = queued.message;
+        let new_session = message.method() == Some("initialize")
+            && matches!(&session.link, Link::Url { upstream_id, .. } if upstream_id.get().is_none());
         let request = message.id().filter(|_| message.is_request()).cloned();
         let response =
-            crate::upstream::http::post(&state, &session_ref, &headers, message, new_session, None)
+            crate::upstream::http::post(&state, &session, &headers, message, new_session, None)
                 .await;
-        let status = response.status();
-        let mut parser = sse::Parser::new(state.config.max_body);
-        let mut poured = pour(response, &mut parser, request.as_ref(), &to_stream).await;
-        if let Some(id) = &request
-            && !poured.answered
-        {
-            // The answer stream ended before the response (a server closing it to be polled, or a break):
-            // resumed with `Last-Event-ID` as a Streamable HTTP client would, since this client cannot.
-            let mut tries = 0;
-            while !poured.answered && tries < sse::MAX_RESUMES {
-                let Some(last) = parser
-                    .last_event_id()
-                    .and_then(|v| HeaderValue::from_str(v).ok())
-                else {
-                    break;
-                };
-                tries += 1;
-                tokio::time::sleep(parser.reconnect_delay()).await;
-                let mut get_headers = upstream_headers(&session_ref, &headers);
-                get_headers.insert(LAST_EVENT_ID.clone(), last);
-                let stream = crate::upstream::http::get(&state, &session_ref, &get_headers).await;
-                if stream.status() != StatusCode::OK {
-                    break;
-                }
-                let more = pour(stream, &mut parser, Some(id), &to_stream).await;
-                poured.count += more.count;
-                poured.answered = more.answered;
+        let (state, session_ref, to_stream) = (state.clone(), session.clone(), to_stream.clone());
+        let answer = async move {
+            let _permit = permit;
+            pour_answer(
+                &state,
+                &session_ref,
+                &headers,
+                request,
+                response,
+                &to_stream,
+            )
+            .await;
+            if new_session && session_ref.mcp.negotiated().is_some() {
+                server_stream(&state, &session_ref, &headers, &to_stream).await;
             }
+        };
+        if session.mcp.session().spawn(answer).is_err() {
+            return;
         }
-        if poured.count == 0
-            && !status.is_success()
-            && let Some(id) = request
-        {
-            let error = Message::error_reply(
-                Some(&id),
-                PROXY_ERROR,
-                &format!("the upstream answered {status}"),
-            );
-            let _ = to_stream.send(error).await;
+    }
+}
+
+/// Puts an upstream answer on the client's stream, resuming it (`Last-Event-ID`) if it ended before the
+/// response; a failure without any message becomes a `-32000` error for the request.
+async fn pour_answer(
+    state: &Arc<State>,
+    session: &Arc<HttpSession>,
+    headers: &HeaderMap,
+    request: Option<Id>,
+    response: Response,
+    to_stream: &mpsc::Sender<Message>,
+) {
+    let status = response.status();
+    let mut parser = sse::Parser::new(state.config.max_body);
+    let mut poured = pour(response, &mut parser, request.as_ref(), to_stream).await;
+    if let Some(id) = &request
+        && !poured.answered
+    {
+        // The answer stream ended before the response (a server closing it to be polled, or a break):
+        // resumed with `Last-Event-ID` as a Streamable HTTP client would, since this client cannot.
+        let mut tries = 0;
+        while !poured.answered && tries < sse::MAX_RESUMES {
+            let Some(last) = parser
+                .last_event_id()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            else {
+                break;
+            };
+            tries += 1;
+            tokio::time::sleep(parser.reconnect_delay()).await;
+            let mut get_headers = upstream_headers(session, headers);
+            get_headers.insert(LAST_EVENT_ID.clone(), last);
+            let stream = crate::upstream::http::get(state, session, &get_headers).await;
+            if stream.status() != StatusCode::OK {
+                break;
+            }
+            let more = pour(stream, &mut parser, Some(id), to_stream).await;
+            poured.count += more.count;
+            poured.answered = more.answered;
         }
-        if new_session && status.is_success() {
-            server_stream(&state, &session_ref, &headers, &to_stream).await;
-        }
-    });
-    if spawned.is_err() {
-        tracing::debug!("legacy session ended before its message was sent");
+    }
+    if poured.count == 0
+        && !status.is_success()
+        && let Some(id) = request
+    {
+        let error = Message::error_reply(
+            Some(&id),
+            PROXY_ERROR,
+            &format!("the upstream answered {status}"),
+        );
+        let _ = to_stream.send(error).await;
     }
 }
 
@@ -229,11 +360,48 @@ async fn pour(
     poured
 }
 
-/// Ends the upstream's session when the client's stream goes (from a task of the server).
+/// Ends the upstream's session when the client's stream goes. A session that sent anything has an
+/// outbox, whose sender ends the upstream's session when ours ends ([`EndUpstream`], with the client's
+/// credentials); without one there is no upstream session to end.
 pub(crate) fn end_upstream(state: &Arc<State>, session: &Arc<HttpSession>) {
-    let (state, session) = (state.clone(), session.clone());
-    let tracker = state.tracker.clone();
-    tracker.spawn(async move {
-        crate::upstream::http::delete(&state, &session, &HeaderMap::new()).await;
-    });
+    let _ = (state, session);
+}
+
+/// Held by a session's sender: when the session ends, its outbox goes and the upstream's session is ended
+/// (DELETE with the client's latest `Authorization` and the negotiated version, from a task of the server,
+/// given up after the control timeout).
+struct EndUpstream {
+    state: Arc<State>,
+    session: Arc<HttpSession>,
+    outbox: Arc<Outbox>,
+}
+
+impl Drop for EndUpstream {
+    fn drop(&mut self) {
+        let id = self.session.mcp.id();
+        {
+            let mut outboxes = self
+                .state
+                .legacy_outboxes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if outboxes
+                .get(&id)
+                .is_some_and(|o| Arc::ptr_eq(o, &self.outbox))
+            {
+                outboxes.remove(&id);
+            }
+        }
+        let authorization = self
+            .outbox
+            .authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let headers = upstream_headers(&self.session, &client_headers(authorization.as_ref()));
+        let (state, session) = (self.state.clone(), self.session.clone());
+        self.state.tracker.spawn(async move {
+            crate::upstream::http::delete(&state, &session, &headers).await;
+        });
+    }
 }

@@ -82,6 +82,10 @@ pub struct HttpConfig {
     /// that lost it to resume (GET with `Last-Event-ID`) before its request is withdrawn (default 10 s;
     /// 0 = no resumption: a dropped stream withdraws the request at once).
     pub resume_window_ms: u64,
+    /// How long a message of the proxy's own to a URL upstream may take — `notifications/cancelled`, a
+    /// blocked server request's error, DELETE (default 5000 ms): a hung upstream must not hold a DELETE or
+    /// shutdown.
+    pub control_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -95,7 +99,12 @@ impl HttpConfig {
             sse_retry_ms: 3000,
             rules: None,
             resume_window_ms: 10_000,
+            control_timeout_ms: 5000,
         }
+    }
+
+    pub(crate) fn control_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.control_timeout_ms)
     }
 }
 
@@ -140,6 +149,8 @@ pub(crate) struct State {
     pub(crate) groups: Mutex<HashMap<String, McpSession>>,
     /// The child shared by stateless clients (command upstream).
     pub(crate) shared: Mutex<Option<Arc<shared::SharedChild>>>,
+    /// The senders of old-transport sessions over a URL upstream (removed when their session ends).
+    pub(crate) legacy_outboxes: Mutex<HashMap<SessionId, Arc<legacy_url::Outbox>>>,
 }
 
 /// The HTTP proxy: build it, mount [`HttpProxy::router`], and call [`HttpProxy::shutdown`] at the end.
@@ -177,6 +188,7 @@ impl HttpProxy {
                 tape,
                 groups: Mutex::new(HashMap::new()),
                 shared: Mutex::new(None),
+                legacy_outboxes: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -419,6 +431,30 @@ impl Accept {
         }
         accept
     }
+}
+
+/// The answer to a POST whose request its client cancelled: an SSE stream that ends without a response
+/// (the spec: no response to a cancelled request), or, for a client that takes only JSON, a `-32000`
+/// error for it, which a client that cancelled ignores.
+pub(crate) fn cancelled_response(accept: Accept, id: &crate::jsonrpc::Id) -> Response {
+    if accept.sse {
+        return IntoResponse::into_response((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+        ));
+    }
+    json_response(
+        StatusCode::OK,
+        &Message::error_reply(
+            Some(id),
+            crate::jsonrpc::PROXY_ERROR,
+            "the request was cancelled",
+        ),
+        None,
+    )
 }
 
 /// A response body for one message: JSON when the client takes it, else a one-event SSE stream.

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc};
 
 use super::sse;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{Id, Message, PROXY_ERROR};
 use crate::progress::RouteGuard;
 use crate::session::McpSession;
 
@@ -128,6 +128,40 @@ impl Drop for Reader {
     }
 }
 
+/// Writes one stream's events, and finishes the stream when dropped (however its task ends).
+struct Driver {
+    log: Arc<Log>,
+    stream: u64,
+    /// Events so far.
+    n: u64,
+    /// The request still unanswered: dropped with it, the stream ends with an error event for it (the
+    /// session ended, as a plain stream says it).
+    request: Option<Id>,
+}
+
+impl Driver {
+    fn push(&mut self, message: &Message) {
+        self.n += 1;
+        let id = format!("{}-{}", self.stream, self.n);
+        self.log
+            .push(self.n, sse::message_event(&message.line_safe(), Some(&id)));
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let error = Message::error_reply(
+                Some(&request),
+                PROXY_ERROR,
+                "the session ended before the response",
+            );
+            self.push(&error);
+        }
+        self.log.finish();
+    }
+}
+
 /// A session's resumable streams.
 #[derive(Default)]
 pub(crate) struct Streams {
@@ -155,12 +189,18 @@ fn body(reader: Reader, first: Option<Bytes>) -> Response {
 
 impl Streams {
     /// Starts a resumable stream for one request: `notes` (its routed notifications) until `outcome` (its
-    /// response), driven by a task of `mcp`. `Err` gives the inputs back when the session has no room (or
-    /// is ending), for a plain stream instead.
-    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    /// response; `None` for a request its client cancelled, whose stream just ends), driven by a task of `mcp`. `Err` gives the inputs back when the session has no room (or
+    /// is ending), for a plain stream instead. `request` is the request's id: if the session ends before
+    /// its response, the stream ends with an error event for it.
+    #[allow(
+        clippy::type_complexity,
+        clippy::result_large_err,
+        clippy::too_many_arguments
+    )]
     pub(crate) fn start<F>(
         self: &Arc<Self>,
         mcp: &McpSession,
+        request: Id,
         mut notes: mpsc::Receiver<Message>,
         outcome: F,
         route: RouteGuard,
@@ -168,7 +208,7 @@ impl Streams {
         retry_ms: u64,
     ) -> Result<Response, (mpsc::Receiver<Message>, F, RouteGuard)>
     where
-        F: Future<Output = Message> + Send + 'static,
+        F: Future<Output = Option<Message>> + Send + 'static,
     {
         let (k, log) = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -186,30 +226,33 @@ impl Streams {
         let task = async move {
             let _route = route;
             let mut outcome = std::pin::pin!(outcome);
-            let mut n = 0u64;
-            let event =
-                |n: u64, m: &Message| sse::message_event(&m.line_safe(), Some(&format!("{k}-{n}")));
+            // Finishes the stream however the task ends: the session's end drops the task mid-way, and
+            // its readers must not wait for events that will never come.
+            let mut log = Driver {
+                log: driven.clone(),
+                stream: k,
+                n: 0,
+                request: Some(request),
+            };
             let finished = loop {
                 tokio::select! {
                     biased;
-                    Some(note) = notes.recv() => {
-                        n += 1;
-                        driven.push(n, event(n, &note));
-                    }
+                    Some(note) = notes.recv() => log.push(&note),
                     response = &mut outcome => {
                         while let Ok(note) = notes.try_recv() {
-                            n += 1;
-                            driven.push(n, event(n, &note));
+                            log.push(&note);
                         }
-                        n += 1;
-                        driven.push(n, event(n, &response));
+                        if let Some(response) = &response {
+                            log.push(response);
+                        }
                         break true;
                     }
                     // Nobody reads it any more: the request is withdrawn (the outcome, dropped, disarms nothing).
                     () = driven.abandoned(window) => break false,
                 }
             };
-            driven.finish();
+            log.request = None;
+            drop(log);
             if finished {
                 // Kept one window for a late reader, then gone.
                 driven.abandoned(window).await;

@@ -8,13 +8,15 @@
 //! that goes away (its stream closed: the 2026 cancel) withdraws the request and the child gets an explicit
 //! `notifications/cancelled`, since on stdio a cancel must be said.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::StreamExt;
 use tessera_session::FailureReason;
+use tokio::sync::oneshot;
 
 use super::{Accept, State, error_response, message_response};
 use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
@@ -32,6 +34,75 @@ pub(crate) struct SharedChild {
     next_id: AtomicU64,
     /// Progress notifications routed to their request's response stream, by the proxy's own token.
     progress: Routes,
+    /// Listens in flight.
+    listens: Arc<Listens>,
+}
+
+/// 2026-07-28 `subscriptions/listen` requests in flight, by the id the child saw. They stay out of the
+/// pending table, whose deadline would end them: a listen is open until its result or its client's cancel
+/// (closing the stream). At most as many as the per-session pending limit.
+struct Listens {
+    max: usize,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Message>>>,
+}
+
+impl Listens {
+    /// Waits for the result of the listen the child knows as `id`; `None` when the table is full.
+    fn add(self: &Arc<Self>, id: &Id) -> Option<(ListenGuard, oneshot::Receiver<Message>)> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.len() >= self.max {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let key = id.as_json().to_owned();
+        waiting.insert(key.clone(), tx);
+        let guard = ListenGuard {
+            listens: self.clone(),
+            key,
+        };
+        Some((guard, rx))
+    }
+
+    /// Hands a response to its listen; false if it answers no listen.
+    fn deliver(&self, response: &Message) -> bool {
+        let Some(id) = response.id() else {
+            return false;
+        };
+        let found = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id.as_json());
+        match found {
+            Some(tx) => {
+                let _ = tx.send(response.clone());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a listen from [`Listens`] when its exchange ends.
+struct ListenGuard {
+    listens: Arc<Listens>,
+    key: String,
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        self.listens
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// What a request waits on: the pending table (with its deadline), or, for a listen, its result alone.
+enum Waiter {
+    Pending(tessera_session::Pending<Message>),
+    Listen(ListenGuard, oneshot::Receiver<Message>),
 }
 
 /// The live shared child, started on first use (or again after the last one exited).
@@ -54,6 +125,11 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
     let reader = owner.clone();
     let progress = Routes::new(state.sessions.config().pending.per_session);
     let routes = progress.clone();
+    let listens = Arc::new(Listens {
+        max: state.sessions.config().pending.per_session,
+        waiting: Mutex::default(),
+    });
+    let listened = listens.clone();
     let (rules_state, rules_input) = (state.clone(), input.clone());
     let spawned = guard.session().clone().spawn(async move {
         while let Some(line) = output.next().await {
@@ -64,6 +140,9 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
             };
             match message.kind() {
                 Kind::Response { .. } => {
+                    if listened.deliver(&message) {
+                        continue;
+                    }
                     if reader.correlate_response(Direction::ServerToClient, &message).is_none() {
                         tracing::debug!(id = ?message.id(), "late or unknown response from the shared child dropped");
                     }
@@ -109,6 +188,7 @@ fn shared_child(state: &Arc<State>, spec: &ChildSpec) -> Result<Arc<SharedChild>
         input,
         next_id: AtomicU64::new(1),
         progress,
+        listens,
     });
     *slot = Some(shared.clone());
     Ok(shared)
@@ -182,7 +262,8 @@ pub(crate) async fn post(
             guards.push(guard);
         }
     }
-    if message.method() == Some("subscriptions/listen") && accept.sse {
+    let listen = message.method() == Some("subscriptions/listen") && accept.sse;
+    if listen {
         // A listen's notifications name it by the id the child saw: routed back under the client's id, on
         // the stream that stays open until the listen ends (its result) or the client closes it (the cancel).
         let key = progress::subscription_key(upstream_id.as_json());
@@ -202,14 +283,24 @@ pub(crate) async fn post(
     }
     drop(tx);
     let routed = (!guards.is_empty()).then_some((guards, rx));
-    let pending = match shared
-        .owner
-        .track_request(Direction::ClientToServer, &remapped)
-    {
+    // A listen has no deadline (it stays open until its result); anything else is tracked.
+    let tracked = if listen {
+        shared
+            .listens
+            .add(&upstream_id)
+            .map(|(guard, rx)| Waiter::Listen(guard, rx))
+            .ok_or_else(|| "too many listens in flight".to_owned())
+    } else {
+        shared
+            .owner
+            .track_request(Direction::ClientToServer, &remapped)
+            .map(Waiter::Pending)
+            .map_err(|refusal| refusal.error.to_string())
+    };
+    let pending = match tracked {
         Ok(p) => p,
-        Err(refusal) => {
-            let reply =
-                Message::error_reply(Some(&original), PROXY_ERROR, &refusal.error.to_string());
+        Err(text) => {
+            let reply = Message::error_reply(Some(&original), PROXY_ERROR, &text);
             return message_response(&reply, accept, None);
         }
     };
@@ -228,7 +319,7 @@ pub(crate) async fn post(
         let outcome = async move {
             let response = answer(&shared, &mut cancel, pending, &upstream_id, &original).await;
             record(&state, &group, &response);
-            response
+            Some(response)
         };
         return super::streamed::response(notes, outcome, guards, None);
     }
@@ -260,11 +351,21 @@ pub(crate) fn status_of(response: &Message) -> StatusCode {
 async fn answer(
     shared: &SharedChild,
     cancel: &mut CancelOnDrop,
-    pending: tessera_session::Pending<Message>,
+    pending: Waiter,
     upstream_id: &Id,
     original: &Id,
 ) -> Message {
-    let response = match McpSession::outcome(pending, upstream_id).await {
+    let outcome = match pending {
+        Waiter::Pending(pending) => McpSession::outcome(pending, upstream_id).await,
+        Waiter::Listen(_guard, result) => {
+            let ended = shared.owner.session().token();
+            tokio::select! {
+                result = result => result.map_err(|_| None),
+                () = ended.cancelled() => Err(None),
+            }
+        }
+    };
+    let response = match outcome {
         Ok(response) => {
             cancel.upstream_id = None;
             response.with_id(original)

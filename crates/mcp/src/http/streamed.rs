@@ -1,6 +1,7 @@
 //! A request answered as an SSE stream by the proxy itself (stdio upstreams): the notifications routed to
 //! the request (its progress) as they come, then its response, then the end of the stream. A client that
-//! closes the stream drops `outcome`, and with it whatever withdraws the request.
+//! closes the stream drops `outcome`, and with it whatever withdraws the request. A request its client
+//! cancelled (`notifications/cancelled`) gets no response: its stream just ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,15 +22,15 @@ fn event(message: &Message) -> Bytes {
 
 struct Streaming {
     notes: mpsc::Receiver<Message>,
-    outcome: Option<Pin<Box<dyn Future<Output = Message> + Send>>>,
+    outcome: Option<Pin<Box<dyn Future<Output = Option<Message>> + Send>>>,
     _routes: Vec<RouteGuard>,
 }
 
 /// The SSE response: `notes` until `outcome` resolves, then whatever is left in `notes`, then the
-/// response. `routes` are removed when the stream ends.
+/// response (none for a request the client cancelled). `routes` are removed when the stream ends.
 pub(crate) fn response(
     notes: mpsc::Receiver<Message>,
-    outcome: impl Future<Output = Message> + Send + 'static,
+    outcome: impl Future<Output = Option<Message>> + Send + 'static,
     routes: Vec<RouteGuard>,
     session: Option<tessera_session::SessionId>,
 ) -> Response {
@@ -50,7 +51,9 @@ pub(crate) fn response(
                 while let Ok(note) = state.notes.try_recv() {
                     out.extend_from_slice(&event(&note));
                 }
-                out.extend_from_slice(&event(&response));
+                if let Some(response) = response {
+                    out.extend_from_slice(&event(&response));
+                }
                 Some((Ok(out.freeze()), state))
             }
         }

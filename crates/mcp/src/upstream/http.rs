@@ -178,23 +178,32 @@ pub(crate) async fn post(
         .filter(|_| message.is_request())
         .map(|id| mcp.withdraw_on_drop(key.clone().unwrap_or_else(|| id.clone())));
     let keyed = key.zip(message.id().cloned()).map(|(key, id)| (id, key));
-    let result = up
-        .send(
-            Method::POST,
-            headers,
-            upstream_session(session),
-            message.raw().clone(),
-        )
-        .await;
-    let upstream = match result {
-        Ok(r) => r,
-        Err(e) => {
+    let cancel = CancelUpstream {
+        upstream: up.clone(),
+        headers: headers.clone(),
+        session: upstream_session(session).cloned(),
+        tracker: state.tracker.clone(),
+        timeout: state.config.control_timeout(),
+    };
+    let send = up.send(
+        Method::POST,
+        headers,
+        upstream_session(session),
+        message.raw().clone(),
+    );
+    let upstream = match head(mcp, send, &mut waiter, message.is_request()).await {
+        Head::Sent(Ok(r)) => r,
+        Head::Sent(Err(e)) => {
             drop(forget);
             tracing::warn!(session = %mcp.id(), error = %e, "upstream POST failed");
             return error_response(
                 StatusCode::BAD_GATEWAY,
                 "Bad Gateway: the upstream did not answer",
             );
+        }
+        early => {
+            let request = message.id().filter(|_| message.is_request());
+            return answer_early(early, mcp, cancel, request, headers, new_session, forget);
         }
     };
     let success = upstream.status().is_success();
@@ -206,12 +215,6 @@ pub(crate) async fn post(
         let _ = upstream_id.set(v.clone());
     }
     let is_sse = is_event_stream(upstream.headers());
-    let cancel = CancelUpstream {
-        upstream: up.clone(),
-        headers: headers.clone(),
-        session: upstream_session(session).cloned(),
-        tracker: state.tracker.clone(),
-    };
     let (head, body) = upstream.into_parts();
     let relay = Relay {
         body: None,
@@ -272,6 +275,7 @@ pub(crate) async fn get(
         headers: headers.clone(),
         session: upstream_session(session).cloned(),
         tracker: state.tracker.clone(),
+        timeout: state.config.control_timeout(),
     };
     let relay = Relay {
         body: None,
@@ -298,16 +302,109 @@ pub(crate) async fn get(
     relay_head(&head, Body::from_stream(stream))
 }
 
-/// DELETE the upstream session.
+/// DELETE the upstream session, waiting at most [`HttpConfig::control_timeout_ms`] for its answer.
+///
+/// [`HttpConfig::control_timeout_ms`]: crate::http::HttpConfig::control_timeout_ms
 pub(crate) async fn delete(state: &Arc<State>, session: &Arc<HttpSession>, headers: &HeaderMap) {
     if let (Some(up), Some(id)) = (upstream_of(state), upstream_session(session)) {
-        match up
-            .send(Method::DELETE, headers, Some(id), Bytes::new())
-            .await
-        {
-            Ok(r) => drop(r),
-            Err(e) => tracing::debug!(error = %e, "upstream DELETE failed"),
+        let sent = up.send(Method::DELETE, headers, Some(id), Bytes::new());
+        match tokio::time::timeout(state.config.control_timeout(), sent).await {
+            Ok(Ok(r)) => drop(r),
+            Ok(Err(e)) => tracing::debug!(error = %e, "upstream DELETE failed"),
+            Err(_) => tracing::debug!(session = %session.mcp.id(), "upstream DELETE timed out"),
         }
+    }
+}
+
+/// How waiting for an upstream POST's response head ended.
+enum Head {
+    /// The head came (or the send failed).
+    Sent(Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error>),
+    /// The request's outcome came first: its deadline, a client's cancel, or (rarely) its response by
+    /// another way.
+    Outcome(Result<Message, Option<Expired>>),
+    /// The session ended.
+    Ended,
+    /// A notification or response whose head did not come within the request deadline.
+    TimedOut,
+}
+
+/// Waits for the response head of an upstream POST, but no longer than the request's outcome (its
+/// deadline), the session's life, or — for a message that is not a request — the request deadline. A
+/// request without a waiter (a listen) waits for as long as the session lives.
+async fn head(
+    mcp: &McpSession,
+    send: impl Future<Output = Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error>>,
+    waiter: &mut Option<WaitFuture>,
+    is_request: bool,
+) -> Head {
+    let ended = mcp.session().token();
+    let limit = async {
+        match waiter.as_mut() {
+            Some(waiter) => Head::Outcome(waiter.await),
+            None if is_request => std::future::pending().await,
+            None => {
+                tokio::time::sleep(mcp.deadline()).await;
+                Head::TimedOut
+            }
+        }
+    };
+    let head = tokio::select! {
+        biased;
+        () = ended.cancelled() => Head::Ended,
+        sent = send => Head::Sent(sent),
+        early = limit => early,
+    };
+    if matches!(head, Head::Outcome(_)) {
+        // Its future is done: never polled again.
+        *waiter = None;
+    }
+    head
+}
+
+/// Answers a POST whose upstream head did not come in time (see [`head`]): the deadline's error (and
+/// `notifications/cancelled` upstream), as a relay past its deadline does; 404 if the session ended (the
+/// upstream told too); the empty answer of a cancelled request; 504 for a late notification or response.
+fn answer_early(
+    early: Head,
+    mcp: &McpSession,
+    cancel: CancelUpstream,
+    request: Option<&Id>,
+    headers: &HeaderMap,
+    new_session: bool,
+    mut forget: Option<Withdraw>,
+) -> Response {
+    if new_session {
+        // No session without a successful initialize.
+        mcp.session().close();
+    }
+    let accept = crate::http::Accept::from_headers(headers);
+    match early {
+        Head::Outcome(Ok(response)) => {
+            if let Some(forget) = forget.as_mut() {
+                forget.disarm();
+            }
+            crate::http::message_response(&response, accept, None)
+        }
+        Head::Outcome(Err(Some(expired))) => {
+            metrics::expired();
+            cancel.send(expired.cancel);
+            crate::http::message_response(&expired.reply, accept, None)
+        }
+        Head::Outcome(Err(None)) if !mcp.session().is_ended() => match request {
+            Some(id) => crate::http::cancelled_response(accept, id),
+            None => error_response(StatusCode::BAD_GATEWAY, "Bad Gateway"),
+        },
+        Head::Outcome(Err(None)) | Head::Ended => {
+            if let Some(id) = request {
+                cancel.send(Message::cancelled(id, "the session ended"));
+            }
+            error_response(StatusCode::NOT_FOUND, "Session ended before the response")
+        }
+        Head::TimedOut | Head::Sent(_) => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Gateway Timeout: the upstream did not answer in time",
+        ),
     }
 }
 
@@ -329,11 +426,16 @@ pub(crate) struct CancelUpstream {
     headers: HeaderMap,
     session: Option<HeaderValue>,
     tracker: tessera_session::TaskTracker,
+    /// How long sending one message may take.
+    timeout: std::time::Duration,
 }
 
 impl CancelUpstream {
+    /// Sends `cancel` from a task of the server, which gives up after the control timeout (a hung upstream
+    /// must not hold shutdown).
     pub(crate) fn send(self, cancel: Message) {
-        self.tracker.clone().spawn(async move {
+        let timeout = self.timeout;
+        let sending = async move {
             let mut headers = self.headers;
             headers.insert(
                 header::CONTENT_TYPE,
@@ -350,6 +452,11 @@ impl CancelUpstream {
                 .await
             {
                 let _ = r.into_body().collect().await;
+            }
+        };
+        self.tracker.clone().spawn(async move {
+            if tokio::time::timeout(timeout, sending).await.is_err() {
+                tracing::debug!("a message of the proxy's to the upstream timed out");
             }
         });
     }
@@ -468,6 +575,7 @@ impl CancelUpstream {
             headers: HeaderMap::new(),
             session: None,
             tracker: tessera_session::TaskTracker::new(),
+            timeout: std::time::Duration::from_secs(5),
         }
     }
 }

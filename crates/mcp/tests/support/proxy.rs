@@ -22,7 +22,17 @@ pub async fn start(upstream: Upstream) -> Running {
 
 /// A proxy with this configuration, recording to `tape` if given.
 pub async fn start_with(config: HttpConfig, tape: Option<tessera_mcp::tape::Tape>) -> Running {
-    let sessions = Sessions::new(McpConfig::default());
+    start_full(config, McpConfig::default(), tape).await
+}
+
+/// A proxy with this configuration and these session limits (deadline, pending), recording to `tape` if
+/// given.
+pub async fn start_full(
+    config: HttpConfig,
+    mcp: McpConfig,
+    tape: Option<tessera_mcp::tape::Tape>,
+) -> Running {
+    let sessions = Sessions::new(mcp);
     let proxy = HttpProxy::new(config, sessions, tape).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
