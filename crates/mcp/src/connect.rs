@@ -285,7 +285,7 @@ impl Link {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .is_some_and(crate::http::sse::is_event_stream);
         if is_sse {
             let mut parser = sse::Parser::new(DEFAULT_MAX_LINE);
             let id = request.map(|(id, _)| id);

@@ -420,8 +420,23 @@ async fn rules_on_a_url_upstreams_server_messages() {
     p.finish().await;
 }
 
-/// A Streamable HTTP server whose `tools/call` answer is one SSE event of `size` bytes of text.
+/// How the answer server below answers `tools/call`.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// One SSE event whose text is this many bytes, under this `Content-Type`.
+    Sse(usize, &'static str),
+    /// A JSON body holding a response whose text is this many bytes.
+    Json(usize),
+    /// A JSON body holding a `sampling/createMessage` request instead of a response.
+    JsonRequest,
+}
+
+/// A Streamable HTTP server that answers `tools/call` as `answer` says.
 async fn big_answer_server(size: usize) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    answer_server(Answer::Sse(size, "text/event-stream")).await
+}
+
+async fn answer_server(answer: Answer) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     use axum::body::{Body, Bytes};
     use axum::http::{Method, header};
     use axum::response::Response;
@@ -429,6 +444,10 @@ async fn big_answer_server(size: usize) -> (String, tokio::task::JoinHandle<std:
         "/mcp",
         axum::routing::any(move |method: Method, body: Bytes| async move {
             let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let text = |size: usize| {
+                json!({"jsonrpc": "2.0", "id": message["id"],
+                    "result": {"content": [{"type": "text", "text": "x".repeat(size)}]}})
+            };
             let (kind, body) = match (method, message["method"].as_str()) {
                 (Method::POST, Some("initialize")) => (
                     "application/json",
@@ -437,12 +456,16 @@ async fn big_answer_server(size: usize) -> (String, tokio::task::JoinHandle<std:
                         "serverInfo": {"name": "big", "version": "0"}}})
                     .to_string(),
                 ),
-                (Method::POST, Some("tools/call")) => {
-                    let text = "x".repeat(size);
-                    let reply = json!({"jsonrpc": "2.0", "id": message["id"],
-                        "result": {"content": [{"type": "text", "text": text}]}});
-                    ("text/event-stream", format!("data: {reply}\n\n"))
-                }
+                (Method::POST, Some("tools/call")) => match answer {
+                    Answer::Sse(size, kind) => (kind, format!("data: {}\n\n", text(size))),
+                    Answer::Json(size) => ("application/json", text(size).to_string()),
+                    Answer::JsonRequest => (
+                        "application/json",
+                        json!({"jsonrpc": "2.0", "id": 77, "method": "sampling/createMessage",
+                            "params": {"messages": [], "maxTokens": 1}})
+                        .to_string(),
+                    ),
+                },
                 _ => {
                     return Response::builder()
                         .status(if message.is_null() { 405 } else { 202 })
@@ -462,6 +485,63 @@ async fn big_answer_server(size: usize) -> (String, tokio::task::JoinHandle<std:
         url,
         tokio::spawn(async move { axum::serve(listener, app).await }),
     )
+}
+
+/// With rules, a URL upstream's JSON body is held until it ends and passed only if no rule blocks its
+/// message: a server request a rule blocks (here sampling) never reaches the client, which gets the
+/// proxy's error for its call instead; so does an answer over the message limit, and an SSE body
+/// labelled in another case is still read event by event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_passes_only_once_the_rules_have_seen_it() {
+    let cases = [
+        (Answer::JsonRequest, Some("blocked by an interception rule")),
+        (Answer::Json(8 * 1024), Some("message limit")),
+        (Answer::Json(100), None),
+        (
+            Answer::Sse(8 * 1024, "Text/Event-Stream; charset=utf-8"),
+            Some("message limit"),
+        ),
+    ];
+    for (answer, refused) in cases {
+        let (url, server) = answer_server(answer).await;
+        let mut config = HttpConfig::new(Upstream::Url(url));
+        config.rules = Some(Arc::new(Rules::from_json(RULES).unwrap()));
+        config.max_body = 4 * 1024;
+        let p = start_with(config, None).await;
+        let (session, _) = p.http.initialize().await;
+        let reply = p
+            .http
+            .post(Some(&session), &call(9, "big", json!({})))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            !reply.body.contains("sampling/createMessage"),
+            "{}",
+            reply.body
+        );
+        let answer = reply.response(&json!(9));
+        match refused {
+            Some(why) => {
+                assert_eq!(answer["error"]["code"], -32000, "{answer}");
+                assert!(
+                    answer["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(why)),
+                    "{answer}"
+                );
+            }
+            None => assert_eq!(
+                answer["result"]["content"][0]["text"]
+                    .as_str()
+                    .map(str::len),
+                Some(100)
+            ),
+        }
+        assert_eq!(p.http.delete(&session).await.status, 200);
+        p.proxy.sessions().registry().wait_empty().await;
+        p.finish().await;
+        server.abort();
+    }
 }
 
 /// With rules, a URL upstream's SSE body passes event by event and an event over the message limit is left

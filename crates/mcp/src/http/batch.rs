@@ -83,7 +83,7 @@ async fn collect(response: Response, limit: usize, into: &mut Collected, all: &m
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(crate::http::sse::is_event_stream);
     let Ok(body) = axum::body::to_bytes(response.into_body(), limit).await else {
         tracing::warn!("a batch element's answer was unreadable or too large");
         return;

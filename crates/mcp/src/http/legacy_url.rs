@@ -310,7 +310,7 @@ async fn pour(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(crate::http::sse::is_event_stream);
     let mut body = response.into_body().into_data_stream();
     let mut poured = Poured {
         count: 0,

@@ -5,6 +5,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+/// Whether a `Content-Type` value names an event stream (media types compare case-insensitively, RFC
+/// 9110 §8.3.1: an upstream answering `Text/Event-Stream` is still streaming events).
+pub(crate) fn is_event_stream(content_type: &str) -> bool {
+    const EVENT_STREAM: &str = "text/event-stream";
+    content_type
+        .get(..EVENT_STREAM.len())
+        .is_some_and(|v| v.eq_ignore_ascii_case(EVENT_STREAM))
+}
+
 /// How many times in a row a client of the proxy's (`connect`, the old transport's translation) opens a
 /// stream that ended again with `Last-Event-ID`.
 pub const MAX_RESUMES: u32 = 8;

@@ -30,7 +30,7 @@ use crate::http::{
 use crate::jsonrpc::{Id, Kind, Message, PROXY_ERROR};
 use crate::metrics;
 use crate::session::{Direction, Expired, McpSession, Withdraw};
-use crate::upstream::inspect::Inspector;
+use crate::upstream::inspect::{Inspector, LeftOut};
 
 /// The client for one upstream URL.
 #[derive(Debug, Clone)]
@@ -408,11 +408,12 @@ fn answer_early(
     }
 }
 
+/// Whether the body is an event stream.
 fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
+        .is_some_and(sse::is_event_stream)
 }
 
 type DataStream = http_body_util::BodyDataStream<Incoming>;
@@ -482,11 +483,13 @@ enum Step {
 }
 
 impl Relay {
-    /// The body ended while its request was unanswered and an event over the message limit had been left
-    /// out of it (rules pass an SSE body event by event): most likely the response. The client gets an
-    /// error event now instead of waiting for the deadline; `None` if the request was answered meanwhile.
+    /// The body ended while its request was unanswered and a message had been left out of it (over the
+    /// message limit, which rules cannot see whole, or a held JSON body a rule blocked): most likely the
+    /// response. The client gets an error now — an event on an SSE body, the body itself for JSON —
+    /// instead of waiting for the deadline; `None` if the request was answered meanwhile.
     fn response_left_out(&mut self) -> Option<Bytes> {
-        if !self.sse || self.waiter.is_none() || !self.inspector.dropped_oversized() {
+        let why = self.inspector.left_out()?;
+        if self.waiter.is_none() {
             return None;
         }
         let id = self.request.as_ref()?;
@@ -494,9 +497,18 @@ impl Relay {
             return None;
         }
         self.waiter = None;
-        let text = "the server's answer was over the proxy's message limit and was left out";
+        let text = match why {
+            LeftOut::Oversized => {
+                "the server's answer was over the proxy's message limit and was left out"
+            }
+            LeftOut::Blocked => "the server's answer was blocked by an interception rule",
+        };
         let reply = Message::error_reply(Some(id), PROXY_ERROR, text);
-        Some(sse::message_event(&reply.line_safe(), None))
+        Some(if self.sse {
+            sse::message_event(&reply.line_safe(), None)
+        } else {
+            reply.into_bytes()
+        })
     }
 
     fn into_stream(

@@ -1,8 +1,9 @@
 //! What a URL upstream's responses carry, read as they pass: each server message is correlated, tracked and
 //! recorded. With interception rules ([`crate::rules`]) an SSE body is passed on event by event, each
 //! event's bytes unchanged, so that one a rule blocks can be left out: a blocked server request is answered
-//! upstream with the rule's error, a blocked notification is dropped. Without rules chunks pass as they
-//! come.
+//! upstream with the rule's error, a blocked notification is dropped. A JSON body is held until it ends
+//! and passed only if no rule blocks it (a client acts on whatever message a body carries). Without rules
+//! chunks pass as they come.
 
 use std::sync::Arc;
 
@@ -30,8 +31,19 @@ pub(crate) struct Inspector {
     replies: Option<CancelUpstream>,
     /// With rules on an SSE body: the event not yet complete.
     held: Option<Held>,
-    /// An event over the message limit was left out.
-    dropped: bool,
+    /// With rules on a JSON body: the body is held until it ends.
+    hold_json: bool,
+    /// What was left out of the body, if anything.
+    left_out: Option<LeftOut>,
+}
+
+/// Why a message was left out of what passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeftOut {
+    /// Over the message limit: too long for the rules to see whole.
+    Oversized,
+    /// A held JSON body whose message a rule blocked.
+    Blocked,
 }
 
 /// With rules on an SSE body: the bytes of the event not yet complete, how far they were scanned, and
@@ -63,14 +75,19 @@ impl Inspector {
             rules: None,
             replies: None,
             held: None,
-            dropped: false,
+            hold_json: false,
+            left_out: None,
         }
     }
 
     /// Runs `rules` over the server's messages (an SSE body is then passed on event by event).
     pub(crate) fn with_rules(mut self, rules: Option<Arc<Rules>>, replies: CancelUpstream) -> Self {
-        if rules.is_some() && self.sse.is_some() {
-            self.held = Some(Held::default());
+        if rules.is_some() {
+            if self.sse.is_some() {
+                self.held = Some(Held::default());
+            } else {
+                self.hold_json = true;
+            }
         }
         self.rules = rules;
         self.replies = Some(replies);
@@ -79,6 +96,14 @@ impl Inspector {
 
     /// Takes a chunk of the body; returns what to pass on now.
     pub(crate) fn pass(&mut self, chunk: Bytes) -> Bytes {
+        if self.hold_json {
+            if self.left_out.is_none() && !self.feed(&chunk) {
+                // Past the limit (fail closed, as for an SSE event): the body is left out whole.
+                self.json.clear();
+                self.oversized();
+            }
+            return Bytes::new();
+        }
         let Some(mut held) = self.held.take() else {
             self.feed(&chunk);
             return chunk;
@@ -128,23 +153,25 @@ impl Inspector {
         out.freeze()
     }
 
-    /// Whether an event over the message limit was left out of what passed.
-    pub(crate) fn dropped_oversized(&self) -> bool {
-        self.dropped
+    /// Whether a message was left out of what passed (and why): over the limit, or a held JSON body a
+    /// rule blocked.
+    pub(crate) fn left_out(&self) -> Option<LeftOut> {
+        self.left_out
     }
 
-    /// An event over the message limit, which the rules cannot see whole: it is left out.
+    /// A message over the message limit, which the rules cannot see whole: it is left out.
     fn oversized(&mut self) {
-        self.dropped = true;
+        self.left_out = Some(LeftOut::Oversized);
         tracing::warn!(
             session = %self.mcp.id(),
             limit = self.max,
-            "an SSE event from the upstream is over the message limit: dropped"
+            "a message from the upstream is over the message limit: dropped"
         );
         metrics::malformed(Direction::ServerToClient);
     }
 
-    /// Feeds bytes to the parser; false if an event in them was blocked by a rule.
+    /// Feeds bytes to the parser; false if an event in them was blocked by a rule (or, for a JSON body,
+    /// the body grew past the limit).
     fn feed(&mut self, chunk: &[u8]) -> bool {
         let mut keep = true;
         match &mut self.sse {
@@ -156,13 +183,24 @@ impl Inspector {
                 }
             }
             None if self.json.len() + chunk.len() <= self.max => self.json.extend_from_slice(chunk),
-            None => {}
+            None => keep = false,
         }
         keep
     }
 
     /// The body ended: what is still held, and the JSON body's message.
     pub(crate) fn finish(&mut self) -> Bytes {
+        if self.hold_json {
+            let body = std::mem::take(&mut self.json).freeze();
+            if self.left_out.is_some() || body.is_empty() {
+                return Bytes::new();
+            }
+            if self.seen(body.clone()) {
+                return body;
+            }
+            self.left_out = Some(LeftOut::Blocked);
+            return Bytes::new();
+        }
         if self.sse.is_none() && !self.json.is_empty() {
             let body = std::mem::take(&mut self.json).freeze();
             self.seen(body);

@@ -28,7 +28,7 @@ impl Reply {
     pub fn messages(&self) -> Vec<Value> {
         if self
             .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"))
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"))
         {
             self.body
                 .lines()
