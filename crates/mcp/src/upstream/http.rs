@@ -489,9 +489,7 @@ impl Relay {
     /// instead of waiting for the deadline; `None` if the request was answered meanwhile.
     fn response_left_out(&mut self) -> Option<Bytes> {
         let why = self.inspector.left_out()?;
-        if self.waiter.is_none() {
-            return None;
-        }
+        self.waiter.as_ref()?;
         let id = self.request.as_ref()?;
         if !self.forget.as_mut()?.claim() {
             return None;
