@@ -98,6 +98,39 @@ async fn a_batch_is_answered_per_element_command_upstream() {
     p.finish().await;
 }
 
+/// A batch's answers are held until the last one is in, within four message limits in all: the requests
+/// whose answers do not fit get an error each, the others their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_answers_are_bounded_in_all() {
+    let (url, server) =
+        support::answer::answer_server(support::answer::Answer::Json(40 * 1024)).await;
+    let mut config = tessera_mcp::http::HttpConfig::new(Upstream::Url(url));
+    config.max_body = 64 * 1024;
+    let p = support::proxy::start_with(config, None).await;
+    let (session, _) = p.http.initialize().await;
+    // Eight answers of ~40 KiB: six fit in 256 KiB.
+    let batch = Value::Array((1..=8).map(|i| echo(i, "x")).collect());
+    let reply = post_batch(&p, Some(&session), &batch).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let Value::Array(answers) = serde_json::from_str::<Value>(&reply.body).unwrap() else {
+        panic!("not an array: {}", reply.body)
+    };
+    assert_eq!(answers.len(), 8);
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a.get("error").is_some())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for error in refused {
+        assert_eq!(error["error"]["code"], -32000);
+        assert!(error["id"].as_u64().is_some_and(|id| (1..=8).contains(&id)));
+    }
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.proxy.sessions().registry().wait_empty().await;
+    p.finish().await;
+    server.abort();
+}
+
 type LineClient = support::client::LineClient<tokio::io::DuplexStream, tokio::io::DuplexStream>;
 
 /// `mcp stdio` in front of `command`, recording to a tape; the client, the proxy's task, the tape's writer.

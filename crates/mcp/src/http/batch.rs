@@ -17,10 +17,15 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 
 use super::{Accept, HttpSession, State, error_response, error_response_code, sse};
-use crate::jsonrpc::{Kind, Message};
+use crate::jsonrpc::{Id, Kind, Message};
 
 /// Most elements in one batch.
 pub const MAX_BATCH: usize = 256;
+
+/// The bytes of answers one batch collects in all, in message limits (`max_body`; 16 MiB by default):
+/// each element's answer is held until the last one is in, so 256 answers of the message limit each would
+/// otherwise hold a gigabyte for one request. A request whose answer does not fit gets an error instead.
+pub const BATCH_ANSWERS_IN_MESSAGES: usize = 4;
 
 /// Splits a batch body into its elements; `Err` is the HTTP answer for a batch that cannot be split.
 #[allow(clippy::result_large_err)] // a handler's early answer
@@ -74,10 +79,15 @@ impl Collected {
 }
 
 /// Reads one element's HTTP answer back into messages (a JSON body or an SSE stream), at most `limit`
-/// bytes.
-async fn collect(response: Response, limit: usize, into: &mut Collected, all: &mut Vec<Message>) {
+/// bytes; the bytes read, or `None` when the answer was unreadable or over `limit`.
+async fn collect(
+    response: Response,
+    limit: usize,
+    into: &mut Collected,
+    all: &mut Vec<Message>,
+) -> Option<usize> {
     if response.status() == StatusCode::ACCEPTED {
-        return;
+        return Some(0);
     }
     let is_sse = response
         .headers()
@@ -85,9 +95,10 @@ async fn collect(response: Response, limit: usize, into: &mut Collected, all: &m
         .and_then(|v| v.to_str().ok())
         .is_some_and(crate::http::sse::is_event_stream);
     let Ok(body) = axum::body::to_bytes(response.into_body(), limit).await else {
-        tracing::warn!("a batch element's answer was unreadable or too large");
-        return;
+        tracing::warn!("a batch element's answer was unreadable or over the batch's limit");
+        return None;
     };
+    let read = body.len();
     let mut messages = Vec::new();
     if is_sse {
         let mut parser = sse::Parser::new(limit);
@@ -106,6 +117,7 @@ async fn collect(response: Response, limit: usize, into: &mut Collected, all: &m
         all.push(m.clone());
         into.push(m);
     }
+    Some(read)
 }
 
 /// Handles a batch for an established session.
@@ -134,6 +146,14 @@ pub(crate) async fn post(
         json: true,
         sse: accept.sse,
     };
+    // The requests' ids, to answer one whose answer cannot be collected.
+    let ids: Vec<Option<Id>> = elements
+        .iter()
+        .map(|e| match e {
+            Ok(m) if m.is_request() => m.id().cloned(),
+            _ => None,
+        })
+        .collect();
     let answers = futures_util::future::join_all(elements.into_iter().map(|element| async move {
         match element {
             Ok(message) => {
@@ -148,16 +168,25 @@ pub(crate) async fn post(
     .await;
     let mut collected = Collected::default();
     let mut in_order = Vec::new();
-    for answer in answers {
+    let mut budget = BATCH_ANSWERS_IN_MESSAGES.saturating_mul(state.config.max_body);
+    for (answer, id) in answers.into_iter().zip(ids) {
         match answer {
             Ok(response) => {
-                collect(
-                    response,
-                    state.config.max_body,
-                    &mut collected,
-                    &mut in_order,
-                )
-                .await;
+                let limit = state.config.max_body.min(budget);
+                match collect(response, limit, &mut collected, &mut in_order).await {
+                    Some(read) => budget = budget.saturating_sub(read),
+                    None => {
+                        if let Some(id) = id {
+                            let reply = Message::error_reply(
+                                Some(&id),
+                                crate::jsonrpc::PROXY_ERROR,
+                                "the answer is over the proxy's limit for one message or one batch",
+                            );
+                            in_order.push(reply.clone());
+                            collected.push(reply);
+                        }
+                    }
+                }
             }
             Err(reply) => {
                 in_order.push(reply.clone());

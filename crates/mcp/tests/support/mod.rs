@@ -1,3 +1,4 @@
+pub mod answer;
 pub mod client;
 pub mod http;
 pub mod hung;
