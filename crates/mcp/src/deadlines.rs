@@ -30,13 +30,26 @@ pub(crate) struct Deadlines {
 #[derive(Default)]
 struct Inner {
     waiting: HashMap<String, Watched>,
-    order: VecDeque<(Instant, String)>,
+    /// Deadlines in order, each with its request's key and watch number: a slot counts only while the
+    /// request it was made for is still the one waiting under its key (a client may reuse an answered id).
+    order: VecDeque<(Instant, String, u64)>,
+    /// Watch numbers, one per [`Deadlines::watch`].
+    watches: u64,
 }
 
 struct Watched {
     sender: Direction,
     id: Id,
     pending: Pending<Message>,
+    /// Which watch this is (its FIFO slot carries the same number).
+    watch: u64,
+}
+
+impl Inner {
+    /// Whether the slot `(key, watch)` is still its request's.
+    fn live(waiting: &HashMap<String, Watched>, key: &str, watch: u64) -> bool {
+        waiting.get(key).is_some_and(|w| w.watch == watch)
+    }
 }
 
 fn key(sender: Direction, id: &Id) -> String {
@@ -61,20 +74,23 @@ impl Deadlines {
         let key = key(sender, &id);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let was_empty = inner.order.is_empty();
+        inner.watches += 1;
+        let watch = inner.watches;
         inner
             .order
-            .push_back((Instant::now() + timeout, key.clone()));
+            .push_back((Instant::now() + timeout, key.clone(), watch));
         inner.waiting.insert(
             key,
             Watched {
                 sender,
                 id,
                 pending,
+                watch,
             },
         );
         if inner.order.len() > 2 * inner.waiting.len() + 64 {
-            let Inner { waiting, order } = &mut *inner;
-            order.retain(|(_, k)| waiting.contains_key(k));
+            let Inner { waiting, order, .. } = &mut *inner;
+            order.retain(|(_, k, w)| Inner::live(waiting, k, *w));
         }
         drop(inner);
         if was_empty {
@@ -110,11 +126,14 @@ impl Deadlines {
         loop {
             let next = {
                 let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-                let Inner { waiting, order } = &mut *inner;
-                while order.front().is_some_and(|(_, k)| !waiting.contains_key(k)) {
+                let Inner { waiting, order, .. } = &mut *inner;
+                while order
+                    .front()
+                    .is_some_and(|(_, k, w)| !Inner::live(waiting, k, *w))
+                {
                     order.pop_front();
                 }
-                order.front().map(|(at, _)| *at)
+                order.front().map(|(at, _, _)| *at)
             };
             match next {
                 None => self.wake.notified().await,
@@ -128,13 +147,14 @@ impl Deadlines {
             let now = Instant::now();
             let due: Vec<Watched> = {
                 let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-                let Inner { waiting, order } = &mut *inner;
+                let Inner { waiting, order, .. } = &mut *inner;
                 let mut due = Vec::new();
-                while let Some((at, _)) = order.front() {
+                while let Some((at, _, _)) = order.front() {
                     if *at > now {
                         break;
                     }
-                    if let Some((_, k)) = order.pop_front()
+                    if let Some((_, k, w)) = order.pop_front()
+                        && Inner::live(waiting, &k, w)
                         && let Some(watched) = waiting.remove(&k)
                     {
                         due.push(watched);
@@ -228,6 +248,66 @@ mod tests {
         assert_eq!(deadlines.sizes().0, 0);
         assert_eq!(mcp.session().pending_len(), 0);
         assert!(rx.try_recv().is_err());
+        task.abort();
+    }
+
+    /// A client may reuse the id of an answered request: the old request's FIFO slot must not take the
+    /// new one before its time (the deadline task would then wait on it, holding back every expiry due
+    /// in between).
+    #[tokio::test]
+    async fn a_reused_id_keeps_its_own_deadline() {
+        let mut config = McpConfig::default();
+        config.pending.deadline = Duration::from_millis(1_000);
+        let sessions = Sessions::new(config);
+        let (_guard, mcp) = sessions.create("test").unwrap();
+        let deadlines = Arc::new(Deadlines::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let runner = deadlines.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(|_, id, _| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(id);
+                    }
+                })
+                .await;
+        });
+        let watch = |n: u64| {
+            let pending = mcp
+                .track_request(Direction::ClientToServer, &request(n))
+                .unwrap();
+            deadlines.watch(
+                Direction::ClientToServer,
+                Id::number(n as i64),
+                pending,
+                mcp.deadline(),
+            );
+        };
+        // Id 1, answered at once (once the task sleeps until its deadline); id 2 unanswered; then id 1
+        // again, 800 ms later.
+        watch(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            mcp.correlate_response(Direction::ServerToClient, &response(1))
+                .is_some()
+        );
+        deadlines.settled(Direction::ClientToServer, &Id::number(1));
+        let started = Instant::now();
+        watch(2);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        watch(1);
+        // Id 2 expires at its deadline (1 s), not once the reused id 1's runs out (1.8 s).
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.as_json(), "2");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1_500),
+            "id 2 expired after {took:?}"
+        );
+        assert_eq!(deadlines.sizes().0, 1, "the reused id 1 is still watched");
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.as_json(), "1");
         task.abort();
     }
 }
