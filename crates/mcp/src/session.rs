@@ -22,8 +22,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tessera_session::{
-    LimitScope, Pending, PendingError, PendingLimits, Registry, RegistryConfig, RequestId, Session,
-    SessionError, SessionGuard, SessionId, SessionState,
+    LimitScope, Pending, PendingError, PendingLimits, PendingTicket, Registry, RegistryConfig,
+    RequestId, Session, SessionError, SessionGuard, SessionId, SessionState,
 };
 use tokio::sync::Notify;
 
@@ -111,28 +111,29 @@ pub struct Negotiated {
 #[derive(Debug)]
 pub struct Withdraw {
     mcp: McpSession,
-    id: Option<Id>,
+    /// The request this guard withdraws: exactly it, never a later request that reused its id.
+    ticket: Option<PendingTicket>,
 }
 
 impl Withdraw {
     /// The request was answered: nothing to withdraw.
     pub fn disarm(&mut self) {
-        self.id = None;
+        self.ticket = None;
     }
 
     /// Withdraws the request now; true if it was still pending, i.e. the caller now owes its answer (a
     /// response racing it is then dropped as late).
     pub fn claim(&mut self) -> bool {
-        self.id
+        self.ticket
             .take()
-            .is_some_and(|id| self.mcp.forget(Direction::ClientToServer, &id))
+            .is_some_and(|ticket| self.mcp.withdraw(&ticket))
     }
 }
 
 impl Drop for Withdraw {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.mcp.forget(Direction::ClientToServer, &id);
+        if let Some(ticket) = self.ticket.take() {
+            self.mcp.withdraw(&ticket);
         }
     }
 }
@@ -517,13 +518,22 @@ impl McpSession {
         was_pending
     }
 
-    /// A guard that withdraws the client's request `id` when dropped, unless disarmed: held by whatever
-    /// waits on behalf of a client that can go away (an HTTP exchange).
-    pub fn withdraw_on_drop(&self, id: Id) -> Withdraw {
-        // `id` is the pending key: the request's own id, or the key it was tracked under.
+    /// Withdraws the request `ticket` names if it is still pending (and not a later request that reused
+    /// its id); true if it was.
+    pub fn withdraw(&self, ticket: &PendingTicket) -> bool {
+        let was_pending = self.session.withdraw_pending(ticket).is_some();
+        if was_pending {
+            self.changed.notify_waiters();
+        }
+        was_pending
+    }
+
+    /// A guard that withdraws the client's request `ticket` names ([`Pending::ticket`]) when dropped,
+    /// unless disarmed: held by whatever waits on behalf of a client that can go away (an HTTP exchange).
+    pub fn withdraw_on_drop(&self, ticket: PendingTicket) -> Withdraw {
         Withdraw {
             mcp: self.clone(),
-            id: Some(id),
+            ticket: Some(ticket),
         }
     }
 

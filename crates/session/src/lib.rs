@@ -48,7 +48,7 @@ pub use connection::{
 };
 pub use error::{LimitScope, PendingError, SessionEnd, SessionError};
 pub use id::{ParseSessionIdError, SessionId};
-pub use pending::{Pending, PendingLimits, RequestId, RequestInfo, Taken};
+pub use pending::{Pending, PendingLimits, PendingTicket, RequestId, RequestInfo, Taken};
 pub use registry::{Registry, RegistryConfig, ShutdownReport, SweepReport};
 pub use secret::{Secret, SecretBytes, scrub, wipe, wipe_vec};
 pub use session::{ConnectionGuard, Session, SessionGuard};

@@ -180,10 +180,37 @@ pub struct Pending<R> {
     pub(crate) rx: oneshot::Receiver<Outcome<R>>,
 }
 
+/// Names one pending request: its id and which insertion of that id it was, so that whoever withdraws it
+/// later ([`crate::Session::withdraw_pending`]) never takes a newer request that reused the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTicket {
+    id: RequestId,
+    generation: u64,
+}
+
+impl PendingTicket {
+    /// The request id.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 impl<R: Send + 'static> Pending<R> {
     /// The request id this waiter belongs to.
     pub fn id(&self) -> &RequestId {
         &self.id
+    }
+
+    /// This request's ticket, to withdraw exactly it later.
+    pub fn ticket(&self) -> PendingTicket {
+        PendingTicket {
+            id: self.id.clone(),
+            generation: self.generation,
+        }
     }
 
     /// When this request times out.

@@ -25,7 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{LimitScope, PendingError, SessionEnd, SessionError};
 use crate::id::SessionId;
-use crate::pending::{Entry, Pending, RequestId, RequestIdHasher, RequestInfo, Taken, duplicate};
+use crate::pending::{
+    Entry, Pending, PendingTicket, RequestId, RequestIdHasher, RequestInfo, Taken, duplicate,
+};
 use crate::registry::Shared;
 use crate::state::{FailureReason, SessionState};
 
@@ -339,6 +341,23 @@ impl<R> Session<R> {
     /// requests in flight is never idle (see the sweeper), so taking a response needs no clock read.
     pub fn take_pending(&self, id: &RequestId) -> Option<Taken<R>> {
         let entry = lock(&self.inner.core).pending.remove(id)?;
+        self.inner.shared.release_pending(1);
+        Some(Taken::new(entry.info, entry.waiter))
+    }
+
+    /// Takes the request `ticket` names out of the table, if it is still pending — not a later request
+    /// that reused its id. For a waiter that gives up (its client went away): check and removal are one
+    /// step under the table's lock.
+    pub fn withdraw_pending(&self, ticket: &PendingTicket) -> Option<Taken<R>> {
+        let entry = {
+            let mut core = lock(&self.inner.core);
+            match core.pending.get(ticket.id()) {
+                Some(entry) if entry.generation == ticket.generation() => {
+                    core.pending.remove(ticket.id())
+                }
+                _ => None,
+            }
+        }?;
         self.inner.shared.release_pending(1);
         Some(Taken::new(entry.info, entry.waiter))
     }

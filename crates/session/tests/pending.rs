@@ -288,3 +288,32 @@ async fn stale_timeout_never_removes_a_newer_request() {
     assert!(matches!(new.wait().await, Err(PendingError::Timeout(_))));
     assert_eq!(registry.pending_len(), 0);
 }
+
+/// A waiter that gives up withdraws its own request only: after the request was answered and its id
+/// reused, the old ticket takes nothing, and the new request is still answered.
+#[tokio::test]
+async fn a_ticket_withdraws_only_its_own_request() {
+    let registry: Registry<&'static str> = Registry::new(config("tickets"));
+    let session = registry.create("tickets").expect("create");
+    session.activate().expect("activate");
+    let first = session.insert_pending(7, "first").expect("insert");
+    let old = first.ticket();
+    session
+        .respond(&RequestId::from(7), "answer")
+        .expect("respond");
+    assert_eq!(first.wait().await.expect("answered"), "answer");
+
+    let second = session.insert_pending(7, "second").expect("reuse the id");
+    assert!(
+        session.withdraw_pending(&old).is_none(),
+        "the old ticket took the new request"
+    );
+    assert!(session.has_pending(&RequestId::from(7)));
+    let new = second.ticket();
+    assert_ne!(old, new);
+    // The new ticket withdraws it; the waiter learns it was abandoned, and the count is released.
+    drop(session.withdraw_pending(&new).expect("withdrawn"));
+    assert!(matches!(second.wait().await, Err(PendingError::Abandoned)));
+    assert_eq!(session.pending_len(), 0);
+    assert!(session.insert_pending(8, "after").is_ok());
+}

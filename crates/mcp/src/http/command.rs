@@ -212,7 +212,7 @@ pub(crate) async fn post(
         Ok(p) => p,
         Err(refusal) => return message_response(&refusal.reply, accept, None),
     };
-    let mut withdraw = mcp.withdraw_on_drop(id.clone());
+    let mut withdraw = mcp.withdraw_on_drop(pending.ticket());
     // A request with a progress token, from a client that takes SSE, is answered with a stream carrying
     // its progress; the route exists before the child can see the request.
     let routed = match (&session.link, progress::token(&message)) {

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tessera_session::SessionId;
 
 use super::{HttpSession, Link, MCP_PROTOCOL_VERSION, State, error_response};
 use crate::jsonrpc::{INVALID_PARAMS, Id, Message};
@@ -168,20 +169,24 @@ pub fn check(headers: &HeaderMap, message: &Message, claim: &Claim) -> Result<()
     Ok(())
 }
 
-/// Removes a group from the map when its session ends.
+/// Removes a group from the map when its session ends — if the map still holds that session under the key
+/// (a newer group's session may have replaced an ended one there).
 struct Ungroup {
     state: Weak<State>,
     key: String,
+    session: SessionId,
 }
 
 impl Drop for Ungroup {
     fn drop(&mut self) {
         if let Some(state) = self.state.upgrade() {
-            state
-                .groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&self.key);
+            let mut groups = state.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            if groups
+                .get(&self.key)
+                .is_some_and(|m| m.id() == self.session)
+            {
+                groups.remove(&self.key);
+            }
         }
     }
 }
@@ -211,6 +216,7 @@ fn group(state: &Arc<State>, client: Option<&str>) -> Result<McpSession, Respons
     let ungroup = Ungroup {
         state: Arc::downgrade(state),
         key: key.clone(),
+        session: mcp.id(),
     };
     let watched = mcp.clone();
     let spawned = guard.session().clone().spawn(async move {

@@ -148,12 +148,16 @@ pub(crate) async fn post(
         tape.frame(&meta, Direction::ClientToServer, &message, None);
     }
     let mut waiter = None;
+    let mut ticket = None;
     match message.kind() {
         Kind::Request { id, method } => {
             match mcp.track_request_as(Direction::ClientToServer, &message, key.as_ref()) {
                 // A listen stream stays open by design: no deadline applies to it.
-                Ok(_pending) if &**method == "subscriptions/listen" => {}
+                Ok(pending) if &**method == "subscriptions/listen" => {
+                    ticket = Some(pending.ticket());
+                }
                 Ok(pending) => {
+                    ticket = Some(pending.ticket());
                     let id = id.clone();
                     let fut: WaitFuture =
                         Box::pin(async move { McpSession::outcome(pending, &id).await });
@@ -173,10 +177,7 @@ pub(crate) async fn post(
         _ => {}
     }
     // Held from here on: a client that goes away at any point withdraws its request.
-    let forget = message
-        .id()
-        .filter(|_| message.is_request())
-        .map(|id| mcp.withdraw_on_drop(key.clone().unwrap_or_else(|| id.clone())));
+    let forget = ticket.map(|ticket| mcp.withdraw_on_drop(ticket));
     let keyed = key.zip(message.id().cloned()).map(|(key, id)| (id, key));
     let cancel = CancelUpstream {
         upstream: up.clone(),
