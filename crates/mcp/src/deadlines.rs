@@ -195,14 +195,12 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn answered_requests_leave_and_the_fifo_stays_bounded() {
-        let mut config = McpConfig::default();
-        config.pending.deadline = Duration::from_millis(200);
-        let sessions = Sessions::new(config);
-        let (_guard, mcp) = sessions.create("test").unwrap();
+    type Expiries = tokio::sync::mpsc::UnboundedReceiver<(Direction, Id)>;
+
+    /// A deadline table with its task running; each expiry's sender and id come out of the receiver.
+    fn running() -> (Arc<Deadlines>, Expiries, tokio::task::JoinHandle<()>) {
         let deadlines = Arc::new(Deadlines::default());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = deadlines.clone();
         let task = tokio::spawn(async move {
             runner
@@ -214,6 +212,16 @@ mod tests {
                 })
                 .await;
         });
+        (deadlines, rx, task)
+    }
+
+    #[tokio::test]
+    async fn answered_requests_leave_and_the_fifo_stays_bounded() {
+        let mut config = McpConfig::default();
+        config.pending.deadline = Duration::from_millis(200);
+        let sessions = Sessions::new(config);
+        let (_guard, mcp) = sessions.create("test").unwrap();
+        let (deadlines, mut rx, task) = running();
         // Ten thousand answered requests, one unanswered among the first.
         let slow = request(0);
         let pending = mcp.track_request(Direction::ClientToServer, &slow).unwrap();
@@ -260,19 +268,7 @@ mod tests {
         config.pending.deadline = Duration::from_millis(1_000);
         let sessions = Sessions::new(config);
         let (_guard, mcp) = sessions.create("test").unwrap();
-        let deadlines = Arc::new(Deadlines::default());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let runner = deadlines.clone();
-        let task = tokio::spawn(async move {
-            runner
-                .run(|_, id, _| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(id);
-                    }
-                })
-                .await;
-        });
+        let (deadlines, mut rx, task) = running();
         let watch = |n: u64| {
             let pending = mcp
                 .track_request(Direction::ClientToServer, &request(n))
@@ -298,7 +294,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(800)).await;
         watch(1);
         // Id 2 expires at its deadline (1 s), not once the reused id 1's runs out (1.8 s).
-        let first = rx.recv().await.unwrap();
+        let (_, first) = rx.recv().await.unwrap();
         assert_eq!(first.as_json(), "2");
         let took = started.elapsed();
         assert!(
@@ -306,7 +302,7 @@ mod tests {
             "id 2 expired after {took:?}"
         );
         assert_eq!(deadlines.sizes().0, 1, "the reused id 1 is still watched");
-        let second = rx.recv().await.unwrap();
+        let (_, second) = rx.recv().await.unwrap();
         assert_eq!(second.as_json(), "1");
         task.abort();
     }
