@@ -17,6 +17,7 @@
 
 pub mod client_auth;
 pub mod client_hello;
+mod noise;
 mod resolver;
 pub mod server_hello;
 pub mod session_established;
@@ -27,6 +28,8 @@ pub use server_hello::ExpectServerHello;
 pub use session_established::ExpectSessionEstablished;
 
 use snow::{Builder, HandshakeState};
+
+use noise::NoiseState;
 use zeroize::Zeroizing;
 
 use crate::cipher::TransportKey;
@@ -160,8 +163,9 @@ pub(crate) fn transport_body(bytes: &[u8]) -> Result<&[u8], ChannelError> {
 
 /// The two transport keys of a finished handshake, (send, receive) for this side: Noise's `Split()`, the
 /// first key the initiator's (the client's) sending key.
+/// The Noise state is consumed: dropped here, it is overwritten in place ([`noise`]).
 fn transport_keys(
-    mut hs: HandshakeState,
+    mut hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
 ) -> Result<(TransportKey, TransportKey), ChannelError> {

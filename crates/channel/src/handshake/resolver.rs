@@ -99,16 +99,18 @@ impl Random for OsRandom {
     }
 }
 
-/// X25519 (snow's `Dh25519`, the same `curve25519-dalek` calls), the private key zeroized on drop.
+/// X25519 (snow's `Dh25519`, the same `curve25519-dalek` calls), the private key zeroized on drop. (The
+/// public key too: no secret, but then no copy of either half outlives the handshake, which
+/// `tests/handshake_scrub.rs` checks by looking for the static keys in freed memory.)
 #[derive(Default)]
 struct X25519 {
     private: Zeroizing<[u8; KEY_LEN]>,
-    public: [u8; KEY_LEN],
+    public: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl X25519 {
     fn derive_public(&mut self) {
-        self.public = MontgomeryPoint::mul_base_clamped(*self.private).to_bytes();
+        *self.public = MontgomeryPoint::mul_base_clamped(*self.private).to_bytes();
     }
 }
 
@@ -139,7 +141,7 @@ impl Dh for X25519 {
     }
 
     fn pubkey(&self) -> &[u8] {
-        &self.public
+        &self.public[..]
     }
 
     fn privkey(&self) -> &[u8] {
