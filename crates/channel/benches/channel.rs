@@ -2,6 +2,8 @@
 //! alone, in memory.
 //!
 //! * `handshake/snow_in_memory` — a full XX handshake (both sides) with snow, no I/O.
+//! * `handshake/states_in_memory/<suite>_<cipher>` — the same through this crate's handshake states
+//!   (`tessera_channel::handshake`: payloads, pin check, session_established, key handling), no I/O.
 //! * `handshake/websocket_loopback` — `Connector::connect` to a server on 127.0.0.1: TCP connect, WebSocket
 //!   upgrade, the four handshake messages, session set-up on both sides, one at a time.
 //! * `transport/<size>/snow_in_memory` — encrypt and decrypt one message of `size` bytes, fragmented as the
@@ -18,7 +20,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use snow::{Builder, StatelessTransportState};
 use tessera_channel::frame::{MAX_FRAGMENT, Suite, TYPE_DATA, TYPE_DATA_MORE};
-use tessera_channel::{AnyKey, ChannelConfig, Connector, Identity, Server, serve};
+use tessera_channel::handshake::{ExpectClientHello, client_hello};
+use tessera_channel::{
+    AnyKey, ChannelConfig, CipherImpl, Connector, Identity, Server, ServerTrust, serve,
+};
 use tessera_session::{Registry, RegistryConfig};
 
 fn registry(name: &'static str) -> Registry {
@@ -77,6 +82,30 @@ fn snow_handshake_with(
     )
 }
 
+/// A full handshake through this crate's states (both sides), in memory.
+fn states_handshake(suite: Suite, cipher: CipherImpl, client: &Identity, server: &Identity) {
+    let (expect_sh, hello) = client_hello::start_with(
+        suite,
+        cipher,
+        client,
+        ServerTrust::Key(server.public_key()),
+        "h:1".into(),
+        b"token".to_vec(),
+    )
+    .expect("start");
+    let (expect_ca, server_hello) = ExpectClientHello::with_cipher(server, 1024, cipher)
+        .handle(&hello)
+        .expect("client_hello");
+    let (expect_se, auth) = expect_sh.handle(&server_hello).expect("server_hello");
+    let (server_est, established) = expect_ca
+        .handle(&auth)
+        .expect("client_auth")
+        .establish([9; 16], 0, b"welcome")
+        .expect("establish");
+    let client_est = expect_se.handle(&established).expect("session_established");
+    std::hint::black_box((server_est, client_est));
+}
+
 fn handshakes(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("handshake");
     group.throughput(Throughput::Elements(1));
@@ -84,6 +113,14 @@ fn handshakes(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.bench_function("snow_in_memory", |b| {
         b.iter(|| snow_handshake(&client, &server_id))
     });
+    for (suite, cipher, name) in [
+        (Suite::ChaChaPoly, CipherImpl::Compact, "chachapoly_compact"),
+        (Suite::AesGcm, CipherImpl::Fast, "aesgcm_fast"),
+    ] {
+        group.bench_function(BenchmarkId::new("states_in_memory", name), |b| {
+            b.iter(|| states_handshake(suite, cipher, &client, &server_id))
+        });
+    }
 
     let (url, key) = rt.block_on(async {
         let (server, listener) = Server::new(

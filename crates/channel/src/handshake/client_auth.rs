@@ -5,9 +5,9 @@
 //! into another connection, or replayed later, fails to decrypt (close 4001). The policy runs in the
 //! driver between [`ExpectClientAuth::handle`] and [`ClientAuthenticated::establish`].
 
-use snow::HandshakeState;
-
-use super::{Established, HandshakeInfo, expect, handshake_hash, remote_static, transport_keys};
+use super::{
+    Established, HandshakeInfo, NoiseState, expect, handshake_hash, remote_static, transport_keys,
+};
 use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{self, FrameKind, SessionEstablished, Suite};
@@ -15,7 +15,7 @@ use crate::identity::PublicKey;
 
 /// Server: waiting for client_auth.
 pub struct ExpectClientAuth {
-    hs: HandshakeState,
+    hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
     max_auth_payload: usize,
@@ -23,7 +23,7 @@ pub struct ExpectClientAuth {
 
 impl ExpectClientAuth {
     pub(super) fn new(
-        hs: HandshakeState,
+        hs: NoiseState,
         suite: Suite,
         cipher: CipherImpl,
         max_auth_payload: usize,
@@ -65,7 +65,7 @@ impl ExpectClientAuth {
 
 /// Server: the client is authenticated; the policy decides, then [`ClientAuthenticated::establish`].
 pub struct ClientAuthenticated {
-    hs: HandshakeState,
+    hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
     peer: PublicKey,

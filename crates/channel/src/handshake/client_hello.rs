@@ -5,7 +5,7 @@
 //! anything else (the version names the Noise protocol it must build to read the message), so a client of
 //! another version gets "unsupported version" (close 4003) rather than a decryption error.
 
-use super::{ExpectServerHello, builder, expect, random_nonce, write};
+use super::{ExpectServerHello, NoiseState, builder, expect, random_nonce, write};
 use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{ClientHello, FrameKind, Suite};
@@ -47,9 +47,10 @@ pub fn start_with(
             limit: crate::frame::MAX_AUTH_PAYLOAD,
         });
     }
-    let mut hs = builder(identity, suite, cipher)?
+    let hs = builder(identity, suite, cipher)?
         .build_initiator()
         .map_err(ChannelError::noise)?;
+    let mut hs = NoiseState::new(hs, suite, cipher);
     let hello = ClientHello {
         version: suite.version(),
         nonce: random_nonce(),
@@ -91,9 +92,10 @@ impl ExpectClientHello {
         let version = ClientHello::peek_version(frame.noise)?;
         let suite =
             Suite::from_version(version).ok_or(ChannelError::UnsupportedVersion(version))?;
-        let mut hs = builder(&self.identity, suite, self.cipher)?
+        let hs = builder(&self.identity, suite, self.cipher)?
             .build_responder()
             .map_err(ChannelError::noise)?;
+        let mut hs = NoiseState::new(hs, suite, self.cipher);
         let mut payload = [0u8; ClientHello::LEN + 64];
         let n = hs
             .read_message(frame.noise, &mut payload)

@@ -17,6 +17,8 @@
 
 pub mod client_auth;
 pub mod client_hello;
+mod noise;
+mod resolver;
 pub mod server_hello;
 pub mod session_established;
 
@@ -25,8 +27,9 @@ pub use client_hello::ExpectClientHello;
 pub use server_hello::ExpectServerHello;
 pub use session_established::ExpectSessionEstablished;
 
-use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState};
+
+use noise::NoiseState;
 use zeroize::Zeroizing;
 
 use crate::cipher::TransportKey;
@@ -160,8 +163,9 @@ pub(crate) fn transport_body(bytes: &[u8]) -> Result<&[u8], ChannelError> {
 
 /// The two transport keys of a finished handshake, (send, receive) for this side: Noise's `Split()`, the
 /// first key the initiator's (the client's) sending key.
+/// The Noise state is consumed: dropped here, it is overwritten in place ([`noise`]).
 fn transport_keys(
-    mut hs: HandshakeState,
+    mut hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
 ) -> Result<(TransportKey, TransportKey), ChannelError> {
@@ -180,26 +184,15 @@ fn transport_keys(
     })
 }
 
-/// A Noise builder with the parameters and prologue of `suite` and our static key, its cipher run by
-/// `cipher`.
+/// A Noise builder with the parameters and prologue of `suite` and our static key, its cipher (and
+/// hash) run by `cipher`, on primitives that wipe their keys when dropped ([`resolver`]).
 fn builder(
     identity: &Identity,
     suite: Suite,
     cipher: CipherImpl,
 ) -> Result<Builder<'_>, ChannelError> {
     let params = suite.noise_params().parse().map_err(ChannelError::noise)?;
-    let builder = match cipher {
-        CipherImpl::Compact => Builder::with_resolver(params, Box::new(DefaultResolver)),
-        // ring for the cipher and hash, the default resolver for what ring lacks (X25519 static keys).
-        CipherImpl::Fast => Builder::with_resolver(
-            params,
-            Box::new(FallbackResolver::new(
-                Box::new(RingResolver),
-                Box::new(DefaultResolver),
-            )),
-        ),
-    };
-    builder
+    Builder::with_resolver(params, Box::new(resolver::WipingResolver::new(cipher)))
         .local_private_key(identity.expose_private())
         .and_then(|b| b.prologue(suite.prologue()))
         .map_err(ChannelError::noise)

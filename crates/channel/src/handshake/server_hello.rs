@@ -5,9 +5,7 @@
 //! if the server holds the private key). The pin is checked here, before the client reveals its own
 //! identity: a wrong server never learns who the client is.
 
-use snow::HandshakeState;
-
-use super::{ExpectSessionEstablished, expect, remote_static, write};
+use super::{ExpectSessionEstablished, NoiseState, expect, remote_static, write};
 use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{FrameKind, ServerHello, Suite};
@@ -15,7 +13,7 @@ use crate::policy::ServerTrust;
 
 /// Client: waiting for server_hello.
 pub struct ExpectServerHello {
-    hs: HandshakeState,
+    hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
     trust: ServerTrust,
@@ -25,7 +23,7 @@ pub struct ExpectServerHello {
 
 impl ExpectServerHello {
     pub(super) fn new(
-        hs: HandshakeState,
+        hs: NoiseState,
         suite: Suite,
         cipher: CipherImpl,
         trust: ServerTrust,

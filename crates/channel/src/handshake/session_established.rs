@@ -3,9 +3,7 @@
 //! It carries the server's session id, the session's expiry and the application's welcome payload. A
 //! client that gets it knows the server admitted it; until then the channel is not usable.
 
-use snow::HandshakeState;
-
-use super::{Established, HandshakeInfo, expect, handshake_hash, transport_keys};
+use super::{Established, HandshakeInfo, NoiseState, expect, handshake_hash, transport_keys};
 use crate::config::CipherImpl;
 use crate::error::ChannelError;
 use crate::frame::{self, FrameKind, Plaintext, Suite};
@@ -13,19 +11,14 @@ use crate::identity::PublicKey;
 
 /// Client: client_auth sent, waiting for session_established.
 pub struct ExpectSessionEstablished {
-    hs: HandshakeState,
+    hs: NoiseState,
     suite: Suite,
     cipher: CipherImpl,
     server: PublicKey,
 }
 
 impl ExpectSessionEstablished {
-    pub(super) fn new(
-        hs: HandshakeState,
-        suite: Suite,
-        cipher: CipherImpl,
-        server: PublicKey,
-    ) -> Self {
+    pub(super) fn new(hs: NoiseState, suite: Suite, cipher: CipherImpl, server: PublicKey) -> Self {
         ExpectSessionEstablished {
             hs,
             suite,
