@@ -1,0 +1,51 @@
+//! Store rules found by the relay audit (2026-12): a retry is a duplicate before anything else.
+
+use tessera_relay::protocol::Envelope;
+use tessera_relay::store::{Admission, Enqueued, Registration, SqliteStore, Store, StoreLimits};
+
+fn reg<'a>(username: &'a str, device: &'a str) -> Registration<'a> {
+    Registration {
+        username,
+        device,
+        identity_key: "ik",
+        signing_key: "sk",
+    }
+}
+
+fn env(device: &str) -> Vec<Envelope> {
+    vec![Envelope {
+        device: device.into(),
+        ciphertext: "c".into(),
+    }]
+}
+
+/// A retry of a stored message id is `Duplicate` even when the recipient's queue is now full or the
+/// recipient device is gone (a refusal would say the id is not spent, and a re-send under a new id
+/// would deliver the message twice).
+#[tokio::test]
+async fn a_retry_is_a_duplicate_before_queue_and_recipient_checks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let limits = StoreLimits {
+        max_queued_per_device: 1,
+    };
+    let store = SqliteStore::open_with(dir.path().join("relay.db"), limits)
+        .await
+        .expect("open");
+    for (user, device) in [("alice", "a1"), ("bob", "b1")] {
+        store
+            .register_device(&reg(user, device), &Admission::default())
+            .await
+            .expect("register");
+    }
+    let first = store.enqueue("a1", "m1", "bob", &env("b1")).await;
+    assert!(matches!(first, Ok(Enqueued::Stored { .. })), "{first:?}");
+    // b1's queue is full now: a new message is refused, the retry is a duplicate.
+    let other = store.enqueue("a1", "m2", "bob", &env("b1")).await;
+    assert!(other.is_err(), "{other:?}");
+    let retry = store.enqueue("a1", "m1", "bob", &env("b1")).await;
+    assert!(matches!(retry, Ok(Enqueued::Duplicate)), "{retry:?}");
+    // The recipient device is removed: the retry is still a duplicate.
+    assert!(store.remove_device("b1", "b1").await.expect("remove"));
+    let retry = store.enqueue("a1", "m1", "bob", &env("b1")).await;
+    assert!(matches!(retry, Ok(Enqueued::Duplicate)), "{retry:?}");
+}
