@@ -36,6 +36,11 @@ pub struct RelayConfig {
     pub idle_timeout: std::time::Duration,
     /// Consecutive `rate_limited` replies after which the relay closes the connection (default 32).
     pub max_rate_limited: u32,
+    /// Largest frame the relay sends, in bytes (default 1 MiB, the channel's
+    /// `ChannelConfig::max_message_size`; it must not exceed the listener's). A `send` is refused
+    /// (`invalid`) when the `deliver` of any of its envelopes could be larger, header fields at their
+    /// largest included (see `server::size`): such a copy could never be delivered.
+    pub max_frame: usize,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +60,7 @@ impl Default for RelayConfig {
             link_ttl: std::time::Duration::from_secs(600),
             idle_timeout: std::time::Duration::from_secs(120),
             max_rate_limited: 32,
+            max_frame: 1024 * 1024,
         }
     }
 }

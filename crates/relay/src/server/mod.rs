@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 
 mod config;
 mod requests;
+mod size;
 
 pub use config::RelayConfig;
 

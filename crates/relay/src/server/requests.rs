@@ -177,6 +177,21 @@ impl<S: Store> Relay<S> {
                         format!("a send needs 1 to {} envelopes", config.max_envelopes),
                     ));
                 }
+                let header = super::size::deliver_header(device, &message_id, config.max_username);
+                for envelope in &envelopes {
+                    if super::size::deliver_size(header, &envelope.ciphertext) > config.max_frame {
+                        let most = config.max_frame.saturating_sub(header);
+                        return Err(Refusal(
+                            ErrorCode::Invalid,
+                            format!(
+                                "the ciphertext for {} is too large: its deliver frame must fit in \
+                                 {} bytes, which leaves at most {most} bytes of (JSON-encoded) \
+                                 ciphertext for this message id",
+                                envelope.device, config.max_frame
+                            ),
+                        ));
+                    }
+                }
                 match store.enqueue(device, &message_id, &to, &envelopes).await? {
                     Enqueued::Stored {
                         copies,
