@@ -80,3 +80,40 @@ async fn a_maximum_size_send_is_refused_or_delivered_and_never_blocks_the_queue(
     accepted.push("small".into());
     assert_eq!(got, accepted);
 }
+
+/// A device removed and registered again on the same connection (a new queue, sequence numbers from 1
+/// again) receives its new messages live, without reconnecting.
+#[tokio::test]
+async fn a_device_registered_again_on_its_connection_gets_new_messages_live() {
+    let relay = start().await;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut alice = connect(&relay, &a).await;
+    alice.register("alice", "ik", "sk").await.expect("alice");
+    let mut bob = connect(&relay, &b).await;
+    bob.register("bob", "ik", "sk").await.expect("bob");
+    let dev = b.public_key().to_string();
+    for i in 0..3 {
+        let id = format!("old{i}");
+        alice
+            .send(&id, "bob", envelope(&dev, "c".into()))
+            .await
+            .expect("send");
+        let delivery = tokio::time::timeout(NET, bob.next_delivery())
+            .await
+            .expect("in time")
+            .expect("delivery");
+        assert_eq!(delivery.message_id, id);
+        bob.ack(vec![delivery.reference()]).await.expect("ack");
+    }
+    bob.remove_device(None).await.expect("remove");
+    bob.register("bob", "ik2", "sk2").await.expect("again");
+    alice
+        .send("new", "bob", envelope(&dev, "c".into()))
+        .await
+        .expect("send");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), bob.next_delivery())
+        .await
+        .expect("the new message arrives live, without a reconnect")
+        .expect("delivery");
+    assert_eq!((delivery.message_id.as_str(), delivery.seq), ("new", 1));
+}

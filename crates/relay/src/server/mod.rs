@@ -43,6 +43,9 @@ pub struct Relay<S> {
 struct Pushed {
     seq: u64,
     frame: Option<Arc<[u8]>>,
+    /// Bumped when the device is registered anew (removed, then registered again): its new queue's
+    /// sequence numbers start again at 1, so every connection of it starts again from cursor 0.
+    epoch: u64,
 }
 
 struct Inner<S> {
@@ -224,10 +227,34 @@ impl<S: Store> Relay<S> {
                 *latest = Pushed {
                     seq,
                     frame: Some(frame),
+                    epoch: latest.epoch,
                 };
                 true
             });
         }
+    }
+
+    /// Starts `device`'s cell again for a new queue (the device was registered anew: its sequence
+    /// numbers start again at 1); every connection of it sees the new epoch and resets its cursor.
+    fn new_queue(&self, device: &str) -> u64 {
+        let cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(cell) = cells.get(device) else {
+            return 0;
+        };
+        let mut epoch = 0;
+        cell.send_modify(|latest| {
+            epoch = latest.epoch.wrapping_add(1);
+            *latest = Pushed {
+                seq: 0,
+                frame: None,
+                epoch,
+            };
+        });
+        epoch
     }
 
     /// Serves one channel until it ends: requests in, replies and deliveries out.
@@ -255,6 +282,7 @@ impl<S: Store> Relay<S> {
         };
         // Deliveries start after sequence 0 on every connection: whatever is still stored is unacknowledged.
         let mut cursor = 0u64;
+        let mut epoch = wake.borrow_and_update().epoch;
         let config = &self.inner.config;
         let metrics = &self.inner.metrics;
         let _connected = metrics.connected();
@@ -279,20 +307,20 @@ impl<S: Store> Relay<S> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     // The request and its reply live in this block only, and the awaits are boxed: an
                     // idle connection's task keeps none of their space (memory per idle client).
-                    let (encoded, violation, now_registered) = {
-                        let (reply, now_registered) = if budget.take() {
+                    let (encoded, violation, now_registered, fresh) = {
+                        let (reply, now_registered, fresh) = if budget.take() {
                             limited = 0;
                             Box::pin(self.handle(&device, &bytes)).await
                         } else {
                             limited += 1;
                             let message = "request rate exceeded; slow down".to_owned();
-                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
+                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false, false)
                         };
                         if let Reply::Error { code, .. } = &reply {
                             metrics.refused(*code);
                         }
                         let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
-                        (encode_reply(&reply), violation, now_registered)
+                        (encode_reply(&reply), violation, now_registered, fresh)
                     };
                     drop(bytes);
                     if Box::pin(writer.send(encoded)).await.is_err() {
@@ -307,6 +335,13 @@ impl<S: Store> Relay<S> {
                         tracing::debug!(%device, "closing a channel that keeps exceeding its request rate");
                         break Closed::RateLimited;
                     }
+                    if now_registered && fresh {
+                        // A new queue (the device was removed, then registered again here): its
+                        // sequence numbers start again at 1.
+                        epoch = self.new_queue(&device);
+                        cursor = 0;
+                        more = true;
+                    }
                     if now_registered && !registered {
                         registered = true;
                         more = true;
@@ -318,6 +353,13 @@ impl<S: Store> Relay<S> {
                         break Closed::Peer;
                     }
                     let pushed = wake.borrow_and_update().clone();
+                    if pushed.epoch != epoch {
+                        // Registered anew on another connection: a new queue, from the start.
+                        epoch = pushed.epoch;
+                        cursor = 0;
+                        more = true;
+                        continue;
+                    }
                     match pushed.frame {
                         Some(frame) if !more && pushed.seq == cursor + 1 => {
                             if Box::pin(writer.send(frame.to_vec())).await.is_err() {
