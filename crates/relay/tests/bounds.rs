@@ -117,3 +117,79 @@ async fn a_device_registered_again_on_its_connection_gets_new_messages_live() {
         .expect("delivery");
     assert_eq!((delivery.message_id.as_str(), delivery.seq), ("new", 1));
 }
+
+/// With a byte budget smaller than one message, every batch holds one message: all of them still
+/// arrive, in order.
+#[tokio::test]
+async fn batches_split_by_bytes_deliver_everything_in_order() {
+    let config = tessera_relay::server::RelayConfig {
+        delivery_batch_bytes: 1,
+        ..common::config()
+    };
+    let relay = common::start_with(tempfile::tempdir().expect("dir"), config).await;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut alice = connect(&relay, &a).await;
+    alice.register("alice", "ik", "sk").await.expect("alice");
+    let mut bob = connect(&relay, &b).await;
+    bob.register("bob", "ik", "sk").await.expect("bob");
+    bob.close().await;
+    let dev = b.public_key().to_string();
+    let ids: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    for id in &ids {
+        alice
+            .send(id, "bob", envelope(&dev, "x".repeat(100_000)))
+            .await
+            .expect("send");
+    }
+    let mut bob = connect(&relay, &b).await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let delivery = tokio::time::timeout(NET, bob.next_delivery())
+            .await
+            .expect("in time")
+            .expect("delivery");
+        got.push(delivery.message_id);
+    }
+    assert_eq!(got, ids);
+}
+
+/// A device has at most `max_connections_per_device` connections open: one more is refused with a
+/// clear error and closed; once one closes, a new one is served.
+#[tokio::test]
+async fn connections_per_device_are_capped() {
+    let config = tessera_relay::server::RelayConfig {
+        max_connections_per_device: 3,
+        ..common::config()
+    };
+    let relay = common::start_with(tempfile::tempdir().expect("dir"), config).await;
+    let b = Identity::generate();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut bob = connect(&relay, &b).await;
+        bob.register("bob", "ik", "sk").await.expect("served");
+        open.push(bob);
+    }
+    let mut extra = connect(&relay, &b).await;
+    let refused = tokio::time::timeout(NET, extra.register("bob", "ik", "sk"))
+        .await
+        .expect("answered in time");
+    match refused {
+        Err(ClientError::Refused {
+            code: ErrorCode::RateLimited,
+            message,
+        }) => assert!(message.contains("3 connections"), "{message}"),
+        other => panic!("the fourth connection was served: {other:?}"),
+    }
+    open.pop().expect("one").close().await;
+    // The relay notices the close; a new connection is then served.
+    let mut served = false;
+    for _ in 0..50 {
+        let mut bob = connect(&relay, &b).await;
+        if bob.register("bob", "ik", "sk").await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "no connection served after one closed");
+}

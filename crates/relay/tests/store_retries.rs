@@ -1,4 +1,5 @@
-//! Store rules found by the relay audit (2026-12): a retry is a duplicate before anything else.
+//! Store rules found by the relay audit (2026-12): a retry is a duplicate before anything else, and a
+//! delivery batch has a byte budget.
 
 use tessera_relay::protocol::Envelope;
 use tessera_relay::store::{Admission, Enqueued, Registration, SqliteStore, Store, StoreLimits};
@@ -48,4 +49,55 @@ async fn a_retry_is_a_duplicate_before_queue_and_recipient_checks() {
     assert!(store.remove_device("b1", "b1").await.expect("remove"));
     let retry = store.enqueue("a1", "m1", "bob", &env("b1")).await;
     assert!(matches!(retry, Ok(Enqueued::Duplicate)), "{retry:?}");
+}
+
+/// A delivery batch stops before its ciphertext passes the byte budget, holds at least one message
+/// whatever the budget, and says whether more may follow.
+#[tokio::test]
+async fn a_delivery_batch_has_a_byte_budget() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    for (user, device) in [("alice", "a1"), ("bob", "b1")] {
+        store
+            .register_device(&reg(user, device), &Admission::default())
+            .await
+            .expect("register");
+    }
+    for i in 0..5 {
+        let envelopes = vec![Envelope {
+            device: "b1".into(),
+            ciphertext: "x".repeat(1000),
+        }];
+        store
+            .enqueue("a1", &format!("m{i}"), "bob", &envelopes)
+            .await
+            .expect("enqueue");
+    }
+    let seqs = |batch: &[tessera_relay::store::StoredMessage]| {
+        batch.iter().map(|m| m.seq).collect::<Vec<_>>()
+    };
+    let (batch, more) = store
+        .pending_within("b1", 0, 100, 2500)
+        .await
+        .expect("read");
+    assert_eq!((seqs(&batch), more), (vec![1, 2], true));
+    let (batch, more) = store.pending_within("b1", 2, 100, 10).await.expect("read");
+    assert_eq!((seqs(&batch), more), (vec![3], true));
+    let (batch, more) = store
+        .pending_within("b1", 3, 100, 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!((seqs(&batch), more), (vec![4, 5], false));
+    let (batch, more) = store
+        .pending_within("b1", 0, 3, 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!((seqs(&batch), more), (vec![1, 2, 3], true));
+    let (batch, more) = store
+        .pending_within("b1", 5, 100, 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!((seqs(&batch), more), (vec![], false));
 }

@@ -261,14 +261,35 @@ impl<S: Store> Relay<S> {
     pub async fn serve_channel(&self, channel: Channel) {
         let device = channel.peer().to_string();
         let (mut reader, writer) = channel.split();
+        let limit = self.inner.config.max_connections_per_device.max(1);
+        let admitted = {
+            let mut online = self.inner.online.lock().unwrap_or_else(|p| p.into_inner());
+            let count = online.entry(device.clone()).or_insert(0);
+            if *count >= limit {
+                false
+            } else {
+                *count += 1;
+                true
+            }
+        };
+        if !admitted {
+            // The entry exists: this device has `limit` connections open.
+            tracing::debug!(%device, "refusing a connection: too many open for this device");
+            self.inner.metrics.refused(ErrorCode::RateLimited);
+            let refusal = Reply::Error {
+                req: None,
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "this device already has {limit} connections open, the most allowed; close one \
+                     first"
+                ),
+            };
+            // The peer may be gone already; the channel is closed either way.
+            let _ = Box::pin(writer.send(encode_reply(&refusal))).await;
+            writer.close();
+            return;
+        }
         let mut wake = self.subscribe(&device);
-        *self
-            .inner
-            .online
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(device.clone())
-            .or_insert(0) += 1;
         let _online = OnlineGuard {
             relay: self.clone(),
             device: device.clone(),
@@ -384,24 +405,28 @@ impl<S: Store> Relay<S> {
         self.unsubscribe(&device, wake);
     }
 
-    /// Sends one batch of queued messages after `cursor`; `Ok(true)` when the batch was full (more may
-    /// follow).
+    /// Sends one batch of queued messages after `cursor` (at most `delivery_batch` messages and
+    /// `delivery_batch_bytes` of ciphertext); `Ok(true)` when the batch was full (more may follow).
     async fn deliver_batch(
         &self,
         device: &str,
         cursor: &mut u64,
         writer: &ChannelWriter,
     ) -> Result<bool, ()> {
-        let batch = self.inner.config.delivery_batch;
-        let messages = self
+        let config = &self.inner.config;
+        let (messages, full) = self
             .inner
             .store
-            .pending(device, *cursor, batch)
+            .pending_within(
+                device,
+                *cursor,
+                config.delivery_batch,
+                config.delivery_batch_bytes,
+            )
             .await
             .map_err(|error| {
                 tracing::error!(%error, "relay store failed");
             })?;
-        let full = messages.len() >= batch as usize;
         for message in messages {
             *cursor = message.seq;
             let deliver = Reply::Deliver {

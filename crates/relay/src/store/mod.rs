@@ -12,6 +12,7 @@
 
 mod admission;
 mod batch;
+mod pending;
 mod send;
 pub mod sqlite;
 
@@ -262,6 +263,34 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// [`Store::pending`] under a byte budget: up to `limit` messages, stopping before their ciphertext
+    /// would pass `max_bytes` (at least one message always); and whether more may follow (the batch
+    /// stopped at `limit` or at the budget). The default reads with [`Store::pending`] and cuts.
+    fn pending_within(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<(Vec<StoredMessage>, bool), StoreError>> + Send {
+        async move {
+            let mut messages = self.pending(device, after, limit).await?;
+            let full = messages.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
+            let (mut bytes, mut keep) = (0usize, 0usize);
+            for message in &messages {
+                let n = message.ciphertext.len();
+                if keep > 0 && bytes.saturating_add(n) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(n);
+                keep += 1;
+            }
+            let cut = keep < messages.len();
+            messages.truncate(keep);
+            Ok((messages, full || cut))
+        }
+    }
 
     /// Deletes the acknowledged messages of `device`; returns how many were deleted. Unknown references
     /// are ignored (an ack may be repeated).

@@ -526,6 +526,16 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn pending_within(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        Ok(super::pending::pending_within(&self.reader, device, after, limit, max_bytes).await?)
+    }
+
     async fn ack(&self, device: &str, messages: &[MessageRef]) -> Result<u64, StoreError> {
         self.batch.ack(device, messages.to_vec()).await
     }
