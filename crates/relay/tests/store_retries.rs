@@ -101,3 +101,52 @@ async fn a_delivery_batch_has_a_byte_budget() {
         .expect("read");
     assert_eq!((seqs(&batch), more), (vec![], false));
 }
+
+/// An account has at most `MAX_DEVICES_PER_ACCOUNT` devices: one more is refused, even with a valid
+/// link token (which stays unused), and a removal makes room again.
+#[tokio::test]
+async fn devices_per_account_are_capped() {
+    use tessera_relay::invite::token_hash;
+    use tessera_relay::store::{MAX_DEVICES_PER_ACCOUNT, StoreError};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    let link = |i: usize| format!("link-{i}");
+    let register = |i: usize| {
+        let store = &store;
+        async move {
+            let device = format!("d{i}");
+            let hash = token_hash(&link(i));
+            let admission = Admission {
+                invite_only: false,
+                token_hash: Some(&hash),
+            };
+            store
+                .register_device(&reg("alice", &device), &admission)
+                .await
+        }
+    };
+    for i in 0..=MAX_DEVICES_PER_ACCOUNT {
+        store
+            .create_invite(&token_hash(&link(i)), Some("alice"), i64::MAX / 2)
+            .await
+            .expect("token");
+    }
+    for i in 0..MAX_DEVICES_PER_ACCOUNT {
+        register(i).await.expect("under the cap");
+    }
+    let refused = register(MAX_DEVICES_PER_ACCOUNT).await;
+    assert!(
+        matches!(refused, Err(StoreError::TooManyDevices { limit, .. }) if limit == MAX_DEVICES_PER_ACCOUNT),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.list_devices("alice").await.expect("list").len(),
+        MAX_DEVICES_PER_ACCOUNT
+    );
+    assert!(store.remove_device("d0", "d1").await.expect("remove"));
+    register(MAX_DEVICES_PER_ACCOUNT)
+        .await
+        .expect("room again, and the token was not spent");
+}

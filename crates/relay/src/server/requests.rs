@@ -13,9 +13,9 @@ impl From<StoreError> for Refusal {
         let code = match &error {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
-            StoreError::TooManyPrekeys { .. } | StoreError::RepeatedDevice { .. } => {
-                ErrorCode::Invalid
-            }
+            StoreError::TooManyPrekeys { .. }
+            | StoreError::RepeatedDevice { .. }
+            | StoreError::TooManyDevices { .. } => ErrorCode::Invalid,
             StoreError::QueueFull { .. } => ErrorCode::QueueFull,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,

@@ -8,6 +8,8 @@
 //! * a new account (or an account left with no device) needs an **invite token** (not bound to an
 //!   account) when the relay is invite-only, and nothing when it is open.
 //!
+//! An account has at most [`MAX_DEVICES_PER_ACCOUNT`](super::MAX_DEVICES_PER_ACCOUNT) devices.
+//!
 //! Tokens are single use: the relay stores only their SHA-256 (hex) and deletes the row when it is used,
 //! in the same transaction as the registration. Expired tokens are refused and swept by `expire`.
 
@@ -45,6 +47,12 @@ pub(super) async fn register_device(
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("n")?;
+            if usize::try_from(devices).unwrap_or(usize::MAX) >= super::MAX_DEVICES_PER_ACCOUNT {
+                return Err(StoreError::TooManyDevices {
+                    username: username.to_owned(),
+                    limit: super::MAX_DEVICES_PER_ACCOUNT,
+                });
+            }
             // A new device of a living account needs that account's link token; a new account needs an
             // unbound invite when the relay is invite-only.
             let needed = if devices > 0 {

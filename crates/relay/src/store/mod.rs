@@ -77,6 +77,14 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// The account already has the most devices allowed ([`MAX_DEVICES_PER_ACCOUNT`]).
+    #[error("{username} already has {limit} devices, the most allowed; remove one first")]
+    TooManyDevices {
+        /// The account.
+        username: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The registration needs a valid invite or device-link token.
     #[error("{reason}")]
     InviteRequired {
@@ -164,6 +172,16 @@ impl Default for StoreLimits {
 
 /// Most unclaimed one-time keys the relay keeps for one device.
 pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
+
+/// Most devices of one account: a registration of one more is refused
+/// ([`StoreError::TooManyDevices`]). It bounds list_devices' and fetch_bundle's replies (16 devices of
+/// keys up to 256 bytes each are a few KiB).
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 16;
+
+/// Most contacts list_users lists besides the caller's own account (the first ones by name): other
+/// accounts can make themselves contacts by sending one message each, and the reply must stay well under
+/// a frame (1,000 names of at most 64 bytes, escaped, are under 200 KiB).
+pub const MAX_LISTED_CONTACTS: usize = 1000;
 
 /// A device registration: who and with which public keys.
 #[derive(Debug, Clone, Copy)]
@@ -313,7 +331,8 @@ pub trait Store: Send + Sync + 'static {
     fn expire(&self, cutoff: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The users `device`'s account may see, each with their devices: the account itself and every user
-    /// it has exchanged a message with (in either direction). Sorted by name.
+    /// it has exchanged a message with (in either direction), at most [`MAX_LISTED_CONTACTS`] of those
+    /// (the first by name). Sorted by name.
     fn visible_users(
         &self,
         device: &str,

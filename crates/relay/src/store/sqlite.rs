@@ -593,11 +593,13 @@ impl Store for SqliteStore {
         };
         let rows = sqlx::query(
             "SELECT u.username AS username, d.device_id AS device_id FROM \
-             (SELECT ? AS username UNION SELECT contact FROM contacts WHERE username = ?) u \
+             (SELECT ? AS username UNION SELECT contact FROM (SELECT contact FROM contacts \
+             WHERE username = ? ORDER BY contact LIMIT ?)) u \
              LEFT JOIN devices d ON d.username = u.username ORDER BY u.username, d.device_id",
         )
         .bind(&me.username)
         .bind(&me.username)
+        .bind(i64::try_from(super::MAX_LISTED_CONTACTS).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?;
         let mut users: Vec<(String, Vec<DeviceId>)> = Vec::new();
