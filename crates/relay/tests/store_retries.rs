@@ -127,15 +127,20 @@ async fn devices_per_account_are_capped() {
                 .await
         }
     };
-    for i in 0..=MAX_DEVICES_PER_ACCOUNT {
-        store
-            .create_invite(&token_hash(&link(i)), Some("alice"), i64::MAX / 2)
-            .await
-            .expect("token");
-    }
+    let mint = |i: usize| {
+        let store = &store;
+        async move {
+            store
+                .create_invite(&token_hash(&link(i)), Some("alice"), i64::MAX / 2)
+                .await
+                .expect("token");
+        }
+    };
     for i in 0..MAX_DEVICES_PER_ACCOUNT {
+        mint(i).await;
         register(i).await.expect("under the cap");
     }
+    mint(MAX_DEVICES_PER_ACCOUNT).await;
     let refused = register(MAX_DEVICES_PER_ACCOUNT).await;
     assert!(
         matches!(refused, Err(StoreError::TooManyDevices { limit, .. }) if limit == MAX_DEVICES_PER_ACCOUNT),
@@ -149,4 +154,51 @@ async fn devices_per_account_are_capped() {
     register(MAX_DEVICES_PER_ACCOUNT)
         .await
         .expect("room again, and the token was not spent");
+}
+
+/// An account keeps at most `MAX_LINK_TOKENS_PER_ACCOUNT` link tokens: minting one more replaces the
+/// oldest, and the newest ones still work.
+#[tokio::test]
+async fn link_tokens_per_account_are_capped_oldest_first() {
+    use tessera_relay::invite::token_hash;
+    use tessera_relay::store::{MAX_LINK_TOKENS_PER_ACCOUNT, StoreError};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("open");
+    store
+        .register_device(&reg("alice", "a1"), &Admission::default())
+        .await
+        .expect("a1");
+    let link = |i: usize| format!("link-{i}");
+    for i in 0..=MAX_LINK_TOKENS_PER_ACCOUNT {
+        store
+            .create_invite(&token_hash(&link(i)), Some("alice"), i64::MAX / 2)
+            .await
+            .expect("token");
+    }
+    let register = |i: usize, device: &'static str| {
+        let store = &store;
+        async move {
+            let hash = token_hash(&link(i));
+            let admission = Admission {
+                invite_only: false,
+                token_hash: Some(&hash),
+            };
+            store
+                .register_device(&reg("alice", device), &admission)
+                .await
+        }
+    };
+    let oldest = register(0, "a2").await;
+    assert!(
+        matches!(oldest, Err(StoreError::InviteRequired { .. })),
+        "{oldest:?}"
+    );
+    register(1, "a2")
+        .await
+        .expect("the oldest kept token works");
+    register(MAX_LINK_TOKENS_PER_ACCOUNT, "a3")
+        .await
+        .expect("the newest works");
 }

@@ -178,6 +178,10 @@ pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
 /// keys up to 256 bytes each are a few KiB).
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 16;
 
+/// Most outstanding (unexpired, unused) device-link tokens of one account: minting one more replaces
+/// the oldest, which stops working (so link_device cannot fill the store).
+pub const MAX_LINK_TOKENS_PER_ACCOUNT: usize = 8;
+
 /// Most contacts list_users lists besides the caller's own account (the first ones by name): other
 /// accounts can make themselves contacts by sending one message each, and the reply must stay well under
 /// a frame (1,000 names of at most 64 bytes, escaped, are under 200 KiB).
@@ -220,7 +224,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores a single-use token by its hash: an invite for a new account (`username` None), or a
-    /// device-link token for a new device of `username`. It stops working at `expires_at`.
+    /// device-link token for a new device of `username`. It stops working at `expires_at`. An account
+    /// keeps at most [`MAX_LINK_TOKENS_PER_ACCOUNT`] link tokens: a new one replaces the oldest.
     fn create_invite(
         &self,
         token_hash: &str,

@@ -146,6 +146,10 @@ ALTER TABLE sent_messages_5 RENAME TO sent_messages;
 CREATE INDEX messages_by_age ON messages(stored_at);
 CREATE INDEX sent_messages_by_age ON sent_messages(stored_at);
 "#,
+    // 7: an account's link tokens, found by account (at most MAX_LINK_TOKENS_PER_ACCOUNT are kept).
+    r#"
+CREATE INDEX invites_by_username ON invites(username);
+"#,
 ];
 
 /// The relay's state in one SQLite file.
