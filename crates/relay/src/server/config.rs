@@ -5,6 +5,12 @@
 pub struct RelayConfig {
     /// Queued messages read from the store per delivery batch (default 100).
     pub delivery_batch: u32,
+    /// Most ciphertext bytes per delivery batch (default 4 MiB; a batch always holds at least one
+    /// message): what a connection holds while it waits on a peer that does not read.
+    pub delivery_batch_bytes: usize,
+    /// Most connections open at once per device (default 8); one more is answered with an error
+    /// (`rate_limited`, `req` null) and closed.
+    pub max_connections_per_device: usize,
     /// Longest username, in bytes (default 64).
     pub max_username: usize,
     /// Longest key, key id or message id, in bytes (default 256).
@@ -36,12 +42,19 @@ pub struct RelayConfig {
     pub idle_timeout: std::time::Duration,
     /// Consecutive `rate_limited` replies after which the relay closes the connection (default 32).
     pub max_rate_limited: u32,
+    /// Largest frame the relay sends, in bytes (default 1 MiB, the channel's
+    /// `ChannelConfig::max_message_size`; it must not exceed the listener's). A `send` is refused
+    /// (`invalid`) when the `deliver` of any of its envelopes could be larger, header fields at their
+    /// largest included (see `server::size`): such a copy could never be delivered.
+    pub max_frame: usize,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             delivery_batch: 100,
+            delivery_batch_bytes: 4 * 1024 * 1024,
+            max_connections_per_device: 8,
             max_username: 64,
             max_field: 256,
             max_envelopes: 64,
@@ -55,6 +68,7 @@ impl Default for RelayConfig {
             link_ttl: std::time::Duration::from_secs(600),
             idle_timeout: std::time::Duration::from_secs(120),
             max_rate_limited: 32,
+            max_frame: 1024 * 1024,
         }
     }
 }

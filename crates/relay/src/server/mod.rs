@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 
 mod config;
 mod requests;
+mod size;
 
 pub use config::RelayConfig;
 
@@ -42,6 +43,9 @@ pub struct Relay<S> {
 struct Pushed {
     seq: u64,
     frame: Option<Arc<[u8]>>,
+    /// Bumped when the device is registered anew (removed, then registered again): its new queue's
+    /// sequence numbers start again at 1, so every connection of it starts again from cursor 0.
+    epoch: u64,
 }
 
 struct Inner<S> {
@@ -223,24 +227,69 @@ impl<S: Store> Relay<S> {
                 *latest = Pushed {
                     seq,
                     frame: Some(frame),
+                    epoch: latest.epoch,
                 };
                 true
             });
         }
     }
 
+    /// Starts `device`'s cell again for a new queue (the device was registered anew: its sequence
+    /// numbers start again at 1); every connection of it sees the new epoch and resets its cursor.
+    fn new_queue(&self, device: &str) -> u64 {
+        let cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(cell) = cells.get(device) else {
+            return 0;
+        };
+        let mut epoch = 0;
+        cell.send_modify(|latest| {
+            epoch = latest.epoch.wrapping_add(1);
+            *latest = Pushed {
+                seq: 0,
+                frame: None,
+                epoch,
+            };
+        });
+        epoch
+    }
+
     /// Serves one channel until it ends: requests in, replies and deliveries out.
     pub async fn serve_channel(&self, channel: Channel) {
         let device = channel.peer().to_string();
         let (mut reader, writer) = channel.split();
+        let limit = self.inner.config.max_connections_per_device.max(1);
+        let admitted = {
+            let mut online = self.inner.online.lock().unwrap_or_else(|p| p.into_inner());
+            let count = online.entry(device.clone()).or_insert(0);
+            if *count >= limit {
+                false
+            } else {
+                *count += 1;
+                true
+            }
+        };
+        if !admitted {
+            // The entry exists: this device has `limit` connections open.
+            tracing::debug!(%device, "refusing a connection: too many open for this device");
+            self.inner.metrics.refused(ErrorCode::RateLimited);
+            let refusal = Reply::Error {
+                req: None,
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "this device already has {limit} connections open, the most allowed; close one \
+                     first"
+                ),
+            };
+            // The peer may be gone already; the channel is closed either way.
+            let _ = Box::pin(writer.send(encode_reply(&refusal))).await;
+            writer.close();
+            return;
+        }
         let mut wake = self.subscribe(&device);
-        *self
-            .inner
-            .online
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(device.clone())
-            .or_insert(0) += 1;
         let _online = OnlineGuard {
             relay: self.clone(),
             device: device.clone(),
@@ -254,6 +303,7 @@ impl<S: Store> Relay<S> {
         };
         // Deliveries start after sequence 0 on every connection: whatever is still stored is unacknowledged.
         let mut cursor = 0u64;
+        let mut epoch = wake.borrow_and_update().epoch;
         let config = &self.inner.config;
         let metrics = &self.inner.metrics;
         let _connected = metrics.connected();
@@ -278,20 +328,20 @@ impl<S: Store> Relay<S> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     // The request and its reply live in this block only, and the awaits are boxed: an
                     // idle connection's task keeps none of their space (memory per idle client).
-                    let (encoded, violation, now_registered) = {
-                        let (reply, now_registered) = if budget.take() {
+                    let (encoded, violation, now_registered, fresh) = {
+                        let (reply, now_registered, fresh) = if budget.take() {
                             limited = 0;
                             Box::pin(self.handle(&device, &bytes)).await
                         } else {
                             limited += 1;
                             let message = "request rate exceeded; slow down".to_owned();
-                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false)
+                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false, false)
                         };
                         if let Reply::Error { code, .. } = &reply {
                             metrics.refused(*code);
                         }
                         let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
-                        (encode_reply(&reply), violation, now_registered)
+                        (encode_reply(&reply), violation, now_registered, fresh)
                     };
                     drop(bytes);
                     if Box::pin(writer.send(encoded)).await.is_err() {
@@ -306,6 +356,13 @@ impl<S: Store> Relay<S> {
                         tracing::debug!(%device, "closing a channel that keeps exceeding its request rate");
                         break Closed::RateLimited;
                     }
+                    if now_registered && fresh {
+                        // A new queue (the device was removed, then registered again here): its
+                        // sequence numbers start again at 1.
+                        epoch = self.new_queue(&device);
+                        cursor = 0;
+                        more = true;
+                    }
                     if now_registered && !registered {
                         registered = true;
                         more = true;
@@ -317,6 +374,13 @@ impl<S: Store> Relay<S> {
                         break Closed::Peer;
                     }
                     let pushed = wake.borrow_and_update().clone();
+                    if pushed.epoch != epoch {
+                        // Registered anew on another connection: a new queue, from the start.
+                        epoch = pushed.epoch;
+                        cursor = 0;
+                        more = true;
+                        continue;
+                    }
                     match pushed.frame {
                         Some(frame) if !more && pushed.seq == cursor + 1 => {
                             if Box::pin(writer.send(frame.to_vec())).await.is_err() {
@@ -341,24 +405,28 @@ impl<S: Store> Relay<S> {
         self.unsubscribe(&device, wake);
     }
 
-    /// Sends one batch of queued messages after `cursor`; `Ok(true)` when the batch was full (more may
-    /// follow).
+    /// Sends one batch of queued messages after `cursor` (at most `delivery_batch` messages and
+    /// `delivery_batch_bytes` of ciphertext); `Ok(true)` when the batch was full (more may follow).
     async fn deliver_batch(
         &self,
         device: &str,
         cursor: &mut u64,
         writer: &ChannelWriter,
     ) -> Result<bool, ()> {
-        let batch = self.inner.config.delivery_batch;
-        let messages = self
+        let config = &self.inner.config;
+        let (messages, full) = self
             .inner
             .store
-            .pending(device, *cursor, batch)
+            .pending_within(
+                device,
+                *cursor,
+                config.delivery_batch,
+                config.delivery_batch_bytes,
+            )
             .await
             .map_err(|error| {
                 tracing::error!(%error, "relay store failed");
             })?;
-        let full = messages.len() >= batch as usize;
         for message in messages {
             *cursor = message.seq;
             let deliver = Reply::Deliver {

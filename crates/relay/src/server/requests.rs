@@ -13,9 +13,9 @@ impl From<StoreError> for Refusal {
         let code = match &error {
             StoreError::DeviceTaken { .. } => ErrorCode::DeviceTaken,
             StoreError::InviteRequired { .. } => ErrorCode::InviteRequired,
-            StoreError::TooManyPrekeys { .. } | StoreError::RepeatedDevice { .. } => {
-                ErrorCode::Invalid
-            }
+            StoreError::TooManyPrekeys { .. }
+            | StoreError::RepeatedDevice { .. }
+            | StoreError::TooManyDevices { .. } => ErrorCode::Invalid,
             StoreError::QueueFull { .. } => ErrorCode::QueueFull,
             StoreError::UnknownDevice { .. } => ErrorCode::NotRegistered,
             StoreError::UnknownUser { .. } => ErrorCode::UnknownUser,
@@ -32,8 +32,9 @@ impl From<StoreError> for Refusal {
 }
 
 impl<S: Store> Relay<S> {
-    /// Handles one frame; returns the reply and whether the device is now registered.
-    pub(super) async fn handle(&self, device: &str, bytes: &[u8]) -> (Reply, bool) {
+    /// Handles one frame; returns the reply, whether the device is now registered, and whether that
+    /// registration created the device (a new queue, whose sequence numbers start at 1).
+    pub(super) async fn handle(&self, device: &str, bytes: &[u8]) -> (Reply, bool, bool) {
         let request = match decode_request(bytes) {
             Ok(request) => request,
             Err(error) => {
@@ -42,19 +43,23 @@ impl<S: Store> Relay<S> {
                     code: ErrorCode::Malformed,
                     message: error.to_string(),
                 };
-                return (reply, false);
+                return (reply, false, false);
             }
         };
         let req = request.req();
         let registering = matches!(request, Request::RegisterDevice { .. });
+        // Whether the device exists before its registration (a race with another connection of the same
+        // device registering at once only costs a needless or a late reset of the cursors).
+        let fresh = registering && matches!(self.inner.store.device(device).await, Ok(None));
         match self.execute(device, request).await {
-            Ok(reply) => (reply, registering),
+            Ok(reply) => (reply, registering, fresh),
             Err(Refusal(code, message)) => (
                 Reply::Error {
                     req: Some(req),
                     code,
                     message,
                 },
+                false,
                 false,
             ),
         }
@@ -176,6 +181,21 @@ impl<S: Store> Relay<S> {
                         ErrorCode::Invalid,
                         format!("a send needs 1 to {} envelopes", config.max_envelopes),
                     ));
+                }
+                let header = super::size::deliver_header(device, &message_id, config.max_username);
+                for envelope in &envelopes {
+                    if super::size::deliver_size(header, &envelope.ciphertext) > config.max_frame {
+                        let most = config.max_frame.saturating_sub(header);
+                        return Err(Refusal(
+                            ErrorCode::Invalid,
+                            format!(
+                                "the ciphertext for {} is too large: its deliver frame must fit in \
+                                 {} bytes, which leaves at most {most} bytes of (JSON-encoded) \
+                                 ciphertext for this message id",
+                                envelope.device, config.max_frame
+                            ),
+                        ));
+                    }
                 }
                 match store.enqueue(device, &message_id, &to, &envelopes).await? {
                     Enqueued::Stored {

@@ -8,6 +8,8 @@
 //! * a new account (or an account left with no device) needs an **invite token** (not bound to an
 //!   account) when the relay is invite-only, and nothing when it is open.
 //!
+//! An account has at most [`MAX_DEVICES_PER_ACCOUNT`](super::MAX_DEVICES_PER_ACCOUNT) devices.
+//!
 //! Tokens are single use: the relay stores only their SHA-256 (hex) and deletes the row when it is used,
 //! in the same transaction as the registration. Expired tokens are refused and swept by `expire`.
 
@@ -45,6 +47,12 @@ pub(super) async fn register_device(
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("n")?;
+            if usize::try_from(devices).unwrap_or(usize::MAX) >= super::MAX_DEVICES_PER_ACCOUNT {
+                return Err(StoreError::TooManyDevices {
+                    username: username.to_owned(),
+                    limit: super::MAX_DEVICES_PER_ACCOUNT,
+                });
+            }
             // A new device of a living account needs that account's link token; a new account needs an
             // unbound invite when the relay is invite-only.
             let needed = if devices > 0 {
@@ -130,22 +138,43 @@ fn refusal(bound_to: Option<&str>) -> String {
     }
 }
 
-/// Stores a token's hash: an invite (`username` None) or a device-link token for `username`.
+/// Stores a token's hash: an invite (`username` None) or a device-link token for `username`. An account
+/// keeps at most [`MAX_LINK_TOKENS_PER_ACCOUNT`](super::MAX_LINK_TOKENS_PER_ACCOUNT) unexpired link
+/// tokens: a new one replaces the oldest.
 pub(super) async fn create_invite(
     pool: &SqlitePool,
     token_hash: &str,
     username: Option<&str>,
     expires_at: i64,
 ) -> Result<(), StoreError> {
+    let now = now();
+    let mut tx = pool.begin().await?;
+    if let Some(username) = username {
+        // Room for the new link token: the account's expired ones go, and the oldest beyond the cap.
+        let keep = super::MAX_LINK_TOKENS_PER_ACCOUNT.saturating_sub(1);
+        sqlx::query(
+            "DELETE FROM invites WHERE username = ? AND (expires_at <= ? OR token_hash IN \
+             (SELECT token_hash FROM invites WHERE username = ? AND expires_at > ? \
+             ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?))",
+        )
+        .bind(username)
+        .bind(now)
+        .bind(username)
+        .bind(now)
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query(
         "INSERT INTO invites (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
     )
     .bind(token_hash)
     .bind(username)
-    .bind(now())
+    .bind(now)
     .bind(expires_at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 
 mod admission;
 mod batch;
+mod pending;
 mod send;
 pub mod sqlite;
 
@@ -73,6 +74,14 @@ pub enum StoreError {
     /// A publish would leave the device more unclaimed one-time keys than the limit.
     #[error("at most {limit} unclaimed one-time keys per device")]
     TooManyPrekeys {
+        /// The limit.
+        limit: usize,
+    },
+    /// The account already has the most devices allowed ([`MAX_DEVICES_PER_ACCOUNT`]).
+    #[error("{username} already has {limit} devices, the most allowed; remove one first")]
+    TooManyDevices {
+        /// The account.
+        username: String,
         /// The limit.
         limit: usize,
     },
@@ -164,6 +173,20 @@ impl Default for StoreLimits {
 /// Most unclaimed one-time keys the relay keeps for one device.
 pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
 
+/// Most devices of one account: a registration of one more is refused
+/// ([`StoreError::TooManyDevices`]). It bounds list_devices' and fetch_bundle's replies (16 devices of
+/// keys up to 256 bytes each are a few KiB).
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 16;
+
+/// Most outstanding (unexpired, unused) device-link tokens of one account: minting one more replaces
+/// the oldest, which stops working (so link_device cannot fill the store).
+pub const MAX_LINK_TOKENS_PER_ACCOUNT: usize = 8;
+
+/// Most contacts list_users lists besides the caller's own account (the first ones by name): other
+/// accounts can make themselves contacts by sending one message each, and the reply must stay well under
+/// a frame (1,000 names of at most 64 bytes, escaped, are under 200 KiB).
+pub const MAX_LISTED_CONTACTS: usize = 1000;
+
 /// A device registration: who and with which public keys.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration<'a> {
@@ -201,7 +224,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores a single-use token by its hash: an invite for a new account (`username` None), or a
-    /// device-link token for a new device of `username`. It stops working at `expires_at`.
+    /// device-link token for a new device of `username`. It stops working at `expires_at`. An account
+    /// keeps at most [`MAX_LINK_TOKENS_PER_ACCOUNT`] link tokens: a new one replaces the oldest.
     fn create_invite(
         &self,
         token_hash: &str,
@@ -263,6 +287,34 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
 
+    /// [`Store::pending`] under a byte budget: up to `limit` messages, stopping before their ciphertext
+    /// would pass `max_bytes` (at least one message always); and whether more may follow (the batch
+    /// stopped at `limit` or at the budget). The default reads with [`Store::pending`] and cuts.
+    fn pending_within(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<(Vec<StoredMessage>, bool), StoreError>> + Send {
+        async move {
+            let mut messages = self.pending(device, after, limit).await?;
+            let full = messages.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
+            let (mut bytes, mut keep) = (0usize, 0usize);
+            for message in &messages {
+                let n = message.ciphertext.len();
+                if keep > 0 && bytes.saturating_add(n) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(n);
+                keep += 1;
+            }
+            let cut = keep < messages.len();
+            messages.truncate(keep);
+            Ok((messages, full || cut))
+        }
+    }
+
     /// Deletes the acknowledged messages of `device`; returns how many were deleted. Unknown references
     /// are ignored (an ack may be repeated).
     fn ack(
@@ -284,7 +336,8 @@ pub trait Store: Send + Sync + 'static {
     fn expire(&self, cutoff: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The users `device`'s account may see, each with their devices: the account itself and every user
-    /// it has exchanged a message with (in either direction). Sorted by name.
+    /// it has exchanged a message with (in either direction), at most [`MAX_LISTED_CONTACTS`] of those
+    /// (the first by name). Sorted by name.
     fn visible_users(
         &self,
         device: &str,

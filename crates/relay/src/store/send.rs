@@ -300,6 +300,12 @@ fn decide<'a>(
             device: op.sender.clone(),
         });
     };
+    // A retry of a stored id is a duplicate before any other check (its queues may be full or its
+    // devices gone by now; a refusal would say the id is unspent, and a re-send would arrive twice).
+    let key = (op.sender.clone(), op.message_id.clone());
+    if sent.contains(&key) {
+        return Ok(Enqueued::Duplicate);
+    }
     let mut to_exists = op.to == sender_user;
     let mut once = HashSet::with_capacity(op.envelopes.len());
     for envelope in &op.envelopes {
@@ -329,9 +335,7 @@ fn decide<'a>(
             });
         }
     }
-    if !sent.insert((op.sender.clone(), op.message_id.clone())) {
-        return Ok(Enqueued::Duplicate);
-    }
+    sent.insert(key);
     rows.sent.push(op);
     if op.to != sender_user {
         if to_exists {

@@ -146,6 +146,10 @@ ALTER TABLE sent_messages_5 RENAME TO sent_messages;
 CREATE INDEX messages_by_age ON messages(stored_at);
 CREATE INDEX sent_messages_by_age ON sent_messages(stored_at);
 "#,
+    // 7: an account's link tokens, found by account (at most MAX_LINK_TOKENS_PER_ACCOUNT are kept).
+    r#"
+CREATE INDEX invites_by_username ON invites(username);
+"#,
 ];
 
 /// The relay's state in one SQLite file.
@@ -526,6 +530,16 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn pending_within(
+        &self,
+        device: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        Ok(super::pending::pending_within(&self.reader, device, after, limit, max_bytes).await?)
+    }
+
     async fn ack(&self, device: &str, messages: &[MessageRef]) -> Result<u64, StoreError> {
         self.batch.ack(device, messages.to_vec()).await
     }
@@ -583,11 +597,13 @@ impl Store for SqliteStore {
         };
         let rows = sqlx::query(
             "SELECT u.username AS username, d.device_id AS device_id FROM \
-             (SELECT ? AS username UNION SELECT contact FROM contacts WHERE username = ?) u \
+             (SELECT ? AS username UNION SELECT contact FROM (SELECT contact FROM contacts \
+             WHERE username = ? ORDER BY contact LIMIT ?)) u \
              LEFT JOIN devices d ON d.username = u.username ORDER BY u.username, d.device_id",
         )
         .bind(&me.username)
         .bind(&me.username)
+        .bind(i64::try_from(super::MAX_LISTED_CONTACTS).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?;
         let mut users: Vec<(String, Vec<DeviceId>)> = Vec::new();
