@@ -39,6 +39,22 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+/// The reply's request number (`None` for a pushed delivery, or an error about an undecodable request).
+fn reply_req(reply: &Reply) -> Option<u64> {
+    match reply {
+        Reply::Ok { req }
+        | Reply::Users { req, .. }
+        | Reply::Pong { req }
+        | Reply::Bundle { req, .. }
+        | Reply::Sent { req, .. }
+        | Reply::Devices { req, .. }
+        | Reply::Prekeys { req, .. }
+        | Reply::Link { req, .. } => Some(*req),
+        Reply::Error { req, .. } => *req,
+        Reply::Deliver { .. } => None,
+    }
+}
+
 /// A new message id: 12 hex digits of the Unix time in milliseconds, then 20 random hex digits (80
 /// bits). Any string unique per sending device works as a message id; starting with the time lets the
 /// relay's idempotency records (keyed by message id, then sender) grow at their end instead of landing on
@@ -158,28 +174,42 @@ impl RelayClient {
         Ok(decode_reply(&bytes)?)
     }
 
+    /// Sends a request and waits for its reply, matched by `req`: deliveries that arrive meanwhile are
+    /// queued, and replies to earlier requests (a heartbeat's late `pong`) are skipped. A reply to a
+    /// request not sent yet is a protocol violation.
     async fn call(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Reply, ClientError> {
         let req = self.next_req;
         self.next_req += 1;
         self.channel.send(encode_request(&make(req))).await?;
         loop {
-            match self.receive().await? {
-                reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
-                Reply::Error {
-                    req: Some(r),
-                    code,
-                    message,
-                } if r == req => {
-                    return Err(ClientError::Refused { code, message });
+            let reply = self.receive().await?;
+            match reply_req(&reply) {
+                _ if matches!(reply, Reply::Deliver { .. }) => self.queue_delivery(reply),
+                Some(r) if r == req => {
+                    return match reply {
+                        Reply::Error { code, message, .. } => {
+                            Err(ClientError::Refused { code, message })
+                        }
+                        reply => Ok(reply),
+                    };
                 }
-                Reply::Error {
-                    req: None,
-                    code,
-                    message,
-                } => return Err(ClientError::Refused { code, message }),
-                reply => return Ok(reply),
+                Some(r) if r < req => tracing::debug!(req = r, "skipped a late reply"),
+                Some(_) => return Err(ClientError::Unexpected(format!("{reply:?}"))),
+                None => {
+                    return match reply {
+                        Reply::Error { code, message, .. } => {
+                            Err(ClientError::Refused { code, message })
+                        }
+                        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+                    };
+                }
             }
         }
+    }
+
+    /// Whether `reply` answers a request sent before (a heartbeat's `pong` that came late): skipped.
+    fn is_late(&self, reply: &Reply) -> bool {
+        !matches!(reply, Reply::Error { .. }) && reply_req(reply).is_some_and(|r| r < self.next_req)
     }
 
     fn expect_ok(reply: Reply) -> Result<(), ClientError> {
@@ -343,6 +373,7 @@ impl RelayClient {
             }
             match self.receive().await? {
                 reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
+                late if self.is_late(&late) => {}
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
             }
         }
@@ -371,7 +402,7 @@ impl RelayClient {
                     self.tap(&bytes);
                     match decode_reply(&bytes)? {
                         reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
-                        Reply::Pong { .. } => {}
+                        late if self.is_late(&late) => {}
                         other => return Err(ClientError::Unexpected(format!("{other:?}"))),
                     }
                 }

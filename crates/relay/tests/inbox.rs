@@ -90,3 +90,37 @@ async fn an_undecryptable_delivery_is_reported_and_does_not_block_the_inbox() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].message_id, "y");
 }
+
+/// A heartbeat's `pong` that comes after the delivery it waited for is not taken for the reply to the
+/// next request (the ack).
+#[tokio::test]
+async fn a_late_pong_is_not_taken_for_the_next_reply() {
+    let relay = start().await;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut alice = connect(&relay, &a).await;
+    alice.register("alice", "ik", "sk").await.expect("alice");
+    let mut bob = connect(&relay, &b).await;
+    bob.register("bob", "ik", "sk").await.expect("bob");
+    let device = b.public_key().to_string();
+    for i in 0..30 {
+        let sender = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let envelope = Envelope {
+                device: device.clone(),
+                ciphertext: "c".into(),
+            };
+            alice
+                .send(&format!("m{i}"), "bob", vec![envelope])
+                .await
+                .expect("send");
+        };
+        let (_, delivery) = tokio::join!(
+            sender,
+            bob.next_delivery_with_heartbeat(Duration::from_micros(200))
+        );
+        let delivery = delivery.expect("delivery");
+        assert_eq!(delivery.message_id, format!("m{i}"));
+        bob.ack(vec![delivery.reference()]).await.expect("ack");
+    }
+    bob.ping().await.expect("ping after it all");
+}
