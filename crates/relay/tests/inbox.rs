@@ -124,3 +124,69 @@ async fn a_late_pong_is_not_taken_for_the_next_reply() {
     }
     bob.ping().await.expect("ping after it all");
 }
+
+/// The client keeps a bounded number of pushed deliveries: the rest are dropped unacknowledged, the
+/// connection then reports it, and a new connection delivers them, in order, nothing lost.
+#[tokio::test]
+async fn the_delivery_buffer_is_bounded_and_loses_nothing() {
+    use tessera_relay::client::ClientError;
+    let relay = start().await;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut alice = connect(&relay, &a).await;
+    alice.register("alice", "ik", "sk").await.expect("alice");
+    let mut bob = connect(&relay, &b).await;
+    bob.register("bob", "ik", "sk").await.expect("bob");
+    bob.close().await;
+    let device = b.public_key().to_string();
+    for i in 0..10 {
+        let envelope = Envelope {
+            device: device.clone(),
+            ciphertext: format!("c{i}"),
+        };
+        alice
+            .send(&format!("m{i}"), "bob", vec![envelope])
+            .await
+            .expect("send");
+    }
+    let mut received = Vec::new();
+    // By count: 3 kept (the relay pushes all 10 before the pong).
+    let mut bob = connect(&relay, &b).await;
+    bob.set_delivery_buffer(3, usize::MAX);
+    bob.ping().await.expect("ping");
+    for _ in 0..3 {
+        let delivery = bob.next_delivery().await.expect("kept");
+        bob.ack(vec![delivery.reference()]).await.expect("ack");
+        received.push(delivery.message_id);
+    }
+    let overflow = bob.next_delivery().await;
+    assert!(
+        matches!(overflow, Err(ClientError::DeliveriesDropped { dropped: 7 })),
+        "{overflow:?}"
+    );
+    bob.close().await;
+    // By bytes: two deliveries' worth.
+    let mut bob = connect(&relay, &b).await;
+    bob.set_delivery_buffer(100, 2 * (2 + 5 + device.len() + 2));
+    bob.ping().await.expect("ping");
+    for _ in 0..2 {
+        let delivery = bob.next_delivery().await.expect("kept");
+        bob.ack(vec![delivery.reference()]).await.expect("ack");
+        received.push(delivery.message_id);
+    }
+    assert!(matches!(
+        bob.next_delivery().await,
+        Err(ClientError::DeliveriesDropped { dropped: 5 })
+    ));
+    bob.close().await;
+    let mut bob = connect(&relay, &b).await;
+    for _ in 0..5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), bob.next_delivery())
+            .await
+            .expect("no hang")
+            .expect("redelivered");
+        bob.ack(vec![delivery.reference()]).await.expect("ack");
+        received.push(delivery.message_id);
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(received, expected, "all, in order, once");
+}

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
 use tessera_relay::chat::{ChatDevice, ChatError, ChatEvent, Undecryptable};
-use tessera_relay::client::RelayClient;
+use tessera_relay::client::{ClientError, RelayClient};
 use tessera_relay::e2e::state::StateKey;
 use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
@@ -528,11 +528,17 @@ async fn listen(
     let mut received = 0u64;
     let mut stdout = std::io::stdout();
     while count.is_none_or(|n| received < n) {
-        let message = match device
-            .next_event(Some(Duration::from_secs(30)))
-            .await
-            .map_err(chat_error)?
-        {
+        let event = match device.next_event(Some(Duration::from_secs(30))).await {
+            // The relay pushed more than the client buffers: the rest is still queued there, and a new
+            // connection delivers it from the first unacknowledged.
+            Err(ChatError::Client(ClientError::DeliveriesDropped { dropped })) => {
+                tracing::info!(dropped, "delivery buffer full; reconnecting");
+                device.reconnect(open_channel(profile).await?);
+                continue;
+            }
+            other => other.map_err(chat_error)?,
+        };
+        let message = match event {
             ChatEvent::Message(message) => message,
             ChatEvent::Undecryptable(report) => {
                 report_undecryptable(&report, json && output.is_none())?;
