@@ -288,9 +288,10 @@ impl RelayClient {
         }
     }
 
-    /// Whether `reply` answers a request sent before (a heartbeat's `pong` that came late): skipped.
+    /// Whether `reply` answers a request sent before (a heartbeat's `pong`, or its refusal, that came
+    /// late): skipped. Every other request got its reply in [`RelayClient::call`].
     fn is_late(&self, reply: &Reply) -> bool {
-        !matches!(reply, Reply::Error { .. }) && reply_req(reply).is_some_and(|r| r < self.next_req)
+        reply_req(reply).is_some_and(|r| r < self.next_req)
     }
 
     fn expect_ok(reply: Reply) -> Result<(), ClientError> {
