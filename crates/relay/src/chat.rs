@@ -7,11 +7,16 @@
 //! * [`ChatDevice::receive`] decrypts the next delivery, acknowledges it, and returns it unless it was
 //!   seen before (redelivery or replay): exactly once to the application, as long as the caller persists
 //!   the state ([`ChatDevice::seal`]) before acknowledging matters to it.
+//! * A delivery that can never decrypt (not an Olm message, no session for it, a changed identity key) is
+//!   acknowledged, so that it cannot block the messages queued behind it, and reported:
+//!   [`ChatDevice::next_event`] returns it as [`ChatEvent::Undecryptable`]; [`ChatDevice::receive`] and
+//!   [`ChatDevice::receive_unacked`] log it and keep the last [`MAX_UNDECRYPTABLE`] reports for
+//!   [`ChatDevice::take_undecryptable`].
 //!
 //! Bundles are fetched (claiming a one-time key per device) only for users this device has no cached
 //! bundle for; a send refused for an unknown device drops the cache and retries once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::client::{ClientError, RelayClient};
 use crate::e2e::state::StateKey;
@@ -47,6 +52,36 @@ pub struct ChatMessage {
     pub body: Vec<u8>,
 }
 
+/// How many reports of undecryptable deliveries a [`ChatDevice`] keeps for
+/// [`ChatDevice::take_undecryptable`] (the oldest are forgotten first; each is also logged).
+pub const MAX_UNDECRYPTABLE: usize = 100;
+
+/// A delivery that can never be decrypted. It was acknowledged (the relay deleted it), so that it no
+/// longer blocks the messages queued behind it; this report is all that is left of it.
+#[derive(Debug)]
+pub struct Undecryptable {
+    /// The sending user, as the relay names it.
+    pub from_user: String,
+    /// The sending device, as the relay names it.
+    pub from_device: DeviceId,
+    /// The sender's message id.
+    pub message_id: String,
+    /// This device's sequence number of the delivery.
+    pub seq: u64,
+    /// Why it cannot be decrypted. [`E2eError::IdentityChanged`] deserves the loudest warning: someone
+    /// may be impersonating the device.
+    pub error: E2eError,
+}
+
+/// What [`ChatDevice::next_event`] returns.
+#[derive(Debug)]
+pub enum ChatEvent {
+    /// A new message, decrypted but not yet acknowledged (see [`ChatDevice::receive_unacked`]).
+    Message(ChatMessage),
+    /// A delivery that can never be decrypted, already acknowledged.
+    Undecryptable(Undecryptable),
+}
+
 /// One device of a user, connected to a relay.
 #[derive(Debug)]
 pub struct ChatDevice {
@@ -55,6 +90,7 @@ pub struct ChatDevice {
     client: RelayClient,
     olm: OlmDevice,
     bundles: HashMap<String, Vec<DeviceBundle>>,
+    undecryptable: VecDeque<Undecryptable>,
 }
 
 impl ChatDevice {
@@ -91,6 +127,7 @@ impl ChatDevice {
             client,
             olm,
             bundles: HashMap::new(),
+            undecryptable: VecDeque::new(),
         })
     }
 
@@ -102,6 +139,7 @@ impl ChatDevice {
             client,
             olm,
             bundles: HashMap::new(),
+            undecryptable: VecDeque::new(),
         }
     }
 
@@ -187,30 +225,78 @@ impl ChatDevice {
     /// The next new message, decrypted but **not yet acknowledged**: the caller persists its state
     /// ([`ChatDevice::seal`]) and whatever it did with the message, then calls [`ChatDevice::ack`]. A
     /// crash in between means a redelivery, which the persisted dedup state then drops. Redeliveries
-    /// and replays already seen are acknowledged here and skipped. With `heartbeat`, a `ping` goes out
-    /// whenever nothing arrived for that long (keeps the relay's idle timeout away while listening).
+    /// and replays already seen are acknowledged here and skipped; deliveries that can never decrypt are
+    /// acknowledged, logged and kept for [`ChatDevice::take_undecryptable`]. With `heartbeat`, a `ping`
+    /// goes out whenever nothing arrived for that long (keeps the relay's idle timeout away while
+    /// listening).
     pub async fn receive_unacked(
         &mut self,
         heartbeat: Option<std::time::Duration>,
     ) -> Result<ChatMessage, ChatError> {
         loop {
+            match self.next_event(heartbeat).await? {
+                ChatEvent::Message(message) => return Ok(message),
+                ChatEvent::Undecryptable(report) => {
+                    tracing::warn!(
+                        from_user = %report.from_user,
+                        from_device = %report.from_device,
+                        message_id = %report.message_id,
+                        error = %report.error,
+                        "acknowledged a delivery that cannot be decrypted"
+                    );
+                    if self.undecryptable.len() >= MAX_UNDECRYPTABLE {
+                        self.undecryptable.pop_front();
+                    }
+                    self.undecryptable.push_back(report);
+                }
+            }
+        }
+    }
+
+    /// The next event: a new message (not yet acknowledged, as [`ChatDevice::receive_unacked`]), or a
+    /// delivery that can never decrypt, already acknowledged so that the queue behind it moves on.
+    /// Redeliveries and replays already seen are acknowledged and skipped. Every failure to decrypt is
+    /// final for that delivery: the relay delivers a device's messages in order, so a session that
+    /// could open it later does not exist, and a changed identity key must not be accepted silently.
+    pub async fn next_event(
+        &mut self,
+        heartbeat: Option<std::time::Duration>,
+    ) -> Result<ChatEvent, ChatError> {
+        loop {
             let delivery = match heartbeat {
                 Some(every) => self.client.next_delivery_with_heartbeat(every).await?,
                 None => self.client.next_delivery().await?,
             };
-            match self.olm.decrypt(&delivery)? {
-                Some(body) => {
-                    return Ok(ChatMessage {
+            match self.olm.decrypt(&delivery) {
+                Ok(Some(body)) => {
+                    return Ok(ChatEvent::Message(ChatMessage {
                         from_user: delivery.from_user,
                         from_device: delivery.from_device,
                         message_id: delivery.message_id,
                         seq: delivery.seq,
                         body,
-                    });
+                    }));
                 }
-                None => self.client.ack(vec![delivery.reference()]).await?,
+                Ok(None) => self.client.ack(vec![delivery.reference()]).await?,
+                Err(error) => {
+                    self.client.ack(vec![delivery.reference()]).await?;
+                    return Ok(ChatEvent::Undecryptable(Undecryptable {
+                        from_user: delivery.from_user,
+                        from_device: delivery.from_device,
+                        message_id: delivery.message_id,
+                        seq: delivery.seq,
+                        error,
+                    }));
+                }
             }
         }
+    }
+
+    /// The reports of undecryptable deliveries that [`ChatDevice::receive`] and
+    /// [`ChatDevice::receive_unacked`] skipped (the last [`MAX_UNDECRYPTABLE`]), oldest first; they are
+    /// removed from the device.
+    pub fn take_undecryptable(&mut self) -> Vec<Undecryptable> {
+        self.undecryptable.drain(..).collect()
     }
 
     /// Acknowledges a message returned by [`ChatDevice::receive_unacked`]: the relay deletes it.

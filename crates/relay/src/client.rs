@@ -2,6 +2,15 @@
 //! arrive in between kept in order for [`RelayClient::next_delivery`].
 //!
 //! It holds no keys and does no encryption; the end-to-end layer (Olm) sits on top of it.
+//!
+//! The relay pushes a device's whole queue as fast as the channel takes it, and a request's reply comes
+//! after whatever was pushed before it, so the deliveries kept meanwhile are bounded:
+//! [`MAX_BUFFERED_DELIVERIES`] and [`MAX_BUFFERED_BYTES`] (see [`RelayClient::set_delivery_buffer`]).
+//! Beyond that, deliveries are dropped **unacknowledged** — the relay keeps them — and every later one on
+//! this connection too, so that order is kept. Once the kept ones are taken, [`RelayClient::next_delivery`]
+//! fails with [`ClientError::DeliveriesDropped`]: reconnect, and the relay delivers the dropped ones
+//! again from the first unacknowledged. Nothing is lost, and memory stays bounded whatever the relay
+//! sends.
 
 use std::collections::VecDeque;
 
@@ -37,6 +46,39 @@ pub enum ClientError {
     /// A reply of the wrong kind for the request.
     #[error("unexpected reply from the relay: {0}")]
     Unexpected(String),
+    /// The relay pushed more deliveries than this client buffers; those beyond were dropped without
+    /// acknowledgment (the relay still holds them). Reconnect to receive them.
+    #[error(
+        "the relay pushed more than the client buffers: {dropped} deliveries left unacknowledged; reconnect to receive them"
+    )]
+    DeliveriesDropped {
+        /// How many were dropped.
+        dropped: u64,
+    },
+}
+
+/// How many pushed deliveries a [`RelayClient`] keeps before they are taken (the relay pushes batches
+/// of 100; an application takes one at a time).
+pub const MAX_BUFFERED_DELIVERIES: usize = 1_000;
+
+/// How many bytes of pushed deliveries (ciphertext and names) a [`RelayClient`] keeps before they are
+/// taken. One delivery is always kept when the buffer is empty, whatever its size.
+pub const MAX_BUFFERED_BYTES: usize = 16 << 20;
+
+/// The reply's request number (`None` for a pushed delivery, or an error about an undecodable request).
+fn reply_req(reply: &Reply) -> Option<u64> {
+    match reply {
+        Reply::Ok { req }
+        | Reply::Users { req, .. }
+        | Reply::Pong { req }
+        | Reply::Bundle { req, .. }
+        | Reply::Sent { req, .. }
+        | Reply::Devices { req, .. }
+        | Reply::Prekeys { req, .. }
+        | Reply::Link { req, .. } => Some(*req),
+        Reply::Error { req, .. } => *req,
+        Reply::Deliver { .. } => None,
+    }
 }
 
 /// A new message id: 12 hex digits of the Unix time in milliseconds, then 20 random hex digits (80
@@ -67,6 +109,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The bytes it holds (ciphertext and names), as counted against [`MAX_BUFFERED_BYTES`].
+    pub fn size(&self) -> usize {
+        self.ciphertext.len()
+            + self.from_user.len()
+            + self.from_device.len()
+            + self.message_id.len()
+    }
+
     /// The reference that acknowledges this delivery.
     pub fn reference(&self) -> MessageRef {
         MessageRef {
@@ -83,6 +133,12 @@ pub struct RelayClient {
     channel: Channel,
     next_req: u64,
     deliveries: VecDeque<Delivery>,
+    /// The bytes held in `deliveries` (see [`Delivery::size`]).
+    buffered_bytes: usize,
+    /// The bounds on `deliveries`: count and bytes.
+    buffer_limits: (usize, usize),
+    /// Deliveries dropped unacknowledged on this connection because the buffer was full.
+    dropped: u64,
     /// Every frame received from the relay, when recording (see [`RelayClient::record`]).
     transcript: Option<Transcript>,
 }
@@ -102,8 +158,17 @@ impl RelayClient {
             channel,
             next_req: 1,
             deliveries: VecDeque::new(),
+            buffered_bytes: 0,
+            buffer_limits: (MAX_BUFFERED_DELIVERIES, MAX_BUFFERED_BYTES),
+            dropped: 0,
             transcript: None,
         }
+    }
+
+    /// Sets the bounds on the deliveries kept until taken (count and bytes; at least one delivery is
+    /// always kept). The defaults are [`MAX_BUFFERED_DELIVERIES`] and [`MAX_BUFFERED_BYTES`].
+    pub fn set_delivery_buffer(&mut self, count: usize, bytes: usize) {
+        self.buffer_limits = (count.max(1), bytes);
     }
 
     /// Starts recording every frame received from the relay, up to `limit_bytes` in total (later frames
@@ -130,8 +195,8 @@ impl RelayClient {
         }
     }
 
-    /// Receives one reply; deliveries are queued, `Some(reply)` otherwise.
-    /// Queues a pushed delivery for [`RelayClient::next_delivery`]; other replies are ignored here.
+    /// Queues a pushed delivery for [`RelayClient::next_delivery`] (other replies are ignored here), or
+    /// drops it unacknowledged when the buffer is full or something was dropped before (order).
     fn queue_delivery(&mut self, reply: Reply) {
         if let Reply::Deliver {
             seq,
@@ -142,13 +207,45 @@ impl RelayClient {
             ..
         } = reply
         {
-            self.deliveries.push_back(Delivery {
+            let delivery = Delivery {
                 seq,
                 from_user,
                 from_device,
                 message_id,
                 ciphertext,
-            });
+            };
+            let (count, bytes) = self.buffer_limits;
+            let size = delivery.size();
+            let full = !self.deliveries.is_empty()
+                && (self.deliveries.len() >= count
+                    || self.buffered_bytes.saturating_add(size) > bytes);
+            if self.dropped > 0 || full {
+                if self.dropped == 0 {
+                    tracing::warn!(
+                        seq,
+                        "delivery buffer full: dropping deliveries unacknowledged until reconnect"
+                    );
+                }
+                self.dropped += 1;
+                return;
+            }
+            self.buffered_bytes += size;
+            self.deliveries.push_back(delivery);
+        }
+    }
+
+    /// The first kept delivery; [`ClientError::DeliveriesDropped`] once they are all taken and some
+    /// were dropped.
+    fn take_delivery(&mut self) -> Result<Option<Delivery>, ClientError> {
+        match self.deliveries.pop_front() {
+            Some(delivery) => {
+                self.buffered_bytes = self.buffered_bytes.saturating_sub(delivery.size());
+                Ok(Some(delivery))
+            }
+            None if self.dropped > 0 => Err(ClientError::DeliveriesDropped {
+                dropped: self.dropped,
+            }),
+            None => Ok(None),
         }
     }
 
@@ -158,28 +255,43 @@ impl RelayClient {
         Ok(decode_reply(&bytes)?)
     }
 
+    /// Sends a request and waits for its reply, matched by `req`: deliveries that arrive meanwhile are
+    /// queued, and replies to earlier requests (a heartbeat's late `pong`) are skipped. A reply to a
+    /// request not sent yet is a protocol violation.
     async fn call(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Reply, ClientError> {
         let req = self.next_req;
         self.next_req += 1;
         self.channel.send(encode_request(&make(req))).await?;
         loop {
-            match self.receive().await? {
-                reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
-                Reply::Error {
-                    req: Some(r),
-                    code,
-                    message,
-                } if r == req => {
-                    return Err(ClientError::Refused { code, message });
+            let reply = self.receive().await?;
+            match reply_req(&reply) {
+                _ if matches!(reply, Reply::Deliver { .. }) => self.queue_delivery(reply),
+                Some(r) if r == req => {
+                    return match reply {
+                        Reply::Error { code, message, .. } => {
+                            Err(ClientError::Refused { code, message })
+                        }
+                        reply => Ok(reply),
+                    };
                 }
-                Reply::Error {
-                    req: None,
-                    code,
-                    message,
-                } => return Err(ClientError::Refused { code, message }),
-                reply => return Ok(reply),
+                Some(r) if r < req => tracing::debug!(req = r, "skipped a late reply"),
+                Some(_) => return Err(ClientError::Unexpected(format!("{reply:?}"))),
+                None => {
+                    return match reply {
+                        Reply::Error { code, message, .. } => {
+                            Err(ClientError::Refused { code, message })
+                        }
+                        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+                    };
+                }
             }
         }
+    }
+
+    /// Whether `reply` answers a request sent before (a heartbeat's `pong`, or its refusal, that came
+    /// late): skipped. Every other request got its reply in [`RelayClient::call`].
+    fn is_late(&self, reply: &Reply) -> bool {
+        reply_req(reply).is_some_and(|r| r < self.next_req)
     }
 
     fn expect_ok(reply: Reply) -> Result<(), ClientError> {
@@ -335,14 +447,17 @@ impl RelayClient {
         Self::expect_ok(reply)
     }
 
-    /// The next delivered message, waiting for the relay to push one.
+    /// The next delivered message, waiting for the relay to push one. Fails with
+    /// [`ClientError::DeliveriesDropped`] when the buffer overflowed on this connection and the kept
+    /// deliveries are all taken (reconnect).
     pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
         loop {
-            if let Some(delivery) = self.deliveries.pop_front() {
+            if let Some(delivery) = self.take_delivery()? {
                 return Ok(delivery);
             }
             match self.receive().await? {
                 reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
+                late if self.is_late(&late) => {}
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
             }
         }
@@ -355,7 +470,7 @@ impl RelayClient {
         every: std::time::Duration,
     ) -> Result<Delivery, ClientError> {
         loop {
-            if let Some(delivery) = self.deliveries.pop_front() {
+            if let Some(delivery) = self.take_delivery()? {
                 return Ok(delivery);
             }
             match tokio::time::timeout(every, self.channel.recv()).await {
@@ -371,7 +486,7 @@ impl RelayClient {
                     self.tap(&bytes);
                     match decode_reply(&bytes)? {
                         reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
-                        Reply::Pong { .. } => {}
+                        late if self.is_late(&late) => {}
                         other => return Err(ClientError::Unexpected(format!("{other:?}"))),
                     }
                 }

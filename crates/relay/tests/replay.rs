@@ -1,7 +1,8 @@
 //! A relay that replays: the real `Relay` over a store that stores every one of the first sends twice,
 //! the second copy under a forged message id (the same ciphertext, a new sequence number). The
 //! recipient's `ChatDevice` decrypts each message once: the application never sees a replay, also for
-//! pre-key messages built on the fallback key (vodozemac would accept those again).
+//! pre-key messages built on the fallback key (vodozemac would accept those again), and also when the
+//! relay delivers the replay as if another device had sent it.
 
 mod common;
 
@@ -18,11 +19,13 @@ use tessera_relay::store::{
     Admission, DeviceRecord, Enqueued, Registration, SqliteStore, Store, StoreError, StoredMessage,
 };
 
-/// A store that replays the first `replays` sends: each is stored again under `<id>-replay`.
+/// A store that replays the first `replays` sends: each is stored again under `<id>-replay`, sent by
+/// `forge_as` when set (another registered device) instead of the real sender.
 #[derive(Clone)]
 struct ReplayingStore {
     inner: SqliteStore,
     replays: Arc<AtomicUsize>,
+    forge_as: Option<DeviceId>,
 }
 
 impl Store for ReplayingStore {
@@ -80,7 +83,8 @@ impl Store for ReplayingStore {
             .is_ok();
         if replay && matches!(stored, Enqueued::Stored { .. }) {
             let forged = format!("{message_id}-replay");
-            self.inner.enqueue(sender, &forged, to, envelopes).await?;
+            let from = self.forge_as.as_deref().unwrap_or(sender);
+            self.inner.enqueue(from, &forged, to, envelopes).await?;
         }
         Ok(stored)
     }
@@ -111,15 +115,34 @@ impl Store for ReplayingStore {
 
 #[tokio::test]
 async fn a_replaying_relay_never_shows_a_message_twice() {
+    replaying_relay(false).await;
+}
+
+/// The same replays delivered as if another (registered) device had sent them: the dedup on
+/// `(device, message id)` and the sessions of that device do not catch them, the session ids
+/// remembered per sender identity key do.
+#[tokio::test]
+async fn a_relay_replaying_under_another_device_never_shows_a_message_twice() {
+    replaying_relay(true).await;
+}
+
+async fn replaying_relay(forge_device: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = common::open(&dir).await;
+    let mallory_id = Identity::generate();
     let replaying = ReplayingStore {
         inner: store.clone(),
         replays: Arc::new(AtomicUsize::new(2)),
+        forge_as: forge_device.then(|| mallory_id.public_key().to_string()),
     };
     let relay = serve_relay(dir, store.clone(), Relay::new(replaying, common::config())).await;
     let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
     let bob_device = bob_id.public_key().to_string();
+    let mut mallory = connect(&relay, &mallory_id).await;
+    mallory
+        .register("mallory", "ik", "sk")
+        .await
+        .expect("mallory");
 
     // Bob publishes no one-time key: alice's session rests on his fallback key, the case where
     // vodozemac would build a second session from a replayed pre-key message.
@@ -153,6 +176,10 @@ async fn a_replaying_relay_never_shows_a_message_twice() {
     assert_eq!(ids[1], format!("{}-replay", ids[0]));
     assert_eq!(queued[1].ciphertext, queued[0].ciphertext);
     assert_eq!(ids[3], format!("{}-replay", ids[2]));
+    if forge_device {
+        assert_eq!(queued[1].from_device, mallory_id.public_key().to_string());
+        assert_ne!(queued[1].from_device, queued[0].from_device);
+    }
     for copy in &queued[..4] {
         assert!(copy.ciphertext.contains(r#""type":0"#), "a pre-key message");
     }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
-use tessera_relay::chat::{ChatDevice, ChatError};
-use tessera_relay::client::RelayClient;
+use tessera_relay::chat::{ChatDevice, ChatError, ChatEvent, Undecryptable};
+use tessera_relay::client::{ClientError, RelayClient};
 use tessera_relay::e2e::state::StateKey;
 use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
@@ -311,7 +311,7 @@ fn identity_changed(error: &E2eError) -> Option<anyhow::Error> {
         eprintln!(
             "WARNING: THE IDENTITY KEY OF DEVICE {device} HAS CHANGED.\n\
              pinned:   {}\nnow:      {}\n\
-             Someone may be impersonating this device (or it was reinstalled). Nothing was sent to it.\n\
+             Someone may be impersonating this device (or it was reinstalled). Nothing was sent to it or accepted from it.\n\
              Compare fingerprints with its owner over another channel.",
             fingerprint(pinned),
             fingerprint(presented)
@@ -486,6 +486,31 @@ fn unreachable_register() -> anyhow::Result<()> {
     bail!("register creates a new state; it is handled before the state is opened")
 }
 
+/// Reports a delivery that could not be decrypted (the library already acknowledged it, so that it
+/// does not block the messages behind it): the hard warning for a changed identity key, then one line,
+/// JSON on stdout with `json` (`{"undecryptable":true,...}`), else on stderr.
+fn report_undecryptable(report: &Undecryptable, json: bool) -> anyhow::Result<()> {
+    let _ = identity_changed(&report.error);
+    if json {
+        let line = serde_json::json!({
+            "undecryptable": true,
+            "from": report.from_user,
+            "from_device": report.from_device,
+            "message_id": report.message_id,
+            "error": report.error.to_string(),
+        });
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+    } else {
+        eprintln!(
+            "WARNING: a message from {} (device {}, id {}) cannot be decrypted and was dropped: {}",
+            report.from_user, report.from_device, report.message_id, report.error
+        );
+    }
+    Ok(())
+}
+
 async fn listen(
     file: &StateFile,
     profile: &Profile,
@@ -503,10 +528,23 @@ async fn listen(
     let mut received = 0u64;
     let mut stdout = std::io::stdout();
     while count.is_none_or(|n| received < n) {
-        let message = device
-            .receive_unacked(Some(Duration::from_secs(30)))
-            .await
-            .map_err(chat_error)?;
+        let event = match device.next_event(Some(Duration::from_secs(30))).await {
+            // The relay pushed more than the client buffers: the rest is still queued there, and a new
+            // connection delivers it from the first unacknowledged.
+            Err(ChatError::Client(ClientError::DeliveriesDropped { dropped })) => {
+                tracing::info!(dropped, "delivery buffer full; reconnecting");
+                device.reconnect(open_channel(profile).await?);
+                continue;
+            }
+            other => other.map_err(chat_error)?,
+        };
+        let message = match event {
+            ChatEvent::Message(message) => message,
+            ChatEvent::Undecryptable(report) => {
+                report_undecryptable(&report, json && output.is_none())?;
+                continue;
+            }
+        };
         let text = String::from_utf8_lossy(&message.body);
         let line = if json || output.is_some() {
             serde_json::json!({

@@ -115,6 +115,41 @@ fn json_line(out: &mut BufReader<ChildStdout>) -> serde_json::Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
+/// Registers `user` with `token` over a plain relay client and sends `ciphertext` to `to`'s `device`:
+/// what any account can send, Olm or not.
+fn send_raw(relay: &Relay, token: &str, user: &str, to: &str, device: &str, ciphertext: &str) {
+    use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
+    use tessera_relay::client::RelayClient;
+    use tessera_relay::protocol::Envelope;
+    use tessera_session::{Registry, RegistryConfig};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let connector = Connector::new(
+            Registry::new(RegistryConfig::new("test")),
+            ChannelConfig::default(),
+        );
+        let key: PublicKey = relay.key.parse().expect("relay key");
+        let channel = connector
+            .connect(&relay.url, key, &Identity::generate())
+            .await
+            .expect("connect");
+        let mut client = RelayClient::new(channel);
+        client
+            .register_with(user, "ik", "sk", Some(token))
+            .await
+            .expect("register");
+        let envelope = Envelope {
+            device: device.to_owned(),
+            ciphertext: ciphertext.to_owned(),
+        };
+        client
+            .send("garbage-1", to, vec![envelope])
+            .await
+            .expect("send");
+        client.close().await;
+    });
+}
+
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("admin port");
     write!(
@@ -183,6 +218,17 @@ fn relay_and_chat_from_the_command_line() {
     );
     assert!(!reused.status.success(), "an invite is single use");
 
+    // Someone sends bob a delivery that can never decrypt, ahead of everything else: listen reports it
+    // (and acknowledges it) instead of stopping there.
+    send_raw(
+        &relay,
+        &invite(&data),
+        "mallory",
+        "bob",
+        &bob_device,
+        "garbage",
+    );
+
     // Bob is offline: the message waits on the relay, encrypted.
     let sent = ok(chat(
         &alice,
@@ -201,6 +247,10 @@ fn relay_and_chat_from_the_command_line() {
         .spawn()
         .expect("listen");
     let mut lines = BufReader::new(listen.stdout.take().expect("stdout"));
+    let garbage = json_line(&mut lines);
+    assert_eq!(garbage["undecryptable"], true, "{garbage}");
+    assert_eq!(garbage["from"], "mallory");
+    assert_eq!(garbage["message_id"], "garbage-1");
     let first = json_line(&mut lines);
     assert_eq!(first["from"], "alice");
     assert_eq!(first["from_device"], alice_device.as_str());

@@ -7,9 +7,12 @@
 //!   left, the fallback key) from the recipient's bundle, and its first messages are pre-key messages.
 //! * Each peer device's Curve25519 identity key is pinned on first contact; a later message under another
 //!   key is refused with [`E2eError::IdentityChanged`].
-//! * Deliveries are deduplicated by `(sender device, message id)`, so a redelivered or replayed message
-//!   (including a pre-key message built on a fallback key, which Olm would accept again) reaches the
-//!   application once.
+//! * Deliveries are deduplicated by `(sender device, message id)`, so a redelivered message reaches the
+//!   application once. Both are chosen by the relay, so a replayed pre-key message (built on a fallback
+//!   key, which Olm would accept again) is also recognised by its session id, remembered per sender
+//!   *identity key* across all device ids ([`limits`]).
+//! * The state is bounded: sessions per peer device, peer devices, remembered inbound sessions
+//!   ([`limits`]).
 //!
 //! Ciphertext format on the relay: vodozemac's JSON form of an Olm message, `{"type":0|1,"body":base64}`.
 //!
@@ -19,10 +22,12 @@
 mod dedup;
 #[cfg(test)]
 mod exposure_test;
+pub mod limits;
 pub mod state;
 
 pub use dedup::DEDUP_WINDOW;
 use dedup::Seen;
+use limits::{Inbound, MAX_PEER_DEVICES, MAX_SESSIONS_PER_DEVICE};
 
 use std::collections::HashMap;
 
@@ -79,6 +84,11 @@ pub struct OlmDevice {
     sessions: HashMap<DeviceId, Vec<Session>>,
     pins: HashMap<DeviceId, Curve25519PublicKey>,
     seen: Seen,
+    /// Inbound session ids per sender identity key (the replay guard across device ids).
+    inbound: Inbound,
+    /// When each peer device was last used (a counter), to forget the least recent beyond the bound.
+    used: HashMap<DeviceId, u64>,
+    tick: u64,
 }
 
 impl std::fmt::Debug for OlmDevice {
@@ -121,7 +131,41 @@ impl OlmDevice {
             sessions: HashMap::new(),
             pins: HashMap::new(),
             seen: Seen::default(),
+            inbound: Inbound::default(),
+            used: HashMap::new(),
+            tick: 0,
         }
+    }
+
+    /// Marks `device` as just used, then applies the bounds of [`limits`]: at most
+    /// [`MAX_SESSIONS_PER_DEVICE`] sessions per device (the least recently used dropped), at most
+    /// [`MAX_PEER_DEVICES`] devices (the least recently used forgotten: pin and sessions).
+    fn touch(&mut self, device: &str) {
+        self.tick += 1;
+        self.used.insert(device.to_owned(), self.tick);
+        self.enforce_limits();
+    }
+
+    fn enforce_limits(&mut self) {
+        for sessions in self.sessions.values_mut() {
+            let excess = sessions.len().saturating_sub(MAX_SESSIONS_PER_DEVICE);
+            sessions.drain(..excess);
+        }
+        let mut peers: HashMap<&DeviceId, u64> = HashMap::new();
+        for device in self.pins.keys().chain(self.sessions.keys()) {
+            peers.insert(device, self.used.get(device).copied().unwrap_or(0));
+        }
+        let excess = peers.len().saturating_sub(MAX_PEER_DEVICES);
+        let forget = limits::least_recent(peers.into_iter(), excess);
+        for device in forget {
+            tracing::debug!(%device, "forgetting the least recently used peer device");
+            self.pins.remove(&device);
+            self.sessions.remove(&device);
+            self.used.remove(&device);
+        }
+        self.used.retain(|device, _| {
+            self.pins.contains_key(device) || self.sessions.contains_key(device)
+        });
     }
 
     /// The Curve25519 identity key (base64), registered as the device's `identity_key`.
@@ -158,6 +202,7 @@ impl OlmDevice {
         let presented = key(device, identity_key)?;
         self.pins.insert(device.to_owned(), presented);
         self.sessions.remove(device);
+        self.touch(device);
         Ok(())
     }
 
@@ -235,6 +280,7 @@ impl OlmDevice {
                 .or_default()
                 .push(session);
         }
+        self.touch(device);
         self.encrypt_existing(device, plaintext)
     }
 
@@ -271,6 +317,7 @@ impl OlmDevice {
             Some(_) => Ok(()),
             None => {
                 self.pins.insert(device.to_owned(), presented);
+                self.touch(device);
                 Ok(())
             }
         }
@@ -304,6 +351,7 @@ impl OlmDevice {
                     let session = sessions.remove(index);
                     sessions.push(session);
                     self.seen.insert(id);
+                    self.touch(device);
                     return Ok(Some(plaintext));
                 }
             }
@@ -317,11 +365,16 @@ impl OlmDevice {
         // A pre-key message of a session this device already has, that the session cannot decrypt, is a
         // replay (its message key is used up). Olm would build a second session from it when it rests on
         // the fallback key, handing the application the same plaintext again: never do that.
+        // The device id and the message id are the relay's to choose: the session is recognised by its id
+        // under the sender's identity key, whatever device it is delivered from, and long after the
+        // session itself was dropped (limits).
         let session_id = pre_key.session_id();
-        if self
-            .sessions
-            .get(device)
-            .is_some_and(|sessions| sessions.iter().any(|s| s.session_id() == session_id))
+        let identity = pre_key.identity_key().to_base64();
+        if self.inbound.contains(&identity, &session_id)
+            || self
+                .sessions
+                .get(device)
+                .is_some_and(|sessions| sessions.iter().any(|s| s.session_id() == session_id))
         {
             tracing::warn!(%device, message_id = %delivery.message_id, "dropped a replayed pre-key message");
             self.seen.insert(id);
@@ -335,11 +388,14 @@ impl OlmDevice {
                 reason: e.to_string(),
             })?;
         self.pin(device, pre_key.identity_key())?;
+        self.inbound
+            .insert(&identity, &created.session.session_id());
         self.sessions
             .entry(device.clone())
             .or_default()
             .push(created.session);
         self.seen.insert(id);
+        self.touch(device);
         Ok(Some(created.plaintext))
     }
 }
@@ -396,6 +452,89 @@ mod tests {
             None
         );
         assert_eq!(bob.sessions["alice-device"].len(), 1, "no second session");
+    }
+
+    fn fallback_bundle(bob: &mut OlmDevice) -> DeviceBundle {
+        let (_, fallback) = bob.prekeys(0);
+        DeviceBundle {
+            device: "bob-device".into(),
+            identity_key: bob.identity_key(),
+            signing_key: bob.signing_key(),
+            one_time_key: None,
+            fallback_key: fallback,
+        }
+    }
+
+    fn from(device: &str, id: &str, ciphertext: &str) -> Delivery {
+        Delivery {
+            from_device: device.into(),
+            ..delivery(id, ciphertext.to_owned())
+        }
+    }
+
+    #[test]
+    fn a_replay_under_a_forged_device_id_reaches_the_application_once() {
+        let (mut alice, mut bob) = (OlmDevice::new(), OlmDevice::new());
+        let bundle = fallback_bundle(&mut bob);
+        let first = alice.encrypt_for(&bundle, b"pay 10").expect("encrypt");
+        assert_eq!(
+            bob.decrypt(&from("alice-device", "m1", &first.ciphertext))
+                .expect("decrypt"),
+            Some(b"pay 10".to_vec())
+        );
+        // The relay names another device (and keeps or changes the message id): still a replay.
+        for (device, id) in [("forged-device", "m1"), ("forged-2", "other-id")] {
+            assert_eq!(
+                bob.decrypt(&from(device, id, &first.ciphertext))
+                    .expect("replay"),
+                None
+            );
+        }
+        assert!(!bob.has_session("forged-device") && bob.pinned_fingerprint("forged-2").is_none());
+        // It stays a replay after the session itself is gone (repin drops it; so does the bound on
+        // sessions per device) and after a seal and unseal.
+        bob.repin("alice-device", &alice.identity_key())
+            .expect("repin");
+        let key = state::StateKey::generate();
+        let mut bob = OlmDevice::unseal(&bob.seal(&key).expect("seal"), &key).expect("unseal");
+        assert_eq!(
+            bob.decrypt(&from("forged-3", "m9", &first.ciphertext))
+                .expect("replay"),
+            None
+        );
+    }
+
+    #[test]
+    fn sessions_per_device_and_peer_devices_are_bounded() {
+        let (mut alice, mut bob) = (OlmDevice::new(), OlmDevice::new());
+        let bundle = fallback_bundle(&mut bob);
+        // Alice starts a new session from bob's fallback key with every message.
+        for n in 0..MAX_SESSIONS_PER_DEVICE + 3 {
+            let text = format!("message {n}");
+            let envelope = alice
+                .encrypt_for(&bundle, text.as_bytes())
+                .expect("encrypt");
+            alice
+                .repin("bob-device", &bob.identity_key())
+                .expect("forget");
+            assert_eq!(
+                bob.decrypt(&from("alice-device", &n.to_string(), &envelope.ciphertext))
+                    .expect("decrypt"),
+                Some(text.into_bytes())
+            );
+        }
+        assert_eq!(bob.sessions["alice-device"].len(), MAX_SESSIONS_PER_DEVICE);
+        assert!(bob.has_session("alice-device"));
+        // Peer devices: the least recently used are forgotten beyond the bound.
+        let key = alice.identity_key();
+        for n in 0..MAX_PEER_DEVICES + 10 {
+            bob.repin(&format!("peer{n}"), &key).expect("pin");
+        }
+        assert_eq!(bob.pins.len(), MAX_PEER_DEVICES);
+        assert!(bob.pinned_fingerprint("alice-device").is_none());
+        assert!(bob.pinned_fingerprint("peer9").is_none());
+        assert!(bob.pinned_fingerprint("peer10").is_some());
+        assert!(bob.sessions.len() <= MAX_PEER_DEVICES);
     }
 
     #[test]

@@ -80,6 +80,13 @@ pub(crate) struct Snapshot {
     sessions: HashMap<DeviceId, Vec<SessionPickle>>,
     pins: HashMap<DeviceId, String>,
     seen: Vec<(DeviceId, String)>,
+    /// Inbound session ids per sender identity key, least recently used identity first (absent in
+    /// states saved before the cross-device replay guard: rebuilt from the sessions and pins).
+    #[serde(default)]
+    inbound: Vec<(String, Vec<String>)>,
+    /// Peer devices, least recently used first (absent in older states).
+    #[serde(default)]
+    used: Vec<DeviceId>,
 }
 
 fn state_error(reason: &str) -> E2eError {
@@ -165,6 +172,12 @@ impl OlmDevice {
                 .map(|(device, key)| (device.clone(), key.to_base64()))
                 .collect(),
             seen: self.seen.iter().cloned().collect(),
+            inbound: self.inbound.export(),
+            used: {
+                let mut used: Vec<_> = self.used.iter().collect();
+                used.sort_by_key(|(_, tick)| **tick);
+                used.into_iter().map(|(device, _)| device.clone()).collect()
+            },
         }
     }
 
@@ -188,7 +201,15 @@ impl OlmDevice {
                 Curve25519PublicKey::from_base64(&key).map_err(|_| state_error("malformed pin"))?;
             pins.insert(device, key);
         }
-        Ok(OlmDevice {
+        let mut inbound = super::Inbound::default();
+        for (identity, ids) in &snapshot.inbound {
+            for id in ids {
+                inbound.insert(identity, id);
+            }
+        }
+        let used: HashMap<DeviceId, u64> = snapshot.used.into_iter().zip(1..).collect();
+        let tick = u64::try_from(used.len()).unwrap_or(u64::MAX);
+        let mut device = OlmDevice {
             account: Account::from_pickle(snapshot.account),
             sessions: snapshot
                 .sessions
@@ -208,7 +229,23 @@ impl OlmDevice {
                 }
                 seen
             },
-        })
+            inbound,
+            used,
+            tick,
+        };
+        // The sessions themselves guard against replays too (states saved before the record existed).
+        for (peer, sessions) in &device.sessions {
+            if let Some(pin) = device.pins.get(peer) {
+                for session in sessions {
+                    device
+                        .inbound
+                        .insert(&pin.to_base64(), &session.session_id());
+                }
+            }
+        }
+        // A state saved before the bounds existed may exceed them.
+        device.enforce_limits();
+        Ok(device)
     }
 }
 
