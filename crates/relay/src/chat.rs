@@ -71,6 +71,11 @@ pub struct Undecryptable {
     /// Why it cannot be decrypted. [`E2eError::IdentityChanged`] deserves the loudest warning: someone
     /// may be impersonating the device.
     pub error: E2eError,
+    /// Left unacknowledged at the relay: a message under a changed identity key, which decrypts once the
+    /// new key is trusted ([`ChatDevice::trust`]) and comes again on the next connection (reported again
+    /// until then, or until it expires). Anything else can never decrypt and was acknowledged, so that it
+    /// does not block the messages behind it.
+    pub kept: bool,
 }
 
 /// What [`ChatDevice::next_event`] returns.
@@ -279,13 +284,17 @@ impl ChatDevice {
                 }
                 Ok(None) => self.client.ack(vec![delivery.reference()]).await?,
                 Err(error) => {
-                    self.client.ack(vec![delivery.reference()]).await?;
+                    let kept = matches!(error, E2eError::IdentityChanged { .. });
+                    if !kept {
+                        self.client.ack(vec![delivery.reference()]).await?;
+                    }
                     return Ok(ChatEvent::Undecryptable(Undecryptable {
                         from_user: delivery.from_user,
                         from_device: delivery.from_device,
                         message_id: delivery.message_id,
                         seq: delivery.seq,
                         error,
+                        kept,
                     }));
                 }
             }

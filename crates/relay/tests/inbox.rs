@@ -91,6 +91,63 @@ async fn an_undecryptable_delivery_is_reported_and_does_not_block_the_inbox() {
     assert_eq!(reports[0].message_id, "y");
 }
 
+/// A message under a changed identity key is reported (the hard warning) but not acknowledged: it stays
+/// at the relay, comes again on the next connection, and decrypts once the new key is trusted.
+#[tokio::test]
+async fn a_message_under_a_changed_key_waits_for_trust() {
+    let relay = start().await;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut alice = chat(&relay, "alice", &a).await;
+    let mut bob = chat(&relay, "bob", &b).await;
+    // Alice pins bob's device on first contact.
+    alice.send_text("bob", "hello").await.expect("send");
+    let _ = tokio::time::timeout(Duration::from_secs(5), bob.receive())
+        .await
+        .expect("no hang")
+        .expect("hello");
+    // Bob's device comes back with a new Olm identity (reinstalled, or someone holding its channel key).
+    let mut reinstalled = OlmDevice::new();
+    let bundles = bob.client().fetch_bundle("alice").await.expect("bundles");
+    let envelope = reinstalled
+        .encrypt_for(&bundles[0], b"it is me, reinstalled")
+        .expect("encrypt");
+    bob.client()
+        .send("new-1", "alice", vec![envelope])
+        .await
+        .expect("send");
+    for _ in 0..2 {
+        let ChatEvent::Undecryptable(report) = next_event(&mut alice).await else {
+            panic!("expected the changed key's report");
+        };
+        assert!(matches!(report.error, E2eError::IdentityChanged { .. }));
+        assert!(report.kept);
+        assert_eq!(report.message_id, "new-1");
+        // Kept at the relay: a new connection delivers it again.
+        let olm = alice.close().await;
+        alice = ChatDevice::resume(
+            connect(&relay, &a).await,
+            "alice",
+            a.public_key().to_string(),
+            olm,
+        );
+    }
+    alice
+        .trust(&b.public_key().to_string(), &reinstalled.identity_key())
+        .expect("trust");
+    let ChatEvent::Message(message) = next_event(&mut alice).await else {
+        panic!("expected the message once the new key is trusted");
+    };
+    assert_eq!(message.body, b"it is me, reinstalled");
+}
+
+/// The next event of `device`, within five seconds.
+async fn next_event(device: &mut ChatDevice) -> ChatEvent {
+    tokio::time::timeout(Duration::from_secs(5), device.next_event(None))
+        .await
+        .expect("no hang")
+        .expect("event")
+}
+
 /// A heartbeat's `pong` that comes after the delivery it waited for is not taken for the reply to the
 /// next request (the ack).
 #[tokio::test]

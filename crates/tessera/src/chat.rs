@@ -486,8 +486,8 @@ fn unreachable_register() -> anyhow::Result<()> {
     bail!("register creates a new state; it is handled before the state is opened")
 }
 
-/// Reports a delivery that could not be decrypted (the library already acknowledged it, so that it
-/// does not block the messages behind it): the hard warning for a changed identity key, then one line,
+/// Reports a delivery that could not be decrypted (the library acknowledged it, so that it does not block
+/// the messages behind it, unless it came under a changed identity key: that one waits for `trust`): the hard warning for a changed identity key, then one line,
 /// JSON on stdout with `json` (`{"undecryptable":true,...}`), else on stderr.
 fn report_undecryptable(report: &Undecryptable, json: bool) -> anyhow::Result<()> {
     let _ = identity_changed(&report.error);
@@ -498,13 +498,19 @@ fn report_undecryptable(report: &Undecryptable, json: bool) -> anyhow::Result<()
             "from_device": report.from_device,
             "message_id": report.message_id,
             "error": report.error.to_string(),
+            "kept": report.kept,
         });
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{line}")?;
         stdout.flush()?;
     } else {
+        let fate = if report.kept {
+            "kept at the relay until you trust the new key (tessera chat trust)"
+        } else {
+            "dropped"
+        };
         eprintln!(
-            "WARNING: a message from {} (device {}, id {}) cannot be decrypted and was dropped: {}",
+            "WARNING: a message from {} (device {}, id {}) cannot be decrypted and was {fate}: {}",
             report.from_user, report.from_device, report.message_id, report.error
         );
     }
