@@ -17,6 +17,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{Stream, StreamExt};
+use tessera_session::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 
@@ -49,6 +50,9 @@ pub enum EndedBy {
     Client,
     /// The server exited (or closed its stdout).
     Server,
+    /// The proxy was told to stop ([`StdioOptions::stop`]: SIGTERM or SIGINT): the child was shut down
+    /// as for a client that left (its stdin closed, SIGTERM, SIGKILL after the grace period).
+    Stopped,
 }
 
 /// What a stdio run records and enforces besides correlation and limits.
@@ -58,6 +62,9 @@ pub struct StdioOptions {
     pub tape: Option<Tape>,
     /// Interception rules, run over every message both ways.
     pub rules: Option<Arc<Rules>>,
+    /// Cancelled to stop the proxy (the binary cancels it on SIGTERM/SIGINT), which then shuts the child
+    /// down as the spec says instead of leaving it running.
+    pub stop: Option<CancellationToken>,
 }
 
 /// Runs the proxy between a client (`client_in`, `client_out`) and the child server `spec`, until one side
@@ -73,7 +80,10 @@ where
     I: AsyncRead + Send + Unpin + 'static,
     O: AsyncWrite + Send + Unpin + 'static,
 {
-    let options = StdioOptions { tape, rules: None };
+    let options = StdioOptions {
+        tape,
+        ..StdioOptions::default()
+    };
     run_with(sessions, spec, client_in, client_out, options).await
 }
 
@@ -89,7 +99,8 @@ where
     I: AsyncRead + Send + Unpin + 'static,
     O: AsyncWrite + Send + Unpin + 'static,
 {
-    let StdioOptions { tape, rules } = options;
+    let StdioOptions { tape, rules, stop } = options;
+    let stop = stop.unwrap_or_default();
     let (guard, mcp) = sessions.create("mcp-stdio")?;
     let (mut child, child_stdin, from_server) = child::spawn_raw(spec)?;
     // Each direction's pump owns the sink it forwards into and writes straight through; what the other
@@ -127,10 +138,12 @@ where
     let ended_by = tokio::select! {
         _ = ends.clone().pump(Direction::ClientToServer, from_client, server_sink) => EndedBy::Client,
         _ = &mut upstream => EndedBy::Server,
+        () = stop.cancelled() => EndedBy::Stopped,
     };
     let child_status = match ended_by {
-        EndedBy::Client => {
-            // The pump closed the child's stdin; the rest of the spec's shutdown follows.
+        EndedBy::Client | EndedBy::Stopped => {
+            // The pump closed the child's stdin (or, stopped, dropped it with the pump's sink); the rest of
+            // the spec's shutdown follows.
             let status = child.shutdown().await.ok();
             // The child is gone: what it wrote before exiting is still read and forwarded, and the client's
             // sink finished (queued lines written, stdout closed).

@@ -157,6 +157,8 @@ async fn stdio_proxy(
     let options = StdioOptions {
         tape: Some(tape.clone()),
         rules: None,
+
+        ..StdioOptions::default()
     };
     let running = sessions.clone();
     let proxy = tokio::spawn(async move {

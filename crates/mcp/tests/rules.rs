@@ -235,6 +235,8 @@ async fn rules_on_stdio_both_ways() {
     let options = StdioOptions {
         tape: Some(tape.clone()),
         rules: Some(Arc::new(Rules::from_json(BOTH_WAYS).unwrap())),
+
+        ..StdioOptions::default()
     };
     let running = sessions.clone();
     let proxy = tokio::spawn(async move {

@@ -174,6 +174,37 @@ async fn a_server_that_stops_on_sigterm_gets_sigterm() {
     assert_eq!(exit.child_status.unwrap().signal(), Some(15));
 }
 
+/// Told to stop (the binary does it on SIGTERM/SIGINT) while the client stays connected, the proxy
+/// shuts the child down as the spec says and ends; nothing is left of the session.
+#[tokio::test]
+async fn a_stopped_proxy_shuts_its_child_down() {
+    let sessions = Sessions::new(McpConfig::default());
+    let mut s = spec(&["sh", "-c", "while :; do sleep 1; done"]);
+    s.grace = Duration::from_millis(100);
+    let (client_w, proxy_in) = tokio::io::duplex(1 << 16);
+    let (proxy_out, client_r) = tokio::io::duplex(1 << 16);
+    let stop = tessera_session::CancellationToken::new();
+    let options = stdio::StdioOptions {
+        stop: Some(stop.clone()),
+        ..stdio::StdioOptions::default()
+    };
+    let running = sessions.clone();
+    let proxy = tokio::spawn(async move {
+        stdio::run_with(&running, &s, proxy_in, proxy_out, options)
+            .await
+            .unwrap()
+    });
+    stop.cancel();
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy)
+        .await
+        .expect("the proxy stops")
+        .unwrap();
+    assert_eq!(exit.ended_by, EndedBy::Stopped);
+    assert_eq!(exit.child_status.unwrap().signal(), Some(15));
+    assert_eq!(sessions.registry().len(), 0);
+    drop((client_w, client_r));
+}
+
 #[tokio::test]
 async fn the_proxy_ends_when_the_server_exits() {
     let sessions = Sessions::new(McpConfig::default());

@@ -51,6 +51,21 @@ pub enum Command {
 }
 
 /// Runs the chosen command.
+/// A command that finished and asks the process to exit with `code` at once, without waiting for the
+/// runtime's blocking threads: a single-session bridge (`mcp stdio`, `mcp connect`) reads its stdin on one
+/// that may never return. Returned as an error so that it passes every `?` up to `main`, which flushes the
+/// logs first.
+#[derive(Debug)]
+pub struct LeaveNow(pub i32);
+
+impl std::fmt::Display for LeaveNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit with status {}", self.0)
+    }
+}
+
+impl std::error::Error for LeaveNow {}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(command) => match command {

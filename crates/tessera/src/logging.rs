@@ -28,6 +28,14 @@ pub enum LogFormat {
 /// Most log lines waiting for stderr.
 pub const QUEUED_LINES: usize = 4096;
 
+/// The longest log line kept whole: a longer one is cut here and marked. Fields can carry what a peer
+/// sent (a JSON-RPC id or method of up to the message limit), and the queue must stay bounded in bytes:
+/// at most [`QUEUED_LINES`] × 16 KiB = 64 MiB.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// What ends a line cut at [`MAX_LINE`].
+const CUT: &[u8] = b" [...cut]\n";
+
 /// How long [`Flush`] waits for the queued lines to be written at exit.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
@@ -120,13 +128,27 @@ impl Flush {
 /// One event's line, queued whole when dropped.
 pub struct QueuedLine {
     line: Vec<u8>,
+    /// The line reached [`MAX_LINE`] and was cut: the rest of the event is ignored.
+    cut: bool,
     queue: SyncSender<Item>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Write for QueuedLine {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(bytes);
+        if self.cut {
+            return Ok(bytes.len());
+        }
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        if bytes.len() <= room {
+            self.line.extend_from_slice(bytes);
+        } else {
+            // Past the limit: keep the head, mark the cut, ignore the rest of this event's bytes.
+            self.line
+                .extend_from_slice(bytes.get(..room).unwrap_or_default());
+            self.line.extend_from_slice(CUT);
+            self.cut = true;
+        }
         Ok(bytes.len())
     }
 
@@ -156,6 +178,7 @@ impl<'a> MakeWriter<'a> for LogQueue {
     fn make_writer(&'a self) -> QueuedLine {
         QueuedLine {
             line: Vec::new(),
+            cut: false,
             queue: self.queue.clone(),
             dropped: self.dropped.clone(),
         }
@@ -245,5 +268,35 @@ mod tests {
             lines.iter().any(|l| l.starts_with(&note)),
             "{note}: {written}"
         );
+    }
+
+    /// A line longer than the limit (a field a peer chose) is cut and marked, so the queue stays bounded
+    /// in bytes; a line at the limit is kept whole.
+    #[test]
+    fn a_long_line_is_cut_at_the_limit() {
+        let out = Stalled {
+            gate: Arc::new(Mutex::new(())),
+            written: Arc::new(Mutex::new(Vec::new())),
+        };
+        let queue = LogQueue::spawn(4, out.clone()).expect("spawn");
+        let mut line = queue.make_writer();
+        line.write_all(&vec![b'a'; super::MAX_LINE - 1])
+            .expect("head");
+        line.write_all(b"\n").expect("end");
+        drop(line);
+        let mut line = queue.make_writer();
+        line.write_all(&vec![b'b'; 10 * super::MAX_LINE])
+            .expect("long");
+        line.write_all(b"tail\n").expect("tail");
+        drop(line);
+        queue.flush_handle().flush();
+        let written = out.written.lock().expect("written").clone();
+        let text = String::from_utf8(written).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "two lines");
+        assert_eq!(lines[0].len(), super::MAX_LINE - 1);
+        assert!(lines[1].ends_with(" [...cut]"), "marked");
+        assert!(lines[1].len() < super::MAX_LINE + 16);
+        assert!(!lines[1].contains("tail"));
     }
 }

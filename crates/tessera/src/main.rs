@@ -56,8 +56,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let json_logs = matches!(cli.log_format, logging::LogFormat::Json);
     let outcome = runtime.block_on(cli::run(cli));
-    if let Err(e) = &outcome {
+    if let Some(cli::LeaveNow(code)) = outcome.as_ref().err().and_then(|e| e.downcast_ref()) {
+        // Its stdin reader may never return: leave without waiting for it, the logs written first.
+        runtime.shutdown_background();
+        logs.flush();
+        std::process::exit(*code);
+    }
+    if let Err(e) = &outcome
+        && json_logs
+    {
+        // For log collectors; on a terminal the last word below says it once.
         tracing::error!("{e:#}");
     }
     // What the runtime's tasks log while it shuts down, then every queued line, before the last word.

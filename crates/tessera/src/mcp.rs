@@ -212,7 +212,7 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
             tracing::info!(frames, "mcp connect done");
             let _ = std::io::stdout().flush();
             // As for stdio: do not wait for a blocking stdin reader that may never return.
-            std::process::exit(0)
+            Err(crate::cli::LeaveNow(0).into())
         }
         McpCommand::Tape {
             command: TapeCommand::Show { file },
@@ -293,9 +293,14 @@ async fn on_one_thread<T: Send + 'static>(
         .enable_all()
         .build()
         .with_context(|| format!("starting the {what} runtime"))?;
-    tokio::task::spawn_blocking(move || runtime.block_on(work))
-        .await
-        .with_context(|| format!("{what} thread"))?
+    tokio::task::spawn_blocking(move || {
+        let done = runtime.block_on(work);
+        // Its stdin reader is a blocking thread that may never return: do not wait for it.
+        runtime.shutdown_background();
+        done
+    })
+    .await
+    .with_context(|| format!("{what} thread"))?
 }
 
 async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
@@ -308,16 +313,28 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     });
     let tape = args.common.tape().await?;
     let (client_in, client_out) = client_pipes();
+    // SIGTERM or SIGINT stops the proxy, which shuts the child down (it runs in a process group of its
+    // own, so the signal does not reach it) and finishes the tape.
+    let stop = tessera_session::CancellationToken::new();
+    let on_signal = stop.clone();
+    let signals = tokio::spawn(async move {
+        tessera_session::shutdown::signal().await;
+        on_signal.cancel();
+    });
     let options = stdio::StdioOptions {
         tape: tape.as_ref().map(|(t, _)| t.clone()),
         rules,
+        stop: Some(stop),
     };
-    let exit = stdio::run_with(&sessions, &spec, client_in, client_out, options)
-        .await
-        .context("stdio proxy")?;
+    let exit = stdio::run_with(&sessions, &spec, client_in, client_out, options).await;
+    signals.abort();
+    let exit = exit.context("stdio proxy")?;
     if let Some((tape, writer)) = tape {
         drop(tape);
-        writer.finish().await.context("writing the tape")?;
+        if let Err(error) = writer.finish().await {
+            tracing::error!(%error, "writing the tape");
+            return Err(crate::cli::LeaveNow(1).into());
+        }
     }
     tracing::info!(ended_by = ?exit.ended_by, frames = exit.frames, status = ?exit.child_status, "mcp stdio done");
     let code = match (exit.ended_by, exit.child_status) {
@@ -326,7 +343,7 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     };
     // The runtime's stdin reader is a blocking thread that may never return: leave without waiting for it.
     let _ = std::io::stdout().flush();
-    std::process::exit(code)
+    Err(crate::cli::LeaveNow(code).into())
 }
 
 type ClientIo = (

@@ -124,3 +124,50 @@ fn stdio_proxy_binary_with_server_everything() {
     let _ = std::fs::remove_file(&tape);
     let _ = std::fs::remove_file(&rules);
 }
+
+/// SIGTERM to `tessera mcp stdio` (its client still connected) stops the proxy, which shuts its child down
+/// — the child runs in a process group of its own, so the signal never reached it — and leaves with the
+/// tape written.
+#[test]
+fn sigterm_stops_the_proxy_and_its_child() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-stdio-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("child.pid");
+    let tape = dir.join("term.tape");
+    let script = format!(
+        "echo $$ > {}; while :; do sleep 1; done",
+        pid_file.display()
+    );
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "stdio", "--grace-ms", "200", "--tape"])
+        .arg(&tape)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child is up once it wrote its pid.
+    let child: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        std::thread::yield_now();
+    };
+    // SAFETY: kill(2) on the proxy's own pid, a process this test started.
+    assert_eq!(unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) }, 0);
+    let status = proxy.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The child was shut down (and reaped) before the proxy left: its pid is gone.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the child {child} outlived the proxy"
+    );
+    let written = std::fs::read_to_string(&tape).unwrap();
+    assert!(written.contains("\"type\":\"session\""), "{written}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
