@@ -11,6 +11,8 @@
 //! printing and saving (then it is printed once more: at-least-once to stdout in that window only).
 //! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
+mod lock;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +27,8 @@ use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
 use tessera_session::{Registry, RegistryConfig};
 use zeroize::Zeroizing;
+
+use lock::StateLock;
 
 /// A chat device.
 #[derive(Debug, clap::Args)]
@@ -114,57 +118,6 @@ pub enum ChatCommand {
         /// The device id (64 hex digits, as `fingerprint USER` shows it).
         device: String,
     },
-}
-
-/// Holds `STATE.lock` (with this process's id) while a command uses the state, so that two commands
-/// never write the same state file (the last writer would drop the other's Olm sessions). A lock left by
-/// a process that no longer runs is taken over.
-struct StateLock(PathBuf);
-
-impl StateLock {
-    fn take(state: &Path) -> anyhow::Result<Self> {
-        let mut path = state.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    write!(file, "{}", std::process::id())?;
-                    return Ok(StateLock(path));
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    let alive = holder
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if alive {
-                        bail!(
-                            "{} is in use by process {} (another tessera chat command)",
-                            state.display(),
-                            holder.trim()
-                        );
-                    }
-                    // Left by a process that has gone: take it over.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| format!("locking {}", path.display()));
-                }
-            }
-        }
-        bail!("cannot lock {}", state.display())
-    }
-}
-
-impl Drop for StateLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Runs `tessera chat ...`.
@@ -356,11 +309,13 @@ async fn command(
                 Some(path) => Some(crate::chat_output::OutputFile::open(path)?),
                 None => None,
             };
-            // Ctrl-C ends listening normally, so the state is saved and the lock released.
+            // SIGINT (Ctrl-C) or SIGTERM (`docker stop`, systemd) ends listening normally: the state is
+            // saved (in `run`) and the lock released. A message printed but not yet saved is not
+            // acknowledged: it comes again and the dedup window decides.
             let listening = async {
                 tokio::select! {
                     result = listen(file, profile, device, *json, *count, output.as_mut()) => result,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
+                    () = tessera_session::shutdown::signal() => Ok(()),
                 }
             };
             match timeout {

@@ -162,6 +162,29 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// Sends the signal `name` (TERM, INT, ...) to `pid`.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits until process `pid` holds `state`'s lock (it writes its id into the lock file once it has it;
+/// polling with another command would race it for the lock).
+fn wait_locked(state: &Path, pid: u32) {
+    let mut lock = state.as_os_str().to_owned();
+    lock.push(".lock");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&lock).is_ok_and(|holder| holder == pid.to_string()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never got locked by {pid}", state.display());
+}
+
 fn device_of(register_output: &str) -> String {
     register_output
         .split_whitespace()
@@ -268,10 +291,47 @@ fn relay_and_chat_from_the_command_line() {
     let second = json_line(&mut lines);
     assert_eq!(second["text"], "and now you are online");
     assert!(listen.wait().expect("listen ends").success());
+
+    // SIGTERM (docker stop, systemd) ends listen cleanly: exit 0, state saved, lock released.
+    let mut listen = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(&bob)
+        .args(["listen", "--json", "--timeout", "60"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("listen");
+    let mut lines = BufReader::new(listen.stdout.take().expect("stdout"));
+    ok(chat(&alice, &["send", "bob", "before SIGTERM"]));
+    assert_eq!(json_line(&mut lines)["text"], "before SIGTERM");
+    signal(listen.id(), "TERM");
     assert!(
-        !dir.join("bob.state.lock").exists(),
-        "the lock goes with the command"
+        listen.wait().expect("listen ends").success(),
+        "SIGTERM is a clean stop"
     );
+    ok(chat(&bob, &["users"]));
+
+    // A listen killed outright leaves its lock file behind; the kernel released the lock with the
+    // process, so the file locks nobody out (whatever process id it names).
+    let mut listen = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(&bob)
+        .args(["listen", "--json", "--timeout", "60"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("listen");
+    wait_locked(&bob, listen.id());
+    // Let it finish starting (one-time keys published and saved) before the kill.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    listen.kill().expect("kill -9");
+    let _ = listen.wait();
+    assert!(dir.join("bob.state.lock").exists(), "the file stays");
+    ok(chat(&bob, &["users"]));
 
     // Fingerprints: bob's own, and alice's device as bob has pinned it.
     let own = ok(chat(&alice, &["fingerprint"]));
