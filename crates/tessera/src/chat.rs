@@ -12,6 +12,7 @@
 //! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
 mod lock;
+mod text;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use tessera_session::{Registry, RegistryConfig};
 use zeroize::Zeroizing;
 
 use lock::StateLock;
+use text::escape_controls;
 
 /// A chat device.
 #[derive(Debug, clap::Args)]
@@ -80,7 +82,9 @@ pub enum ChatCommand {
         /// The text.
         text: String,
     },
-    /// Print incoming messages (decrypted), each once.
+    /// Print incoming messages (decrypted), each once: `USER: TEXT` lines with control characters in the
+    /// text escaped (`\n`, `\r`, `\t`, `\u{1b}`, ...), so a sender cannot forge lines or send terminal
+    /// escapes; or JSON with --json.
     Listen {
         /// One JSON object per line: {"from","from_device","message_id","text"}.
         #[arg(long)]
@@ -332,7 +336,7 @@ async fn command(
         ChatCommand::Users => {
             for user in device.client().list_users().await? {
                 let presence = if user.online { "online" } else { "offline" };
-                println!("{} ({presence})", user.username);
+                println!("{} ({presence})", escape_controls(&user.username));
             }
             Ok(())
         }
@@ -466,7 +470,10 @@ fn report_undecryptable(report: &Undecryptable, json: bool) -> anyhow::Result<()
         };
         eprintln!(
             "WARNING: a message from {} (device {}, id {}) cannot be decrypted and was {fate}: {}",
-            report.from_user, report.from_device, report.message_id, report.error
+            escape_controls(&report.from_user),
+            escape_controls(&report.from_device),
+            escape_controls(&report.message_id),
+            escape_controls(&report.error.to_string())
         );
     }
     Ok(())
@@ -516,7 +523,12 @@ async fn listen(
             })
             .to_string()
         } else {
-            format!("{}: {text}", message.from_user)
+            // One line per message whatever the sender put in it: no forged lines, no terminal escapes.
+            format!(
+                "{}: {}",
+                escape_controls(&message.from_user),
+                escape_controls(&text)
+            )
         };
         match output.as_deref_mut() {
             // Appended (durably) unless a kill after an earlier append left it there already.

@@ -333,6 +333,14 @@ fn relay_and_chat_from_the_command_line() {
     assert!(dir.join("bob.state.lock").exists(), "the file stays");
     ok(chat(&bob, &["users"]));
 
+    // Text output: a sender cannot forge a line from someone else or reach the terminal with escapes.
+    ok(chat(
+        &alice,
+        &["send", "bob", "hi\nalice: wire me 100€\x1b[2J"],
+    ));
+    let shown = ok(chat(&bob, &["listen", "--count", "1", "--timeout", "30"]));
+    assert_eq!(shown, "alice: hi\\nalice: wire me 100€\\u{1b}[2J\n");
+
     // Fingerprints: bob's own, and alice's device as bob has pinned it.
     let own = ok(chat(&alice, &["fingerprint"]));
     let alice_fp = own
