@@ -12,6 +12,7 @@
 //! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
 mod lock;
+pub(crate) mod secret_file;
 mod text;
 
 use std::io::Write;
@@ -43,10 +44,12 @@ pub struct ChatArgs {
         default_value = "tessera-chat.state"
     )]
     state: PathBuf,
-    /// Seal the state under this key file (32 bytes, or 64 hex digits) instead of a passphrase.
+    /// Seal the state under this key file (32 bytes, or 64 hex digits) instead of a passphrase. Must be
+    /// private (mode 0600), at most 4 KiB.
     #[arg(long, global = true, value_name = "FILE")]
     key_file: Option<PathBuf>,
-    /// Read the passphrase from this file (first line) instead of TESSERA_CHAT_PASSPHRASE.
+    /// Read the passphrase from this file (first line) instead of TESSERA_CHAT_PASSPHRASE. Must be
+    /// private (mode 0600), at most 4 KiB.
     #[arg(long, global = true, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -157,30 +160,35 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// How the state is sealed: a key file (`--key-file`), a passphrase file (`--passphrase-file`) or
+/// TESSERA_CHAT_PASSPHRASE. Both files must be private (mode 0600 or stricter) and at most a few KiB;
+/// what is read from them is zeroized, and errors never quote it.
 fn unlock(args: &ChatArgs) -> anyhow::Result<Unlock> {
+    use secret_file::{MAX_SECRET_FILE_LEN, read_private};
     if let Some(path) = &args.key_file {
-        let bytes = Zeroizing::new(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-        let mut key = [0u8; 32];
-        let text = String::from_utf8_lossy(&bytes);
+        let bytes = read_private(path, MAX_SECRET_FILE_LEN, "key file")?;
+        let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() == 32 {
             key.copy_from_slice(&bytes);
-        } else if hex::decode_to_slice(text.trim(), &mut key).is_err() {
-            bail!(
-                "{}: a key file holds 32 bytes or 64 hex digits",
-                path.display()
-            );
+        } else {
+            let hex_ok = std::str::from_utf8(&bytes)
+                .is_ok_and(|text| hex::decode_to_slice(text.trim(), &mut key[..]).is_ok());
+            if !hex_ok {
+                bail!(
+                    "{}: a key file holds 32 bytes or 64 hex digits",
+                    path.display()
+                );
+            }
         }
-        return Ok(Unlock::Key(StateKey::from_bytes(key)));
+        return Ok(Unlock::Key(StateKey::from_bytes(*key)));
     }
     let passphrase = match &args.passphrase_file {
         Some(path) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            );
-            Zeroizing::new(text.lines().next().unwrap_or_default().as_bytes().to_vec())
+            let bytes = read_private(path, MAX_SECRET_FILE_LEN, "passphrase file")?;
+            // The first line, without its line ending.
+            let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Zeroizing::new(line.to_vec())
         }
         None => match std::env::var("TESSERA_CHAT_PASSPHRASE") {
             Ok(value) => Zeroizing::new(value.into_bytes()),

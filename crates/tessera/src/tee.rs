@@ -16,7 +16,7 @@ use tessera_tee::service::{
 use tessera_tee::signing::Signer;
 use tessera_tee::tls_client::RootStore;
 use tessera_tee::{CipherSuite, TlsVersion};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Options both services share.
 #[derive(Debug, clap::Args)]
@@ -24,8 +24,9 @@ pub struct ServiceArgs {
     /// Channel identity key file (created, mode 0600, if missing); without it a fresh key per run.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// secp256k1 signing key file, 64 hex digits (created, mode 0600, if missing); without it a fresh key
-    /// per run (verifiers pin the printed signer address).
+    /// secp256k1 signing key file, 64 hex digits (created, mode 0600, if missing; an existing one must be
+    /// private, mode 0600, and at most 4 KiB); without it a fresh key per run (verifiers pin the printed
+    /// signer address).
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     /// Serve GET /health and GET /metrics (Prometheus) on this address.
@@ -161,13 +162,24 @@ fn signer(path: Option<&Path>) -> anyhow::Result<Signer> {
         return Ok(Signer::generate());
     };
     if path.exists() {
-        let mut text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut bytes = hex::decode(text.trim()).context("the signing key is not hex")?;
-        text.zeroize();
-        let signer = Signer::from_secret_bytes(&bytes);
-        bytes.zeroize();
-        return signer.context("the signing key is not a valid secp256k1 key");
+        // Read as channel keys are: private file, a few KiB at most, zeroized; errors never quote it.
+        let text = crate::chat::secret_file::read_private(
+            path,
+            crate::chat::secret_file::MAX_SECRET_FILE_LEN,
+            "signing key",
+        )?;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        let hex_ok = std::str::from_utf8(&text)
+            .is_ok_and(|text| hex::decode_to_slice(text.trim(), &mut bytes[..]).is_ok());
+        if !hex_ok {
+            bail!("the signing key {} is not 64 hex digits", path.display());
+        }
+        return Signer::from_secret_bytes(&bytes[..]).with_context(|| {
+            format!(
+                "the signing key {} is not a valid secp256k1 key",
+                path.display()
+            )
+        });
     }
     loop {
         let secret = Secret::<32>::random();

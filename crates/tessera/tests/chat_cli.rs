@@ -492,6 +492,62 @@ fn relay_and_chat_from_the_command_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn secret_files_open_to_others_or_oversized_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tessera-chat-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("s.state");
+    let key_hex = "22".repeat(32);
+    let cases = [
+        ("--key-file", key_hex.clone(), 0o644, "chmod 600"),
+        (
+            "--key-file",
+            format!("{key_hex}\n{}", " ".repeat(8192)),
+            0o600,
+            "larger than",
+        ),
+        (
+            "--key-file",
+            format!("zz{}", &key_hex[2..]),
+            0o600,
+            "32 bytes or 64 hex",
+        ),
+        (
+            "--passphrase-file",
+            "sesame\n".to_owned(),
+            0o640,
+            "chmod 600",
+        ),
+        ("--passphrase-file", "s".repeat(5000), 0o600, "larger than"),
+    ];
+    for (i, (flag, contents, mode, expected)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("secret-{i}"));
+        std::fs::write(&path, &contents).expect("secret file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = Command::new(bin())
+            .arg("chat")
+            .arg("--state")
+            .arg(&state)
+            .arg(flag)
+            .arg(&path)
+            .arg("users")
+            .env_remove("TESSERA_CHAT_PASSPHRASE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("tessera chat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} case {i}");
+        assert!(stderr.contains(expected), "{flag} case {i}: {stderr}");
+        assert!(
+            !stderr.contains("2222") && !stderr.contains("sesame"),
+            "{flag} case {i}: the secret leaks: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tessera-chat-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -336,3 +336,66 @@ fn prove_and_verify_from_the_command_line() {
     drop(tee_t);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs a service command that must fail at startup; kills it (and fails) if it is still running after
+/// 30 s, i.e. if it started serving.
+fn run_failing_service(args: &[&str]) -> String {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_signing_key_file_open_to_others_oversized_or_malformed_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tessera-tee-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_hex = "11".repeat(32);
+    let cases = [
+        ("open.key", key_hex.clone(), 0o644, "chmod 600"),
+        (
+            "big.key",
+            format!("{key_hex}\n{}", "#".repeat(8192)),
+            0o600,
+            "larger than",
+        ),
+        (
+            "bad.key",
+            format!("x{}", &key_hex[1..]),
+            0o600,
+            "not 64 hex digits",
+        ),
+    ];
+    for (name, contents, mode, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, &contents).expect("key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let stderr = run_failing_service(&[
+            "tee-t",
+            "--listen",
+            "127.0.0.1:0",
+            "--signing-key",
+            path.to_str().expect("path"),
+        ]);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("1111"), "{name}: the key leaks: {stderr}");
+        assert!(!stderr.contains("position"), "{name}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
