@@ -11,6 +11,7 @@
 //! printing and saving (then it is printed once more: at-least-once to stdout in that window only).
 //! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
+mod input;
 mod lock;
 pub(crate) mod secret_file;
 mod text;
@@ -24,12 +25,11 @@ use clap::Subcommand;
 use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
 use tessera_relay::chat::{ChatDevice, ChatError, ChatEvent, Undecryptable};
 use tessera_relay::client::{ClientError, RelayClient};
-use tessera_relay::e2e::state::StateKey;
 use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
 use tessera_session::{Registry, RegistryConfig};
-use zeroize::Zeroizing;
 
+use input::{invite_token, send_text, unlock};
 use lock::StateLock;
 use text::escape_controls;
 
@@ -71,9 +71,14 @@ pub enum ChatCommand {
         #[arg(long)]
         user: String,
         /// An invite token (invite-only relay) or a device-link token (`tessera chat link` on one of
-        /// the account's devices) for a second device.
-        #[arg(long, value_name = "TOKEN")]
+        /// the account's devices) for a second device. On the command line it is visible to other local
+        /// users (ps): prefer --invite-file or TESSERA_CHAT_INVITE.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "invite_file")]
         invite: Option<String>,
+        /// Read the invite or device-link token from this file (private, mode 0600; surrounding
+        /// whitespace ignored). Without --invite or --invite-file, TESSERA_CHAT_INVITE is used if set.
+        #[arg(long, value_name = "FILE")]
+        invite_file: Option<PathBuf>,
         /// One-time prekeys to publish.
         #[arg(long, default_value_t = 50)]
         prekeys: usize,
@@ -82,8 +87,9 @@ pub enum ChatCommand {
     Send {
         /// The recipient.
         user: String,
-        /// The text.
-        text: String,
+        /// The text. `-` or none: read it from standard input (up to 1 MiB, one final newline dropped),
+        /// which keeps it out of the process list (ps) that other local users can read.
+        text: Option<String>,
     },
     /// Print incoming messages (decrypted), each once: `USER: TEXT` lines with control characters in the
     /// text escaped (`\n`, `\r`, `\t`, `\u{1b}`, ...), so a sender cannot forge lines or send terminal
@@ -129,6 +135,11 @@ pub enum ChatCommand {
 
 /// Runs `tessera chat ...`.
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    // Read before the lock is taken: standard input may be a person typing.
+    let text = match &args.command {
+        ChatCommand::Send { text, .. } => Some(send_text(text.as_deref())?),
+        _ => None,
+    };
     let unlock = unlock(&args)?;
     let _lock = StateLock::take(&args.state)?;
     if let ChatCommand::Register {
@@ -136,16 +147,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         server_key,
         user,
         invite,
+        invite_file,
         prekeys,
     } = &args.command
     {
+        let invite = invite_token(invite.as_deref(), invite_file.as_deref())?;
         return register(
             &args.state,
             unlock,
             server,
             *server_key,
             user,
-            invite,
+            invite.as_deref().map(|token| token.as_str()),
             *prekeys,
         )
         .await;
@@ -153,54 +166,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let (file, state) = StateFile::open(&args.state, unlock)?;
     let profile = state.profile;
     let mut device = connect(&profile, state.olm).await?;
-    let outcome = command(&args.command, &file, &profile, &mut device).await;
+    let outcome = command(
+        &args.command,
+        text.as_deref().map(|text| text.as_str()),
+        &file,
+        &profile,
+        &mut device,
+    )
+    .await;
     // Whatever happened, the Olm state (sessions, pins, dedup) is written back.
     let olm = device.close().await;
     file.save(&profile, &olm)?;
     outcome
-}
-
-/// How the state is sealed: a key file (`--key-file`), a passphrase file (`--passphrase-file`) or
-/// TESSERA_CHAT_PASSPHRASE. Both files must be private (mode 0600 or stricter) and at most a few KiB;
-/// what is read from them is zeroized, and errors never quote it.
-fn unlock(args: &ChatArgs) -> anyhow::Result<Unlock> {
-    use secret_file::{MAX_SECRET_FILE_LEN, read_private};
-    if let Some(path) = &args.key_file {
-        let bytes = read_private(path, MAX_SECRET_FILE_LEN, "key file")?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        if bytes.len() == 32 {
-            key.copy_from_slice(&bytes);
-        } else {
-            let hex_ok = std::str::from_utf8(&bytes)
-                .is_ok_and(|text| hex::decode_to_slice(text.trim(), &mut key[..]).is_ok());
-            if !hex_ok {
-                bail!(
-                    "{}: a key file holds 32 bytes or 64 hex digits",
-                    path.display()
-                );
-            }
-        }
-        return Ok(Unlock::Key(StateKey::from_bytes(*key)));
-    }
-    let passphrase = match &args.passphrase_file {
-        Some(path) => {
-            let bytes = read_private(path, MAX_SECRET_FILE_LEN, "passphrase file")?;
-            // The first line, without its line ending.
-            let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Zeroizing::new(line.to_vec())
-        }
-        None => match std::env::var("TESSERA_CHAT_PASSPHRASE") {
-            Ok(value) => Zeroizing::new(value.into_bytes()),
-            Err(_) => bail!(
-                "the state is sealed: set TESSERA_CHAT_PASSPHRASE, or give --passphrase-file or --key-file"
-            ),
-        },
-    };
-    if passphrase.is_empty() {
-        bail!("the passphrase is empty");
-    }
-    Ok(Unlock::Passphrase(passphrase))
 }
 
 async fn open_channel(profile: &Profile) -> anyhow::Result<RelayClient> {
@@ -235,7 +212,7 @@ async fn register(
     server: &str,
     server_key: PublicKey,
     user: &str,
-    invite: &Option<String>,
+    invite: Option<&str>,
     prekeys: usize,
 ) -> anyhow::Result<()> {
     let file = StateFile::create(state, unlock)?;
@@ -252,7 +229,7 @@ async fn register(
         profile.identity.public_key().to_string(),
         OlmDevice::new(),
         prekeys.clamp(1, 100),
-        invite.as_deref(),
+        invite,
     )
     .await?;
     let olm = device.close().await;
@@ -297,15 +274,18 @@ fn chat_error(error: ChatError) -> anyhow::Error {
     error.into()
 }
 
+/// Runs a command other than `register` on an open device; `text` is `send`'s text, already read.
 async fn command(
     command: &ChatCommand,
+    text: Option<&str>,
     file: &StateFile,
     profile: &Profile,
     device: &mut ChatDevice,
 ) -> anyhow::Result<()> {
     match command {
         ChatCommand::Register { .. } => unreachable_register(),
-        ChatCommand::Send { user, text } => {
+        ChatCommand::Send { user, .. } => {
+            let text = text.unwrap_or_default();
             new_device_notice(device, user).await?;
             let id = device.send_text(user, text).await.map_err(chat_error)?;
             println!("sent {id}");
@@ -412,7 +392,7 @@ async fn command(
             let (token, expires_at) = device.client().link_device().await?;
             println!("{}", token.as_str());
             eprintln!(
-                "give it to the new device: tessera chat register --user {} --invite TOKEN ... (valid until {expires_at}, Unix time)",
+                "give it to the new device: tessera chat register --user {} --invite-file FILE ... (the token in a mode 0600 file, or in TESSERA_CHAT_INVITE; valid until {expires_at}, Unix time)",
                 profile.username
             );
             Ok(())

@@ -81,9 +81,15 @@ pub struct TeeTArgs {
 pub struct ProveArgs {
     /// https://HOST[:PORT]/PATH
     pub url: String,
-    /// A request header, 'Name: value' (repeatable).
+    /// A request header, 'Name: value' (repeatable). Visible to other local users (ps): put secret ones
+    /// (cookies, tokens) in --header-file instead.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
+    /// Request headers from a file, one 'Name: value' per line (blank lines and lines starting with '#'
+    /// skipped; repeatable), so secret values stay out of argv. The file must be private (mode 0600) and
+    /// at most 64 KiB.
+    #[arg(long = "header-file", value_name = "FILE")]
+    pub header_files: Vec<PathBuf>,
     /// Hide this header's value from everyone (sensitive; repeatable).
     #[arg(long, value_name = "NAME")]
     pub hide_header: Vec<String>,
@@ -312,6 +318,45 @@ pub async fn run_tee_t(args: TeeTArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most a `--header-file` holds.
+const MAX_HEADER_FILE_LEN: usize = 64 << 10;
+
+/// The headers of a `--header-file`: one `Name: value` per line, blank and `#` lines skipped. The file
+/// is read as a secret (private mode, bounded, zeroized); errors name the line, never its contents.
+fn header_file(path: &Path) -> anyhow::Result<Vec<(String, Zeroizing<String>)>> {
+    let bytes = crate::chat::secret_file::read_private(path, MAX_HEADER_FILE_LEN, "header file")?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!("the header file {} is not UTF-8", path.display());
+    };
+    parse_headers(text).map_err(|line| {
+        anyhow::anyhow!(
+            "the header file {} line {line}: expected 'Name: value'",
+            path.display()
+        )
+    })
+}
+
+/// `Name: value` lines; `Err(n)` names the first malformed line (1-based).
+fn parse_headers(text: &str) -> Result<Vec<(String, Zeroizing<String>)>, usize> {
+    let mut headers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                headers.push((
+                    name.trim().to_owned(),
+                    Zeroizing::new(value.trim().to_owned()),
+                ));
+            }
+            _ => return Err(index + 1),
+        }
+    }
+    Ok(headers)
+}
+
 /// Runs `tessera prove`: prints the response, writes the proof file, and shows what a verifier will see.
 pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
     let mut request =
@@ -321,6 +366,11 @@ pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
             .split_once(':')
             .with_context(|| format!("-H {header:?}: expected 'Name: value'"))?;
         request = request.header(name.trim(), value.trim());
+    }
+    for path in &args.header_files {
+        for (name, value) in header_file(path)? {
+            request = request.header(name.trim(), value.trim());
+        }
     }
     for name in &args.hide_header {
         request = request.hide_header(name);
@@ -374,4 +424,22 @@ pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
         String::from_utf8_lossy(&proved.revealed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_file_lines_parse_and_a_bad_line_is_named_not_quoted() {
+        let headers = parse_headers("# secrets\nCookie: s=abc:def\r\n\n  X-Token :  t1  \n")
+            .expect("headers");
+        let shown: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(shown, [("Cookie", "s=abc:def"), ("X-Token", "t1")]);
+        assert_eq!(parse_headers("A: 1\nno colon here\n").err(), Some(2));
+        assert_eq!(parse_headers(": value\n").err(), Some(1));
+    }
 }

@@ -5,6 +5,7 @@
 //! pinned device (the key swap seed 002's server could do).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
@@ -69,6 +70,28 @@ fn chat(state: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("tessera chat")
+}
+
+/// `tessera chat` with `input` on its standard input.
+fn chat_stdin(state: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("tessera chat")
 }
 
 fn ok(output: Output) -> String {
@@ -223,8 +246,34 @@ fn relay_and_chat_from_the_command_line() {
 
     let alice_device = device_of(&register(&relay, &alice, "alice", &invite(&data)));
     let bob_device = device_of(&register(&relay, &bob, "bob", &invite(&data)));
+    // The token need not be in argv: from a private file, or from TESSERA_CHAT_INVITE.
     let used = invite(&data);
-    register(&relay, &dir.join("carol.state"), "carol", &used);
+    let token_file = dir.join("carol.invite");
+    std::fs::write(&token_file, format!("{used}\n")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let relay_args = ["--server", &relay.url, "--server-key", &relay.key];
+    let carol = [
+        &["register"][..],
+        &relay_args,
+        &["--user", "carol", "--invite-file"],
+    ]
+    .concat();
+    let mut carol: Vec<&str> = carol;
+    carol.push(token_file.to_str().expect("path"));
+    ok(chat(&dir.join("carol.state"), &carol));
+    let erin_token = invite(&data);
+    let erin = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(dir.join("erin.state"))
+        .arg("register")
+        .args(relay_args)
+        .args(["--user", "erin"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .env("TESSERA_CHAT_INVITE", &erin_token)
+        .output()
+        .expect("register erin");
+    ok(erin);
     let reused = chat(
         &dir.join("dave.state"),
         &[
@@ -253,11 +302,16 @@ fn relay_and_chat_from_the_command_line() {
     );
 
     // Bob is offline: the message waits on the relay, encrypted.
-    let sent = ok(chat(
+    // The text from standard input (`-`), so that it is not in argv; one final newline is dropped.
+    let sent = ok(chat_stdin(
         &alice,
-        &["send", "bob", "hello bob, you were offline"],
+        &["send", "bob", "-"],
+        "hello bob, you were offline\n",
     ));
     assert!(sent.starts_with("sent "), "{sent}");
+    let empty = chat(&alice, &["send", "bob"]);
+    assert!(!empty.status.success(), "nothing to send");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no text"));
 
     let mut listen = Command::new(bin())
         .arg("chat")
@@ -287,7 +341,12 @@ fn relay_and_chat_from_the_command_line() {
         String::from_utf8_lossy(&busy.stderr)
     );
     // Bob is listening now: a live message.
-    ok(chat(&alice, &["send", "bob", "and now you are online"]));
+    // No TEXT at all reads standard input too.
+    ok(chat_stdin(
+        &alice,
+        &["send", "bob"],
+        "and now you are online",
+    ));
     let second = json_line(&mut lines);
     assert_eq!(second["text"], "and now you are online");
     assert!(listen.wait().expect("listen ends").success());
@@ -494,7 +553,6 @@ fn relay_and_chat_from_the_command_line() {
 
 #[test]
 fn secret_files_open_to_others_or_oversized_are_refused() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("tessera-chat-secrets-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");

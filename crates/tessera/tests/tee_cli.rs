@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -210,11 +211,21 @@ fn prove_and_verify_from_the_command_line() {
     for tls in ["1.3", "1.2"] {
         let proof = dir.join(format!("proof-{tls}.json"));
         let proof_path = proof.to_str().expect("path");
+        // TLS 1.2 takes the hidden cookie from a private --header-file (not argv), 1.3 from -H.
+        let header_file = dir.join("headers");
+        std::fs::write(&header_file, "# secret\nCookie: session=s3cr3t\n").expect("headers");
+        std::fs::set_permissions(&header_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let cookie: [&str; 2] = if tls == "1.2" {
+            ["--header-file", header_file.to_str().expect("path")]
+        } else {
+            ["-H", "Cookie: session=s3cr3t"]
+        };
         let out = run(&[
             "prove",
             &url,
-            "-H",
-            "Cookie: session=s3cr3t",
+            cookie[0],
+            cookie[1],
             "--hide-header",
             "Cookie",
             "-H",
@@ -362,7 +373,6 @@ fn run_failing_service(args: &[&str]) -> String {
 
 #[test]
 fn a_signing_key_file_open_to_others_oversized_or_malformed_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("tessera-tee-key-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
