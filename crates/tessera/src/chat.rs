@@ -206,6 +206,9 @@ async fn connect(profile: &Profile, olm: OlmDevice) -> anyhow::Result<ChatDevice
     ))
 }
 
+/// `chat register`: creates the state and registers the device. The state is written before the relay
+/// is asked (identity and Olm account), again once the prekeys exist and before they are published; a
+/// refusal by the relay removes it (nothing was registered), any other failure keeps it.
 async fn register(
     state: &Path,
     unlock: Unlock,
@@ -222,18 +225,35 @@ async fn register(
         username: user.to_owned(),
         identity: Identity::generate(),
     };
-    let client = open_channel(&profile).await?;
-    let device = ChatDevice::register_with(
-        client,
-        user,
-        profile.identity.public_key().to_string(),
-        OlmDevice::new(),
-        prekeys.clamp(1, 100),
-        invite,
-    )
-    .await?;
-    let olm = device.close().await;
+    let mut client = open_channel(&profile).await?;
+    let mut olm = OlmDevice::new();
+    // Saved before the relay sees the device, so that a crash (or a failed save) after the relay took
+    // it, which uses up the username and the invite, never loses the device's keys.
     file.save(&profile, &olm)?;
+    if let Err(error) = client
+        .register_with(user, &olm.identity_key(), &olm.signing_key(), invite)
+        .await
+    {
+        client.close().await;
+        if matches!(error, ClientError::Refused { .. }) {
+            // The relay answered no: nothing is registered, so there is nothing to keep.
+            let _ = std::fs::remove_file(state);
+            return Err(error.into());
+        }
+        return Err(anyhow::Error::from(error).context(format!(
+            "registration did not complete; {} is kept, as the relay may have registered this device \
+             (if `tessera chat devices` then says it is not registered, delete the file and register again)",
+            state.display()
+        )));
+    }
+    // The private halves of the prekeys are saved before their public halves are published.
+    let (one_time, fallback) = olm.prekeys(prekeys.clamp(1, 100));
+    file.save(&profile, &olm)?;
+    let published = client.publish_prekeys(one_time, fallback).await;
+    client.close().await;
+    published.context(
+        "registered, but publishing the one-time keys failed (`tessera chat listen` publishes more)",
+    )?;
     println!(
         "registered {user}: device {}",
         profile.identity.public_key()
