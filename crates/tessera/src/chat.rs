@@ -11,6 +11,11 @@
 //! printing and saving (then it is printed once more: at-least-once to stdout in that window only).
 //! `listen --output FILE` appends to a file instead, exactly once even then ([`crate::chat_output`]).
 
+mod input;
+mod lock;
+pub(crate) mod secret_file;
+mod text;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,11 +25,13 @@ use clap::Subcommand;
 use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
 use tessera_relay::chat::{ChatDevice, ChatError, ChatEvent, Undecryptable};
 use tessera_relay::client::{ClientError, RelayClient};
-use tessera_relay::e2e::state::StateKey;
 use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
 use tessera_session::{Registry, RegistryConfig};
-use zeroize::Zeroizing;
+
+use input::{invite_token, send_text, unlock};
+use lock::StateLock;
+use text::escape_controls;
 
 /// A chat device.
 #[derive(Debug, clap::Args)]
@@ -37,10 +44,12 @@ pub struct ChatArgs {
         default_value = "tessera-chat.state"
     )]
     state: PathBuf,
-    /// Seal the state under this key file (32 bytes, or 64 hex digits) instead of a passphrase.
+    /// Seal the state under this key file (32 bytes, or 64 hex digits) instead of a passphrase. Must be
+    /// private (mode 0600), at most 4 KiB.
     #[arg(long, global = true, value_name = "FILE")]
     key_file: Option<PathBuf>,
-    /// Read the passphrase from this file (first line) instead of TESSERA_CHAT_PASSPHRASE.
+    /// Read the passphrase from this file (first line) instead of TESSERA_CHAT_PASSPHRASE. Must be
+    /// private (mode 0600), at most 4 KiB.
     #[arg(long, global = true, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -62,9 +71,14 @@ pub enum ChatCommand {
         #[arg(long)]
         user: String,
         /// An invite token (invite-only relay) or a device-link token (`tessera chat link` on one of
-        /// the account's devices) for a second device.
-        #[arg(long, value_name = "TOKEN")]
+        /// the account's devices) for a second device. On the command line it is visible to other local
+        /// users (ps): prefer --invite-file or TESSERA_CHAT_INVITE.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "invite_file")]
         invite: Option<String>,
+        /// Read the invite or device-link token from this file (private, mode 0600; surrounding
+        /// whitespace ignored). Without --invite or --invite-file, TESSERA_CHAT_INVITE is used if set.
+        #[arg(long, value_name = "FILE")]
+        invite_file: Option<PathBuf>,
         /// One-time prekeys to publish.
         #[arg(long, default_value_t = 50)]
         prekeys: usize,
@@ -73,10 +87,13 @@ pub enum ChatCommand {
     Send {
         /// The recipient.
         user: String,
-        /// The text.
-        text: String,
+        /// The text. `-` or none: read it from standard input (up to 1 MiB, one final newline dropped),
+        /// which keeps it out of the process list (ps) that other local users can read.
+        text: Option<String>,
     },
-    /// Print incoming messages (decrypted), each once.
+    /// Print incoming messages (decrypted), each once: `USER: TEXT` lines with control characters in the
+    /// text escaped (`\n`, `\r`, `\t`, `\u{1b}`, ...), so a sender cannot forge lines or send terminal
+    /// escapes; or JSON with --json.
     Listen {
         /// One JSON object per line: {"from","from_device","message_id","text"}.
         #[arg(long)]
@@ -116,59 +133,13 @@ pub enum ChatCommand {
     },
 }
 
-/// Holds `STATE.lock` (with this process's id) while a command uses the state, so that two commands
-/// never write the same state file (the last writer would drop the other's Olm sessions). A lock left by
-/// a process that no longer runs is taken over.
-struct StateLock(PathBuf);
-
-impl StateLock {
-    fn take(state: &Path) -> anyhow::Result<Self> {
-        let mut path = state.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    write!(file, "{}", std::process::id())?;
-                    return Ok(StateLock(path));
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    let alive = holder
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if alive {
-                        bail!(
-                            "{} is in use by process {} (another tessera chat command)",
-                            state.display(),
-                            holder.trim()
-                        );
-                    }
-                    // Left by a process that has gone: take it over.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| format!("locking {}", path.display()));
-                }
-            }
-        }
-        bail!("cannot lock {}", state.display())
-    }
-}
-
-impl Drop for StateLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs `tessera chat ...`.
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    // Read before the lock is taken: standard input may be a person typing.
+    let text = match &args.command {
+        ChatCommand::Send { text, .. } => Some(send_text(text.as_deref())?),
+        _ => None,
+    };
     let unlock = unlock(&args)?;
     let _lock = StateLock::take(&args.state)?;
     if let ChatCommand::Register {
@@ -176,16 +147,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         server_key,
         user,
         invite,
+        invite_file,
         prekeys,
     } = &args.command
     {
+        let invite = invite_token(invite.as_deref(), invite_file.as_deref())?;
         return register(
             &args.state,
             unlock,
             server,
             *server_key,
             user,
-            invite,
+            invite.as_deref().map(|token| token.as_str()),
             *prekeys,
         )
         .await;
@@ -193,49 +166,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let (file, state) = StateFile::open(&args.state, unlock)?;
     let profile = state.profile;
     let mut device = connect(&profile, state.olm).await?;
-    let outcome = command(&args.command, &file, &profile, &mut device).await;
+    let outcome = command(
+        &args.command,
+        text.as_deref().map(|text| text.as_str()),
+        &file,
+        &profile,
+        &mut device,
+    )
+    .await;
     // Whatever happened, the Olm state (sessions, pins, dedup) is written back.
     let olm = device.close().await;
     file.save(&profile, &olm)?;
     outcome
-}
-
-fn unlock(args: &ChatArgs) -> anyhow::Result<Unlock> {
-    if let Some(path) = &args.key_file {
-        let bytes = Zeroizing::new(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-        let mut key = [0u8; 32];
-        let text = String::from_utf8_lossy(&bytes);
-        if bytes.len() == 32 {
-            key.copy_from_slice(&bytes);
-        } else if hex::decode_to_slice(text.trim(), &mut key).is_err() {
-            bail!(
-                "{}: a key file holds 32 bytes or 64 hex digits",
-                path.display()
-            );
-        }
-        return Ok(Unlock::Key(StateKey::from_bytes(key)));
-    }
-    let passphrase = match &args.passphrase_file {
-        Some(path) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            );
-            Zeroizing::new(text.lines().next().unwrap_or_default().as_bytes().to_vec())
-        }
-        None => match std::env::var("TESSERA_CHAT_PASSPHRASE") {
-            Ok(value) => Zeroizing::new(value.into_bytes()),
-            Err(_) => bail!(
-                "the state is sealed: set TESSERA_CHAT_PASSPHRASE, or give --passphrase-file or --key-file"
-            ),
-        },
-    };
-    if passphrase.is_empty() {
-        bail!("the passphrase is empty");
-    }
-    Ok(Unlock::Passphrase(passphrase))
 }
 
 async fn open_channel(profile: &Profile) -> anyhow::Result<RelayClient> {
@@ -264,13 +206,16 @@ async fn connect(profile: &Profile, olm: OlmDevice) -> anyhow::Result<ChatDevice
     ))
 }
 
+/// `chat register`: creates the state and registers the device. The state is written before the relay
+/// is asked (identity and Olm account), again once the prekeys exist and before they are published; a
+/// refusal by the relay removes it (nothing was registered), any other failure keeps it.
 async fn register(
     state: &Path,
     unlock: Unlock,
     server: &str,
     server_key: PublicKey,
     user: &str,
-    invite: &Option<String>,
+    invite: Option<&str>,
     prekeys: usize,
 ) -> anyhow::Result<()> {
     let file = StateFile::create(state, unlock)?;
@@ -280,18 +225,35 @@ async fn register(
         username: user.to_owned(),
         identity: Identity::generate(),
     };
-    let client = open_channel(&profile).await?;
-    let device = ChatDevice::register_with(
-        client,
-        user,
-        profile.identity.public_key().to_string(),
-        OlmDevice::new(),
-        prekeys.clamp(1, 100),
-        invite.as_deref(),
-    )
-    .await?;
-    let olm = device.close().await;
+    let mut client = open_channel(&profile).await?;
+    let mut olm = OlmDevice::new();
+    // Saved before the relay sees the device, so that a crash (or a failed save) after the relay took
+    // it, which uses up the username and the invite, never loses the device's keys.
     file.save(&profile, &olm)?;
+    if let Err(error) = client
+        .register_with(user, &olm.identity_key(), &olm.signing_key(), invite)
+        .await
+    {
+        client.close().await;
+        if matches!(error, ClientError::Refused { .. }) {
+            // The relay answered no: nothing is registered, so there is nothing to keep.
+            let _ = std::fs::remove_file(state);
+            return Err(error.into());
+        }
+        return Err(anyhow::Error::from(error).context(format!(
+            "registration did not complete; {} is kept, as the relay may have registered this device \
+             (if `tessera chat devices` then says it is not registered, delete the file and register again)",
+            state.display()
+        )));
+    }
+    // The private halves of the prekeys are saved before their public halves are published.
+    let (one_time, fallback) = olm.prekeys(prekeys.clamp(1, 100));
+    file.save(&profile, &olm)?;
+    let published = client.publish_prekeys(one_time, fallback).await;
+    client.close().await;
+    published.context(
+        "registered, but publishing the one-time keys failed (`tessera chat listen` publishes more)",
+    )?;
     println!(
         "registered {user}: device {}",
         profile.identity.public_key()
@@ -332,15 +294,18 @@ fn chat_error(error: ChatError) -> anyhow::Error {
     error.into()
 }
 
+/// Runs a command other than `register` on an open device; `text` is `send`'s text, already read.
 async fn command(
     command: &ChatCommand,
+    text: Option<&str>,
     file: &StateFile,
     profile: &Profile,
     device: &mut ChatDevice,
 ) -> anyhow::Result<()> {
     match command {
         ChatCommand::Register { .. } => unreachable_register(),
-        ChatCommand::Send { user, text } => {
+        ChatCommand::Send { user, .. } => {
+            let text = text.unwrap_or_default();
             new_device_notice(device, user).await?;
             let id = device.send_text(user, text).await.map_err(chat_error)?;
             println!("sent {id}");
@@ -356,11 +321,13 @@ async fn command(
                 Some(path) => Some(crate::chat_output::OutputFile::open(path)?),
                 None => None,
             };
-            // Ctrl-C ends listening normally, so the state is saved and the lock released.
+            // SIGINT (Ctrl-C) or SIGTERM (`docker stop`, systemd) ends listening normally: the state is
+            // saved (in `run`) and the lock released. A message printed but not yet saved is not
+            // acknowledged: it comes again and the dedup window decides.
             let listening = async {
                 tokio::select! {
                     result = listen(file, profile, device, *json, *count, output.as_mut()) => result,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
+                    () = tessera_session::shutdown::signal() => Ok(()),
                 }
             };
             match timeout {
@@ -377,7 +344,7 @@ async fn command(
         ChatCommand::Users => {
             for user in device.client().list_users().await? {
                 let presence = if user.online { "online" } else { "offline" };
-                println!("{} ({presence})", user.username);
+                println!("{} ({presence})", escape_controls(&user.username));
             }
             Ok(())
         }
@@ -445,7 +412,7 @@ async fn command(
             let (token, expires_at) = device.client().link_device().await?;
             println!("{}", token.as_str());
             eprintln!(
-                "give it to the new device: tessera chat register --user {} --invite TOKEN ... (valid until {expires_at}, Unix time)",
+                "give it to the new device: tessera chat register --user {} --invite-file FILE ... (the token in a mode 0600 file, or in TESSERA_CHAT_INVITE; valid until {expires_at}, Unix time)",
                 profile.username
             );
             Ok(())
@@ -511,7 +478,10 @@ fn report_undecryptable(report: &Undecryptable, json: bool) -> anyhow::Result<()
         };
         eprintln!(
             "WARNING: a message from {} (device {}, id {}) cannot be decrypted and was {fate}: {}",
-            report.from_user, report.from_device, report.message_id, report.error
+            escape_controls(&report.from_user),
+            escape_controls(&report.from_device),
+            escape_controls(&report.message_id),
+            escape_controls(&report.error.to_string())
         );
     }
     Ok(())
@@ -561,7 +531,12 @@ async fn listen(
             })
             .to_string()
         } else {
-            format!("{}: {text}", message.from_user)
+            // One line per message whatever the sender put in it: no forged lines, no terminal escapes.
+            format!(
+                "{}: {}",
+                escape_controls(&message.from_user),
+                escape_controls(&text)
+            )
         };
         match output.as_deref_mut() {
             // Appended (durably) unless a kill after an earlier append left it there already.

@@ -16,7 +16,7 @@ use tessera_tee::service::{
 use tessera_tee::signing::Signer;
 use tessera_tee::tls_client::RootStore;
 use tessera_tee::{CipherSuite, TlsVersion};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Options both services share.
 #[derive(Debug, clap::Args)]
@@ -24,8 +24,9 @@ pub struct ServiceArgs {
     /// Channel identity key file (created, mode 0600, if missing); without it a fresh key per run.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// secp256k1 signing key file, 64 hex digits (created, mode 0600, if missing); without it a fresh key
-    /// per run (verifiers pin the printed signer address).
+    /// secp256k1 signing key file, 64 hex digits (created, mode 0600, if missing; an existing one must be
+    /// private, mode 0600, and at most 4 KiB); without it a fresh key per run (verifiers pin the printed
+    /// signer address).
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     /// Serve GET /health and GET /metrics (Prometheus) on this address.
@@ -80,9 +81,15 @@ pub struct TeeTArgs {
 pub struct ProveArgs {
     /// https://HOST[:PORT]/PATH
     pub url: String,
-    /// A request header, 'Name: value' (repeatable).
+    /// A request header, 'Name: value' (repeatable). Visible to other local users (ps): put secret ones
+    /// (cookies, tokens) in --header-file instead.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
+    /// Request headers from a file, one 'Name: value' per line (blank lines and lines starting with '#'
+    /// skipped; repeatable), so secret values stay out of argv. The file must be private (mode 0600) and
+    /// at most 64 KiB.
+    #[arg(long = "header-file", value_name = "FILE")]
+    pub header_files: Vec<PathBuf>,
     /// Hide this header's value from everyone (sensitive; repeatable).
     #[arg(long, value_name = "NAME")]
     pub hide_header: Vec<String>,
@@ -161,13 +168,24 @@ fn signer(path: Option<&Path>) -> anyhow::Result<Signer> {
         return Ok(Signer::generate());
     };
     if path.exists() {
-        let mut text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut bytes = hex::decode(text.trim()).context("the signing key is not hex")?;
-        text.zeroize();
-        let signer = Signer::from_secret_bytes(&bytes);
-        bytes.zeroize();
-        return signer.context("the signing key is not a valid secp256k1 key");
+        // Read as channel keys are: private file, a few KiB at most, zeroized; errors never quote it.
+        let text = crate::chat::secret_file::read_private(
+            path,
+            crate::chat::secret_file::MAX_SECRET_FILE_LEN,
+            "signing key",
+        )?;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        let hex_ok = std::str::from_utf8(&text)
+            .is_ok_and(|text| hex::decode_to_slice(text.trim(), &mut bytes[..]).is_ok());
+        if !hex_ok {
+            bail!("the signing key {} is not 64 hex digits", path.display());
+        }
+        return Signer::from_secret_bytes(&bytes[..]).with_context(|| {
+            format!(
+                "the signing key {} is not a valid secp256k1 key",
+                path.display()
+            )
+        });
     }
     loop {
         let secret = Secret::<32>::random();
@@ -300,6 +318,45 @@ pub async fn run_tee_t(args: TeeTArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most a `--header-file` holds.
+const MAX_HEADER_FILE_LEN: usize = 64 << 10;
+
+/// The headers of a `--header-file`: one `Name: value` per line, blank and `#` lines skipped. The file
+/// is read as a secret (private mode, bounded, zeroized); errors name the line, never its contents.
+fn header_file(path: &Path) -> anyhow::Result<Vec<(String, Zeroizing<String>)>> {
+    let bytes = crate::chat::secret_file::read_private(path, MAX_HEADER_FILE_LEN, "header file")?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!("the header file {} is not UTF-8", path.display());
+    };
+    parse_headers(text).map_err(|line| {
+        anyhow::anyhow!(
+            "the header file {} line {line}: expected 'Name: value'",
+            path.display()
+        )
+    })
+}
+
+/// `Name: value` lines; `Err(n)` names the first malformed line (1-based).
+fn parse_headers(text: &str) -> Result<Vec<(String, Zeroizing<String>)>, usize> {
+    let mut headers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                headers.push((
+                    name.trim().to_owned(),
+                    Zeroizing::new(value.trim().to_owned()),
+                ));
+            }
+            _ => return Err(index + 1),
+        }
+    }
+    Ok(headers)
+}
+
 /// Runs `tessera prove`: prints the response, writes the proof file, and shows what a verifier will see.
 pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
     let mut request =
@@ -309,6 +366,11 @@ pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
             .split_once(':')
             .with_context(|| format!("-H {header:?}: expected 'Name: value'"))?;
         request = request.header(name.trim(), value.trim());
+    }
+    for path in &args.header_files {
+        for (name, value) in header_file(path)? {
+            request = request.header(name.trim(), value.trim());
+        }
     }
     for name in &args.hide_header {
         request = request.hide_header(name);
@@ -362,4 +424,22 @@ pub async fn run_prove(args: ProveArgs) -> anyhow::Result<()> {
         String::from_utf8_lossy(&proved.revealed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_file_lines_parse_and_a_bad_line_is_named_not_quoted() {
+        let headers = parse_headers("# secrets\nCookie: s=abc:def\r\n\n  X-Token :  t1  \n")
+            .expect("headers");
+        let shown: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(shown, [("Cookie", "s=abc:def"), ("X-Token", "t1")]);
+        assert_eq!(parse_headers("A: 1\nno colon here\n").err(), Some(2));
+        assert_eq!(parse_headers(": value\n").err(), Some(1));
+    }
 }

@@ -5,6 +5,7 @@
 //! pinned device (the key swap seed 002's server could do).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
@@ -69,6 +70,28 @@ fn chat(state: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("tessera chat")
+}
+
+/// `tessera chat` with `input` on its standard input.
+fn chat_stdin(state: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("tessera chat")
 }
 
 fn ok(output: Output) -> String {
@@ -162,6 +185,29 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// Sends the signal `name` (TERM, INT, ...) to `pid`.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits until process `pid` holds `state`'s lock (it writes its id into the lock file once it has it;
+/// polling with another command would race it for the lock).
+fn wait_locked(state: &Path, pid: u32) {
+    let mut lock = state.as_os_str().to_owned();
+    lock.push(".lock");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&lock).is_ok_and(|holder| holder == pid.to_string()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never got locked by {pid}", state.display());
+}
+
 fn device_of(register_output: &str) -> String {
     register_output
         .split_whitespace()
@@ -200,8 +246,34 @@ fn relay_and_chat_from_the_command_line() {
 
     let alice_device = device_of(&register(&relay, &alice, "alice", &invite(&data)));
     let bob_device = device_of(&register(&relay, &bob, "bob", &invite(&data)));
+    // The token need not be in argv: from a private file, or from TESSERA_CHAT_INVITE.
     let used = invite(&data);
-    register(&relay, &dir.join("carol.state"), "carol", &used);
+    let token_file = dir.join("carol.invite");
+    std::fs::write(&token_file, format!("{used}\n")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let relay_args = ["--server", &relay.url, "--server-key", &relay.key];
+    let carol = [
+        &["register"][..],
+        &relay_args,
+        &["--user", "carol", "--invite-file"],
+    ]
+    .concat();
+    let mut carol: Vec<&str> = carol;
+    carol.push(token_file.to_str().expect("path"));
+    ok(chat(&dir.join("carol.state"), &carol));
+    let erin_token = invite(&data);
+    let erin = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(dir.join("erin.state"))
+        .arg("register")
+        .args(relay_args)
+        .args(["--user", "erin"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .env("TESSERA_CHAT_INVITE", &erin_token)
+        .output()
+        .expect("register erin");
+    ok(erin);
     let reused = chat(
         &dir.join("dave.state"),
         &[
@@ -230,11 +302,16 @@ fn relay_and_chat_from_the_command_line() {
     );
 
     // Bob is offline: the message waits on the relay, encrypted.
-    let sent = ok(chat(
+    // The text from standard input (`-`), so that it is not in argv; one final newline is dropped.
+    let sent = ok(chat_stdin(
         &alice,
-        &["send", "bob", "hello bob, you were offline"],
+        &["send", "bob", "-"],
+        "hello bob, you were offline\n",
     ));
     assert!(sent.starts_with("sent "), "{sent}");
+    let empty = chat(&alice, &["send", "bob"]);
+    assert!(!empty.status.success(), "nothing to send");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no text"));
 
     let mut listen = Command::new(bin())
         .arg("chat")
@@ -264,14 +341,64 @@ fn relay_and_chat_from_the_command_line() {
         String::from_utf8_lossy(&busy.stderr)
     );
     // Bob is listening now: a live message.
-    ok(chat(&alice, &["send", "bob", "and now you are online"]));
+    // No TEXT at all reads standard input too.
+    ok(chat_stdin(
+        &alice,
+        &["send", "bob"],
+        "and now you are online",
+    ));
     let second = json_line(&mut lines);
     assert_eq!(second["text"], "and now you are online");
     assert!(listen.wait().expect("listen ends").success());
+
+    // SIGTERM (docker stop, systemd) ends listen cleanly: exit 0, state saved, lock released.
+    let mut listen = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(&bob)
+        .args(["listen", "--json", "--timeout", "60"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("listen");
+    let mut lines = BufReader::new(listen.stdout.take().expect("stdout"));
+    ok(chat(&alice, &["send", "bob", "before SIGTERM"]));
+    assert_eq!(json_line(&mut lines)["text"], "before SIGTERM");
+    signal(listen.id(), "TERM");
     assert!(
-        !dir.join("bob.state.lock").exists(),
-        "the lock goes with the command"
+        listen.wait().expect("listen ends").success(),
+        "SIGTERM is a clean stop"
     );
+    ok(chat(&bob, &["users"]));
+
+    // A listen killed outright leaves its lock file behind; the kernel released the lock with the
+    // process, so the file locks nobody out (whatever process id it names).
+    let mut listen = Command::new(bin())
+        .arg("chat")
+        .arg("--state")
+        .arg(&bob)
+        .args(["listen", "--json", "--timeout", "60"])
+        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("listen");
+    wait_locked(&bob, listen.id());
+    // Let it finish starting (one-time keys published and saved) before the kill.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    listen.kill().expect("kill -9");
+    let _ = listen.wait();
+    assert!(dir.join("bob.state.lock").exists(), "the file stays");
+    ok(chat(&bob, &["users"]));
+
+    // Text output: a sender cannot forge a line from someone else or reach the terminal with escapes.
+    ok(chat(
+        &alice,
+        &["send", "bob", "hi\nalice: wire me 100€\x1b[2J"],
+    ));
+    let shown = ok(chat(&bob, &["listen", "--count", "1", "--timeout", "30"]));
+    assert_eq!(shown, "alice: hi\\nalice: wire me 100€\\u{1b}[2J\n");
 
     // Fingerprints: bob's own, and alice's device as bob has pinned it.
     let own = ok(chat(&alice, &["fingerprint"]));
@@ -421,6 +548,61 @@ fn relay_and_chat_from_the_command_line() {
     ok(chat(&alice, &["send", "bob", "after checking the new key"]));
 
     drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn secret_files_open_to_others_or_oversized_are_refused() {
+    let dir = std::env::temp_dir().join(format!("tessera-chat-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("s.state");
+    let key_hex = "22".repeat(32);
+    let cases = [
+        ("--key-file", key_hex.clone(), 0o644, "chmod 600"),
+        (
+            "--key-file",
+            format!("{key_hex}\n{}", " ".repeat(8192)),
+            0o600,
+            "larger than",
+        ),
+        (
+            "--key-file",
+            format!("zz{}", &key_hex[2..]),
+            0o600,
+            "32 bytes or 64 hex",
+        ),
+        (
+            "--passphrase-file",
+            "sesame\n".to_owned(),
+            0o640,
+            "chmod 600",
+        ),
+        ("--passphrase-file", "s".repeat(5000), 0o600, "larger than"),
+    ];
+    for (i, (flag, contents, mode, expected)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("secret-{i}"));
+        std::fs::write(&path, &contents).expect("secret file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = Command::new(bin())
+            .arg("chat")
+            .arg("--state")
+            .arg(&state)
+            .arg(flag)
+            .arg(&path)
+            .arg("users")
+            .env_remove("TESSERA_CHAT_PASSPHRASE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("tessera chat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} case {i}");
+        assert!(stderr.contains(expected), "{flag} case {i}: {stderr}");
+        assert!(
+            !stderr.contains("2222") && !stderr.contains("sesame"),
+            "{flag} case {i}: the secret leaks: {stderr}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -210,11 +211,21 @@ fn prove_and_verify_from_the_command_line() {
     for tls in ["1.3", "1.2"] {
         let proof = dir.join(format!("proof-{tls}.json"));
         let proof_path = proof.to_str().expect("path");
+        // TLS 1.2 takes the hidden cookie from a private --header-file (not argv), 1.3 from -H.
+        let header_file = dir.join("headers");
+        std::fs::write(&header_file, "# secret\nCookie: session=s3cr3t\n").expect("headers");
+        std::fs::set_permissions(&header_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let cookie: [&str; 2] = if tls == "1.2" {
+            ["--header-file", header_file.to_str().expect("path")]
+        } else {
+            ["-H", "Cookie: session=s3cr3t"]
+        };
         let out = run(&[
             "prove",
             &url,
-            "-H",
-            "Cookie: session=s3cr3t",
+            cookie[0],
+            cookie[1],
             "--hide-header",
             "Cookie",
             "-H",
@@ -334,5 +345,67 @@ fn prove_and_verify_from_the_command_line() {
     );
     drop(tee_k);
     drop(tee_t);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a service command that must fail at startup; kills it (and fails) if it is still running after
+/// 30 s, i.e. if it started serving.
+fn run_failing_service(args: &[&str]) -> String {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_signing_key_file_open_to_others_oversized_or_malformed_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tessera-tee-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_hex = "11".repeat(32);
+    let cases = [
+        ("open.key", key_hex.clone(), 0o644, "chmod 600"),
+        (
+            "big.key",
+            format!("{key_hex}\n{}", "#".repeat(8192)),
+            0o600,
+            "larger than",
+        ),
+        (
+            "bad.key",
+            format!("x{}", &key_hex[1..]),
+            0o600,
+            "not 64 hex digits",
+        ),
+    ];
+    for (name, contents, mode, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, &contents).expect("key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let stderr = run_failing_service(&[
+            "tee-t",
+            "--listen",
+            "127.0.0.1:0",
+            "--signing-key",
+            path.to_str().expect("path"),
+        ]);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("1111"), "{name}: the key leaks: {stderr}");
+        assert!(!stderr.contains("position"), "{name}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
