@@ -124,9 +124,17 @@ impl TapeWriter {
 }
 
 impl Tape {
-    /// Creates (truncates) the tape file and starts its writer.
+    /// Creates (truncates) the tape file and starts its writer. A new file is readable by its owner only
+    /// (mode 0600: tapes hold tool arguments and results); a symbolic link at `path` is refused, not
+    /// followed.
     pub async fn create(path: &Path, config: TapeConfig) -> Result<(Tape, TapeWriter), McpError> {
-        let file = tokio::fs::File::create(path)
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
             .await
             .map_err(|e| McpError::Tape(path.display().to_string(), e.to_string()))?;
         let (tx, mut rx) = mpsc::channel::<String>(config.queue.max(1));

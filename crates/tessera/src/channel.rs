@@ -37,10 +37,10 @@ pub enum ChannelCommand {
         #[arg(long = "allow", value_name = "KEY")]
         allow: Vec<PublicKey>,
         /// Handshake timeout in seconds.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600), default_value_t = 30)]
         handshake_timeout: u64,
         /// On SIGINT/SIGTERM, seconds open channels get to finish before they are cancelled.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600), default_value_t = 5)]
         grace: u64,
     },
     /// Connect to a server, send each message (or each line of stdin) and print the replies.

@@ -48,7 +48,7 @@ enum McpCommand {
         /// The server's endpoint (plain http://).
         url: String,
         /// Deadline of one request, in seconds.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400), default_value_t = 60)]
         request_timeout: u64,
     },
     /// Recordings made with --tape.
@@ -85,7 +85,7 @@ struct Common {
     #[arg(long)]
     redact_header: Vec<String>,
     /// Deadline of one request, in seconds: past it the sender gets an error and the receiver a cancel.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400), default_value_t = 60)]
     request_timeout: u64,
     /// Most requests pending in one session.
     #[arg(long, default_value_t = 1000)]
@@ -97,7 +97,7 @@ struct Common {
     #[arg(long, default_value_t = tessera_mcp::lines::DEFAULT_MAX_LINE)]
     max_message: usize,
     /// Grace period for a child server, in milliseconds, after closing its stdin and again after SIGTERM.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=600_000), default_value_t = 2000)]
     grace_ms: u64,
     /// Interception rules, both directions (JSON: method, direction, tool, regexes, JSON pointer values, session
     /// tags → block, log or tag); see docs/mcp.md.
@@ -178,10 +178,10 @@ struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     resume_window_ms: u64,
     /// A session idle this long (seconds) is ended.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000), default_value_t = 3600)]
     idle_timeout: u64,
     /// On SIGINT/SIGTERM, how long (seconds) sessions get to finish before they are cancelled.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600), default_value_t = 10)]
     shutdown_grace: u64,
     /// The server command (one child per session) and its arguments, after `--`.
     #[arg(last = true)]

@@ -40,10 +40,10 @@ pub enum RelayCommand {
         #[arg(long)]
         invite_only: bool,
         /// Close a connection that sends no request (ping included) for this many seconds.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000), default_value_t = 120)]
         idle_timeout: u64,
         /// Days an undelivered message is kept (and a message id remembered for retries).
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3650), default_value_t = 30)]
         message_ttl_days: u64,
         /// Most connections at once.
         #[arg(long, default_value_t = 10_000)]
@@ -52,7 +52,7 @@ pub enum RelayCommand {
         #[arg(long, default_value_t = 10_000)]
         max_queued: u64,
         /// On SIGINT/SIGTERM, seconds open connections get to finish before they are cancelled.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600), default_value_t = 5)]
         grace: u64,
     },
     /// Mint an invite token for one new account (for `tessera chat register --invite`). Works while the
@@ -62,7 +62,7 @@ pub enum RelayCommand {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// Hours the token stays valid.
-        #[arg(long, default_value_t = 168)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=87_600), default_value_t = 168)]
         valid_hours: u64,
     },
 }
@@ -93,6 +93,16 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             serve(listen, &data, admin, config, limits, max_connections, grace).await
         }
         RelayCommand::Invite { data, valid_hours } => {
+            // The relay's own database: a mistyped --data must not make an empty one whose tokens no
+            // running relay would accept.
+            let db = data.join("relay.db");
+            if !db.is_file() {
+                anyhow::bail!(
+                    "no relay database at {} (start `tessera relay serve --data {}` once first)",
+                    db.display(),
+                    data.display()
+                );
+            }
             let store = open_store(&data, StoreLimits::default()).await?;
             let (token, expires_at) = tessera_relay::invite::mint_invite(
                 &store,

@@ -33,13 +33,13 @@ pub struct ServiceArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
     /// Seconds one proof session may take before it ends with an error.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS", default_value_t = 60)]
     pub session_timeout: u64,
     /// Most sessions at once.
     #[arg(long, default_value_t = 1000)]
     pub max_sessions: usize,
     /// On SIGINT/SIGTERM, seconds open sessions get to finish.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600), default_value_t = 5)]
     pub grace: u64,
 }
 

@@ -73,3 +73,69 @@ fn a_bad_log_format_is_rejected() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'xml'"));
 }
+
+/// Durations from the command line are bounded where they are parsed: a huge value is a clear usage
+/// error (status 2), not an overflow panic when a deadline is computed from it.
+#[test]
+fn out_of_range_durations_are_usage_errors() {
+    let huge = u64::MAX.to_string();
+    for args in [
+        vec![
+            "relay",
+            "serve",
+            "--data",
+            "unused",
+            "--idle-timeout",
+            &huge,
+        ],
+        vec![
+            "relay",
+            "serve",
+            "--data",
+            "unused",
+            "--message-ttl-days",
+            &huge,
+        ],
+        vec![
+            "relay",
+            "invite",
+            "--data",
+            "unused",
+            "--valid-hours",
+            &huge,
+        ],
+        vec!["tee-t", "--session-timeout", &huge],
+        vec!["mcp", "stdio", "--request-timeout", &huge, "--", "true"],
+        vec![
+            "channel",
+            "serve",
+            "--key",
+            "unused",
+            "--handshake-timeout",
+            "0",
+        ],
+    ] {
+        let out = tessera().args(&args).output().expect("run tessera");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not in"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `relay invite` mints into the relay's existing database only: a mistyped `--data` is an error and
+/// creates nothing.
+#[test]
+fn an_invite_needs_the_relays_database() {
+    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("no-relay-{}", std::process::id()));
+    let out = tessera()
+        .args(["relay", "invite", "--data"])
+        .arg(&data)
+        .output()
+        .expect("run tessera");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no relay database"), "{stderr}");
+    assert!(!data.exists(), "created {}", data.display());
+}

@@ -209,3 +209,25 @@ fn summary_caps_distinct_methods() {
     let other = s.methods.iter().find(|m| m.method == "(other)").unwrap();
     assert_eq!(other.count, 10);
 }
+
+/// A tape holds tool arguments and results: a new one is readable by its owner only, and a symbolic
+/// link where the tape should go is refused rather than followed (to another user's file, say).
+#[tokio::test]
+async fn a_tape_is_private_and_never_written_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tessera-tape-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("private.tape");
+    let (tape, writer) = Tape::create(&path, TapeConfig::default()).await.unwrap();
+    drop(tape);
+    writer.finish().await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let target = dir.join("elsewhere");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = dir.join("link.tape");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(Tape::create(&link, TapeConfig::default()).await.is_err());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let _ = std::fs::remove_dir_all(&dir);
+}
