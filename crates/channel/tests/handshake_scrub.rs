@@ -8,8 +8,11 @@
 //!
 //! The scan is a global allocator of this test binary only, so the file holds one test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+mod scan;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use scan::{ARMED, HITS, Scanning};
 
 use tessera_channel::handshake::{ExpectClientHello, client_hello};
 use tessera_channel::{CipherImpl, Identity, ServerTrust, Suite};
@@ -17,10 +20,6 @@ use tessera_channel::{CipherImpl, Identity, ServerTrust, Suite};
 /// Bytes of a key that count as a leftover: either half of it.
 const MARK: usize = 16;
 
-struct Scanning;
-
-static ARMED: AtomicBool = AtomicBool::new(false);
-static HITS: AtomicUsize = AtomicUsize::new(0);
 /// The client's and the server's private and public keys.
 static KEYS: [[AtomicU8; 32]; 4] = [const { [const { AtomicU8::new(0) }; 32] }; 4];
 
@@ -36,46 +35,11 @@ fn holds_a_key(block: &[u8]) -> bool {
     })
 }
 
-// SAFETY: every call is forwarded to `System`; `dealloc` only reads the block it is about to free.
-unsafe impl GlobalAlloc for Scanning {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ARMED.load(Ordering::Relaxed) && layout.size() >= MARK {
-            // SAFETY: the block is live and `layout.size()` bytes long until `System.dealloc` below.
-            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            if holds_a_key(block) {
-                HITS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // A move to a new block frees the old one: scan it as a free (the bytes it keeps move along).
-        if ARMED.load(Ordering::Relaxed) && layout.size() >= MARK {
-            // SAFETY: as in `dealloc`; allocate, copy and free by hand so the old block is scanned.
-            unsafe {
-                let new = System.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
-                if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                    self.dealloc(ptr, layout);
-                }
-                return new;
-            }
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Scanning = Scanning;
+static ALLOCATOR: Scanning = Scanning {
+    matches: holds_a_key,
+    min: MARK,
+};
 
 /// One handshake through the states, in memory; everything it built is dropped on return.
 fn handshake(

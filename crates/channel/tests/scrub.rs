@@ -9,22 +9,18 @@
 //! uninitialized bytes), and found as if the channel had leaked it.
 
 mod common;
+mod scan;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use scan::{ARMED, HITS, Scanning};
 use tessera_channel::{ChannelConfig, Connector};
 
 const MARK: usize = 16;
 
-/// Counts freed blocks that contain the marker while armed.
-struct Scanning;
-
-static ARMED: AtomicBool = AtomicBool::new(false);
-static HITS: AtomicUsize = AtomicUsize::new(0);
 static MARKER: [AtomicU8; MARK] = [const { AtomicU8::new(0) }; MARK];
 
 /// The marker's byte at position `i` of a marked message.
@@ -38,46 +34,11 @@ fn holds_marker(block: &[u8]) -> bool {
         .any(|w| w.iter().enumerate().all(|(i, &b)| b == marker_byte(i)))
 }
 
-// SAFETY: every call is forwarded to `System`; `dealloc` only reads the block it is about to free.
-unsafe impl GlobalAlloc for Scanning {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ARMED.load(Ordering::Relaxed) && layout.size() >= MARK {
-            // SAFETY: the block is live and `layout.size()` bytes long until `System.dealloc` below.
-            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            if holds_marker(block) {
-                HITS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // A move to a new block frees the old one: scan it as a free (the bytes it keeps move along).
-        if ARMED.load(Ordering::Relaxed) && layout.size() >= MARK {
-            // SAFETY: as in `dealloc`; allocate, copy and free by hand so the old block is scanned.
-            unsafe {
-                let new = System.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
-                if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                    self.dealloc(ptr, layout);
-                }
-                return new;
-            }
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Scanning = Scanning;
+static ALLOCATOR: Scanning = Scanning {
+    matches: holds_marker,
+    min: MARK,
+};
 
 /// A message of `len` bytes made of the marker, built in one allocation (no growth leaves copies).
 fn marked_message(len: usize) -> Bytes {

@@ -315,10 +315,12 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     let (client_in, client_out) = client_pipes();
     // SIGTERM or SIGINT stops the proxy, which shuts the child down (it runs in a process group of its
     // own, so the signal does not reach it) and finishes the tape.
+    // The handlers are installed before the child starts: a signal from then on stops the proxy.
+    let signals = tessera_session::shutdown::listen();
     let stop = tessera_session::CancellationToken::new();
     let on_signal = stop.clone();
     let signals = tokio::spawn(async move {
-        tessera_session::shutdown::signal().await;
+        signals.recv().await;
         on_signal.cancel();
     });
     let options = stdio::StdioOptions {
