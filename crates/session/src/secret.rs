@@ -14,7 +14,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub struct Secret<const N: usize>(Box<[u8; N]>);
 
 impl<const N: usize> Secret<N> {
-    /// Takes ownership of the bytes and zeroizes the caller's copy.
+    /// Moves the bytes to the heap and zeroizes the copy passed in. Arrays are `Copy`: a caller's own
+    /// variable is not touched, so a caller holding key bytes should build them in place
+    /// ([`Secret::random`]) or zeroize its variable too.
     pub fn new(mut bytes: [u8; N]) -> Self {
         let secret = Secret(Box::new(bytes));
         bytes.zeroize();
