@@ -223,17 +223,19 @@ impl Streams {
         };
         let reader = Reader::new(log.clone(), 0);
         let (streams, driven) = (self.clone(), log.clone());
+        // Finishes the stream however the task ends: the session's end drops the task mid-way — or before
+        // it ever ran, which is why the driver is made here and moved in — and its readers must not wait
+        // for events that will never come.
+        let driver = Driver {
+            log: driven.clone(),
+            stream: k,
+            n: 0,
+            request: Some(request),
+        };
         let task = async move {
+            let mut log = driver;
             let _route = route;
             let mut outcome = std::pin::pin!(outcome);
-            // Finishes the stream however the task ends: the session's end drops the task mid-way, and
-            // its readers must not wait for events that will never come.
-            let mut log = Driver {
-                log: driven.clone(),
-                stream: k,
-                n: 0,
-                request: Some(request),
-            };
             let finished = loop {
                 tokio::select! {
                     biased;
