@@ -130,6 +130,8 @@ async fn serve(
     } else {
         Server::new(identity, AllowList::new(allow), config, registry)
     };
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    let signals = tessera_session::shutdown::listen();
     let serving = tessera_channel::serve(listen, &server)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -139,7 +141,7 @@ async fn serve(
         server.public_key()
     );
     let echo = tokio::spawn(tessera_channel::echo(listener));
-    tessera_session::shutdown::signal().await;
+    signals.recv().await;
     let report = serving.shutdown(Duration::from_secs(grace)).await;
     echo.abort();
     tracing::info!(

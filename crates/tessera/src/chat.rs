@@ -324,10 +324,11 @@ async fn command(
             // SIGINT (Ctrl-C) or SIGTERM (`docker stop`, systemd) ends listening normally: the state is
             // saved (in `run`) and the lock released. A message printed but not yet saved is not
             // acknowledged: it comes again and the dedup window decides.
+            let signals = tessera_session::shutdown::listen();
             let listening = async {
                 tokio::select! {
                     result = listen(file, profile, device, *json, *count, output.as_mut()) => result,
-                    () = tessera_session::shutdown::signal() => Ok(()),
+                    () = signals.recv() => Ok(()),
                 }
             };
             match timeout {

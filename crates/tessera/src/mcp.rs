@@ -247,6 +247,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.resume_window_ms = args.resume_window_ms;
     config.rules = args.common.rules()?;
     let proxy = HttpProxy::new(config, sessions, tape.as_ref().map(|(t, _)| t.clone()))?;
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    let signals = tessera_session::shutdown::listen();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -257,7 +259,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve(
             listener,
             tessera_session::metrics::metrics_router(handle),
-            tessera_session::shutdown::signal(),
+            signals.recv(),
             Duration::from_secs(args.shutdown_grace),
         )
         .await?;

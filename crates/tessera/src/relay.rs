@@ -169,6 +169,8 @@ async fn serve(
         ..ChannelConfig::default()
     };
     let (server, listener) = Server::new(identity, AnyKey, channel, registry);
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    let signals = tessera_session::shutdown::listen();
     let serving = tessera_channel::serve(listen, &server)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -198,7 +200,7 @@ async fn serve(
         }
         _ => None,
     };
-    tessera_session::shutdown::signal().await;
+    signals.recv().await;
     let report = serving.shutdown(Duration::from_secs(grace)).await;
     accepting.abort();
     expiry.abort();

@@ -264,6 +264,8 @@ pub async fn run_tee_k(args: TeeKArgs) -> anyhow::Result<()> {
         );
     }
     let tee_k = TeeK::new(config);
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    let signals = tessera_session::shutdown::listen();
     let serving = tee_k
         .serve(args.listen)
         .await
@@ -275,7 +277,7 @@ pub async fn run_tee_k(args: TeeKArgs) -> anyhow::Result<()> {
         tee_k.signer_address()
     );
     let admin = serve_admin(&args.service, handle).await?;
-    tessera_session::shutdown::signal().await;
+    signals.recv().await;
     serving.stop().await;
     tee_k
         .shutdown(Duration::from_secs(args.service.grace))
@@ -296,6 +298,8 @@ pub async fn run_tee_t(args: TeeTArgs) -> anyhow::Result<()> {
     )
     .with_limits(limits(&args.service));
     let tee_t = TeeT::new(config);
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    let signals = tessera_session::shutdown::listen();
     let serving = tee_t
         .serve(args.listen)
         .await
@@ -307,7 +311,7 @@ pub async fn run_tee_t(args: TeeTArgs) -> anyhow::Result<()> {
         tee_t.signer_address()
     );
     let admin = serve_admin(&args.service, handle).await?;
-    tessera_session::shutdown::signal().await;
+    signals.recv().await;
     serving.stop().await;
     tee_t
         .shutdown(Duration::from_secs(args.service.grace))
