@@ -11,7 +11,7 @@
 use sqlx::{Row, SqlitePool};
 
 use super::StoredMessage;
-use super::sqlite::to_u64;
+use super::sqlite::stored_message;
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -62,17 +62,8 @@ pub(super) async fn pending_within(
     .fetch_all(reader)
     .await?;
     let messages = rows
-        .into_iter()
-        .map(|row| {
-            Ok(StoredMessage {
-                seq: to_u64(row.try_get("seq")?),
-                from_user: row.try_get("sender_user")?,
-                from_device: row.try_get("sender_device")?,
-                message_id: row.try_get("message_id")?,
-                ciphertext: row.try_get("ciphertext")?,
-                stored_at: row.try_get("stored_at")?,
-            })
-        })
+        .iter()
+        .map(stored_message)
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok((messages, more))
 }

@@ -168,6 +168,18 @@ pub(super) fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A stored message from a row of `seq, sender_user, sender_device, message_id, ciphertext, stored_at`.
+pub(super) fn stored_message(row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(StoredMessage {
+        seq: to_u64(row.try_get("seq")?),
+        from_user: row.try_get("sender_user")?,
+        from_device: row.try_get("sender_device")?,
+        message_id: row.try_get("message_id")?,
+        ciphertext: row.try_get("ciphertext")?,
+        stored_at: row.try_get("stored_at")?,
+    })
+}
+
 pub(super) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
@@ -516,18 +528,10 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StoredMessage {
-                    seq: to_u64(row.try_get("seq")?),
-                    from_user: row.try_get("sender_user")?,
-                    from_device: row.try_get("sender_device")?,
-                    message_id: row.try_get("message_id")?,
-                    ciphertext: row.try_get("ciphertext")?,
-                    stored_at: row.try_get("stored_at")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(stored_message)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
     async fn pending_within(
