@@ -134,6 +134,12 @@ impl Identity {
         Self::from_secret(Secret::new(bytes))
     }
 
+    /// The identity with this private key, copied straight from the caller's (zeroizing) buffer to the
+    /// heap: unlike [`Identity::from_private_bytes`], no copy is left on the stack.
+    pub fn from_private_key(bytes: &[u8; KEY_LEN]) -> Self {
+        Self::from_secret(Secret::copy_from(bytes))
+    }
+
     fn from_secret(private: Secret<KEY_LEN>) -> Self {
         let public = derive_public(private.expose_secret());
         Identity { private, public }
@@ -300,11 +306,15 @@ mod tests {
         let private =
             hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
                 .expect("hex");
-        let identity = Identity::from_private_bytes(private.try_into().expect("32"));
+        let private: [u8; KEY_LEN] = private.try_into().expect("32");
+        let identity = Identity::from_private_bytes(private);
         assert_eq!(
             identity.public_key().to_string(),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
         );
+        let by_reference = Identity::from_private_key(&private);
+        assert_eq!(by_reference.public_key(), identity.public_key());
+        assert_eq!(by_reference.expose_private(), &private);
     }
 
     #[test]

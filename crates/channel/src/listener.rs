@@ -145,7 +145,12 @@ impl Server {
                 let error = ChannelError::from(e);
                 tracing::warn!(error = %error, "refusing connection");
                 let limit = inner.config.close_timeout;
-                tokio::spawn(async move { ws::close_after(&mut sink, &error, limit).await });
+                // No session to own it: the registry's tracker does, so a shutdown waits for this close
+                // too (it ends by itself within `close_timeout`).
+                inner
+                    .registry
+                    .tasks()
+                    .spawn(async move { ws::close_after(&mut sink, &error, limit).await });
                 return;
             }
         };

@@ -248,7 +248,7 @@ impl StateFile {
                 server_url: stored.server_url,
                 server_key: stored.server_key,
                 username: stored.username,
-                identity: Identity::from_private_bytes(*secret),
+                identity: Identity::from_private_key(&secret),
             },
             olm: OlmDevice::from_snapshot(stored.olm).map_err(|source| StateFileError::State {
                 path: path.clone(),

@@ -30,6 +30,14 @@ impl<const N: usize> Secret<N> {
         Secret(boxed)
     }
 
+    /// Copies the secret straight to the heap from the caller's buffer (which stays the caller's to
+    /// zeroize): no copy is made on the stack, unlike passing an array by value to [`Secret::new`].
+    pub fn copy_from(bytes: &[u8; N]) -> Self {
+        let mut boxed = Box::new([0u8; N]);
+        boxed.copy_from_slice(bytes);
+        Secret(boxed)
+    }
+
     /// Copies the secret out of a slice; `None` if the length is not `N`.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != N {

@@ -198,8 +198,8 @@ fn text_of(result: &Value) -> &str {
 pub async fn run() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let upstream_url = upstream(&stop).await?;
-    let tape_path =
-        std::env::temp_dir().join(format!("tessera-demo-mcp-{}.tape", std::process::id()));
+    let dir = super::work_dir("mcp")?;
+    let tape_path = dir.path().join("demo.tape");
     let (tape, writer) = Tape::create(&tape_path, TapeConfig::default()).await?;
     let sessions = Sessions::new(McpConfig::default());
     let proxy = HttpProxy::new(
@@ -317,7 +317,7 @@ pub async fn run() -> anyhow::Result<()> {
     stop.cancel();
     let file = std::fs::File::open(&tape_path)?;
     let summary = tessera_mcp::tape::summarize(std::io::BufReader::new(file))?;
-    let _ = std::fs::remove_file(&tape_path);
+    drop(dir);
     println!("  tape ({} frames):", summary.frames);
     for line in summary.to_string().lines() {
         println!("    {line}");

@@ -24,10 +24,9 @@ pub async fn run() -> anyhow::Result<()> {
     section(
         "relay: end-to-end encrypted messages (Olm) through a relay that stores only ciphertext",
     );
-    let dir = std::env::temp_dir().join(format!("tessera-demo-relay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let lines = tessera_relay::demo::run(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = work_dir("relay")?;
+    let lines = tessera_relay::demo::run(dir.path()).await;
+    drop(dir);
     for line in lines? {
         println!("  {line}");
     }
@@ -36,6 +35,14 @@ pub async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A fresh directory for one part's files: a random name (nobody can prepare it in advance), readable by
+/// this user only, removed when dropped.
+pub(crate) fn work_dir(part: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("tessera-demo-{part}-"))
+        .tempdir()
 }
 
 fn section(title: &str) {

@@ -83,6 +83,9 @@ fn website(pki: &Pki) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The most the website reads of a request head before it answers 431 and closes.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 fn serve_one(config: Arc<rustls::ServerConfig>, tcp: std::net::TcpStream) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(conn) = rustls::ServerConnection::new(config) else {
@@ -95,6 +98,12 @@ fn serve_one(config: Arc<rustls::ServerConfig>, tcp: std::net::TcpStream) {
         match tls.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+        if request.len() > MAX_REQUEST_HEAD {
+            let _ = tls.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            return;
         }
     }
     let request = String::from_utf8_lossy(&request);
@@ -147,10 +156,9 @@ pub async fn run() -> anyhow::Result<()> {
         site.port()
     );
 
-    let dir = std::env::temp_dir().join(format!("tessera-demo-tee-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let outcome = prove_twice(&tee_k, &tee_t, &k_end, &t_end, site, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = super::work_dir("tee")?;
+    let outcome = prove_twice(&tee_k, &tee_t, &k_end, &t_end, site, dir.path()).await;
+    drop(dir);
     outcome?;
 
     tee_k.shutdown(Duration::from_secs(2)).await;
