@@ -171,3 +171,69 @@ fn sigterm_stops_the_proxy_and_its_child() {
     assert!(written.contains("\"type\":\"session\""), "{written}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The children `pid` has (every thread's list), from /proc.
+fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    children
+}
+
+/// SIGKILL to `tessera mcp stdio` gives the proxy no chance to shut its child down; the kernel closes the
+/// proxy's end of the child's stdin, and a server that follows the spec (as server-everything does) sees
+/// the end of its input and exits: no orphan is left serving nobody.
+#[test]
+fn sigkill_of_the_proxy_ends_its_child_through_stdin() {
+    let server = npm::server_everything();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "stdio", "--"])
+        .arg(&server)
+        .arg("stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tessera");
+    let mut stdin = proxy.stdin.take().unwrap();
+    let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    // The child answered, so it is up (and it is the proxy's only child).
+    read_until(&mut stdout, r#""id":1"#);
+    let children = children_of(proxy.id());
+    assert_eq!(children.len(), 1, "{children:?}");
+    let child = children[0];
+
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+    // The client keeps its end open: only the proxy's death can end the child.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut status = String::new();
+    while std::time::Instant::now() < deadline {
+        // An exited child becomes a zombie of init (or of a subreaper) or disappears once reaped.
+        status = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        if status.is_empty() || status.contains(") Z ") {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(
+        status.is_empty() || status.contains(") Z "),
+        "the child {child} outlived the killed proxy by 20 s: {status}"
+    );
+    drop(stdin);
+}
