@@ -13,20 +13,21 @@
 
 mod input;
 mod lock;
+mod register;
 pub(crate) mod secret_file;
 mod text;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
+use tessera_channel::{ChannelConfig, Connector, PublicKey};
 use tessera_relay::chat::{ChatDevice, ChatError, ChatEvent, Undecryptable};
 use tessera_relay::client::{ClientError, RelayClient};
 use tessera_relay::e2e::{E2eError, OlmDevice, fingerprint};
-use tessera_relay::state_file::{Profile, StateFile, Unlock};
+use tessera_relay::state_file::{Profile, StateFile};
 use tessera_session::{Registry, RegistryConfig};
 
 use input::{invite_token, send_text, unlock};
@@ -152,7 +153,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     } = &args.command
     {
         let invite = invite_token(invite.as_deref(), invite_file.as_deref())?;
-        return register(
+        return register::run(
             &args.state,
             unlock,
             server,
@@ -204,62 +205,6 @@ async fn connect(profile: &Profile, olm: OlmDevice) -> anyhow::Result<ChatDevice
         profile.identity.public_key().to_string(),
         olm,
     ))
-}
-
-/// `chat register`: creates the state and registers the device. The state is written before the relay
-/// is asked (identity and Olm account), again once the prekeys exist and before they are published; a
-/// refusal by the relay removes it (nothing was registered), any other failure keeps it.
-async fn register(
-    state: &Path,
-    unlock: Unlock,
-    server: &str,
-    server_key: PublicKey,
-    user: &str,
-    invite: Option<&str>,
-    prekeys: usize,
-) -> anyhow::Result<()> {
-    let file = StateFile::create(state, unlock)?;
-    let profile = Profile {
-        server_url: server.to_owned(),
-        server_key: server_key.to_string(),
-        username: user.to_owned(),
-        identity: Identity::generate(),
-    };
-    let mut client = open_channel(&profile).await?;
-    let mut olm = OlmDevice::new();
-    // Saved before the relay sees the device, so that a crash (or a failed save) after the relay took
-    // it, which uses up the username and the invite, never loses the device's keys.
-    file.save(&profile, &olm)?;
-    if let Err(error) = client
-        .register_with(user, &olm.identity_key(), &olm.signing_key(), invite)
-        .await
-    {
-        client.close().await;
-        if matches!(error, ClientError::Refused { .. }) {
-            // The relay answered no: nothing is registered, so there is nothing to keep.
-            let _ = std::fs::remove_file(state);
-            return Err(error.into());
-        }
-        return Err(anyhow::Error::from(error).context(format!(
-            "registration did not complete; {} is kept, as the relay may have registered this device \
-             (if `tessera chat devices` then says it is not registered, delete the file and register again)",
-            state.display()
-        )));
-    }
-    // The private halves of the prekeys are saved before their public halves are published.
-    let (one_time, fallback) = olm.prekeys(prekeys.clamp(1, 100));
-    file.save(&profile, &olm)?;
-    let published = client.publish_prekeys(one_time, fallback).await;
-    client.close().await;
-    published.context(
-        "registered, but publishing the one-time keys failed (`tessera chat listen` publishes more)",
-    )?;
-    println!(
-        "registered {user}: device {}",
-        profile.identity.public_key()
-    );
-    println!("fingerprint: {}", olm.fingerprint());
-    Ok(())
 }
 
 /// The hard warning for a peer whose identity key changed: on stderr, and the command fails.

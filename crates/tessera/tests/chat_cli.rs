@@ -4,73 +4,17 @@
 //! a link token, the admin port, and a hard warning when the relay presents another identity key for a
 //! pinned device (the key swap seed 002's server could do).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use tessera_relay::store::{Admission, Registration, SqliteStore, Store};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tessera")
+mod support {
+    pub mod chat;
 }
-
-struct Relay {
-    child: Child,
-    url: String,
-    key: String,
-    admin: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path) -> Relay {
-    let mut child = Command::new(bin())
-        .args(["relay", "serve", "--listen", "127.0.0.1:0"])
-        .args(["--admin", "127.0.0.1:0", "--invite-only", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("relay serve");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut banner = String::new();
-    out.read_line(&mut banner).expect("banner");
-    // "relay on ws://ADDR/ with key KEY"
-    let words: Vec<&str> = banner.split_whitespace().collect();
-    assert_eq!(words.len(), 6, "{banner}");
-    let mut admin = String::new();
-    out.read_line(&mut admin).expect("admin banner");
-    let admin = admin.split_whitespace().nth(2).expect("admin url");
-    Relay {
-        url: words[2].to_owned(),
-        key: words[5].to_owned(),
-        admin: admin
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-        child,
-    }
-}
-
-fn chat(state: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("chat")
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .env("TESSERA_CHAT_PASSPHRASE", PASSPHRASE)
-        .stdin(Stdio::null())
-        .output()
-        .expect("tessera chat")
-}
+use support::chat::*;
 
 /// `tessera chat` with `input` on its standard input.
 fn chat_stdin(state: &Path, args: &[&str], input: &str) -> Output {
@@ -92,50 +36,6 @@ fn chat_stdin(state: &Path, args: &[&str], input: &str) -> Output {
         .write_all(input.as_bytes())
         .expect("write stdin");
     child.wait_with_output().expect("tessera chat")
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn invite(data: &Path) -> String {
-    let out = Command::new(bin())
-        .args(["relay", "invite", "--data"])
-        .arg(data)
-        .output()
-        .expect("relay invite");
-    ok(out).trim().to_owned()
-}
-
-fn register(relay: &Relay, state: &Path, user: &str, token: &str) -> String {
-    ok(chat(
-        state,
-        &[
-            "register",
-            "--server",
-            &relay.url,
-            "--server-key",
-            &relay.key,
-            "--user",
-            user,
-            "--invite",
-            token,
-            "--prekeys",
-            "5",
-        ],
-    ))
-}
-
-fn json_line(out: &mut BufReader<ChildStdout>) -> serde_json::Value {
-    let mut line = String::new();
-    out.read_line(&mut line).expect("listen output");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
 /// Registers `user` with `token` over a plain relay client and sends `ciphertext` to `to`'s `device`:
@@ -208,17 +108,9 @@ fn wait_locked(state: &Path, pid: u32) {
     panic!("{} never got locked by {pid}", state.display());
 }
 
-fn device_of(register_output: &str) -> String {
-    register_output
-        .split_whitespace()
-        .nth(3)
-        .expect("device id")
-        .to_owned()
-}
-
 #[test]
 fn relay_and_chat_from_the_command_line() {
-    let dir: PathBuf = tempfile_dir();
+    let dir: PathBuf = tempfile_dir("cli");
     let data = dir.join("data");
     let relay = serve(&data);
     let (alice, bob, alice_phone) = (
@@ -553,9 +445,7 @@ fn relay_and_chat_from_the_command_line() {
 
 #[test]
 fn secret_files_open_to_others_or_oversized_are_refused() {
-    let dir = std::env::temp_dir().join(format!("tessera-chat-secrets-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = tempfile_dir("secrets");
     let state = dir.join("s.state");
     let key_hex = "22".repeat(32);
     let cases = [
@@ -604,11 +494,4 @@ fn secret_files_open_to_others_or_oversized_are_refused() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-chat-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
 }

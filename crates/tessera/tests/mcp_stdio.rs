@@ -6,6 +6,9 @@ mod npm;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+/// The client's first line: `initialize` at 2025-06-18, id 1.
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
 fn read_until(reader: &mut impl BufRead, needle: &str) -> String {
     let mut line = String::new();
     loop {
@@ -51,9 +54,7 @@ fn stdio_proxy_binary_with_server_everything() {
             .and_then(|()| stdin.flush())
             .expect("write to tessera")
     };
-    send(
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
-    );
+    send(INITIALIZE);
     let init = read_until(&mut stdout, r#""id":1"#);
     assert!(init.contains(r#""protocolVersion":"2025-06-18""#), "{init}");
     send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -206,11 +207,7 @@ fn sigkill_of_the_proxy_ends_its_child_through_stdin() {
         .expect("start tessera");
     let mut stdin = proxy.stdin.take().unwrap();
     let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
-    )
-    .unwrap();
+    writeln!(stdin, "{INITIALIZE}").unwrap();
     stdin.flush().unwrap();
     // The child answered, so it is up (and it is the proxy's only child).
     read_until(&mut stdout, r#""id":1"#);
