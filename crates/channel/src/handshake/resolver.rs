@@ -199,22 +199,20 @@ impl Cipher for RustCryptoCipher {
     }
 
     fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
-        let len = plaintext.len();
-        // snow sizes `out` for the plaintext and tag (its own ciphers index it the same way).
-        let (body, tag_out) = out[..len + TAG_LEN].split_at_mut(len);
-        body.copy_from_slice(plaintext);
         let nonce = self.aead.nonce(nonce).into();
         let key = self.key.as_ref().into();
-        // Only a plaintext beyond the cipher's limit (far above a Noise message's) fails.
-        let tag = match self.aead {
-            Aead::ChaChaPoly => {
-                ChaCha20Poly1305::new(key).encrypt_in_place_detached(&nonce, authtext, body)
+        seal_into(plaintext, out, |body, tag_out| {
+            let tag = match self.aead {
+                Aead::ChaChaPoly => {
+                    ChaCha20Poly1305::new(key).encrypt_in_place_detached(&nonce, authtext, body)
+                }
+                Aead::AesGcm => {
+                    Aes256Gcm::new(key).encrypt_in_place_detached(&nonce, authtext, body)
+                }
             }
-            Aead::AesGcm => Aes256Gcm::new(key).encrypt_in_place_detached(&nonce, authtext, body),
-        }
-        .expect("a Noise message is within the AEAD's limit");
-        tag_out.copy_from_slice(&tag);
-        len + TAG_LEN
+            .expect("a Noise message is within the AEAD's limit");
+            tag_out.copy_from_slice(&tag);
+        })
     }
 
     fn decrypt(
@@ -224,28 +222,57 @@ impl Cipher for RustCryptoCipher {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(snow::Error::Decrypt)?;
-        let (body, tag) = ciphertext.split_at(len);
-        let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
-        out.copy_from_slice(body);
         let nonce = self.aead.nonce(nonce).into();
         let key = self.key.as_ref().into();
-        match self.aead {
-            Aead::ChaChaPoly => ChaCha20Poly1305::new(key).decrypt_in_place_detached(
-                &nonce,
-                authtext,
-                out,
-                tag.into(),
-            ),
-            Aead::AesGcm => {
-                Aes256Gcm::new(key).decrypt_in_place_detached(&nonce, authtext, out, tag.into())
+        open_into(ciphertext, out, |body, tag| {
+            match self.aead {
+                Aead::ChaChaPoly => ChaCha20Poly1305::new(key).decrypt_in_place_detached(
+                    &nonce,
+                    authtext,
+                    body,
+                    tag.into(),
+                ),
+                Aead::AesGcm => Aes256Gcm::new(key).decrypt_in_place_detached(
+                    &nonce,
+                    authtext,
+                    body,
+                    tag.into(),
+                ),
             }
-        }
-        .map(|()| len)
-        .map_err(|_| snow::Error::Decrypt)
+            .is_ok()
+        })
+    }
+}
+
+/// snow's encrypt, in place: `plaintext` copied into `out` (which snow sizes for it and the tag, as its
+/// own ciphers index it), sealed there by `seal`, which writes the tag after it; returns the length.
+/// Only a plaintext beyond the cipher's limit (far above a Noise message's) can fail `seal`.
+fn seal_into(plaintext: &[u8], out: &mut [u8], seal: impl FnOnce(&mut [u8], &mut [u8])) -> usize {
+    let len = plaintext.len();
+    let (body, tag_out) = out[..len + TAG_LEN].split_at_mut(len);
+    body.copy_from_slice(plaintext);
+    seal(body, tag_out);
+    len + TAG_LEN
+}
+
+/// snow's decrypt, in place: the ciphertext's body copied into `out` — decrypted where the plaintext is
+/// to be, so no temporary holds it — and opened there by `open` against the tag (false: refused).
+fn open_into(
+    ciphertext: &[u8],
+    out: &mut [u8],
+    open: impl FnOnce(&mut [u8], &[u8]) -> bool,
+) -> Result<usize, snow::Error> {
+    let len = ciphertext
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(snow::Error::Decrypt)?;
+    let (body, tag) = ciphertext.split_at(len);
+    let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
+    out.copy_from_slice(body);
+    if open(out, tag) {
+        Ok(len)
+    } else {
+        Err(snow::Error::Decrypt)
     }
 }
 
@@ -308,18 +335,14 @@ impl Cipher for RingCipher {
     }
 
     fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
-        let len = plaintext.len();
-        // snow sizes `out` for the plaintext and tag (its own ciphers index it the same way).
-        let (body, tag_out) = out[..len + TAG_LEN].split_at_mut(len);
-        body.copy_from_slice(plaintext);
         let nonce = Nonce::assume_unique_for_key(self.aead.nonce(nonce));
-        // Only a plaintext beyond the cipher's limit (far above a Noise message's) fails.
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(authtext), body)
-            .expect("a Noise message is within the AEAD's limit");
-        tag_out.copy_from_slice(tag.as_ref());
-        len + TAG_LEN
+        seal_into(plaintext, out, |body, tag_out| {
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(nonce, Aad::from(authtext), body)
+                .expect("a Noise message is within the AEAD's limit");
+            tag_out.copy_from_slice(tag.as_ref());
+        })
     }
 
     fn decrypt(
@@ -329,21 +352,16 @@ impl Cipher for RingCipher {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(snow::Error::Decrypt)?;
-        let (body, tag) = ciphertext.split_at(len);
-        let tag = Tag::try_from(tag).map_err(|_| snow::Error::Decrypt)?;
-        // Decrypted where the plaintext is to be (snow's ring cipher, given a short `out`, decrypts in a
-        // temporary Vec and frees it holding the plaintext).
-        let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
-        out.copy_from_slice(body);
         let nonce = Nonce::assume_unique_for_key(self.aead.nonce(nonce));
-        self.key
-            .open_in_place_separate_tag(nonce, Aad::from(authtext), tag, out, 0..)
-            .map(|plaintext| plaintext.len())
-            .map_err(|_| snow::Error::Decrypt)
+        // (snow's own ring cipher, given a short `out`, decrypts in a temporary Vec and frees it holding
+        // the plaintext.)
+        open_into(ciphertext, out, |body, tag| {
+            Tag::try_from(tag).is_ok_and(|tag| {
+                self.key
+                    .open_in_place_separate_tag(nonce, Aad::from(authtext), tag, body, 0..)
+                    .is_ok()
+            })
+        })
     }
 }
 
