@@ -6,7 +6,7 @@ use crate::wire::{self, WireSessionId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tessera_channel::{ChannelConfig, ChannelWriter, CipherImpl, Suite};
+use tessera_channel::{Channel, ChannelConfig, ChannelWriter, CipherImpl, Listener, Suite};
 use tessera_session::{CancellationToken, Registry, RegistryConfig};
 use tokio::sync::mpsc;
 
@@ -70,6 +70,27 @@ impl Limits {
 pub(crate) use crate::wire::limits::MAX_HIDDEN_RANGES;
 
 /// Channel limits for the TEE protocol: messages up to [`wire::MAX_MESSAGE_LEN`].
+/// A service's accept loop: hands every channel `listener` accepts to `serve`, until `stop` is cancelled
+/// or the channel server is gone.
+pub(crate) fn accept_until(
+    stop: CancellationToken,
+    mut listener: Listener,
+    mut serve: impl FnMut(Channel) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => None,
+                channel = listener.accept() => channel,
+            };
+            match accepted {
+                Some(channel) => serve(channel),
+                None => break,
+            }
+        }
+    });
+}
+
 pub(crate) fn channel_config() -> ChannelConfig {
     ChannelConfig {
         max_message_size: wire::MAX_MESSAGE_LEN,

@@ -6,7 +6,7 @@ mod session;
 
 use super::Serving;
 use super::attestation::{Attestation, Standalone};
-use super::common::{Limits, channel_config};
+use super::common::{Limits, accept_until, channel_config};
 use super::peer::PeerLink;
 use crate::signing::{Address, Signer};
 use crate::tls_client::RootStore;
@@ -118,7 +118,7 @@ impl TeeK {
             config.identity.clone(),
             limits.channel_registry("tee-k-link"),
         );
-        let (server, mut listener) = Server::new(
+        let (server, listener) = Server::new(
             config.identity,
             AnyKey,
             channel_config(),
@@ -134,18 +134,8 @@ impl TeeK {
         });
         let stop = CancellationToken::new();
         let accepting = inner.clone();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let channel = tokio::select! {
-                    _ = stopped.cancelled() => break,
-                    channel = listener.accept() => match channel {
-                        Some(c) => c,
-                        None => break,
-                    },
-                };
-                session::start(accepting.clone(), channel);
-            }
+        accept_until(stop.clone(), listener, move |channel| {
+            session::start(accepting.clone(), channel)
         });
         TeeK {
             inner,

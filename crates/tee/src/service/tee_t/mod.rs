@@ -8,7 +8,7 @@ mod session;
 
 use super::Serving;
 use super::attestation::{Attestation, Standalone};
-use super::common::{Limits, Routes, channel_config};
+use super::common::{Limits, Routes, accept_until, channel_config};
 use crate::proto::Body;
 use crate::signing::{Address, Signer};
 use crate::wire;
@@ -120,13 +120,13 @@ impl TeeT {
                 }
             }
         };
-        let (tee_k, mut k_listener) = Server::new(
+        let (tee_k, k_listener) = Server::new(
             config.identity.clone(),
             policy,
             channel_config(),
             limits.channel_registry("tee-t-link"),
         );
-        let (clients, mut c_listener) = Server::new(
+        let (clients, c_listener) = Server::new(
             config.identity,
             AnyKey,
             channel_config(),
@@ -140,29 +140,13 @@ impl TeeT {
             metrics: super::metrics::ServiceMetrics::new("tee-t"),
         });
         let stop = CancellationToken::new();
-        let (k_inner, k_stop) = (inner.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = k_stop.cancelled() => break,
-                    channel = k_listener.accept() => match channel {
-                        Some(channel) => serve_tee_k(k_inner.clone(), channel),
-                        None => break,
-                    },
-                }
-            }
+        let k_inner = inner.clone();
+        accept_until(stop.clone(), k_listener, move |channel| {
+            serve_tee_k(k_inner.clone(), channel)
         });
-        let (c_inner, c_stop) = (inner.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c_stop.cancelled() => break,
-                    channel = c_listener.accept() => match channel {
-                        Some(channel) => serve_client(c_inner.clone(), channel),
-                        None => break,
-                    },
-                }
-            }
+        let c_inner = inner.clone();
+        accept_until(stop.clone(), c_listener, move |channel| {
+            serve_client(c_inner.clone(), channel)
         });
         TeeT {
             inner,
