@@ -153,16 +153,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     } = &args.command
     {
         let invite = invite_token(invite.as_deref(), invite_file.as_deref())?;
-        return register::run(
-            &args.state,
-            unlock,
+        let request = register::Request {
             server,
-            *server_key,
+            server_key: *server_key,
             user,
-            invite.as_deref().map(|token| token.as_str()),
-            *prekeys,
-        )
-        .await;
+            invite: invite.as_deref().map(|token| token.as_str()),
+            prekeys: *prekeys,
+        };
+        return register::run(&args.state, unlock, &request).await;
     }
     let (file, state) = StateFile::open(&args.state, unlock)?;
     let profile = state.profile;

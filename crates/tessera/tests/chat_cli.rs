@@ -41,22 +41,10 @@ fn chat_stdin(state: &Path, args: &[&str], input: &str) -> Output {
 /// Registers `user` with `token` over a plain relay client and sends `ciphertext` to `to`'s `device`:
 /// what any account can send, Olm or not.
 fn send_raw(relay: &Relay, token: &str, user: &str, to: &str, device: &str, ciphertext: &str) {
-    use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
-    use tessera_relay::client::RelayClient;
     use tessera_relay::protocol::Envelope;
-    use tessera_session::{Registry, RegistryConfig};
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let connector = Connector::new(
-            Registry::new(RegistryConfig::new("test")),
-            ChannelConfig::default(),
-        );
-        let key: PublicKey = relay.key.parse().expect("relay key");
-        let channel = connector
-            .connect(&relay.url, key, &Identity::generate())
-            .await
-            .expect("connect");
-        let mut client = RelayClient::new(channel);
+        let mut client = relay_client(relay, &tessera_channel::Identity::generate()).await;
         client
             .register_with(user, "ik", "sk", Some(token))
             .await
@@ -120,18 +108,7 @@ fn relay_and_chat_from_the_command_line() {
     );
 
     // Invite-only: no token, no account.
-    let refused = chat(
-        &alice,
-        &[
-            "register",
-            "--server",
-            &relay.url,
-            "--server-key",
-            &relay.key,
-            "--user",
-            "alice",
-        ],
-    );
+    let refused = chat(&alice, &register_args(&relay, "alice"));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invite"));
     assert!(!alice.exists(), "a refused registration leaves no state");
@@ -166,20 +143,9 @@ fn relay_and_chat_from_the_command_line() {
         .output()
         .expect("register erin");
     ok(erin);
-    let reused = chat(
-        &dir.join("dave.state"),
-        &[
-            "register",
-            "--server",
-            &relay.url,
-            "--server-key",
-            &relay.key,
-            "--user",
-            "dave",
-            "--invite",
-            &used,
-        ],
-    );
+    let mut args = register_args(&relay, "dave");
+    args.extend(["--invite", &used]);
+    let reused = chat(&dir.join("dave.state"), &args);
     assert!(!reused.status.success(), "an invite is single use");
 
     // Someone sends bob a delivery that can never decrypt, ahead of everything else: listen reports it

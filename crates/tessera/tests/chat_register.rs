@@ -6,11 +6,9 @@
 
 use std::path::Path;
 
-use tessera_channel::{ChannelConfig, Connector, Identity, PublicKey};
-use tessera_relay::client::RelayClient;
+use tessera_channel::Identity;
 use tessera_relay::e2e::OlmDevice;
 use tessera_relay::state_file::{Profile, StateFile, Unlock};
-use tessera_session::{Registry, RegistryConfig};
 use zeroize::Zeroizing;
 
 mod support {
@@ -35,16 +33,7 @@ fn cut_short(relay: &Relay, state: &Path, user: &str, invite: Option<&str>) -> S
     if let Some(invite) = invite {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
-            let connector = Connector::new(
-                Registry::new(RegistryConfig::new("test")),
-                ChannelConfig::default(),
-            );
-            let key: PublicKey = relay.key.parse().expect("relay key");
-            let channel = connector
-                .connect(&relay.url, key, &profile.identity)
-                .await
-                .expect("connect");
-            let mut client = RelayClient::new(channel);
+            let mut client = relay_client(relay, &profile.identity).await;
             client
                 .register_with(user, &olm.identity_key(), &olm.signing_key(), Some(invite))
                 .await
@@ -53,20 +42,6 @@ fn cut_short(relay: &Relay, state: &Path, user: &str, invite: Option<&str>) -> S
         });
     }
     profile.identity.public_key().to_string()
-}
-
-fn register_args<'a>(relay: &'a Relay, user: &'a str) -> Vec<&'a str> {
-    vec![
-        "register",
-        "--server",
-        &relay.url,
-        "--server-key",
-        &relay.key,
-        "--user",
-        user,
-        "--prekeys",
-        "5",
-    ]
 }
 
 /// `user`'s next message, decrypted by `tessera chat listen` on `state`.

@@ -18,20 +18,32 @@ use tessera_relay::state_file::{Profile, StateFile, Unlock};
 
 use super::open_channel;
 
+/// What `chat register` was given.
+pub(super) struct Request<'a> {
+    /// The relay's URL.
+    pub server: &'a str,
+    /// The relay's channel key, pinned.
+    pub server_key: PublicKey,
+    /// The account name.
+    pub user: &'a str,
+    /// An invite or device-link token.
+    pub invite: Option<&'a str>,
+    /// How many one-time prekeys to publish (1 to 100).
+    pub prekeys: usize,
+}
+
 /// Runs `chat register`: a new device, or the rest of the registration of the one `state` holds.
-pub(super) async fn run(
-    state: &Path,
-    unlock: Unlock,
-    server: &str,
-    server_key: PublicKey,
-    user: &str,
-    invite: Option<&str>,
-    prekeys: usize,
-) -> anyhow::Result<()> {
-    let prekeys = prekeys.clamp(1, 100);
+pub(super) async fn run(state: &Path, unlock: Unlock, request: &Request<'_>) -> anyhow::Result<()> {
     if state.exists() {
-        return resume(state, unlock, server, server_key, user, invite, prekeys).await;
+        return resume(state, unlock, request).await;
     }
+    let Request {
+        server,
+        server_key,
+        user,
+        invite,
+        prekeys,
+    } = *request;
     let file = StateFile::create(state, unlock)?;
     let profile = Profile {
         server_url: server.to_owned(),
@@ -60,22 +72,21 @@ pub(super) async fn run(
             state.display()
         )));
     }
-    let (one_time, fallback) = olm.prekeys(prekeys);
+    let (one_time, fallback) = olm.prekeys(prekeys.clamp(1, 100));
     publish(client, &file, &profile, &olm, one_time, fallback).await?;
     report(user, &profile, &olm, "");
     Ok(())
 }
 
 /// The state file exists: finishes its device's registration if it is for `user` at this relay.
-async fn resume(
-    state: &Path,
-    unlock: Unlock,
-    server: &str,
-    server_key: PublicKey,
-    user: &str,
-    invite: Option<&str>,
-    prekeys: usize,
-) -> anyhow::Result<()> {
+async fn resume(state: &Path, unlock: Unlock, request: &Request<'_>) -> anyhow::Result<()> {
+    let Request {
+        server,
+        server_key,
+        user,
+        invite,
+        prekeys,
+    } = *request;
     let (file, saved) = StateFile::open(state, unlock)?;
     let profile = saved.profile;
     if profile.username != user
@@ -112,7 +123,7 @@ async fn resume(
         }
     };
     // Whether the fallback key reached the relay is unknown: a new one is published with the top-up.
-    let (one_time, fallback) = olm.prekeys(prekeys.saturating_sub(left));
+    let (one_time, fallback) = olm.prekeys(prekeys.clamp(1, 100).saturating_sub(left));
     publish(client, &file, &profile, &olm, one_time, fallback).await?;
     report(user, &profile, &olm, " (an earlier registration, finished)");
     Ok(())

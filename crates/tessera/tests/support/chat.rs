@@ -87,23 +87,44 @@ pub fn invite(data: &Path) -> String {
     ok(out).trim().to_owned()
 }
 
+/// `register` for `user` at `relay` with 5 prekeys, without a token (append `--invite TOKEN`).
+pub fn register_args<'a>(relay: &'a Relay, user: &'a str) -> Vec<&'a str> {
+    vec![
+        "register",
+        "--server",
+        &relay.url,
+        "--server-key",
+        &relay.key,
+        "--user",
+        user,
+        "--prekeys",
+        "5",
+    ]
+}
+
 pub fn register(relay: &Relay, state: &Path, user: &str, token: &str) -> String {
-    ok(chat(
-        state,
-        &[
-            "register",
-            "--server",
-            &relay.url,
-            "--server-key",
-            &relay.key,
-            "--user",
-            user,
-            "--invite",
-            token,
-            "--prekeys",
-            "5",
-        ],
-    ))
+    let mut args = register_args(relay, user);
+    args.extend(["--invite", token]);
+    ok(chat(state, &args))
+}
+
+/// A relay client of the library on a channel to `relay` as `identity` (not registered yet).
+pub async fn relay_client(
+    relay: &Relay,
+    identity: &tessera_channel::Identity,
+) -> tessera_relay::client::RelayClient {
+    use tessera_channel::{ChannelConfig, Connector, PublicKey};
+    use tessera_session::{Registry, RegistryConfig};
+    let connector = Connector::new(
+        Registry::new(RegistryConfig::new("test")),
+        ChannelConfig::default(),
+    );
+    let key: PublicKey = relay.key.parse().expect("relay key");
+    let channel = connector
+        .connect(&relay.url, key, identity)
+        .await
+        .expect("connect");
+    tessera_relay::client::RelayClient::new(channel)
 }
 
 pub fn json_line(out: &mut BufReader<ChildStdout>) -> serde_json::Value {
