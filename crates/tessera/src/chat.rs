@@ -124,6 +124,14 @@ pub enum ChatCommand {
     },
     /// Mint a single-use token that lets one new device join this account.
     Link,
+    /// Remove a device from this account — a lost or retired one (`devices` lists them): the relay
+    /// forgets its keys and deletes what was queued for it, and nothing sent from now on is encrypted
+    /// to it. Naming this device itself retires it: its state can no longer be used.
+    RemoveDevice {
+        /// The device id (64 hex digits, as `devices` shows it).
+        #[arg(value_name = "DEVICE")]
+        device: PublicKey,
+    },
     /// Accept the identity key USER's DEVICE has now (after checking its fingerprint with USER over
     /// another channel): replaces the pin and drops the sessions made with the old key.
     Trust {
@@ -350,6 +358,19 @@ async fn command(
                 "{user} device {target} now pinned to\n  fingerprint: {}",
                 fingerprint(&found.identity_key)
             );
+            Ok(())
+        }
+        ChatCommand::RemoveDevice { device: target } => {
+            let target = target.to_string();
+            device.client().remove_device(Some(target.clone())).await?;
+            println!("removed device {target} of {}", profile.username);
+            if target == device.device() {
+                eprintln!(
+                    "that was this device: the relay no longer knows it, so {} can be deleted \
+                     (register a new device to carry on)",
+                    file.path().display()
+                );
+            }
             Ok(())
         }
         ChatCommand::Link => {

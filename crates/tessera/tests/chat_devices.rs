@@ -1,8 +1,12 @@
-//! `tessera chat register` run again on a state file left by a registration that was cut short — the
-//! process killed after the relay took the device but before its prekeys were published, or before the
-//! relay saw the device at all. The states are made as `register` leaves them at those points (through
-//! the same library calls, in the same order), then the binary finishes them, and a message sent to the
-//! finished device is decrypted by its `listen`.
+//! A device's life from the command line.
+//!
+//! * `tessera chat register` run again on a state file left by a registration that was cut short — the
+//!   process killed after the relay took the device but before its prekeys were published, or before the
+//!   relay saw the device at all. The states are made as `register` leaves them at those points (through
+//!   the same library calls, in the same order), then the binary finishes them, and a message sent to
+//!   the finished device is decrypted by its `listen`.
+//! * `tessera chat remove-device`: a lost phone retired from the laptop gets nothing more, and what was
+//!   queued for it is gone; another account's device cannot be removed; a device can retire itself.
 
 use std::path::Path;
 
@@ -112,5 +116,71 @@ fn register_again_finishes_a_registration_cut_short() {
         String::from_utf8_lossy(&other.stderr)
     );
     assert_eq!(std::fs::read(&alice).expect("alice's state"), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_removed_device_gets_nothing_more() {
+    let dir = tempfile_dir("remove");
+    let data = dir.join("data");
+    let relay = serve(&data);
+    let (alice, phone, bob) = (
+        dir.join("alice.state"),
+        dir.join("phone.state"),
+        dir.join("bob.state"),
+    );
+    let alice_device = device_of(&register(&relay, &alice, "alice", &invite(&data)));
+    let link = ok(chat(&alice, &["link"])).trim().to_owned();
+    let phone_device = device_of(&register(&relay, &phone, "alice", &link));
+    let bob_device = device_of(&register(&relay, &bob, "bob", &invite(&data)));
+    // Something is waiting for the phone when it is removed.
+    ok(chat(&bob, &["send", "alice", "to both"]));
+
+    // Nobody removes another account's device.
+    let refused = chat(&bob, &["remove-device", &alice_device]);
+    assert!(!refused.status.success());
+    assert!(ok(chat(&alice, &["devices"])).contains(&alice_device));
+
+    // Alice retires her lost phone from her laptop.
+    let removed = ok(chat(&alice, &["remove-device", &phone_device]));
+    assert_eq!(
+        removed.trim(),
+        format!("removed device {phone_device} of alice")
+    );
+    let devices = ok(chat(&alice, &["devices"]));
+    assert!(devices.contains(&alice_device), "{devices}");
+    assert!(!devices.contains(&phone_device), "{devices}");
+    ok(chat(&bob, &["send", "alice", "only to the laptop"]));
+    let texts: Vec<String> = ok(chat(
+        &alice,
+        &["listen", "--json", "--count", "2", "--timeout", "30"],
+    ))
+    .lines()
+    .map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+        v["text"].as_str().expect("text").to_owned()
+    })
+    .collect();
+    assert_eq!(texts, ["to both", "only to the laptop"]);
+    // Neither the copy queued for the phone nor any later one is left at the relay for it.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use tessera_relay::store::{SqliteStore, Store};
+        let store = SqliteStore::open(data.join("relay.db")).await.expect("db");
+        let left = store.pending(&phone_device, 0, 10).await.expect("pending");
+        assert!(left.is_empty(), "{left:?}");
+    });
+    // The phone's state is of no use any more.
+    let unknown = chat(&phone, &["devices"]);
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("NotRegistered"), "{said}");
+
+    // Bob retires the device he is on: told so, and its state no longer works either.
+    let own = chat(&bob, &["remove-device", &bob_device]);
+    let stderr = String::from_utf8_lossy(&own.stderr).into_owned();
+    ok(own);
+    assert!(stderr.contains("that was this device"), "{stderr}");
+    assert!(!chat(&bob, &["users"]).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
