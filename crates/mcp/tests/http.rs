@@ -4,59 +4,20 @@
 mod support;
 
 use std::ffi::OsString;
-use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
 use support::http::{Http, server_everything_http};
-use tessera_mcp::http::{HttpConfig, HttpProxy, Upstream};
+use support::proxy::{self, Running};
+use tessera_mcp::http::{HttpConfig, Upstream};
 use tessera_mcp::upstream::child::ChildSpec;
-use tessera_mcp::{McpConfig, Sessions};
 
-struct Running {
-    proxy: HttpProxy,
-    http: Http,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<tessera_session::ShutdownReport>>,
-}
-
+/// A proxy with a short resume window: a dropped POST stream (2025-11-25) is given up, and its request
+/// withdrawn, soon.
 async fn start_proxy(upstream: Upstream) -> Running {
-    let sessions = Sessions::new(McpConfig::default());
-    // A short resume window: a dropped POST stream (2025-11-25) is given up, and its request withdrawn, soon.
     let mut config = HttpConfig::new(upstream);
     config.resume_window_ms = 200;
-    let proxy = HttpProxy::new(config, sessions, None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = proxy.clone();
-    let server = tokio::spawn(async move {
-        serving
-            .serve(
-                listener,
-                axum::Router::new(),
-                async move {
-                    let _ = stopped.await;
-                },
-                Duration::from_secs(2),
-            )
-            .await
-    });
-    Running {
-        proxy,
-        http: Http::new(url),
-        stop,
-        server,
-    }
-}
-
-impl Running {
-    async fn finish(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap().unwrap();
-        assert_eq!(self.proxy.sessions().registry().len(), 0);
-        assert_eq!(self.proxy.mapped_sessions(), 0);
-    }
+    proxy::start_with(config, None).await
 }
 
 fn echo(id: u64, text: &str) -> Value {
