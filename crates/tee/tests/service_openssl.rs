@@ -8,94 +8,17 @@
 mod common;
 mod service_common;
 
+use common::openssl::{SServer, openssl_available, openssl_offers};
 use common::{HOSTNAME, TestPki};
 use service_common::{start_tees, wait_empty};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use tessera_tee::CipherSuite;
 use tessera_tee::service::{ProveRequest, Reveal, prove};
 use tessera_tee::verify::{VerifierConfig, verify_bundle};
-use tessera_tee::{CipherSuite, TlsVersion};
-
-fn openssl_offers(suite: CipherSuite) -> bool {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["ciphers", "-s"]);
-    match suite.version() {
-        TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
-        TlsVersion::Tls12 => cmd.args(["-tls1_2", suite.openssl_name()]),
-    };
-    cmd.output().is_ok_and(|o| {
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(suite.openssl_name())
-    })
-}
-
-/// An `openssl s_server -www` child for exactly one suite, killed on drop.
-struct SServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for SServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SServer {
-    fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> SServer {
-        let leaf = pki.leaf_for(suite);
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, &leaf.cert_pem).unwrap();
-        std::fs::write(&key, &leaf.key_pem).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new("openssl");
-        cmd.arg("s_server")
-            .args(["-accept", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .args(["-www", "-naccept", "1"]);
-        match suite.version() {
-            TlsVersion::Tls13 => cmd.args(["-tls1_3", "-ciphersuites", suite.openssl_name()]),
-            TlsVersion::Tls12 => cmd.args(["-tls1_2", "-cipher", suite.openssl_name()]),
-        };
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn openssl s_server");
-        let stdout = child.stdout.take().unwrap();
-        let mut server = SServer { child, port };
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.trim() == "ACCEPT" => break,
-                Some(Ok(_)) => continue,
-                _ => {
-                    let status = server.child.wait();
-                    panic!("openssl s_server for {suite} ended before listening: {status:?}");
-                }
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        server
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_suite_against_openssl_through_the_services() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!(
-            "\n!!!!!!!!!! SKIPPED: the `openssl` binary is missing; the services were NOT tested against \
-             OpenSSL. Install it with `apt-get install -y openssl`. !!!!!!!!!!\n"
-        );
+    if !openssl_available() {
         return;
     }
     let pki = TestPki::new();

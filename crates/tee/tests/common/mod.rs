@@ -3,6 +3,8 @@
 //! entirely through the split record layer.
 #![allow(dead_code)]
 
+pub mod openssl;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use tessera_tee::record::ContentType;
