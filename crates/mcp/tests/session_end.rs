@@ -6,31 +6,15 @@ mod support;
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use support::http::post_stream;
 use support::proxy::{Running, start};
 
 /// Never answered by the server; its progress token makes the proxy answer with a resumable stream.
 fn never_call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": "never", "arguments": {}, "_meta": {"progressToken": "p"}}})
-}
-
-async fn post_stream(url: &str, session: &str, body: &Value) -> hyper::body::Incoming {
-    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let request = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("mcp-session-id", session)
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    response.into_body()
 }
 
 /// Reads the body up to its end, which must come within 5 s.

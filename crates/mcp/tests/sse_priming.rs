@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
 use serde_json::{Value, json};
+use support::http::post_stream;
 use support::proxy::{Running, start};
 use tessera_mcp::http::Upstream;
 use tessera_mcp::upstream::child::ChildSpec;
@@ -136,26 +137,6 @@ async fn a_get_stream_is_primed_for_2025_11_25_and_resumes_from_the_priming_id()
     assert_eq!(p.http.delete(&old).await.status, 200);
     p.proxy.sessions().registry().wait_empty().await;
     p.finish().await;
-}
-
-async fn post_stream(url: &str, session: &str, body: &Value) -> hyper::body::Incoming {
-    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let request = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("mcp-session-id", session)
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "text/event-stream"
-    );
-    response.into_body()
 }
 
 fn event_id(block: &str) -> &str {

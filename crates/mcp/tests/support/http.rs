@@ -13,6 +13,26 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// POSTs `body` to session `session` (2025-11-25) and returns the body of its SSE answer (status 200 and
+/// `text/event-stream` checked), to be read as it streams.
+pub async fn post_stream(url: &str, session: &str, body: &Value) -> hyper::body::Incoming {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    response.into_body()
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
