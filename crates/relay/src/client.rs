@@ -294,6 +294,19 @@ impl RelayClient {
         reply_req(reply).is_some_and(|r| r < self.next_req)
     }
 
+    /// A frame that answers nothing, while listening: the relay's own refusal (`req` null: this device
+    /// was removed, or has too many connections open) says why; anything else is unexpected.
+    fn unsolicited(reply: Reply) -> ClientError {
+        match reply {
+            Reply::Error {
+                req: None,
+                code,
+                message,
+            } => ClientError::Refused { code, message },
+            other => ClientError::Unexpected(format!("{other:?}")),
+        }
+    }
+
     fn expect_ok(reply: Reply) -> Result<(), ClientError> {
         match reply {
             Reply::Ok { .. } => Ok(()),
@@ -458,7 +471,7 @@ impl RelayClient {
             match self.receive().await? {
                 reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                 late if self.is_late(&late) => {}
-                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                other => return Err(Self::unsolicited(other)),
             }
         }
     }
@@ -487,7 +500,7 @@ impl RelayClient {
                     match decode_reply(&bytes)? {
                         reply @ Reply::Deliver { .. } => self.queue_delivery(reply),
                         late if self.is_late(&late) => {}
-                        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                        other => return Err(Self::unsolicited(other)),
                     }
                 }
             }

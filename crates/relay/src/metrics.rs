@@ -25,6 +25,8 @@ pub(crate) enum Closed {
     Malformed,
     /// Too many consecutive rate-limited requests.
     RateLimited,
+    /// Its device was removed from its account (by another of the account's channels).
+    Removed,
 }
 
 const CODES: [(ErrorCode, &str); 10] = [
@@ -47,7 +49,7 @@ pub(crate) struct RelayMetrics {
     pub(crate) delivered: Counter,
     pub(crate) expired: Counter,
     refused: [Counter; 10],
-    closed: [Counter; 4],
+    closed: [Counter; 5],
 }
 
 /// Counts one connection while it lives.
@@ -67,7 +69,7 @@ impl RelayMetrics {
             delivered: counter!("tessera_relay_deliveries_total"),
             expired: counter!("tessera_relay_messages_expired_total"),
             refused: CODES.map(|(_, code)| counter!("tessera_relay_refused_total", "code" => code)),
-            closed: ["peer", "idle", "malformed", "rate_limited"]
+            closed: ["peer", "idle", "malformed", "rate_limited", "removed"]
                 .map(|reason| counter!("tessera_relay_closed_total", "reason" => reason)),
         }
     }
@@ -89,6 +91,7 @@ impl RelayMetrics {
             Closed::Idle => 1,
             Closed::Malformed => 2,
             Closed::RateLimited => 3,
+            Closed::Removed => 4,
         };
         self.closed[index].increment(1);
     }

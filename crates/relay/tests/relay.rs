@@ -439,3 +439,71 @@ async fn a_stream_of_malformed_frames_closes_the_channel() {
     // After the last error reply the relay closes: the next receive ends.
     assert!(!matches!(channel.recv().await, Ok(Some(_))));
 }
+
+/// `what`, which must finish within 10 s.
+async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), what)
+        .await
+        .expect("finished within 10 s")
+}
+
+/// A device removed by another device of its account — a lost phone still connected — is told why and
+/// disconnected on every channel it has open; the account's other devices carry on, and nothing more is
+/// stored for it.
+#[tokio::test]
+async fn a_removed_device_is_told_and_disconnected() {
+    let relay = start().await;
+    let (laptop_id, phone_id) = (Identity::generate(), Identity::generate());
+    let mut laptop = connect(&relay, &laptop_id).await;
+    laptop
+        .register("alice", "ik-laptop", "sk-laptop")
+        .await
+        .expect("register the laptop");
+    let (link, _) = laptop.link_device().await.expect("link token");
+    let mut phone = connect(&relay, &phone_id).await;
+    phone
+        .register_with("alice", "ik-phone", "sk-phone", Some(&link))
+        .await
+        .expect("register the phone");
+    // A second channel of the phone, listening too.
+    let mut phone_again = connect(&relay, &phone_id).await;
+    phone_again.ping().await.expect("pong");
+
+    let phone_device = phone_id.public_key().to_string();
+    laptop
+        .remove_device(Some(phone_device.clone()))
+        .await
+        .expect("remove the phone");
+    for channel in [&mut phone, &mut phone_again] {
+        let told = within(channel.next_delivery()).await;
+        assert!(
+            matches!(
+                &told,
+                Err(ClientError::Refused { code: ErrorCode::NotRegistered, message })
+                    if message.contains("removed")
+            ),
+            "{told:?}"
+        );
+        // Then the relay closes the channel.
+        let closed = within(channel.next_delivery()).await;
+        assert!(closed.is_err(), "{closed:?}");
+    }
+    // The laptop carries on; a copy for the phone is refused as for any stranger's device.
+    laptop.ping().await.expect("the laptop is untouched");
+    let refused = laptop
+        .send("m1", "alice", vec![env(&phone_id, "for the phone")])
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Refused {
+                code: ErrorCode::UnknownDevice,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    laptop.close().await;
+    phone.close().await;
+    phone_again.close().await;
+}

@@ -46,6 +46,8 @@ struct Pushed {
     /// Bumped when the device is registered anew (removed, then registered again): its new queue's
     /// sequence numbers start again at 1, so every connection of it starts again from cursor 0.
     epoch: u64,
+    /// The device was removed from its account: its open channels are told and closed.
+    removed: bool,
 }
 
 struct Inner<S> {
@@ -228,6 +230,7 @@ impl<S: Store> Relay<S> {
                     seq,
                     frame: Some(frame),
                     epoch: latest.epoch,
+                    removed: latest.removed,
                 };
                 true
             });
@@ -252,9 +255,30 @@ impl<S: Store> Relay<S> {
                 seq: 0,
                 frame: None,
                 epoch,
+                removed: false,
             };
         });
         epoch
+    }
+
+    /// Tells every open channel of `device` that it was removed from its account (they close); the
+    /// channel that removed its own device has stopped listening for this already.
+    fn device_removed(&self, device: &str) {
+        let cells = self
+            .inner
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(cell) = cells.get(device) {
+            cell.send_modify(|latest| {
+                *latest = Pushed {
+                    seq: 0,
+                    frame: None,
+                    epoch: latest.epoch.wrapping_add(1),
+                    removed: true,
+                };
+            });
+        }
     }
 
     /// Serves one channel until it ends: requests in, replies and deliveries out.
@@ -328,21 +352,22 @@ impl<S: Store> Relay<S> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     // The request and its reply live in this block only, and the awaits are boxed: an
                     // idle connection's task keeps none of their space (memory per idle client).
-                    let (encoded, violation, now_registered, fresh) = {
-                        let (reply, now_registered, fresh) = if budget.take() {
+                    let (encoded, violation, handled) = {
+                        let handled = if budget.take() {
                             limited = 0;
                             Box::pin(self.handle(&device, &bytes)).await
                         } else {
                             limited += 1;
                             let message = "request rate exceeded; slow down".to_owned();
-                            (Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message }, false, false)
+                            requests::Handled::reply(Reply::Error { req: salvage_req(&bytes), code: ErrorCode::RateLimited, message })
                         };
-                        if let Reply::Error { code, .. } = &reply {
+                        if let Reply::Error { code, .. } = &handled.reply {
                             metrics.refused(*code);
                         }
-                        let violation = matches!(reply, Reply::Error { code: ErrorCode::Malformed, .. });
-                        (encode_reply(&reply), violation, now_registered, fresh)
+                        let violation = matches!(handled.reply, Reply::Error { code: ErrorCode::Malformed, .. });
+                        (encode_reply(&handled.reply), violation, handled)
                     };
+                    let requests::Handled { registered: now_registered, fresh, removed_self, .. } = handled;
                     drop(bytes);
                     if Box::pin(writer.send(encoded)).await.is_err() {
                         break Closed::Peer;
@@ -367,6 +392,12 @@ impl<S: Store> Relay<S> {
                         registered = true;
                         more = true;
                     }
+                    if removed_self {
+                        // This channel may register the device anew; until then it has no queue.
+                        registered = false;
+                        more = false;
+                        wake.borrow_and_update();
+                    }
                 }
                 _ = std::future::ready(()), if registered && more => {}
                 changed = wake.changed(), if registered => {
@@ -374,6 +405,15 @@ impl<S: Store> Relay<S> {
                         break Closed::Peer;
                     }
                     let pushed = wake.borrow_and_update().clone();
+                    if pushed.removed {
+                        let removed = Reply::Error {
+                            req: None,
+                            code: ErrorCode::NotRegistered,
+                            message: "this device was removed from its account".to_owned(),
+                        };
+                        let _ = Box::pin(writer.send(encode_reply(&removed))).await;
+                        break Closed::Removed;
+                    }
                     if pushed.epoch != epoch {
                         // Registered anew on another connection: a new queue, from the start.
                         epoch = pushed.epoch;

@@ -5,6 +5,29 @@ use crate::protocol::codec::{decode_request, encode_reply, salvage_req};
 use crate::protocol::{ErrorCode, Reply, Request, UserPresence};
 use crate::store::{Admission, Enqueued, Registration, Store, StoreError};
 
+/// A handled frame: the reply, and what it did to the calling device.
+pub(super) struct Handled {
+    pub(super) reply: Reply,
+    /// The device is now registered.
+    pub(super) registered: bool,
+    /// That registration created the device (a new queue, whose sequence numbers start at 1).
+    pub(super) fresh: bool,
+    /// The device removed itself.
+    pub(super) removed_self: bool,
+}
+
+impl Handled {
+    /// A reply that changed nothing about the calling device.
+    pub(super) fn reply(reply: Reply) -> Self {
+        Handled {
+            reply,
+            registered: false,
+            fresh: false,
+            removed_self: false,
+        }
+    }
+}
+
 /// What went wrong with a request: the reply's code and text.
 pub(super) struct Refusal(pub(super) ErrorCode, pub(super) String);
 
@@ -32,36 +55,40 @@ impl From<StoreError> for Refusal {
 }
 
 impl<S: Store> Relay<S> {
-    /// Handles one frame; returns the reply, whether the device is now registered, and whether that
-    /// registration created the device (a new queue, whose sequence numbers start at 1).
-    pub(super) async fn handle(&self, device: &str, bytes: &[u8]) -> (Reply, bool, bool) {
+    /// Handles one frame (see [`Handled`]).
+    pub(super) async fn handle(&self, device: &str, bytes: &[u8]) -> Handled {
         let request = match decode_request(bytes) {
             Ok(request) => request,
             Err(error) => {
-                let reply = Reply::Error {
+                return Handled::reply(Reply::Error {
                     req: salvage_req(bytes),
                     code: ErrorCode::Malformed,
                     message: error.to_string(),
-                };
-                return (reply, false, false);
+                });
             }
         };
         let req = request.req();
         let registering = matches!(request, Request::RegisterDevice { .. });
+        let removing_self = matches!(
+            &request,
+            Request::RemoveDevice { device: target, .. }
+                if target.as_deref().is_none_or(|target| target == device)
+        );
         // Whether the device exists before its registration (a race with another connection of the same
         // device registering at once only costs a needless or a late reset of the cursors).
         let fresh = registering && matches!(self.inner.store.device(device).await, Ok(None));
         match self.execute(device, request).await {
-            Ok(reply) => (reply, registering, fresh),
-            Err(Refusal(code, message)) => (
-                Reply::Error {
-                    req: Some(req),
-                    code,
-                    message,
-                },
-                false,
-                false,
-            ),
+            Ok(reply) => Handled {
+                reply,
+                registered: registering,
+                fresh,
+                removed_self: removing_self,
+            },
+            Err(Refusal(code, message)) => Handled::reply(Reply::Error {
+                req: Some(req),
+                code,
+                message,
+            }),
         }
     }
 
@@ -75,6 +102,7 @@ impl<S: Store> Relay<S> {
         Ok(())
     }
 
+    /// Does what `request` asks for `device`.
     async fn execute(&self, device: &str, request: Request) -> Result<Reply, Refusal> {
         let config = &self.inner.config;
         let store = &self.inner.store;
@@ -258,6 +286,8 @@ impl<S: Store> Relay<S> {
                         format!("no device {target}"),
                     ));
                 }
+                // Its other open channels (a lost phone still connected) are told and closed.
+                self.device_removed(&target);
                 Ok(Reply::Ok { req })
             }
             Request::Ack { req, messages } => {
