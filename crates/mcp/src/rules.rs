@@ -24,7 +24,7 @@
 //! * Rules run in order; log and tag rules let the chain go on, the first block ends it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -128,6 +128,46 @@ pub struct Rules {
     rules: Vec<Rule>,
 }
 
+/// The rules in force, shared by every session of a proxy and replaceable while it runs (`tessera mcp
+/// serve` and `stdio` read their `--rules` file again on SIGHUP). Each message is judged by the rules in
+/// force when it passes. A set made with [`RuleSet::none`] has no rules and never gets any: the proxy then
+/// holds no body for them.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet(Option<Arc<RwLock<Arc<Rules>>>>);
+
+impl RuleSet {
+    /// No rules (the default).
+    pub fn none() -> RuleSet {
+        RuleSet(None)
+    }
+
+    /// These rules, replaceable with [`RuleSet::replace`].
+    pub fn new(rules: Rules) -> RuleSet {
+        RuleSet(Some(Arc::new(RwLock::new(Arc::new(rules)))))
+    }
+
+    /// True unless made with [`RuleSet::none`].
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Option<Arc<Rules>> {
+        let lock = self.0.as_ref()?;
+        Some(lock.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// Puts `rules` in force for every message from now on, in every session sharing this set; false
+    /// (and nothing changes) for a set made with [`RuleSet::none`].
+    pub fn replace(&self, rules: Rules) -> bool {
+        let Some(lock) = &self.0 else {
+            return false;
+        };
+        *lock.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        true
+    }
+}
+
 /// The `name` in a request's params, read as the servers' JSON parsers (JavaScript's, Python's, Go's)
 /// read it: of duplicated keys the last wins, so a rule sees the tool the server will run. (serde's
 /// derived decoders refuse duplicates, which left a rule with no name to match: a way around it.)
@@ -163,6 +203,16 @@ impl<'de> Deserialize<'de> for ToolName {
 }
 
 impl Rules {
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Parses a rule file (JSON, see the module docs).
     pub fn from_json(text: &str) -> Result<Rules, McpError> {
         let bad = |e: String| McpError::Rules(e);

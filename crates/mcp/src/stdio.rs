@@ -27,7 +27,7 @@ use crate::jsonrpc::{INVALID_REQUEST, Id, Kind, MAX_BATCH, Message};
 use crate::lines::{Line, LineCodec};
 use crate::metrics;
 use crate::outbox::{LineSink, LineTx};
-use crate::rules::Rules;
+use crate::rules::RuleSet;
 use crate::session::{Direction, Expired, McpSession, Sessions};
 use crate::tape::Tape;
 use crate::upstream::child::{self, ChildSpec};
@@ -61,7 +61,7 @@ pub struct StdioOptions {
     /// Record every frame here.
     pub tape: Option<Tape>,
     /// Interception rules, run over every message both ways.
-    pub rules: Option<Arc<Rules>>,
+    pub rules: RuleSet,
     /// Cancelled to stop the proxy (the binary cancels it on SIGTERM/SIGINT), which then shuts the child
     /// down as the spec says instead of leaving it running.
     pub stop: Option<CancellationToken>,
@@ -170,7 +170,7 @@ struct Ends {
     to_client: LineTx,
     to_server: LineTx,
     tape: Option<Tape>,
-    rules: Option<Arc<Rules>>,
+    rules: RuleSet,
     batches: Arc<Mutex<Batches>>,
     deadlines: Arc<Deadlines>,
 }
@@ -365,9 +365,9 @@ impl Ends {
 
     /// Rules, correlation and limits for one message, its frame recorded if it goes on.
     fn admit(&self, direction: Direction, message: &Message) -> Admit {
-        if let Some(rules) = &self.rules
+        if let Some(rules) = self.rules.current()
             && let Some(verdict) = crate::rules::apply(
-                rules,
+                &rules,
                 Some(&self.mcp),
                 direction,
                 message,

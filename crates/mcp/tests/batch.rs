@@ -156,7 +156,7 @@ async fn stdio_proxy(
     let (proxy_out, client_r) = tokio::io::duplex(1 << 16);
     let options = StdioOptions {
         tape: Some(tape.clone()),
-        rules: None,
+        rules: tessera_mcp::rules::RuleSet::none(),
 
         ..StdioOptions::default()
     };

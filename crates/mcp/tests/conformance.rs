@@ -357,7 +357,7 @@ async fn rules_over_the_shared_child(spec: &ChildSpec) {
     )
     .expect("rules");
     let mut config = HttpConfig::new(Upstream::Command(spec.clone()));
-    config.rules = Some(std::sync::Arc::new(rules));
+    config.rules = tessera_mcp::rules::RuleSet::new(rules);
     let proxy = start_proxy_with(config).await;
     let http = support::http::Http::new(proxy.url.replace("localhost", "127.0.0.1"));
     let call = |id: u64, tool: &str| {

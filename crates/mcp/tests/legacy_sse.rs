@@ -195,9 +195,8 @@ async fn old_client(url: &str) -> String {
 async fn an_old_clients_batch_passes_the_rules_element_by_element() {
     let mut config = HttpConfig::new(everything_command());
     let rules = r#"{"rules": [{"name": "no-sum", "method": "tools/call", "tool": "get-sum", "action": "block", "message": "get-sum is not allowed"}]}"#;
-    config.rules = Some(std::sync::Arc::new(
-        tessera_mcp::rules::Rules::from_json(rules).unwrap(),
-    ));
+    config.rules =
+        tessera_mcp::rules::RuleSet::new(tessera_mcp::rules::Rules::from_json(rules).unwrap());
     let p = support::proxy::start_with(config, None).await;
     let mut old = OldClient::open(&p.http.url).await;
     old.initialize().await;

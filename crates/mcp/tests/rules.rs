@@ -8,12 +8,11 @@ mod support;
 use support::answer::{Answer, answer_server};
 
 use std::ffi::OsString;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 use support::proxy::start_with;
 use tessera_mcp::http::{HttpConfig, Upstream};
-use tessera_mcp::rules::Rules;
+use tessera_mcp::rules::{RuleSet, Rules};
 use tessera_mcp::tape::{Tape, TapeConfig};
 use tessera_mcp::upstream::child::ChildSpec;
 
@@ -40,7 +39,7 @@ async fn rules_block_log_and_tag_and_are_recorded() {
     let mut config = HttpConfig::new(Upstream::Command(
         ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap(),
     ));
-    config.rules = Some(Arc::new(Rules::from_json(RULES).unwrap()));
+    config.rules = RuleSet::new(Rules::from_json(RULES).unwrap());
     let p = start_with(config, Some(tape.clone())).await;
 
     // A client that can sample, so server-everything offers its sampling tool.
@@ -234,7 +233,7 @@ async fn rules_on_stdio_both_ways() {
     let (proxy_out, client_r) = tokio::io::duplex(1 << 16);
     let options = StdioOptions {
         tape: Some(tape.clone()),
-        rules: Some(Arc::new(Rules::from_json(BOTH_WAYS).unwrap())),
+        rules: RuleSet::new(Rules::from_json(BOTH_WAYS).unwrap()),
 
         ..StdioOptions::default()
     };
@@ -354,7 +353,7 @@ async fn rules_on_stdio_both_ways() {
 async fn rules_on_a_url_upstreams_server_messages() {
     let upstream = support::http::server_everything_http().await;
     let mut config = HttpConfig::new(Upstream::Url(upstream.url.clone()));
-    config.rules = Some(Arc::new(Rules::from_json(BOTH_WAYS).unwrap()));
+    config.rules = RuleSet::new(Rules::from_json(BOTH_WAYS).unwrap());
     let p = start_with(config, None).await;
     let reply = p.http.post(None, &sampling_client_init()).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -449,7 +448,7 @@ async fn a_json_body_passes_only_once_the_rules_have_seen_it() {
     for (answer, refused) in cases {
         let (url, server) = answer_server(answer).await;
         let mut config = HttpConfig::new(Upstream::Url(url));
-        config.rules = Some(Arc::new(Rules::from_json(RULES).unwrap()));
+        config.rules = RuleSet::new(Rules::from_json(RULES).unwrap());
         config.max_body = 4 * 1024;
         let p = start_with(config, None).await;
         let (session, _) = p.http.initialize().await;
@@ -486,4 +485,54 @@ async fn a_json_body_passes_only_once_the_rules_have_seen_it() {
         p.finish().await;
         server.abort();
     }
+}
+
+/// Rules replaced while the proxy runs (what SIGHUP does in `tessera mcp serve`) apply to the next message
+/// of a session already open, with no new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_rules_apply_to_open_sessions() {
+    let bin = support::npm::server_everything();
+    let mut config = HttpConfig::new(Upstream::Command(
+        ChildSpec::from_command(&[OsString::from(bin), OsString::from("stdio")]).unwrap(),
+    ));
+    let rules = RuleSet::new(Rules::from_json(r#"{"rules": []}"#).unwrap());
+    config.rules = rules.clone();
+    let p = start_with(config, None).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "reload-test", "version": "0"}}});
+    let reply = p.http.post(None, &init).await;
+    let session = reply.header("mcp-session-id").unwrap().to_owned();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(p.http.post(Some(&session), &note).await.status, 202);
+    let reply = p
+        .http
+        .post(
+            Some(&session),
+            &call(1, "echo", json!({"message": "before"})),
+        )
+        .await;
+    assert_eq!(
+        reply.response(&json!(1))["result"]["content"][0]["text"],
+        "Echo: before"
+    );
+
+    assert!(rules.replace(
+        Rules::from_json(
+            r#"{"rules": [{"name": "no-echo", "method": "tools/call", "tool": "echo", "action": "block", "message": "echo is off"}]}"#
+        )
+        .unwrap()
+    ));
+    let reply = p
+        .http
+        .post(
+            Some(&session),
+            &call(2, "echo", json!({"message": "after"})),
+        )
+        .await;
+    assert_eq!(reply.response(&json!(2))["error"]["message"], "echo is off");
+    // A proxy without rules has none to replace.
+    assert!(!RuleSet::none().replace(Rules::default()));
+    assert_eq!(p.http.delete(&session).await.status, 200);
+    p.finish().await;
 }

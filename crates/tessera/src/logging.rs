@@ -192,8 +192,12 @@ pub fn init(format: LogFormat, default_level: &str) -> anyhow::Result<Flush> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let queue = LogQueue::spawn(QUEUED_LINES, std::io::stderr())?;
     let flush = queue.flush_handle();
+    // Colours for a person at a terminal only: a file or a pipe (a supervisor, a log collector) gets
+    // plain text.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal)
         .with_writer(queue);
     let result = match format {
         LogFormat::Text => builder.try_init(),

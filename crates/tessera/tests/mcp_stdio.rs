@@ -234,3 +234,81 @@ fn sigkill_of_the_proxy_ends_its_child_through_stdin() {
     );
     drop(stdin);
 }
+
+/// `--rules FILE` is read again on SIGHUP, the session kept: a call allowed before is blocked after the
+/// file changed; a file that no longer parses is reported and the rules in force stay.
+#[test]
+fn sighup_reloads_the_rules_in_the_same_session() {
+    let server = npm::server_everything();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-stdio-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.json");
+    std::fs::write(&rules, r#"{"rules": []}"#).unwrap();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "stdio", "--rules"])
+        .arg(&rules)
+        .arg("--")
+        .arg(&server)
+        .arg("stdio")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tessera");
+    let mut stdin = proxy.stdin.take().unwrap();
+    let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
+    let mut stderr = BufReader::new(proxy.stderr.take().unwrap());
+    let send = |stdin: &mut std::process::ChildStdin, line: &str| {
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to tessera")
+    };
+    let echo = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m{id}"}}}}}}"#
+        )
+    };
+    let hangup = |pid: u32| {
+        // SAFETY: kill(2) on the proxy's own pid, a process this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    };
+    send(&mut stdin, INITIALIZE);
+    read_until(&mut stdout, r#""id":1"#);
+    send(
+        &mut stdin,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    send(&mut stdin, &echo(2));
+    let allowed = read_until(&mut stdout, r#""id":2"#);
+    assert!(allowed.contains("Echo: m2"), "{allowed}");
+
+    std::fs::write(
+        &rules,
+        r#"{"rules": [{"name": "no-echo", "method": "tools/call", "tool": "echo", "action": "block", "message": "echo is off"}]}"#,
+    )
+    .unwrap();
+    hangup(proxy.id());
+    let reloaded = read_until(&mut stderr, "rules reloaded");
+    assert!(reloaded.contains("rules=1"), "{reloaded}");
+    send(&mut stdin, &echo(3));
+    let blocked = read_until(&mut stdout, r#""id":3"#);
+    assert!(blocked.contains("echo is off"), "{blocked}");
+
+    std::fs::write(&rules, "{ not json").unwrap();
+    hangup(proxy.id());
+    read_until(&mut stderr, "rules not reloaded");
+    send(&mut stdin, &echo(4));
+    let still = read_until(&mut stdout, r#""id":4"#);
+    assert!(
+        still.contains("echo is off"),
+        "the rules in force stay: {still}"
+    );
+
+    // The client leaves: the proxy ends.
+    drop(stdin);
+    let status = proxy.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,8 +18,8 @@ fn run(
     direction: Direction,
     message: &Message,
 ) -> Option<Verdict> {
-    let rules = state.config.rules.as_ref()?;
-    crate::rules::apply(rules, mcp, direction, message, state.tape.as_ref())
+    let rules = state.config.rules.current()?;
+    crate::rules::apply(&rules, mcp, direction, message, state.tape.as_ref())
 }
 
 /// A client message: `Some` is the answer when a rule blocks it.

@@ -189,9 +189,9 @@ async fn deliver(
     message: Message,
 ) -> Option<Response> {
     let mcp = &session.mcp;
-    if let Some(rules) = &state.config.rules
+    if let Some(rules) = state.config.rules.current()
         && let Some(verdict) = crate::rules::apply(
-            rules,
+            &rules,
             Some(mcp),
             Direction::ClientToServer,
             &message,

@@ -77,7 +77,7 @@ pub struct HttpConfig {
     /// 2025-11-25 (or later) session: how long a client waits before it reconnects (default 3000).
     pub sse_retry_ms: u64,
     /// Interception rules run over every client message, and over a command upstream's messages.
-    pub rules: Option<Arc<crate::rules::Rules>>,
+    pub rules: crate::rules::RuleSet,
     /// How long a POST response stream of a 2025-11-25 session with a command upstream waits for a client
     /// that lost it to resume (GET with `Last-Event-ID`) before its request is withdrawn (default 10 s;
     /// 0 = no resumption: a dropped stream withdraws the request at once).
@@ -97,7 +97,7 @@ impl HttpConfig {
             max_body: 4 * 1024 * 1024,
             stream_queue: 256,
             sse_retry_ms: 3000,
-            rules: None,
+            rules: crate::rules::RuleSet::none(),
             resume_window_ms: 10_000,
             control_timeout_ms: 5000,
         }

@@ -5,15 +5,13 @@
 //! and passed only if no rule blocks it (a client acts on whatever message a body carries). Without rules
 //! chunks pass as they come.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 
 use super::http::CancelUpstream;
 use crate::http::sse;
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::metrics;
-use crate::rules::Rules;
+use crate::rules::RuleSet;
 use crate::session::{Direction, McpSession};
 use crate::tape::Tape;
 
@@ -26,7 +24,7 @@ pub(crate) struct Inspector {
     tape: Option<Tape>,
     /// (request id, pending key) of a request tracked under a key of the proxy's.
     keyed: Option<(Id, Id)>,
-    rules: Option<Arc<Rules>>,
+    rules: RuleSet,
     /// Where a blocked server request's error goes.
     replies: Option<CancelUpstream>,
     /// With rules on an SSE body: the event not yet complete.
@@ -72,7 +70,7 @@ impl Inspector {
             max,
             tape,
             keyed,
-            rules: None,
+            rules: RuleSet::none(),
             replies: None,
             held: None,
             hold_json: false,
@@ -81,8 +79,8 @@ impl Inspector {
     }
 
     /// Runs `rules` over the server's messages (an SSE body is then passed on event by event).
-    pub(crate) fn with_rules(mut self, rules: Option<Arc<Rules>>, replies: CancelUpstream) -> Self {
-        if rules.is_some() {
+    pub(crate) fn with_rules(mut self, rules: RuleSet, replies: CancelUpstream) -> Self {
+        if rules.is_active() {
             if self.sse.is_some() {
                 self.held = Some(Held::default());
             } else {
@@ -221,9 +219,9 @@ impl Inspector {
             metrics::malformed(Direction::ServerToClient);
             return true;
         };
-        if let Some(rules) = &self.rules
+        if let Some(rules) = self.rules.current()
             && let Some(verdict) =
-                crate::rules::apply(rules, Some(mcp), Direction::ServerToClient, &message, tape)
+                crate::rules::apply(&rules, Some(mcp), Direction::ServerToClient, &message, tape)
             && let Some(reply) = crate::rules::blocked_reply(&message, &verdict)
         {
             if let (Some(error), Some(replies)) = (reply, &self.replies) {
@@ -382,12 +380,10 @@ mod tests {
     /// whatever the line ends (CR alone included) and wherever the chunks split.
     #[tokio::test]
     async fn rules_see_every_event_however_it_is_framed() {
-        use std::sync::Arc;
-
         use bytes::Bytes;
 
         use super::Inspector;
-        use crate::rules::Rules;
+        use crate::rules::{RuleSet, Rules};
         use crate::session::{McpConfig, Sessions};
 
         let rules = Rules::from_json(
@@ -423,7 +419,7 @@ mod tests {
                 super::super::http::HttpUpstream::new("http://127.0.0.1:9/mcp", 1 << 20).unwrap();
             let replies = super::super::http::CancelUpstream::for_test(upstream);
             let mut inspector = Inspector::new(mcp, true, 200, None, None)
-                .with_rules(Some(Arc::new(rules.clone())), replies);
+                .with_rules(RuleSet::new(rules.clone()), replies);
             let mut out = Vec::new();
             for chunk in text.as_bytes().chunks(step) {
                 out.extend_from_slice(&inspector.pass(Bytes::copy_from_slice(chunk)));

@@ -16,6 +16,8 @@ use tessera_mcp::upstream::child::ChildSpec;
 use tessera_mcp::{McpConfig, Sessions};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod rules_file;
+
 /// The MCP proxy.
 #[derive(Debug, Args)]
 pub struct McpArgs {
@@ -100,7 +102,8 @@ struct Common {
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=600_000), default_value_t = 2000)]
     grace_ms: u64,
     /// Interception rules, both directions (JSON: method, direction, tool, regexes, JSON pointer values, session
-    /// tags → block, log or tag); see docs/mcp.md.
+    /// tags → block, log or tag); see docs/mcp.md. Read again on SIGHUP, sessions kept (a file that does
+    /// not read or parse is reported, and the rules in force stay).
     #[arg(long)]
     rules: Option<PathBuf>,
 }
@@ -121,15 +124,8 @@ impl Common {
         Ok(spec)
     }
 
-    fn rules(&self) -> anyhow::Result<Option<std::sync::Arc<tessera_mcp::rules::Rules>>> {
-        let Some(path) = &self.rules else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the rules file {}", path.display()))?;
-        let rules = tessera_mcp::rules::Rules::from_json(&text)
-            .with_context(|| format!("in the rules file {}", path.display()))?;
-        Ok(Some(std::sync::Arc::new(rules)))
+    fn rules(&self) -> anyhow::Result<tessera_mcp::rules::RuleSet> {
+        rules_file::load(self.rules.as_deref())
     }
 
     async fn tape(&self) -> anyhow::Result<Option<(Tape, tessera_mcp::tape::TapeWriter)>> {
@@ -245,10 +241,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body = args.common.max_message;
     config.sse_retry_ms = args.sse_retry_ms;
     config.resume_window_ms = args.resume_window_ms;
-    config.rules = args.common.rules()?;
+    let rules = args.common.rules()?;
+    config.rules = rules.clone();
     let proxy = HttpProxy::new(config, sessions, tape.as_ref().map(|(t, _)| t.clone()))?;
-    // Handlers installed before the service says it listens: a signal from then on stops it gracefully.
+    // Handlers installed before the service says it listens: a signal from then on stops it gracefully
+    // (SIGHUP, with a rules file, reloads it).
     let signals = tessera_session::shutdown::listen();
+    let _reloading = rules_file::reload_on_hangup(args.common.rules.as_deref(), &rules)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -319,6 +318,7 @@ async fn stdio_proxy(args: StdioArgs) -> anyhow::Result<()> {
     // own, so the signal does not reach it) and finishes the tape.
     // The handlers are installed before the child starts: a signal from then on stops the proxy.
     let signals = tessera_session::shutdown::listen();
+    let _reloading = rules_file::reload_on_hangup(args.common.rules.as_deref(), &rules)?;
     let stop = tessera_session::CancellationToken::new();
     let on_signal = stop.clone();
     let signals = tokio::spawn(async move {
