@@ -352,7 +352,7 @@ impl<S: Store> Relay<S> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     // The request and its reply live in this block only, and the awaits are boxed: an
                     // idle connection's task keeps none of their space (memory per idle client).
-                    let (encoded, violation, handled) = {
+                    let (encoded, violation, now_registered, fresh, removed_self) = {
                         let handled = if budget.take() {
                             limited = 0;
                             Box::pin(self.handle(&device, &bytes)).await
@@ -365,9 +365,8 @@ impl<S: Store> Relay<S> {
                             metrics.refused(*code);
                         }
                         let violation = matches!(handled.reply, Reply::Error { code: ErrorCode::Malformed, .. });
-                        (encode_reply(&handled.reply), violation, handled)
+                        (encode_reply(&handled.reply), violation, handled.registered, handled.fresh, handled.removed_self)
                     };
-                    let requests::Handled { registered: now_registered, fresh, removed_self, .. } = handled;
                     drop(bytes);
                     if Box::pin(writer.send(encoded)).await.is_err() {
                         break Closed::Peer;
