@@ -312,3 +312,50 @@ fn sighup_reloads_the_rules_in_the_same_session() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A child that never reads its stdin (so never sees its end) still ends when the proxy is SIGKILLed:
+/// the kernel sends it the parent-death signal the proxy asked for (SIGTERM).
+#[test]
+fn sigkill_of_the_proxy_ends_a_child_that_ignores_its_stdin() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mcp-stdio-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("child.pid");
+    let script = format!(
+        "echo $$ > {}; while :; do sleep 1; done",
+        pid_file.display()
+    );
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["mcp", "stdio", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        std::thread::yield_now();
+    };
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+    // The client (this test) keeps the proxy's stdin open all along.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut status = String::new();
+    while std::time::Instant::now() < deadline {
+        status = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        if status.is_empty() || status.contains(") Z ") {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(
+        status.is_empty() || status.contains(") Z "),
+        "the child {child} outlived the killed proxy by 20 s: {status}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,6 +27,10 @@ pub struct ChildSpec {
     pub max_line: usize,
     /// Most messages queued for its stdin.
     pub queue: usize,
+    /// Run on the command just before it is spawned (default none): for what this crate, which has no
+    /// unsafe code, cannot do itself — the `tessera` binary has the kernel signal the child when the
+    /// proxy dies, which must be asked for between fork and exec.
+    pub prepare: Option<fn(&mut std::process::Command)>,
 }
 
 impl ChildSpec {
@@ -39,6 +43,7 @@ impl ChildSpec {
             grace: Duration::from_secs(2),
             max_line: DEFAULT_MAX_LINE,
             queue: 1024,
+            prepare: None,
         })
     }
 }
@@ -68,13 +73,18 @@ pub fn spawn<R: Send + 'static>(
 pub fn spawn_raw(
     spec: &ChildSpec,
 ) -> Result<(Child, ChildStdin, FramedRead<ChildStdout, LineCodec>), McpError> {
-    let mut child = Command::new(&spec.program)
+    let mut command = Command::new(&spec.program);
+    command
         .args(&spec.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if let Some(prepare) = spec.prepare {
+        prepare(command.as_std_mut());
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| McpError::Spawn(spec.program.to_string_lossy().into_owned(), e))?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {

@@ -16,6 +16,7 @@ use tessera_mcp::upstream::child::ChildSpec;
 use tessera_mcp::{McpConfig, Sessions};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod children;
 mod rules_file;
 
 /// The MCP proxy.
@@ -121,6 +122,7 @@ impl Common {
         let mut spec = ChildSpec::from_command(command)?;
         spec.grace = Duration::from_millis(self.grace_ms);
         spec.max_line = self.max_message;
+        spec.prepare = Some(children::end_with_the_proxy);
         Ok(spec)
     }
 
