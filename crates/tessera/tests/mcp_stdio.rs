@@ -150,15 +150,7 @@ fn sigterm_stops_the_proxy_and_its_child() {
         .spawn()
         .unwrap();
     // The child is up once it wrote its pid.
-    let child: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            break pid;
-        }
-        std::thread::yield_now();
-    };
+    let child = pid_from(&pid_file);
     // SAFETY: kill(2) on the proxy's own pid, a process this test started.
     assert_eq!(unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) }, 0);
     let status = proxy.wait().unwrap();
@@ -171,6 +163,34 @@ fn sigterm_stops_the_proxy_and_its_child() {
     let written = std::fs::read_to_string(&tape).unwrap();
     assert!(written.contains("\"type\":\"session\""), "{written}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pid a child shell wrote into `file`, once it is there (the child is up).
+fn pid_from(file: &std::path::Path) -> i32 {
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Waits until process `pid` has exited (a zombie of whoever adopted it, or gone); fails after 20 s.
+fn ends_within_20s(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut status = String::new();
+    while std::time::Instant::now() < deadline {
+        // An exited child becomes a zombie of init (or of a subreaper) or disappears once reaped.
+        status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if status.is_empty() || status.contains(") Z ") {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!("the child {pid} outlived the killed proxy by 20 s: {status}");
 }
 
 /// The children `pid` has (every thread's list), from /proc.
@@ -218,20 +238,7 @@ fn sigkill_of_the_proxy_ends_its_child_through_stdin() {
     proxy.kill().unwrap();
     proxy.wait().unwrap();
     // The client keeps its end open: only the proxy's death can end the child.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut status = String::new();
-    while std::time::Instant::now() < deadline {
-        // An exited child becomes a zombie of init (or of a subreaper) or disappears once reaped.
-        status = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        if status.is_empty() || status.contains(") Z ") {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    assert!(
-        status.is_empty() || status.contains(") Z "),
-        "the child {child} outlived the killed proxy by 20 s: {status}"
-    );
+    ends_within_20s(child);
     drop(stdin);
 }
 
@@ -332,30 +339,10 @@ fn sigkill_of_the_proxy_ends_a_child_that_ignores_its_stdin() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let child: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            break pid;
-        }
-        std::thread::yield_now();
-    };
+    let child = pid_from(&pid_file);
     proxy.kill().unwrap();
     proxy.wait().unwrap();
     // The client (this test) keeps the proxy's stdin open all along.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut status = String::new();
-    while std::time::Instant::now() < deadline {
-        status = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        if status.is_empty() || status.contains(") Z ") {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    assert!(
-        status.is_empty() || status.contains(") Z "),
-        "the child {child} outlived the killed proxy by 20 s: {status}"
-    );
+    ends_within_20s(child);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,7 @@
 //! a read and a wait.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tessera_channel::{Channel, ChannelWriter, Listener};
 use tokio::sync::watch;
@@ -171,11 +171,7 @@ impl<S: Store> Relay<S> {
     }
 
     fn subscribe(&self, device: &str) -> watch::Receiver<Pushed> {
-        let mut cells = self
-            .inner
-            .wake
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cells = self.cells();
         cells
             .entry(device.to_owned())
             .or_insert_with(|| watch::channel(Pushed::default()).0)
@@ -185,11 +181,7 @@ impl<S: Store> Relay<S> {
     /// Drops `device`'s cell when no connection of it is left.
     fn unsubscribe(&self, device: &str, receiver: watch::Receiver<Pushed>) {
         drop(receiver);
-        let mut cells = self
-            .inner
-            .wake
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cells = self.cells();
         if cells
             .get(device)
             .is_some_and(|cell| cell.receiver_count() == 0)
@@ -201,11 +193,7 @@ impl<S: Store> Relay<S> {
     /// Publishes `device`'s copy `seq` (committed) to its connections; `frame` encodes its `deliver`.
     fn notify(&self, device: &str, seq: u64, frame: impl FnOnce() -> Vec<u8>) {
         let live = {
-            let cells = self
-                .inner
-                .wake
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let cells = self.cells();
             match cells.get(device) {
                 Some(cell) => seq > cell.borrow().seq,
                 None => false,
@@ -216,11 +204,7 @@ impl<S: Store> Relay<S> {
         }
         // Encoded outside the lock; the cell keeps only the newest copy.
         let frame: Arc<[u8]> = Arc::from(frame());
-        let cells = self
-            .inner
-            .wake
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cells = self.cells();
         if let Some(cell) = cells.get(device) {
             cell.send_if_modified(|latest| {
                 if seq <= latest.seq {
@@ -240,11 +224,19 @@ impl<S: Store> Relay<S> {
     /// Starts `device`'s cell again for a new queue (the device was registered anew: its sequence
     /// numbers start again at 1); every connection of it sees the new epoch and resets its cursor.
     fn new_queue(&self, device: &str) -> u64 {
-        let cells = self
-            .inner
-            .wake
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.restart(device, false)
+    }
+
+    /// Tells every open channel of `device` that it was removed from its account (they close); the
+    /// channel that removed its own device has stopped listening for this already.
+    fn device_removed(&self, device: &str) {
+        self.restart(device, true);
+    }
+
+    /// Starts `device`'s cell again, if it has one: a new epoch, no copy, and whether the device is gone.
+    /// Returns the new epoch (0 without a cell).
+    fn restart(&self, device: &str, removed: bool) -> u64 {
+        let cells = self.cells();
         let Some(cell) = cells.get(device) else {
             return 0;
         };
@@ -255,30 +247,18 @@ impl<S: Store> Relay<S> {
                 seq: 0,
                 frame: None,
                 epoch,
-                removed: false,
+                removed,
             };
         });
         epoch
     }
 
-    /// Tells every open channel of `device` that it was removed from its account (they close); the
-    /// channel that removed its own device has stopped listening for this already.
-    fn device_removed(&self, device: &str) {
-        let cells = self
-            .inner
+    /// The live-push cells, locked.
+    fn cells(&self) -> MutexGuard<'_, HashMap<DeviceId, watch::Sender<Pushed>>> {
+        self.inner
             .wake
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(cell) = cells.get(device) {
-            cell.send_modify(|latest| {
-                *latest = Pushed {
-                    seq: 0,
-                    frame: None,
-                    epoch: latest.epoch.wrapping_add(1),
-                    removed: true,
-                };
-            });
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Serves one channel until it ends: requests in, replies and deliveries out.
