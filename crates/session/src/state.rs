@@ -146,7 +146,7 @@ impl SessionState {
         }
     }
 
-    /// Every state label, in [`SessionState::index`] order.
+    /// Every state label, in `SessionState::index` order.
     pub const LABELS: [&'static str; 5] = [
         "initializing",
         "active",

@@ -79,7 +79,7 @@ pub struct TeeTArgs {
 /// Prove an HTTPS page with TEE_K and TEE_T; writes the proof file `tessera verify` checks.
 #[derive(Debug, clap::Args)]
 pub struct ProveArgs {
-    /// https://HOST[:PORT]/PATH
+    /// `https://HOST[:PORT]/PATH`
     pub url: String,
     /// A request header, 'Name: value' (repeatable). Visible to other local users (ps): put secret ones
     /// (cookies, tokens) in --header-file instead.

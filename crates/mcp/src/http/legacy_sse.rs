@@ -2,7 +2,7 @@
 //! command upstream, its child) whose first event is `endpoint` (`/message?sessionId=…`); the client POSTs
 //! each message there (answered 202), and every server message — responses included — arrives as a
 //! `message` event on the GET stream. Closing the stream ends the session. Over a URL upstream the proxy
-//! translates to Streamable HTTP ([`super::legacy_url`]). Both requests' headers and every frame go
+//! translates to Streamable HTTP (`http::legacy_url`). Both requests' headers and every frame go
 //! to the tape; interception rules run over the client's messages (a blocked request's error comes on the
 //! stream).
 

@@ -9,13 +9,13 @@ use tessera_session::SessionId;
 pub struct Tags(u8);
 
 impl Tags {
-    /// Older than [`McpConfig::long_running_after`].
+    /// Older than [`McpConfig::long_running_after`](crate::McpConfig::long_running_after).
     pub const LONG_RUNNING: Tags = Tags(1);
-    /// More than [`McpConfig::high_volume_frames`] frames.
+    /// More than [`McpConfig::high_volume_frames`](crate::McpConfig::high_volume_frames) frames.
     pub const HIGH_VOLUME: Tags = Tags(2);
     /// The client presented credentials (an `Authorization` header).
     pub const AUTHENTICATED: Tags = Tags(4);
-    /// At least [`McpConfig::error_prone_ratio`] of its responses were errors.
+    /// At least [`McpConfig::error_prone_ratio`](crate::McpConfig::error_prone_ratio) of its responses were errors.
     pub const ERROR_PRONE: Tags = Tags(8);
     const NAMES: [(Tags, &'static str); 4] = [
         (Tags::LONG_RUNNING, "long-running"),

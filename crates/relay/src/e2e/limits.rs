@@ -9,7 +9,7 @@
 //!   again): the price of a bound that anyone able to register devices could otherwise push.
 //! * [`MAX_INBOUND_PER_IDENTITY`] inbound session ids per sender identity key, for
 //!   [`MAX_INBOUND_IDENTITIES`] identity keys (least recently used forgotten first): the replay guard
-//!   for pre-key messages ([`Inbound`]), which must outlive the sessions themselves.
+//!   for pre-key messages (`Inbound`), which must outlive the sessions themselves.
 //!
 //! Worst case about 5 × 2,000 sessions × 1.2 KB + 100 × 2,000 ids × 50 bytes + the dedup window
 //! (1 MB): about 23 MB sealed.

@@ -29,7 +29,7 @@ pub struct RelayConfig {
     /// Most messages acknowledged in one ack (default 1,000).
     pub max_acks: usize,
     /// How long an undelivered message is kept, and how long a message id is remembered for idempotent
-    /// retries (default 30 days). Applied by [`Relay::expire`].
+    /// retries (default 30 days). Applied by [`Relay::expire`](crate::server::Relay::expire).
     pub message_ttl: std::time::Duration,
     /// Registration policy: when true a new account needs an invite token (see [`crate::invite`]);
     /// when false (default) anyone may create an account. A new device of an existing account always

@@ -3,7 +3,7 @@
 //!
 //! Writes go through a pool of exactly one connection, so write transactions never contend inside the
 //! process (no `SQLITE_BUSY` upgrades); reads use a separate small pool, which WAL lets run beside the
-//! writer. Sends and acks are group-committed by one writer task ([`super::batch`]).
+//! writer. Sends and acks are group-committed by one writer task (`store::batch`).
 
 use std::path::Path;
 use std::str::FromStr;

@@ -21,7 +21,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most sessions at once (default 1,000).
     pub max_sessions: usize,
-    /// Largest response, in ciphertext bytes over all records plus [`RECORD_CHARGE`] per record (default
+    /// Largest response, in ciphertext bytes over all records plus `RECORD_CHARGE` per record (default
     /// 64 MiB): what each TEE holds for a session stays bounded however small the records are.
     pub max_response: usize,
     /// Most server records relayed during the handshake (default 64).

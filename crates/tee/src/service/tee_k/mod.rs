@@ -1,5 +1,5 @@
 //! TEE_K: accepts clients on `/ws`, creates one protocol session per client channel, and talks to TEE_T
-//! over one persistent pinned channel ([`super::peer`]). The session's steps are in [`session`].
+//! over one persistent pinned channel (`service::peer`). The session's steps are in `tee_k::session`.
 
 mod response;
 mod session;

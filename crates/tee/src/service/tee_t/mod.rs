@@ -2,7 +2,7 @@
 //! else — reference gap 3), clients on `/ws`. A session starts when TEE_K sends `session_created`; TEE_T
 //! registers it and echoes `session_created` back, and only then does TEE_K tell the client `session_ready`,
 //! so a client's first message (its `redaction_streams`) always finds its session. The steps are in
-//! [`session`].
+//! `tee_t::session`.
 
 mod session;
 
