@@ -335,9 +335,15 @@ fn serve_client(inner: Arc<Inner>, channel: Channel) {
                     return;
                 }
             };
-            if inbox.send(Event::Attach(writer.clone())).await.is_err()
-                || inbox.send(Event::FromClient(body)).await.is_err()
-            {
+            if inbox.send(Event::Attach(writer.clone())).await.is_err() {
+                // The session ended between the attachment and now, and could not reach this writer.
+                let ended = "the session ended as this client attached";
+                let _ = writer.send(wire::error_message(&sid, ended)).await;
+                writer.close();
+                return;
+            }
+            // Refused only once the session has ended; it told this writer why (it took the attachment).
+            if inbox.send(Event::FromClient(body)).await.is_err() {
                 return;
             }
             attached = Some((sid, inbox));

@@ -143,8 +143,17 @@ async fn run(
             tracing::info!(session = %guard.session().id(), %reason, "TEE_T session failed");
             let error = wire::error_message(&s.sid, reason.clone());
             let _ = s.k_tx.send(error.clone()).await;
-            if let Some(client) = &s.client {
-                let _ = client.send(error).await;
+            // A client that attached as the session ended has its writer still queued: no event is taken
+            // from now on, and every queued attachment is told why too.
+            inbox.close();
+            let mut clients: Vec<ChannelWriter> = s.client.take().into_iter().collect();
+            while let Ok(event) = inbox.try_recv() {
+                if let Event::Attach(writer) = event {
+                    clients.push(writer);
+                }
+            }
+            for client in clients {
+                let _ = client.send(error.clone()).await;
                 client.close();
             }
             guard.fail(FailureReason::error(reason));
