@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::openssl::{OPENSSL, SServer, openssl_available, openssl_offers};
+use common::openssl::{OPENSSL, SServer, free_port, openssl_available, openssl_offers, site_files};
 use common::{HOSTNAME, TestPki, get_request, split_exchange};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -105,16 +105,8 @@ struct Interactive {
 
 impl Interactive {
     fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> Interactive {
-        let leaf = pki.leaf_for(suite);
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        std::fs::write(&cert, &leaf.cert_pem).unwrap();
-        std::fs::write(&key, &leaf.key_pem).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (cert, key) = site_files(dir, pki, suite);
+        let port = free_port();
         let mut child = Command::new(OPENSSL)
             .arg("s_server")
             .args(["-accept", &format!("127.0.0.1:{port}")])

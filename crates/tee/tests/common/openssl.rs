@@ -2,7 +2,7 @@
 //! `.ci/run` installs it).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use tessera_tee::{CipherSuite, TlsVersion};
 
@@ -39,6 +39,24 @@ pub fn openssl_offers(suite: CipherSuite) -> bool {
     })
 }
 
+/// Writes the test site's certificate and key for `suite` into `dir`: (cert.pem, key.pem).
+pub fn site_files(dir: &Path, pki: &TestPki, suite: CipherSuite) -> (PathBuf, PathBuf) {
+    let leaf = pki.leaf_for(suite);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    (cert, key)
+}
+
+/// A free loopback port: bind :0, read it, release it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An `openssl s_server` child, killed on drop.
 pub struct SServer {
     pub child: Child,
@@ -55,17 +73,8 @@ impl Drop for SServer {
 impl SServer {
     /// Starts `s_server -www` for exactly `suite`, and returns once it printed ACCEPT (it listens).
     pub fn start(dir: &Path, pki: &TestPki, suite: CipherSuite) -> SServer {
-        let leaf = pki.leaf_for(suite);
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        std::fs::write(&cert, &leaf.cert_pem).unwrap();
-        std::fs::write(&key, &leaf.key_pem).unwrap();
-        // A free loopback port: bind :0, read it, release it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (cert, key) = site_files(dir, pki, suite);
+        let port = free_port();
         let mut cmd = Command::new(OPENSSL);
         cmd.arg("s_server")
             .args(["-accept", &format!("127.0.0.1:{port}")])
